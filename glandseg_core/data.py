@@ -1,0 +1,178 @@
+"""GlaS (Warwick-QU) discovery and loading.
+
+The release is a flat folder: ``train_N.bmp`` + ``train_N_anno.bmp``, ``testA_*``, ``testB_*`` and ``Grade.csv``
+(old-Mac CR line endings). PNG or TIFF files with the same stems work too. Annotations are instance label maps:
+0 = background, 1..N = glands.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .io import ImageError, read_image, read_label_map
+
+SPLITS = ("train", "val", "testA", "testB")
+SPLIT_CHOICES = (*SPLITS, "all")
+IMAGE_EXTS = (".bmp", ".png", ".tif", ".tiff")
+VAL_SPLIT_FILE = Path(__file__).with_name("val_split.txt")
+_NAME_RE = re.compile(r"^(train|testA|testB)_(\d+)$")
+
+
+class DatasetError(ValueError):
+    """A GlaS folder that is missing, incomplete or inconsistent (one-line message)."""
+
+
+@dataclass(frozen=True)
+class GlasItem:
+    """One GlaS image: ``name`` like ``testA_3``, its split, grade and file paths."""
+
+    name: str
+    split: str
+    grade: str  # "benign", "malignant" or "unknown"
+    image_path: Path
+    anno_path: Path | None
+
+
+def data_root(arg: str | os.PathLike | None = None) -> Path:
+    """Resolve the GlaS folder: ``arg``, else ``$GLANDSEG_DATA``.
+
+    Raises:
+        DatasetError: when neither is given or the folder does not exist.
+    """
+    raw = arg if arg is not None else os.environ.get("GLANDSEG_DATA")
+    if not raw:
+        raise DatasetError("no GlaS folder given: pass --data DIR or set GLANDSEG_DATA")
+    root = Path(raw).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"GlaS folder {root} does not exist or is not a folder")
+    return root
+
+
+@lru_cache(maxsize=8)
+def _read_grades_cached(path: str, mtime: float) -> dict[str, str]:
+    text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    grades: dict[str, str] = {}
+    for line in re.split(r"\r\n|\r|\n", text)[1:]:
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 3 and parts[0]:
+            grades[parts[0]] = parts[2].lower()
+    return grades
+
+
+def read_grades(root: Path) -> dict[str, str]:
+    """Map image name -> ``benign``/``malignant`` from ``Grade.csv`` (any line ending); empty if absent."""
+    path = root / "Grade.csv"
+    if not path.is_file():
+        return {}
+    return _read_grades_cached(str(path), path.stat().st_mtime)
+
+
+def val_names() -> tuple[str, ...]:
+    """The fixed validation images carved from ``train`` (committed in ``val_split.txt``)."""
+    lines = VAL_SPLIT_FILE.read_text().splitlines()
+    return tuple(ln.strip() for ln in lines if ln.strip() and not ln.startswith("#"))
+
+
+def _index_files(root: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for p in root.iterdir():
+        if p.suffix.lower() in IMAGE_EXTS and p.is_file():
+            files.setdefault(p.stem, p)
+    return files
+
+
+def _sort_key(name: str) -> tuple[str, int]:
+    m = _NAME_RE.match(name)
+    return (m.group(1), int(m.group(2))) if m else (name, 0)
+
+
+def find_items(root: str | os.PathLike | None, splits: tuple[str, ...] | list[str]) -> list[GlasItem]:
+    """List the images of ``splits`` (``train`` excludes the ``val`` images; ``all`` = train+val+testA+testB).
+
+    Only the files of the requested splits are needed.
+
+    Raises:
+        DatasetError: naming the missing or unpaired files.
+    """
+    root = data_root(root)
+    wanted: list[str] = []
+    for s in splits:
+        if s not in SPLIT_CHOICES:
+            raise DatasetError(f"unknown split {s!r}; choose from {', '.join(SPLIT_CHOICES)}")
+        for t in SPLITS if s == "all" else (s,):
+            if t not in wanted:
+                wanted.append(t)
+    files = _index_files(root)
+    grades = read_grades(root)
+    val = set(val_names())
+    items: list[GlasItem] = []
+    problems: list[str] = []
+    for split in wanted:
+        prefix = "train" if split in ("train", "val") else split
+        stems = [
+            s for s in files if _NAME_RE.match(s) and _NAME_RE.match(s).group(1) == prefix  # type: ignore[union-attr]
+        ]
+        if split == "val":
+            missing_val = sorted(val - set(stems), key=_sort_key)
+            if missing_val:
+                problems.append(f"validation images missing: {', '.join(missing_val[:5])}")
+            stems = [s for s in stems if s in val]
+        elif split == "train":
+            stems = [s for s in stems if s not in val]
+        if not stems:
+            problems.append(f"no {prefix}_N images for split {split}")
+        for stem in sorted(stems, key=_sort_key):
+            anno = files.get(f"{stem}_anno")
+            if anno is None:
+                problems.append(f"{files[stem].name} has no {stem}_anno file")
+                continue
+            items.append(GlasItem(stem, split, grades.get(stem, "unknown"), files[stem], anno))
+        orphans = [
+            s[: -len("_anno")]
+            for s in files
+            if s.endswith("_anno") and s.startswith(prefix + "_") and s[: -len("_anno")] not in files
+        ]
+        if orphans:
+            problems.append(f"annotations without image: {', '.join(sorted(orphans, key=_sort_key)[:5])}")
+    if problems:
+        raise DatasetError(f"GlaS folder {root}: " + "; ".join(problems))
+    return items
+
+
+def load_item(item: GlasItem) -> tuple[np.ndarray, np.ndarray]:
+    """Read one image and its label map.
+
+    Returns:
+        image (uint8[H, W, 3]) and labels (int32[H, W]; 0=background, 1..N glands).
+
+    Raises:
+        DatasetError: when a file is unreadable or the annotation's size differs from the image's.
+    """
+    try:
+        image = read_image(item.image_path)
+        labels = read_label_map(item.anno_path, shape=image.shape[:2]) if item.anno_path else None
+    except ImageError as e:
+        raise DatasetError(str(e)) from e
+    if labels is None:
+        raise DatasetError(f"{item.name}: no annotation")
+    return image, labels
+
+
+def item_by_name(root: str | os.PathLike | None, name: str) -> GlasItem:
+    """Find one GlaS image by name (e.g. ``testA_3``)."""
+    m = _NAME_RE.match(name)
+    if not m:
+        raise DatasetError(f"{name!r} is not a GlaS image name (train_N, testA_N, testB_N)")
+    split = m.group(1)
+    if split == "train":
+        split = "val" if name in set(val_names()) else "train"
+    for item in find_items(root, (split,)):
+        if item.name == name:
+            return item
+    raise DatasetError(f"{name} not found in the GlaS folder")

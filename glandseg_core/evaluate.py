@@ -1,0 +1,137 @@
+"""Score a model, or a folder of label maps from any method, on GlaS splits.
+
+Writes ``per_image.csv`` (one row per image) and ``summary.json`` (``{split: {pooled_f1, ...}}``; with more than
+one split, ``all`` pools every evaluated image).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from .data import GlasItem, find_items, load_item
+from .infer import Run, predict
+from .io import ImageError, atomic_write_text, read_label_map, write_label_png
+from .metrics import ImageScores, SplitScores, pool_scores, score_image
+
+PER_IMAGE_COLUMNS = [
+    "image", "split", "grade", "n_gt", "n_pred", "tp", "fp", "fn", "f1", "object_dice", "object_hausdorff",
+    "pixel_iou", "count_score", "precision", "recall", "f2", "pixel_dice", "seconds",
+]  # fmt: skip
+SUMMARY_KEYS = [
+    "pooled_f1", "pooled_object_dice", "pooled_object_hausdorff", "mean_f1", "mean_object_dice",
+    "mean_object_hausdorff", "tp", "fp", "fn", "n_images", "precision", "recall", "f2", "mean_pixel_iou",
+    "mean_pixel_dice", "mean_count_score",
+]  # fmt: skip
+
+
+def _expand(splits: list[str] | tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for s in splits:
+        for t in ("train", "val", "testA", "testB") if s == "all" else (s,):
+            if t not in out:
+                out.append(t)
+    return out
+
+
+def _row(item: GlasItem, s: ImageScores, seconds: float) -> dict:
+    d = s.as_dict()
+    return {"image": item.name, "split": item.split, "grade": item.grade, **{k: d[k] for k in PER_IMAGE_COLUMNS[3:-1]}, "seconds": round(seconds, 3)}
+
+
+def summarise(scores_by_split: dict[str, list[ImageScores]]) -> dict[str, dict]:
+    """Pool each split (and ``all`` when there are several) into the summary dict."""
+    out: dict[str, dict] = {}
+    for split, scores in scores_by_split.items():
+        out[split] = _summary(pool_scores(scores))
+    if len(scores_by_split) > 1:
+        out["all"] = _summary(pool_scores([s for v in scores_by_split.values() for s in v]))
+    return out
+
+
+def _summary(s: SplitScores) -> dict:
+    d = s.as_dict()
+    return {k: d[k] for k in SUMMARY_KEYS}
+
+
+def evaluate(
+    data: str | os.PathLike | None,
+    splits: list[str] | tuple[str, ...],
+    out_dir: str | os.PathLike,
+    *,
+    run: Run | None = None,
+    predictions: str | os.PathLike | None = None,
+    tta: bool = False,
+    save_predictions: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Score ``run`` (or the label maps ``<image>.png`` in ``predictions``) on ``splits``.
+
+    Args:
+        data: GlaS folder (else ``$GLANDSEG_DATA``).
+        splits: names from train, val, testA, testB, all.
+        out_dir: where ``per_image.csv`` and ``summary.json`` go (and ``predictions/`` with ``save_predictions``).
+        run: a loaded model; exactly one of ``run`` and ``predictions``.
+        predictions: a folder of label maps named ``<image>.png`` (or .tif/.bmp).
+        tta: test-time augmentation for ``run``.
+        save_predictions: also write each predicted label map as ``out_dir/predictions/<image>.png``.
+        progress: called as ``progress(done, total, image_name)``.
+
+    Returns:
+        (per-image table, summary dict).
+
+    Raises:
+        DatasetError, ImageError: with one-line messages naming the file.
+    """
+    if (run is None) == (predictions is None):
+        raise ValueError("give exactly one of run and predictions")
+    out_dir = Path(out_dir)
+    items = find_items(data, _expand(splits))
+    pred_files: dict[str, Path] = {}
+    if predictions is not None:
+        pdir = Path(predictions)
+        if not pdir.is_dir():
+            raise ImageError(f"predictions folder {pdir} does not exist")
+        pred_files = {p.stem: p for p in pdir.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp")}
+        missing = [it.name for it in items if it.name not in pred_files]
+        if missing:
+            raise ImageError(f"{pdir}: no prediction for {len(missing)} images, e.g. {', '.join(missing[:5])}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, by_split = [], {}
+    for i, item in enumerate(items):
+        image, gt = load_item(item)
+        t0 = time.perf_counter()
+        if run is not None:
+            pred = predict(run, image, tta=tta)
+        else:
+            pred = read_label_map(pred_files[item.name], shape=gt.shape)
+        seconds = time.perf_counter() - t0
+        if save_predictions:
+            (out_dir / "predictions").mkdir(exist_ok=True)
+            write_label_png(out_dir / "predictions" / f"{item.name}.png", pred)
+        s = score_image(pred, gt)
+        by_split.setdefault(item.split, []).append(s)
+        rows.append(_row(item, s, seconds))
+        if progress:
+            progress(i + 1, len(items), item.name)
+    table = pd.DataFrame(rows, columns=PER_IMAGE_COLUMNS)
+    summary = summarise(by_split)
+    atomic_write_text(out_dir / "per_image.csv", table.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return table, summary
+
+
+def format_summary(summary: dict[str, dict]) -> str:
+    """A small text table of the pooled and mean figures per split."""
+    lines = [f"{'split':<7} {'n':>3} {'F1':>6} {'objDice':>8} {'objHaus':>8} | {'meanF1':>6} {'meanDice':>8} {'meanHaus':>8}"]
+    for split, s in summary.items():
+        lines.append(
+            f"{split:<7} {s['n_images']:>3} {s['pooled_f1']:>6.3f} {s['pooled_object_dice']:>8.3f} {s['pooled_object_hausdorff']:>8.1f} | "
+            f"{s['mean_f1']:>6.3f} {s['mean_object_dice']:>8.3f} {s['mean_object_hausdorff']:>8.1f}"
+        )
+    return "\n".join(lines)

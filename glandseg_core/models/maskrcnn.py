@@ -1,0 +1,76 @@
+"""torchvision Mask R-CNN with two classes (background, gland), trained from scratch.
+
+Nothing can be downloaded: the backbone starts from random weights (``weights=None``) with trainable BatchNorm
+(torchvision's default FrozenBatchNorm is an identity when no pretrained statistics exist). The heads are swapped
+as in the torchvision fine-tuning tutorial: ``FastRCNNPredictor(in_features, 2)``, ``MaskRCNNPredictor(..., 2)``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.models import mobilenet_v3_large
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import _mobilenet_extractor, resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+
+from ..config import RunConfig
+from ..precision import autocast
+from . import register_model
+
+NUM_CLASSES = 2  # background + gland
+
+
+class MixedPrecisionBackbone(nn.Module):
+    """Runs a ``BackboneWithFPN`` under autocast and returns fp32 features, so that the box coder, RPN and ROI
+    heads stay in fp32 (in bf16, from-scratch proposals collapse to zero width and the box loss turns NaN).
+    Keeps the wrapped module's ``body``/``fpn`` names, so state dicts match torchvision's."""
+
+    def __init__(self, inner: nn.Module, enabled: bool) -> None:
+        super().__init__()
+        self.body, self.fpn, self.out_channels, self.enabled = inner.body, inner.fpn, inner.out_channels, enabled
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        with autocast(x.device, self.enabled):
+            feats = self.fpn(self.body(x))
+        return OrderedDict((k, v.float()) for k, v in feats.items())
+
+
+def _backbone(name: str) -> nn.Module:
+    if name.startswith("resnet"):
+        return resnet_fpn_backbone(backbone_name=name, weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5)
+    if name == "mobilenet_v3_large":
+        body = mobilenet_v3_large(weights=None, norm_layer=nn.BatchNorm2d)
+        return _mobilenet_extractor(body, True, trainable_layers=6)
+    raise ValueError(f"unknown Mask R-CNN backbone {name!r}")
+
+
+@register_model("maskrcnn")
+def build_maskrcnn(cfg: RunConfig) -> MaskRCNN:
+    """Mask R-CNN for glands: backbone ``cfg.maskrcnn_backbone`` with FPN, anchors ``cfg.maskrcnn_anchor_sizes``."""
+    backbone = MixedPrecisionBackbone(_backbone(cfg.maskrcnn_backbone), cfg.train_amp)
+    n_maps = 5 if cfg.maskrcnn_backbone.startswith("resnet") else 3
+    sizes = cfg.maskrcnn_anchor_sizes[:n_maps] if n_maps == 5 else cfg.maskrcnn_anchor_sizes[1:4]
+    anchors = AnchorGenerator(sizes=tuple((s,) for s in sizes), aspect_ratios=((0.5, 1.0, 2.0),) * n_maps)
+    model = MaskRCNN(
+        backbone,
+        num_classes=91,  # replaced below, as in the tutorial
+        rpn_anchor_generator=anchors,
+        min_size=cfg.maskrcnn_min_size,
+        max_size=cfg.maskrcnn_max_size,
+        box_detections_per_img=cfg.maskrcnn_detections_per_img,
+        box_score_thresh=0.05,
+        rpn_post_nms_top_n_train=cfg.maskrcnn_rpn_post_nms_top_n_train,
+        box_batch_size_per_image=cfg.maskrcnn_box_batch_size_per_image,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    in_features = model.roi_heads.box_predictor.cls_score.in_features
+    model.roi_heads.box_predictor = FastRCNNPredictor(in_features, NUM_CLASSES)
+    in_features_mask = model.roi_heads.mask_predictor.conv5_mask.in_channels
+    model.roi_heads.mask_predictor = MaskRCNNPredictor(in_features_mask, 256, NUM_CLASSES)
+    return model

@@ -1,0 +1,81 @@
+"""U-Net (Ronneberger et al. 2015) built from small blocks, with BatchNorm and a configurable depth and width.
+
+Output: logits[B, 2, H, W]: channel 0 = gland, channel 1 = gland contour (see ``transforms.unet_targets``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import RunConfig
+from . import register_model
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions, each followed by BatchNorm and ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DecoderBlock(nn.Module):
+    """Upsample x2, concatenate the skip connection, then a ConvBlock."""
+
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_ch, in_ch // 2, 2, stride=2)
+        self.block = ConvBlock(in_ch // 2 + skip_ch, out_ch)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.block(torch.cat([self.up(x), skip], dim=1))
+
+
+class UNet(nn.Module):
+    """U-Net with ``depth`` down-sampling steps; input sides must be multiples of ``2**depth``."""
+
+    def __init__(self, *, in_channels: int = 3, out_channels: int = 2, base: int = 32, depth: int = 4) -> None:
+        super().__init__()
+        if depth < 1 or base < 1:
+            raise ValueError(f"depth and base must be positive, got depth={depth}, base={base}")
+        self.depth = depth
+        widths = [base * 2**i for i in range(depth + 1)]
+        self.encoders = nn.ModuleList([ConvBlock(in_channels, widths[0])])
+        self.encoders.extend(ConvBlock(widths[i], widths[i + 1]) for i in range(depth))
+        self.decoders = nn.ModuleList(DecoderBlock(widths[i + 1], widths[i], widths[i]) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this."""
+        return 2**self.depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % self.multiple or w % self.multiple:
+            raise ValueError(
+                f"U-Net input is {h}x{w}; sides must be multiples of {self.multiple}. Consider pad your images to "
+                f"shape ({-(-h // self.multiple) * self.multiple}, {-(-w // self.multiple) * self.multiple})"
+            )
+        skips = []
+        for i, enc in enumerate(self.encoders):
+            x = enc(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        x = skips.pop()
+        for dec in self.decoders:
+            x = dec(x, skips.pop())
+        return self.head(x)
+
+
+@register_model("unet")
+def build_unet(cfg: RunConfig) -> UNet:
+    """U-Net with 2 output channels (gland, contour), width ``cfg.unet_base``, depth ``cfg.unet_depth``."""
+    return UNet(base=cfg.unet_base, depth=cfg.unet_depth, out_channels=2)
