@@ -252,7 +252,7 @@ def _fit(cfg, data, run_dir: Path, resume: bool, rank: int, world: int, dev: tor
         rng.bit_generator.state = ckpt["rng_numpy"][rank] if rank < len(ckpt["rng_numpy"]) else rng.bit_generator.state
         torch.set_rng_state(ckpt["rng_torch"])
         if rank == 0:
-            _truncate_log(run_dir / "log.jsonl", ckpt["epoch"])
+            _truncate_log(run_dir / "log.jsonl", ckpt["epoch"] + 1)  # log epochs are 1-based
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     stop = {"flag": False}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install glandseg's requirements (idempotent). Debian's chromium is installed for the
+# browser test when we are root and it is missing (the test skips itself without it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+if [ "${GLANDSEG_NO_BROWSER:-0}" != 1 ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "note: chromium could not be installed; the browser test will be skipped"
+fi
