@@ -1,0 +1,135 @@
+"""Write ``MODEL_CARD.md`` for a model folder from what its run and its evaluations recorded.
+
+Usage: ``python -m glandseg_core.modelcard trained_models/unet --run runs/unet --command "..." [--notes notes.md]``.
+Reads the run's ``config.json``, ``log.jsonl`` and ``tuning.json``, and the model folder's ``metrics.json`` (Test A /
+Test B), ``val/summary.json``, ``tta/summary.json`` (when present) and ``per_image.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import load_config
+from .io import atomic_write_text
+
+POSTER = {"unet": {"f1": 0.49, "haus": 79}, "maskrcnn": {"f1": 0.79, "haus": 153}}
+PUBLISHED = [
+    ("DCAN (challenge winner)", "testA", 0.912, 0.897, 45.4),
+    ("DCAN (challenge winner)", "testB", 0.716, 0.781, 160.3),
+    ("Freiburg U-Net", "testA", 0.870, None, None),
+    ("MILD-Net", "testA", 0.914, 0.913, 41.5),
+    ("MILD-Net", "testB", 0.844, 0.836, 105.9),
+]
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _results_table(summaries: dict[str, dict]) -> list[str]:
+    rows = [
+        "| split | images | pooled F1 | pooled obj. Dice | pooled obj. Hausdorff | mean F1 | mean obj. Dice | mean obj. Hausdorff | mean pixel IoU | mean count score |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, s in summaries.items():
+        rows.append(
+            f"| {label} | {s['n_images']} | {_fmt(s['pooled_f1'])} | {_fmt(s['pooled_object_dice'])} | "
+            f"{_fmt(s['pooled_object_hausdorff'], 1)} | {_fmt(s['mean_f1'])} | {_fmt(s['mean_object_dice'])} | "
+            f"{_fmt(s['mean_object_hausdorff'], 1)} | {_fmt(s.get('mean_pixel_iou'))} | {_fmt(s.get('mean_count_score'))} |"
+        )
+    return rows
+
+
+def render(model_dir: Path, run_dir: Path, command: str, notes: str = "") -> str:
+    """The card's Markdown text."""
+    cfg = load_config(model_dir / "config.json")
+    metrics = _read_json(model_dir / "metrics.json")
+    val = _read_json(model_dir / "val" / "summary.json")
+    tta = _read_json(model_dir / "tta" / "summary.json")
+    tuning = _read_json(run_dir / "tuning.json")
+    post = _read_json(model_dir / "postprocess.json")
+    log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln.strip()] if (run_dir / "log.jsonl").is_file() else []
+    wall = sum(r.get("seconds", 0.0) for r in log)
+    weights = model_dir / "weights.pt"
+    n_params = sum(v.numel() for v in torch.load(weights, map_location="cpu", weights_only=True)["model"].values())
+    kind = cfg.model
+    lines = [f"# Model card: {model_dir.name} ({'U-Net' if kind == 'unet' else 'Mask R-CNN'})", ""]
+    lines += [
+        f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, fp16 storage, {n_params / 1e6:.2f} M values), "
+        "loaded with `torch.load(..., weights_only=True)`.",
+        f"- Recipe: preset `{cfg.name}` (every hyperparameter below and in `config.json`).",
+        f"- Trained by: `{command}`",
+        f"- Hardware: {platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads visible now; "
+        f"wall time of the logged epochs {wall / 3600:.2f} h over {len(log)} logged epochs.",
+        f"- Best epoch on `val`: {tuning.get('best_epoch', '?')} (selection: pooled F1, then object Dice).",
+        f"- Post-processing tuned on `val` (grid of {tuning.get('grid_size', '?')}): `{json.dumps(post)}`.",
+        "",
+        "## Data and splits",
+        "GlaS (Warwick-QU, MICCAI 2015). `train`: 70 images, `val`: 15 images carved from the 85 training images "
+        "(stratified by grade, fixed in `glandseg_core/val_split.txt`), Test A: 60, Test B: 20. Epoch, checkpoint and "
+        "post-processing thresholds were chosen on `val` only; Test A and Test B were scored once for reporting.",
+        "",
+        "## Results (official GlaS metrics, `python -m glandseg_core evaluate`)",
+        "",
+    ]
+    summaries = {}
+    if val.get("val"):
+        summaries["val"] = val["val"]
+    for split in ("testA", "testB", "all"):
+        if split in metrics:
+            summaries["Test A + B" if split == "all" else split] = metrics[split]
+    lines += _results_table(summaries)
+    if tta:
+        lines += ["", "With test-time augmentation (`--tta`: 8 flips / 90° rotations):", ""]
+        lines += _results_table({("Test A + B" if k == "all" else k): v for k, v in tta.items()})
+    lines += ["", "## Beside the poster and published GlaS results", ""]
+    lines += ["| method | split | F1 | obj. Dice | obj. Hausdorff |", "|---|---|---|---|---|"]
+    p = POSTER[kind]
+    lines.append(f"| poster {'U-Net' if kind == 'unet' else 'Mask R-CNN'} (per-image means, split unspecified) | ? | {p['f1']:.2f} | – | {p['haus']} |")
+    for split in ("testA", "testB"):
+        if split in metrics:
+            s = metrics[split]
+            lines.append(f"| **this model**, pooled | {split} | **{s['pooled_f1']:.3f}** | {s['pooled_object_dice']:.3f} | {s['pooled_object_hausdorff']:.1f} |")
+            lines.append(f"| this model, per-image mean | {split} | {s['mean_f1']:.3f} | {s['mean_object_dice']:.3f} | {s['mean_object_hausdorff']:.1f} |")
+    for name, split, f1, dice, haus in PUBLISHED:
+        lines.append(f"| {name} | {split} | {f1:.3f} | {_fmt(dice)} | {_fmt(haus, 1)} |")
+    per_image = model_dir / "per_image.csv"
+    if per_image.is_file():
+        df = pd.read_csv(per_image).sort_values(["f1", "object_dice"]).head(6)
+        lines += ["", "## Worst images (lowest F1 on Test A / Test B)", "", "| image | grade | GT glands | predicted | TP | F1 | obj. Dice | obj. Hausdorff |", "|---|---|---|---|---|---|---|---|"]
+        for r in df.itertuples():
+            lines.append(f"| {r.image} | {r.grade} | {r.n_gt} | {r.n_pred} | {r.tp} | {r.f1:.3f} | {r.object_dice:.3f} | {r.object_hausdorff:.1f} |")
+    lines += ["", "## Hyperparameters", "", "| field | value |", "|---|---|"]
+    lines += [f"| `{k}` | `{v}` |" for k, v in asdict(cfg).items()]
+    if notes:
+        lines += ["", notes.strip()]
+    lines += ["", "Reproduce the figures: `python -m glandseg_core evaluate --model " + str(model_dir) + " --split testA testB --out /tmp/check` "
+              "(compare with `metrics.json`)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("model_dir", type=Path)
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--notes", type=Path)
+    a = ap.parse_args(argv)
+    notes = a.notes.read_text() if a.notes else ""
+    atomic_write_text(a.model_dir / "MODEL_CARD.md", render(a.model_dir, a.run, a.command, notes))
+
+
+if __name__ == "__main__":
+    main()
