@@ -1,0 +1,148 @@
+"""Image drill-down: images sorted by any metric, one image's ground truth and predictions with
+TP / FP / missed colouring, and each gland's own Dice and Hausdorff. Reads per_image.csv and
+predictions/<image>.png."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import ui_results as ur
+from glandseg_core import stats
+
+st.title("Image drill-down")
+
+models, missing = ur.find_models()
+for msg in missing:
+    st.warning(msg)
+tables, _, problems = ur.load_results(models)
+for msg in problems:
+    st.warning(msg)
+if not tables:
+    st.error(f"No model results to show. Put model folders with per_image.csv in `{ur.models_root()}`.")
+    st.stop()
+images = ur.image_table(tables)
+if not os.environ.get("GLANDSEG_DATA"):
+    st.info(
+        "GLANDSEG_DATA is not set, so only the bundled samples in `samples/` can be shown. Point it at "
+        "the unpacked GlaS folder and restart: `GLANDSEG_DATA=/path/to/glas streamlit run app.py`."
+    )
+    samples = images["image"].isin(ur.sample_names())
+    images = images[samples] if samples.any() else images
+metric_cols = {f"{m} {label}": higher for m in tables for label, higher in stats.METRICS.values()}
+c1, c2 = st.columns([2, 1])
+sort_col = c1.selectbox("Sort images by", list(metric_cols), key="drill_sort")
+worst = (
+    c2.radio("Order", ["worst first", "best first"], horizontal=True, key="drill_order") == "worst first"
+)
+ordered = images.sort_values(sort_col, ascending=worst == metric_cols[sort_col], na_position="last")
+ordered = ordered.reset_index(drop=True)
+names = ordered["image"].tolist()
+st.session_state["_drill_names"] = names
+if st.session_state.get("drill_image") not in names:
+    st.session_state["drill_image"] = names[0]
+
+
+def _on_table() -> None:
+    rows = st.session_state[table_key].selection.rows
+    if rows:
+        st.session_state["drill_image"] = st.session_state["_drill_names"][rows[0]]
+
+
+def _on_pick() -> None:
+    st.session_state["drill_image"] = st.session_state["drill_pick"]
+
+
+table_key = f"drill_table_{sort_col}_{worst}"
+fmt = {
+    c: st.column_config.NumberColumn(format="%.1f" if "Hausdorff" in c else "%.3f") for c in metric_cols
+}
+st.dataframe(
+    ordered,
+    hide_index=True,
+    height=min(250, 35 * (len(ordered) + 1) + 3),
+    column_config=fmt,
+    on_select=_on_table,
+    selection_mode="single-row",
+    key=table_key,
+)
+st.session_state["drill_pick"] = st.session_state["drill_image"]
+name = st.selectbox("Image (or select a row above)", names, key="drill_pick", on_change=_on_pick)
+
+row = ordered.loc[ordered["image"] == name].iloc[0]
+st.subheader(f"{name} — {row['split']}, {row['grade']}, {int(row['n_gt'])} glands annotated")
+st.caption(
+    " · ".join(
+        f"**{m}**: " + ", ".join(f"{lab} {row[f'{m} {lab}']:.3g}" for lab, _ in stats.METRICS.values())
+        for m in tables
+        if pd.notna(row.get(f"{m} F1"))
+    )
+)
+image, gt, source = ur.glas_image(name)
+if image is None:
+    st.warning(f"Cannot show {name}: {source}")
+    st.stop()
+
+preds, notes = {}, []
+for label in tables:
+    pred, how = ur.prediction(models[label], name, image)
+    if pred is None:
+        notes.append(f"{label}: {how}")
+    else:
+        preds[label] = (pred, *ur.analyse(pred, gt))
+        if how != "saved prediction":
+            notes.append(f"{label}: {how}")
+for note in notes:
+    st.caption(note)
+
+glands = ur.gland_rows({label: p[2] for label, p in preds.items()})
+gland_ids = [int(g) for g in glands["gland"]] if len(glands) else [int(i) for i in np.unique(gt) if i]
+gland_key = f"drill_gland_{name}"
+
+
+def _on_gland_row() -> None:
+    rows = st.session_state[f"drill_glands_{name}"].selection.rows
+    st.session_state[gland_key] = gland_ids[rows[0]] if rows else None
+
+
+gland = st.selectbox(
+    "Highlight a gland (or select a row in the gland table below)",
+    [None, *gland_ids],
+    key=gland_key,
+    format_func=lambda g: "none" if g is None else f"gland {g}",
+)
+
+cells = ur.views(image, gt, preds, gland)
+for start in range(0, len(cells), 2):
+    cols = st.columns(2)
+    for col, (caption, view) in zip(cols, cells[start : start + 2]):
+        col.image(view, caption=caption, width="stretch")
+st.caption(
+    f"Source: {source}. Model views: green = true positive, red = false positive, "
+    "blue = missed ground-truth gland; yellow outline = the highlighted gland."
+)
+
+if len(glands):
+    st.markdown(
+        "**Glands of the ground truth**: each one's partner prediction, outcome, Dice and Hausdorff "
+        "(pixels) per model."
+    )
+    gfmt = {
+        c: st.column_config.NumberColumn(format="%.1f" if "hausdorff" in c else "%.3f")
+        for c in glands.columns
+        if c.endswith(("dice", "hausdorff"))
+    }
+    st.dataframe(
+        glands,
+        hide_index=True,
+        column_config=gfmt,
+        key=f"drill_glands_{name}",
+        on_select=_on_gland_row,
+        selection_mode="single-row",
+    )
+    for label, (_, _, rows) in preds.items():
+        with st.expander(f"{label}: predicted glands (TP / FP, partner, Dice, Hausdorff)"):
+            st.dataframe(ur.pred_rows(rows), hide_index=True, key=f"drill_pred_{label}_{name}")

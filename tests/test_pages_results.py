@@ -1,0 +1,230 @@
+"""AppTest smoke tests of pages/metrics.py and pages/drilldown.py on a fake models root and a tiny fake
+GlaS folder.
+
+The model folders are made by `evaluate` itself from synthetic predictions (shifted / thinned ground
+truth), so per_image.csv, summary.json (copied as metrics.json) and predictions/*.png have the real
+layout.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from glandseg_core.data import find_items, load_item
+from glandseg_core.evaluate import evaluate
+from glandseg_core.io import write_label_png
+
+REPO = Path(__file__).resolve().parents[1]
+METRICS_PAGE = str(REPO / "pages" / "metrics.py")
+DRILL_PAGE = str(REPO / "pages" / "drilldown.py")
+NAMES = ("testA_1", "testA_2", "testA_3", "testB_1", "testB_2")
+GRADES = ("benign", "malignant", "benign", "malignant", "benign")
+
+
+def _unet_pred(gt: np.ndarray) -> np.ndarray:
+    return np.roll(gt, 4, axis=1)  # every gland shifted: partial overlaps
+
+
+def _maskrcnn_pred(gt: np.ndarray) -> np.ndarray:
+    pred = gt.copy()
+    pred[pred == pred.max()] = 0  # one gland missed
+    pred[:5, :5] = 77  # one false positive in the corner
+    return pred
+
+
+def _model_folder(root: Path, glas: Path, tmp: Path, kind: str, make) -> Path:
+    raw = tmp / f"raw_{kind}"
+    raw.mkdir()
+    for item in find_items(glas, ["testA", "testB"]):
+        _, gt = load_item(item)
+        write_label_png(raw / f"{item.name}.png", make(gt))
+    out = root / kind
+    evaluate(glas, ["testA", "testB"], out, predictions=raw, save_predictions=True)
+    shutil.copy(out / "summary.json", out / "metrics.json")
+    (out / "config.json").write_text(json.dumps({"model": kind}))
+    return out
+
+
+@pytest.fixture
+def results_env(tmp_path: Path, fake_glas_factory, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    glas = fake_glas_factory(names=NAMES)
+    rows = ["name,patient ID, grade (GlaS), grade (Sirinukunwattana et al. 2015)"]
+    rows += [f"{n},{i}, {g}, x" for i, (n, g) in enumerate(zip(NAMES, GRADES))]
+    (glas / "Grade.csv").write_bytes(("\r".join(rows) + "\r").encode())  # CR line endings, as released
+    root = tmp_path / "models"
+    folders = {
+        "unet": _model_folder(root, glas, tmp_path, "unet", _unet_pred),
+        "maskrcnn": _model_folder(root, glas, tmp_path, "maskrcnn", _maskrcnn_pred),
+    }
+    monkeypatch.setenv("GLANDSEG_MODELS", str(root))
+    monkeypatch.setenv("GLANDSEG_DATA", str(glas))
+    monkeypatch.syspath_prepend(str(REPO))
+    return {"root": root, "glas": glas, **folders}
+
+
+def _texts(at: AppTest) -> str:
+    return "\n".join(
+        e.value for kind in ("markdown", "caption", "warning", "info", "error") for e in at.get(kind)
+    )
+
+
+# ----------------------------------------------------------------------------------------- metrics
+
+
+def test_metrics_page_shows_table_distributions_and_paired_test(results_env) -> None:
+    at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert [p.key for p in at.pills] == ["metrics_splits", "metrics_grades"]
+    table = at.dataframe[0].value
+    ours = table[table["source"] == "ours"]
+    assert set(ours["method"]) == {"U-Net", "Mask R-CNN"}
+    assert set(ours["split"]) == {"Test A", "Test B", "Test A + B"}
+    pooled = ours[(ours["aggregation"] == "pooled") & (ours["split"] == "Test A")].set_index("method")
+    summary = json.loads((results_env["maskrcnn"] / "metrics.json").read_text())
+    assert pooled.loc["Mask R-CNN", "object_dice"] == pytest.approx(
+        summary["testA"]["pooled_object_dice"]
+    )
+    assert pooled.loc["Mask R-CNN", "f1"] == pytest.approx(summary["testA"]["pooled_f1"])
+    assert {"poster", "published"} <= set(table["source"])
+    assert len(at.get("plotly_chart")) == 6  # 3 metrics x (distribution + differences)
+    text = _texts(at)
+    assert "Wilcoxon signed-rank p " in text and "over 5 paired images" in text
+    assert not at.warning
+
+
+def test_metrics_page_filters(results_env) -> None:
+    at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
+    at.pills(key="metrics_grades").set_value(["benign"]).run()
+    assert not at.exception
+    ours = at.dataframe[0].value.query("source == 'ours' and aggregation == 'pooled'")
+    assert ours["object_dice"].isna().all()  # pooled Dice cannot be recomputed under a grade filter
+    assert "Grade filter: benign" in _texts(at)
+    at.pills(key="metrics_splits").set_value(["Test B"]).run()
+    assert not at.exception
+    at.pills(key="metrics_splits").set_value([]).run()
+    assert not at.exception and "Choose at least one split" in _texts(at)
+
+
+def test_metrics_page_with_one_model_missing(results_env) -> None:
+    shutil.rmtree(results_env["maskrcnn"])
+    at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert any("No Mask R-CNN model folder" in w.value for w in at.warning)
+    assert set(at.dataframe[0].value.query("source == 'ours'")["method"]) == {"U-Net"}
+    assert "needs results from two models" in _texts(at)
+
+
+def test_metrics_page_without_models(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("GLANDSEG_MODELS", str(tmp_path / "nothing"))
+    monkeypatch.syspath_prepend(str(REPO))
+    at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
+    assert not at.exception and at.error
+
+
+# --------------------------------------------------------------------------------------- drill-down
+
+
+def test_drilldown_shows_views_and_glands(results_env) -> None:
+    at = AppTest.from_file(DRILL_PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert at.selectbox(key="drill_sort").value == "U-Net F1"
+    images = at.dataframe[0].value
+    assert set(images["image"]) == set(NAMES)
+    name = at.selectbox(key="drill_pick").value
+    assert name == images.sort_values("U-Net F1").iloc[0]["image"]  # worst first
+    assert len(at.image) == 4  # image, ground truth, two models
+    glands = at.dataframe[1].value
+    assert {"gland", "U-Net dice", "Mask R-CNN hausdorff", "Mask R-CNN outcome"} <= set(glands.columns)
+    gland = int(glands["gland"].iloc[0])
+    at.selectbox(key=f"drill_gland_{name}").set_value(gland).run()
+    assert not at.exception
+    captions = _image_captions(at)
+    assert len(captions) == 4 and not at.warning
+    assert all(f"gland {gland}" in c for c in captions[2:]), (
+        captions
+    )  # both models' views follow the gland
+
+
+def _image_captions(at: AppTest) -> list[str]:
+    return [str(c) for img in at.image for c in img.captions]
+
+
+def test_drilldown_opens_requested_image_and_resorts(results_env) -> None:
+    at = AppTest.from_file(DRILL_PAGE, default_timeout=60)
+    at.session_state["drill_image"] = "testB_2"
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="drill_pick").value == "testB_2"
+    assert "testB_2" in at.subheader[0].value
+    at.selectbox(key="drill_sort").set_value("Mask R-CNN Object Hausdorff (px)").run()
+    at.radio(key="drill_order").set_value("best first").run()
+    assert not at.exception
+    assert at.selectbox(key="drill_pick").value == "testB_2"  # the chosen image stays
+    at.selectbox(key="drill_pick").set_value("testA_3").run()
+    assert not at.exception and "testA_3" in at.subheader[0].value
+
+
+def test_drilldown_falls_back_to_segment_and_samples(results_env, monkeypatch) -> None:
+    (results_env["unet"] / "predictions" / "testA_1.png").unlink()
+    (results_env["unet"] / "weights.pt").write_bytes(b"stub")
+    calls = []
+    fake = types.ModuleType("ui_cache")
+    fake.model_stamp = lambda model_dir: 1.0
+    fake.segment = lambda model_dir, image, tta=False, stamp=0.0: (
+        calls.append(model_dir) or np.zeros(image.shape[:2], np.int32),
+        0.1,
+    )
+    monkeypatch.setitem(sys.modules, "ui_cache", fake)
+    (results_env["maskrcnn"] / "predictions" / "testA_1.png").unlink()  # and no weights: said plainly
+    at = AppTest.from_file(DRILL_PAGE, default_timeout=60)
+    at.session_state["drill_image"] = "testA_1"
+    at.run()
+    assert not at.exception
+    assert calls == [str(results_env["unet"])]
+    text = _texts(at)
+    assert "segmented now" in text and "no weights.pt" in text
+    assert len(at.image) == 3
+
+    monkeypatch.delenv("GLANDSEG_DATA")  # no data: say how to set it, use samples/ (none here)
+    import ui_results
+
+    monkeypatch.setattr(ui_results, "SAMPLES", results_env["root"] / "no_samples")
+    at = AppTest.from_file(DRILL_PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert "GLANDSEG_DATA is not set" in _texts(at)
+    assert any("bundled samples" in w.value for w in at.warning)
+
+    samples = (
+        results_env["root"] / "samples"
+    )  # one bundled sample: the table keeps only it, and shows it
+    samples.mkdir()
+    image, gt = load_item(find_items(results_env["glas"], ["testA"])[1])
+    Image.fromarray(image).save(samples / "testA_2.png")
+    Image.fromarray(gt.astype(np.uint8)).save(samples / "testA_2_anno.png")
+    monkeypatch.setattr(ui_results, "SAMPLES", samples)
+    at = AppTest.from_file(DRILL_PAGE, default_timeout=60).run()
+    assert not at.exception and not at.warning
+    assert list(at.dataframe[0].value["image"]) == ["testA_2"]
+    assert len(at.image) == 4 and "bundled sample" in _texts(at)
+
+
+def test_clicked_image_reads_customdata() -> None:
+    import ui_results
+
+    def event(points):
+        return types.SimpleNamespace(selection=types.SimpleNamespace(points=points))
+
+    assert (
+        ui_results.clicked_image(event([{"customdata": ["testA_7", "benign"], "x": 0.1}])) == "testA_7"
+    )
+    assert ui_results.clicked_image(event([{"customdata": "testB_3"}])) == "testB_3"
+    assert ui_results.clicked_image(event([])) is None and ui_results.clicked_image(None) is None
