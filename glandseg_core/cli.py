@@ -66,7 +66,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         bad = [kv for kv in args.set if "=" not in kv]
         if bad:
             raise ValueError(f"--set takes KEY=VALUE, got {bad[0]!r}")
-        if args.epochs:
+        if args.epochs is not None:
             overrides["train_epochs"] = args.epochs
         cfg = dataclasses.replace(base, **overrides)
     out = args.out or Path("runs") / cfg.name

@@ -6,6 +6,7 @@ Label maps are int32[H, W] of the input image's shape: 0=background, 1..N glands
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from . import tiling
 from .config import RunConfig, config_from_dict, load_config
 from .models import build_model
 from .precision import autocast
@@ -85,38 +87,62 @@ def _unet_forward(model: torch.nn.Module, x: torch.Tensor, multiple: int, amp: b
 _TTA = [(False, 0), (True, 0), (False, 1), (True, 1), (False, 2), (True, 2), (False, 3), (True, 3)]
 
 
-def unet_probs(run: Run, image: np.ndarray, tta: bool = False) -> np.ndarray:
-    """Gland and contour probabilities at the image's size.
+def unet_input(run: Run, image: np.ndarray) -> torch.Tensor:
+    """uint8[H, W, 3] -> normalised float32[1, 3, h, w] at the U-Net's scale (``cfg.unet_scale``).
 
-    Returns:
-        float32[2, H, W].
+    Resizes before normalising (both are linear), so a large image makes one full-size float copy, not two.
     """
     _check_image(image)
     h, w = image.shape[:2]
-    x = normalize(to_tensor(image).to(run.device))
+    x = to_tensor(image).to(run.device)
     scale = run.cfg.unet_scale
     if scale != 1.0:
         size = (max(16, round(h * scale)), max(16, round(w * scale)))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    multiple = run.model.multiple
-    amp = run.cfg.train_amp
+    return normalize(x)
+
+
+def unet_tensor_probs(run: Run, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """U-Net probabilities of a prepared input (:func:`unet_input`), optionally averaged over 8 flips/rotations.
+
+    Returns:
+        float32[1, 2, h, w] at the input's size.
+    """
+    multiple, amp = run.model.multiple, run.cfg.train_amp
     with torch.inference_mode():
         if not tta:
-            p = _unet_forward(run.model, x, multiple, amp)
+            return _unet_forward(run.model, x, multiple, amp)
+        acc = torch.zeros((1, 2) + x.shape[-2:], device=x.device)
+        for flip, k in _TTA:
+            xt = torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+            pt = torch.rot90(_unet_forward(run.model, xt, multiple, amp), -k, dims=(-2, -1))
+            acc += pt.flip(-1) if flip else pt
+        return acc.div_(len(_TTA))
+
+
+def unet_probs(run: Run, image: np.ndarray, tta: bool = False) -> np.ndarray:
+    """Gland and contour probabilities at the image's size (images with a side above
+    ``tiling.TILE_ABOVE`` pixels run window by window, blended without seams).
+
+    Returns:
+        float32[2, H, W].
+    """
+    with torch.inference_mode():
+        x = unet_input(run, image)
+        h, w = image.shape[:2]
+        if tiling.needs_tiling(image.shape):
+            p = tiling.unet_tiled(run, x, tta=tta)
         else:
-            acc = torch.zeros((1, 2) + x.shape[-2:], device=x.device)
-            for flip, k in _TTA:
-                xt = torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
-                pt = torch.rot90(_unet_forward(run.model, xt, multiple, amp), -k, dims=(-2, -1))
-                acc += pt.flip(-1) if flip else pt
-            p = acc / len(_TTA)
+            p = unet_tensor_probs(run, x, tta=tta)
+        del x
         if p.shape[-2:] != (h, w):
             p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
     return p[0].cpu().numpy()
 
 
 def maskrcnn_outputs(run: Run, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mask R-CNN detections at the image's size.
+    """Mask R-CNN detections at the image's size (for a run from :func:`load_run`, only those scoring at least
+    its ``post.score_thresh``).
 
     Returns:
         scores float32[N], masks float32[N, H, W] (probabilities).
@@ -137,11 +163,16 @@ def predict(run: Run, image: np.ndarray, tta: bool = False) -> np.ndarray:
         tta: test-time augmentation (flips and 90-degree rotations, averaged); U-Net averages probabilities,
             Mask R-CNN merges the instances of every view.
 
+    Images with a side above ``tiling.TILE_ABOVE`` pixels are segmented window by window (``tiling.py``).
+
     Returns:
         int32[H, W] label map, 0=background, 1..N glands.
     """
     if run.kind == "unet":
         return unet_to_labels(unet_probs(run, image, tta=tta), run.post)  # type: ignore[arg-type]
+    _check_image(image)
+    if tiling.needs_tiling(image.shape):  # window by window: memory stays bounded, glands are never cut
+        return tiling.maskrcnn_tiled_labels(run, image, tta=tta)
     if tta:
         from .tta import maskrcnn_tta
 
@@ -191,6 +222,9 @@ def model_from_state(cfg: RunConfig, state: dict, device: torch.device, source: 
 def load_run(model_dir: str | Path, device: str | None = None) -> Run:
     """Load a model folder (``weights.pt``, ``config.json``, ``postprocess.json``) or a training run folder.
 
+    A Mask R-CNN is set to drop detections scoring below ``post.score_thresh`` (faster, same label maps): keep
+    ``run.post``'s threshold, or build the :class:`Run` yourself to see lower-scoring detections.
+
     Raises:
         ModelError: naming what is missing or broken.
     """
@@ -211,7 +245,15 @@ def load_run(model_dir: str | Path, device: str | None = None) -> Run:
     except (ValueError, TypeError) as e:
         raise ModelError(f"{post_path}: bad post-processing settings ({e})") from None
     dev = pick_device(device)
-    return Run(model_from_state(cfg, ckpt["model"], dev, weights.name), cfg, post, model_dir, dev)
+    if os.environ.get("GLANDSEG_THREADS", "").isdigit() and int(os.environ["GLANDSEG_THREADS"]) > 0:
+        torch.set_num_threads(int(os.environ["GLANDSEG_THREADS"]))  # e.g. 1 on a CPU shared with a training
+    model = model_from_state(cfg, ckpt["model"], dev, weights.name)
+    if isinstance(post, MaskRCNNPost):
+        # Detections scoring below the painting threshold are never painted: dropping them in the model skips
+        # their mask head and full-size paste. Exact: NMS only lets higher-scoring boxes suppress lower ones.
+        floor = float(np.nextafter(np.float32(post.score_thresh), np.float32(0)))  # keep scores == thresh
+        model.roi_heads.score_thresh = max(model.roi_heads.score_thresh, floor)
+    return Run(model, cfg, post, model_dir, dev)
 
 
 def list_model_dirs(root: str | Path = "trained_models") -> list[Path]:

@@ -1,0 +1,162 @@
+"""Tests for glandseg_core.annotations: fabric.js drawings <-> label maps, at any canvas scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_glands
+from skimage.draw import polygon as sk_polygon
+
+from glandseg_core.annotations import (
+    annotation_path,
+    canvas_size,
+    drawing_to_labels,
+    fill_polygon,
+    image_data_to_labels,
+    labels_to_drawing,
+    object_outline,
+    save_annotation,
+)
+from glandseg_core.io import read_label_map
+from glandseg_core.metrics import score_image
+
+
+def square(x0: float, y0: float, x1: float, y1: float, **extra: object) -> dict:
+    """A fabric Polygon as the canvas's polygon tool emits it (absolute points, centre origin)."""
+    pts = [{"x": x0, "y": y0}, {"x": x1, "y": y0}, {"x": x1, "y": y1}, {"x": x0, "y": y1}]
+    obj = {
+        "type": "Polygon",
+        "points": pts,
+        "left": (x0 + x1) / 2,
+        "top": (y0 + y1) / 2,
+        "strokeWidth": 2,
+    }
+    obj.update(extra)
+    return obj
+
+
+def test_canvas_size_fits_800_pixels() -> None:
+    assert canvas_size((522, 775)) == (775, 522)
+    assert canvas_size((1000, 1600)) == (800, 500)
+
+
+@pytest.mark.parametrize("size", [None, (48, 32), (150, 100)])
+def test_labels_round_trip_through_the_canvas(size: tuple[int, int] | None) -> None:
+    _, gt = make_glands(64, 96, n=4, seed=3)
+    gt = np.where(np.isin(gt, [1, 2, 3, 4]), gt, 0)
+    cw, ch = size or (96, 64)
+    drawing = labels_to_drawing(gt, (cw * 2, ch * 2) if size else None, tolerance=0.0, min_area=0)
+    back = drawing_to_labels(drawing, gt.shape, (cw * 2, ch * 2) if size else None)
+    assert back.dtype == np.int32 and back.shape == gt.shape
+    s = score_image(back, gt)
+    assert s.f1 == 1.0 and s.pixel_iou > 0.97, (s.f1, s.pixel_iou)
+    if size is None:
+        # pieces of the same gland may come back as separate glands, but pixels are exact
+        assert np.array_equal(back > 0, gt > 0)
+
+
+def test_real_sample_round_trip_is_close_after_simplification() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    gt = read_label_map(repo / "samples" / "testA_1_anno.png")
+    size = canvas_size(gt.shape)
+    drawing = labels_to_drawing(gt, size)
+    assert all(len(o["points"]) < 400 for o in drawing["objects"])  # simplified: editable
+    s = score_image(drawing_to_labels(drawing, gt.shape, size), gt)
+    assert s.f1 == 1.0 and s.object_dice > 0.99
+
+
+def test_fabric_transforms_are_applied() -> None:
+    base = square(10, 10, 50, 30)
+    expected = np.array([[10, 10], [50, 10], [50, 30], [10, 30]], float)
+    assert np.allclose(object_outline(base), expected)
+    # same square, positioned by its top-left corner (left/top include half the stroke width)
+    assert np.allclose(
+        object_outline(dict(base, originX="left", originY="top", left=9, top=9)), expected
+    )
+    # scaled x2 around its centre, then rotated 90 degrees
+    out = object_outline(dict(base, scaleX=2, angle=90))
+    assert np.allclose(out.min(0), [20, -20]) and np.allclose(out.max(0), [40, 60])
+    flipped = object_outline(dict(base, flipX=True))
+    assert np.allclose(flipped[0], [50, 10])
+
+
+def test_freehand_path_rect_and_circle_become_glands() -> None:
+    path = {  # a closed loop drawn with the pencil: absolute coords, left/top = bbox corner - stroke/2
+        "type": "Path",
+        "path": [["M", 10, 10], ["Q", 20, 10, 30, 10], ["Q", 30, 20, 30, 30], ["Q", 20, 30, 10, 30], ["L", 10, 10]],
+        "left": 9, "top": 9, "originX": "left", "originY": "top", "strokeWidth": 2,
+    }  # fmt: skip
+    rect = {
+        "type": "Rect",
+        "left": 60,
+        "top": 10,
+        "width": 20,
+        "height": 10,
+        "originX": "left",
+        "originY": "top",
+        "strokeWidth": 0,
+    }
+    circle = {"type": "Circle", "left": 70, "top": 45, "radius": 8, "strokeWidth": 0}
+    line = {"type": "Line", "x1": 0, "y1": 0, "x2": 5, "y2": 5}
+    labels = drawing_to_labels({"objects": [path, rect, circle, line]}, (64, 96))
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+    assert labels[20, 20] == 1 and labels[15, 70] == 2 and labels[45, 70] == 3
+    assert abs((labels == 1).sum() - 400) < 30 and (labels == 2).sum() == 200
+    assert abs((labels == 3).sum() - np.pi * 64) < 15
+
+
+def test_overlaps_later_wins_and_hidden_ids_are_dropped() -> None:
+    objs = [square(0, 0, 20, 20), square(10, 10, 30, 30), square(40, 0, 45, 5), square(39, 0, 46, 6)]
+    labels = drawing_to_labels({"objects": objs}, (40, 60))
+    assert set(np.unique(labels)) == {0, 1, 2, 3}  # the third square is covered by the fourth
+    assert labels[15, 15] == 2 and labels[5, 5] == 1 and labels[2, 42] == 3
+
+
+def test_scale_maps_back_to_full_resolution() -> None:
+    # a canvas at half size: a square of canvas 10..20 covers image pixels 20..39
+    labels = drawing_to_labels({"objects": [square(10, 10, 20, 20)]}, (100, 100), size=(50, 50))
+    rows, cols = np.nonzero(labels)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (20, 39, 20, 39)
+
+
+def test_empty_and_garbage_drawings() -> None:
+    assert drawing_to_labels(None, (8, 8)).sum() == 0
+    bad = [{"type": "Polygon", "points": []}, {"type": "Path", "path": [["A", 1]]}, {"type": "Textbox"}]
+    assert drawing_to_labels({"objects": bad}, (8, 8)).sum() == 0
+
+
+def test_fill_polygon_matches_skimage() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n = rng.integers(3, 10)
+        xs, ys = rng.uniform(-5, 40, n), rng.uniform(-5, 30, n)
+        rr, cc = sk_polygon(ys, xs, (25, 35))
+        ref = np.zeros((25, 35), bool)
+        ref[rr, cc] = True
+        mine = fill_polygon(xs, ys, (25, 35))
+        mine = np.zeros_like(ref) if mine is None else mine
+        assert (mine != ref).sum() <= 2
+
+
+def test_image_data_fallback_labels_painted_regions() -> None:
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[2:8, 2:8, 3] = 255
+    rgba[10:18, 15:25, 3] = 128
+    labels = image_data_to_labels(rgba, (40, 60))
+    assert labels.shape == (40, 60) and labels.max() == 2
+    assert image_data_to_labels(None, (4, 4)).shape == (4, 4)
+
+
+def test_save_annotation_never_overwrites_silently(tmp_path: Path) -> None:
+    labels = np.zeros((10, 12), np.int32)
+    labels[2:5, 3:7] = 300
+    path = annotation_path(tmp_path / "ann", "../weird name?.tif")
+    assert path.parent == tmp_path / "ann" and path.name == "weird_name.png"
+    save_annotation(labels, path)
+    assert np.array_equal(read_label_map(path), labels)
+    with pytest.raises(FileExistsError, match="confirm"):
+        save_annotation(labels, path)
+    save_annotation(labels * 0, path, overwrite=True)
+    assert read_label_map(path).max() == 0

@@ -1,0 +1,311 @@
+"""AppTest smoke and behaviour tests of the Compare, Train and Annotate pages on tiny model folders built here.
+
+The model folders hold untrained networks (a 4-channel U-Net and a ResNet-18 Mask R-CNN at 128 px), so the
+overlays are noise, but every path from upload to downloads runs. Nothing touches the real ``runs/``,
+``trained_models/``, ``annotations/`` or the machine-wide training lock: every folder comes from an env var.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from glandseg_core.config import PRESETS, save_config
+from glandseg_core.io import ImageError, png_bytes, read_label_map
+from glandseg_core.locks import training_lock
+from glandseg_core.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+COMPARE, TRAIN, ANNOTATE = (str(REPO / "pages" / f"{p}.py") for p in ("compare", "train", "annotate"))
+TIMEOUT = 180  # two shared cores: model loading and the first inference can be slow
+
+
+def tiny_configs() -> dict[str, object]:
+    """Tiny but real configs of both roles (fp32, so results do not depend on the CPU's bf16 support)."""
+    return {
+        "unet": dataclasses.replace(PRESETS["glandseg-unet"], name="tiny-unet", unet_base=4, unet_depth=2, train_amp=False),
+        "maskrcnn": dataclasses.replace(
+            PRESETS["glandseg-maskrcnn-cpu"], name="tiny-maskrcnn", maskrcnn_min_size=128, maskrcnn_max_size=192,
+            train_amp=False,
+        ),
+    }  # fmt: skip
+
+
+def make_tiny_models(root: Path) -> Path:
+    """``root/unet`` and ``root/maskrcnn`` model folders (weights.pt + config.json) with untrained networks."""
+    torch.manual_seed(0)
+    for role, cfg in tiny_configs().items():
+        folder = root / role
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            k: v.half() if v.is_floating_point() else v for k, v in build_model(cfg).state_dict().items()
+        }
+        torch.save(
+            {"model": state, "config": dataclasses.asdict(cfg), "epoch": 0}, folder / "weights.pt"
+        )
+        save_config(cfg, folder / "config.json")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def env(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Private folders for models (a copy, so tests may change it), runs, annotations and the training lock."""
+    paths = {k: tmp_path / k for k in ("models", "runs", "annotations", "locks")}
+    shutil.copytree(tiny_models, paths["models"])
+    for key, var in (
+        ("models", "MODELS"),
+        ("runs", "RUNS"),
+        ("annotations", "ANNOTATIONS"),
+        ("locks", "LOCK_DIR"),
+    ):
+        monkeypatch.setenv(f"GLANDSEG_{var}", str(paths[key]))
+    monkeypatch.delenv("GLANDSEG_DATA", raising=False)
+    monkeypatch.syspath_prepend(str(REPO))
+    return paths
+
+
+def texts(at: AppTest, *kinds: str) -> str:
+    return "\n".join(
+        str(e.value)
+        for kind in kinds or ("markdown", "caption", "warning", "info", "error", "success")
+        for e in at.get(kind)
+    )
+
+
+def metric_labels(at: AppTest) -> list[str]:
+    return [m.label for m in at.metric]
+
+
+# ---------------------------------------------------------------------------------------------- Compare
+
+
+def test_compare_shows_both_models_scores_and_downloads_on_the_default_sample(
+    env: dict[str, Path],
+) -> None:
+    at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert not at.error
+    assert at.sidebar.radio(key="cmp_kind").value == "Bundled sample"
+    assert "testA_1" in texts(at, "caption") and "9 glands" in texts(at, "caption")
+    labels = metric_labels(at)
+    assert labels.count("Glands") == 2 and labels.count("Inference") == 2
+    assert (
+        labels.count("F1") == 2
+        and labels.count("Object Dice") == 2
+        and labels.count("Object Hausdorff") == 2
+    )
+    assert len(at.get("image")) == 4  # two overlays, the disagreement map, the ground truth
+    assert len(at.get("download_button")) == 8
+    assert "agree on" in texts(at, "caption")
+    assert "found (TP)" in texts(at, "markdown") and "only U-Net" in texts(at, "markdown")
+    assert at.selectbox(key="cmp_model_unet").value == "unet"
+
+
+def test_compare_display_options_tta_and_another_sample(env: dict[str, Path]) -> None:
+    at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
+    at.sidebar.toggle(key="cmp_outcome").set_value(False)
+    at.sidebar.toggle(key="cmp_ids").set_value(True)
+    at.sidebar.toggle(key="cmp_outlines").set_value(False)
+    at.sidebar.slider(key="cmp_alpha").set_value(0.8)
+    at.sidebar.checkbox(key="cmp_tta").check()
+    at.run()
+    assert not at.exception and not at.error
+    assert metric_labels(at).count("Glands") == 2
+    at.sidebar.checkbox(key="cmp_tta").uncheck()
+    at.sidebar.selectbox(key="cmp_Bundle").set_value("sample:testB_2").run()
+    at.sidebar.selectbox(key="cmp_gt_sample:testB_2").set_value("none").run()
+    assert not at.exception
+    assert "testB_2" in texts(at, "caption") and "no ground truth" in texts(at, "caption")
+    assert "F1" not in metric_labels(at) and metric_labels(at).count("Glands") == 2
+
+
+def test_compare_says_plainly_when_a_model_folder_is_missing(env: dict[str, Path]) -> None:
+    shutil.rmtree(env["models"] / "maskrcnn")
+    at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    warning = texts(at, "warning")
+    assert "No Mask R-CNN model" in warning and str(env["models"] / "maskrcnn") in warning
+    assert metric_labels(at).count("Glands") == 2 or metric_labels(at).count("Glands") == 1
+    # the U-Net panel works; the Mask R-CNN panel offers the other folder but picks nothing by itself
+    assert at.selectbox(key="cmp_model_maskrcnn").value is None
+    assert metric_labels(at).count("Glands") == 1 and "Needs both" in texts(at, "info")
+
+
+def test_compare_without_any_model(env: dict[str, Path]) -> None:
+    for role in ("unet", "maskrcnn"):
+        shutil.rmtree(env["models"] / role)
+    at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert texts(at, "warning").count("model: the folder") == 2
+    assert "Glands" not in metric_labels(at)
+
+
+def test_compare_upload_source_waits_for_a_file(env: dict[str, Path]) -> None:
+    at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
+    at.sidebar.radio(key="cmp_kind").set_value("Upload").run()
+    assert not at.exception and "Upload an H&E image" in texts(at, "info")
+
+
+def test_bad_uploads_give_one_line_errors() -> None:
+    import ui_cache
+
+    image = np.full((40, 50, 3), 200, np.uint8)
+    good = png_bytes(image)
+    assert ui_cache.decode_upload(good, "ok.png").shape == (40, 50, 3)
+    for data, expected in (
+        (b"%PDF-1.4 not an image", "not an image"),
+        (good[: len(good) // 2], "truncated"),
+        (b"", "empty"),
+    ):
+        with pytest.raises(ImageError, match=expected) as info:
+            ui_cache.decode_upload(data, "scan.png")
+        assert "\n" not in str(info.value) and "scan.png" in str(info.value)
+    with pytest.raises(ImageError, match="annotation is 50×40 but the image is 60×40"):
+        ui_cache.decode_upload_labels(png_bytes(image), "anno.png", (40, 60))
+
+
+# ------------------------------------------------------------------------------------------- Annotate
+
+
+def test_annotate_from_ground_truth_save_confirm_and_compare_offers_it(env: dict[str, Path]) -> None:
+    at = AppTest.from_file(ANNOTATE, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert (
+        at.radio(key="ann_mode").options == ["Polygon", "Freehand"]
+        or at.radio(key="ann_mode").value == "polygon"
+    )
+    assert at.metric[0].value == "0"
+    at.selectbox(key="ann_start_sample:testA_1").set_value("anno").run()
+    assert not at.exception and at.metric[0].value == "9"
+    save = next(b for b in at.button if b.label == "Save")
+    save.click().run()
+    saved = env["annotations"] / "testA_1.png"
+    assert saved.is_file() and len(np.unique(read_label_map(saved))) == 10
+    assert "Saved 9 glands" in texts(at, "success")
+    # a second save needs the overwrite box
+    assert next(b for b in at.button if b.label == "Save").disabled
+    at.checkbox(key="ann_overwrite_testA_1.png").check().run()
+    assert not next(b for b in at.button if b.label == "Save").disabled
+
+    cmp = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
+    gt = cmp.sidebar.selectbox(key="cmp_gt_sample:testA_1")
+    saved_key = f"saved:{saved}"
+    assert saved_key in gt.options or any("Saved annotation" in o for o in gt.options)
+    gt.set_value(saved_key).run()
+    assert not cmp.exception and metric_labels(cmp).count("F1") == 2
+    assert "Saved annotation" in texts(cmp, "caption")
+
+
+def test_annotate_starts_from_a_model_prediction(env: dict[str, Path]) -> None:
+    at = AppTest.from_file(ANNOTATE, default_timeout=TIMEOUT).run()
+    at.selectbox(key="ann_start_sample:testA_1").set_value("model:unet").run()
+    assert not at.exception and not at.error
+    assert at.metric[0].label == "Glands drawn"
+    at.radio(key="ann_mode").set_value("freedraw").run()
+    assert not at.exception
+
+
+# ---------------------------------------------------------------------------------------------- Train
+
+
+def test_train_form_is_prefilled_from_the_poster_preset(env: dict[str, Path]) -> None:
+    at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert at.selectbox(key="train_preset").value == "poster-maskrcnn"
+    assert "GPU" in texts(at, "info", "success") and (
+        "cuda" in texts(at, "info", "success") or "CPU" in texts(at, "info")
+    )
+    assert at.number_input(key="cfg_poster-maskrcnn_train_lr").value == pytest.approx(0.005)
+    assert at.number_input(key="cfg_poster-maskrcnn_train_epochs").value == 200
+    assert at.selectbox(key="cfg_poster-maskrcnn_train_optimizer").value == "sgd"
+    assert at.text_input(key="cfg_poster-maskrcnn_maskrcnn_anchor_sizes").value == "32,64,128,256,512"
+    n_fields = len(dataclasses.fields(PRESETS["poster-maskrcnn"]))
+    widgets = [
+        w
+        for kind in ("number_input", "checkbox", "selectbox", "text_input")
+        for w in at.get(kind)
+        if str(w.key).startswith("cfg_")
+    ]
+    assert len(widgets) == n_fields
+    assert "No runs yet" in texts(at, "info")
+    at.selectbox(key="train_preset").set_value("glandseg-unet").run()
+    assert at.number_input(key="cfg_glandseg-unet_unet_base").value == 32
+
+
+def test_train_start_is_refused_while_a_training_runs(env: dict[str, Path]) -> None:
+    at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
+    with training_lock(Path("/elsewhere/run")):
+        at.run()
+        assert "already running" in texts(at, "warning")
+        at.button(key="FormSubmitter:train_form_poster-maskrcnn-Start training").click().run()
+        assert "already running" in texts(at, "error")
+    assert not any(env["runs"].iterdir()) if env["runs"].exists() else True
+
+
+def write_fake_run(run: Path, weights_from: Path) -> None:
+    """A finished two-epoch run folder (config, log, progress, best.pt) without training."""
+    run.mkdir(parents=True)
+    cfg = tiny_configs()["unet"]
+    save_config(cfg, run / "config.json")
+    rows = [
+        {"epoch": e, "train_loss": 1.0 / e, "loss_gland": 0.5 / e, "lr": 1e-3, "val_f1": 0.3 * e,
+         "val_object_dice": 0.35 * e, "val_object_hausdorff": 100.0 / e, "seconds": 1.0}
+        for e in (1, 2)
+    ]  # fmt: skip
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    progress = {
+        "event": "done",
+        "epoch": 2,
+        "epochs": 2,
+        "step": 3,
+        "steps": 3,
+        "status": "finished",
+        "time": time.time(),
+        "pid": 1,
+    }
+    (run / "progress.json").write_text(json.dumps(progress))
+    shutil.copy(weights_from, run / "best.pt")
+
+
+def test_train_lists_runs_with_curves_and_promotes_with_confirmation(env: dict[str, Path]) -> None:
+    write_fake_run(env["runs"] / "tiny-run", env["models"] / "unet" / "weights.pt")
+    before = (env["models"] / "unet" / "weights.pt").stat().st_mtime_ns
+    at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert at.selectbox(key="train_selected").value == "tiny-run"
+    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("arrow_data_frame")) >= 1 or len(at.dataframe) >= 1
+    assert "finished" in texts(at, "markdown", "caption") or any(
+        "finished" in str(p.proto) for p in at.get("progress")
+    )
+    buttons = {b.label: b for b in at.button}
+    assert (
+        buttons["Stop"].disabled
+        and buttons["Resume"].disabled
+        and not buttons["Evaluate on Test A + Test B"].disabled
+    )
+    # the target folder holds a model: Promote waits for the overwrite box
+    assert at.text_input(key="promote_tiny-run").value == "unet"
+    assert buttons["Promote"].disabled
+    at.checkbox(key="promote_ok_tiny-run").check().run()
+    next(b for b in at.button if b.label == "Promote").click().run()
+    assert not at.exception and "Promoted tiny-run" in texts(at, "success")
+    assert (env["models"] / "unet" / "weights.pt").stat().st_mtime_ns != before
+    assert (env["models"] / "unet" / "MODEL_CARD.md").is_file()
+    # a new folder name needs no confirmation
+    at.text_input(key="promote_tiny-run").set_value("unet-v2").run()
+    next(b for b in at.button if b.label == "Promote").click().run()
+    assert (env["models"] / "unet-v2" / "weights.pt").is_file()

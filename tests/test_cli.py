@@ -1,0 +1,415 @@
+"""End-to-end tests of ``python -m glandseg_core train|predict|evaluate`` in subprocesses.
+
+One tiny U-Net is trained once for the module (about 10 s) and exported; the error cases run in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, make_glands, write_fake_glas
+from PIL import Image
+
+from glandseg_core.export import GLAND_COLUMNS
+from glandseg_core.infer import export_model
+from glandseg_core.io import read_label_map, write_label_png
+from glandseg_core.locks import training_lock
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PER_IMAGE_FIRST = [
+    "image", "split", "grade", "n_gt", "n_pred", "tp", "fp", "fn", "f1", "object_dice", "object_hausdorff",
+    "pixel_iou", "count_score",
+]  # fmt: skip
+SUMMARY_KEYS = {
+    "pooled_f1", "pooled_object_dice", "pooled_object_hausdorff", "mean_f1", "mean_object_dice",
+    "mean_object_hausdorff", "tp", "fp", "fn", "n_images",
+}  # fmt: skip
+TINY = [
+    "unet_base=4", "unet_depth=2", "unet_scale=1", "train_crop_size=64", "train_max_images=2",
+    "train_steps_per_epoch=2", "train_batch_size=2", "train_warmup_steps=0",
+]  # fmt: skip
+
+
+def cli_env(lock_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "GLANDSEG_DATA"}
+    env.update(
+        GLANDSEG_LOCK_DIR=str(lock_dir),
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+    )
+    return env
+
+
+def cli(*args: object, lock_dir: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "glandseg_core", *map(str, args)]
+    return subprocess.run(
+        cmd,
+        check=False,
+        env=cli_env(lock_dir),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.strip()]
+
+
+@dataclass
+class Trained:
+    root: Path
+    glas: Path
+    run: Path
+    model: Path
+    lock_dir: Path
+    train: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    root = tmp_path_factory.mktemp("cli")
+    glas = write_fake_glas(root / "glas")
+    lock_dir = root / "locks"
+    run = root / "runs" / "tiny"
+    proc = cli(
+        "train",
+        "--data",
+        glas,
+        "--out",
+        run,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--no-bar",
+        "--set",
+        *TINY,
+        lock_dir=lock_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = export_model(run, root / "trained_models" / "tiny")
+    return Trained(root, glas, run, model, lock_dir, proc)
+
+
+def test_train(trained: Trained) -> None:
+    assert "done:" in trained.train.stdout
+    cfg = json.loads((trained.run / "config.json").read_text())
+    assert (
+        cfg["unet_base"] == 4
+        and cfg["unet_depth"] == 2
+        and cfg["train_epochs"] == 1
+        and cfg["unet_scale"] == 1.0
+    )
+    assert cfg["name"] == "glandseg-unet"  # the default preset
+    assert {"log.jsonl", "last.pt", "best.pt", "postprocess.json", "progress.json"} <= {
+        p.name for p in trained.run.iterdir()
+    }
+    assert "Traceback" not in trained.train.stderr
+
+
+def test_predict(trained: Trained, tmp_path: Path) -> None:
+    odd, _ = make_glands(67, 131, n=3, seed=9)
+    Image.fromarray(odd).save(tmp_path / "odd.png")
+    (tmp_path / "bad.png").write_text("this is a text file, not a PNG\n")
+    out = tmp_path / "out"
+    images = [trained.glas / "testA_1.bmp", tmp_path / "bad.png", tmp_path / "odd.png"]
+    proc = cli("predict", "--model", trained.model, "--out", out, *images, lock_dir=trained.lock_dir)
+
+    assert proc.returncode != 0
+    err = lines(proc.stderr)
+    assert len(err) == 1 and "bad.png" in err[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(lines(proc.stdout)) == 2
+    for stem, (h, w) in (("testA_1", (64, 96)), ("odd", (67, 131))):
+        with Image.open(out / f"{stem}.png") as im:
+            assert im.mode.startswith("I;16") and im.size == (w, h)
+        labels = read_label_map(out / f"{stem}.png")
+        assert labels.shape == (h, w) and labels.dtype == np.int32
+        with Image.open(out / f"{stem}_overlay.png") as im:
+            assert im.mode == "RGB" and im.size == (w, h)
+        table = pd.read_csv(out / f"{stem}_glands.csv")
+        assert list(table.columns) == GLAND_COLUMNS
+        assert sorted(table["id"]) == sorted(int(i) for i in np.unique(labels) if i)
+        geo = json.loads((out / f"{stem}.geojson").read_text())
+        assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(table)
+    assert not list(out.glob("bad*"))
+
+
+def check_outputs(out: Path, splits: list[str]) -> tuple[pd.DataFrame, dict]:
+    table = pd.read_csv(out / "per_image.csv")
+    assert list(table.columns[: len(PER_IMAGE_FIRST)]) == PER_IMAGE_FIRST
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == set(splits) | ({"all"} if len(splits) > 1 else set())
+    for s in summary.values():
+        assert SUMMARY_KEYS <= set(s)
+    return table, summary
+
+
+def test_evaluate_model(trained: Trained, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    proc = cli(
+        "evaluate",
+        "--model",
+        trained.model,
+        "--data",
+        trained.glas,
+        "--split",
+        "testA",
+        "testB",
+        "--out",
+        out,
+        "--save-predictions",
+        lock_dir=trained.lock_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table, summary = check_outputs(out, ["testA", "testB"])
+    assert list(table["image"]) == ["testA_1", "testB_1"] and list(table["split"]) == ["testA", "testB"]
+    assert summary["all"]["n_images"] == 2
+    for name in ("testA_1", "testB_1"):
+        assert read_label_map(out / "predictions" / f"{name}.png").shape == (64, 96)
+
+
+def test_evaluate_ground_truth_as_predictions(trained: Trained, tmp_path: Path) -> None:
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for name in ("testA_1", "testB_1"):
+        write_label_png(preds / f"{name}.png", read_label_map(trained.glas / f"{name}_anno.bmp"))
+    out = tmp_path / "eval"
+    proc = cli(
+        "evaluate",
+        "--predictions",
+        preds,
+        "--data",
+        trained.glas,
+        "--split",
+        "testA",
+        "testB",
+        "--out",
+        out,
+        lock_dir=trained.lock_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table, summary = check_outputs(out, ["testA", "testB"])
+    assert (
+        (table["f1"] == 1).all()
+        and (table["object_dice"] == 1).all()
+        and (table["object_hausdorff"] == 0).all()
+    )
+    assert (table["fp"] == 0).all() and (table["fn"] == 0).all() and (table["tp"] == table["n_gt"]).all()
+    for s in summary.values():
+        assert s["pooled_f1"] == 1 and s["pooled_object_dice"] == 1 and s["pooled_object_hausdorff"] == 0
+    assert "1.000" in proc.stdout  # the printed table
+
+
+def test_evaluate_needs_no_train_files(tmp_path: Path) -> None:
+    glas = write_fake_glas(tmp_path / "glas", ["testA_1", "testA_2"])
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for name in ("testA_1", "testA_2"):
+        write_label_png(preds / f"{name}.png", np.zeros((64, 96), np.int32))
+    proc = cli(
+        "evaluate",
+        "--predictions",
+        preds,
+        "--data",
+        glas,
+        "--split",
+        "testA",
+        "--out",
+        tmp_path / "e",
+        lock_dir=tmp_path / "locks",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table, summary = check_outputs(tmp_path / "e", ["testA"])
+    assert (table["f1"] == 0).all() and summary["testA"]["tp"] == 0
+
+
+class Evil:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {os.environ['GLANDSEG_TEST_MARKER']}",))
+
+
+def test_errors_are_one_line_with_exit_code_2(
+    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The errors of the brief in real processes (run in parallel): one line on stderr, exit code 2."""
+    corrupt, evil = tmp_path / "corrupt", tmp_path / "evil"
+    for d in (corrupt, evil):
+        d.mkdir()
+        for f in ("config.json", "postprocess.json"):
+            (d / f).write_bytes((trained.model / f).read_bytes())
+    (corrupt / "weights.pt").write_bytes((trained.model / "weights.pt").read_bytes()[:300])  # truncated
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("GLANDSEG_TEST_MARKER", str(marker))
+    torch.save({"model": {}, "x": Evil()}, evil / "weights.pt")  # unpickling would run `touch marker`
+    image = trained.glas / "testA_1.bmp"
+    cases = {
+        "missing data folder": (
+            [
+                "evaluate",
+                "--model",
+                trained.model,
+                "--data",
+                tmp_path / "no_glas",
+                "--split",
+                "testA",
+                "--out",
+                tmp_path / "e1",
+            ],
+            "no_glas",
+        ),
+        "corrupt checkpoint": (
+            ["predict", "--model", corrupt, "--out", tmp_path / "p1", image],
+            "weights.pt",
+        ),
+        "malicious pickle": (
+            ["predict", "--model", evil, "--out", tmp_path / "p2", image],
+            "weights.pt",
+        ),
+        "missing model folder": (
+            ["predict", "--model", tmp_path / "nope", "--out", tmp_path / "p3", image],
+            "nope",
+        ),
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "glandseg_core", *map(str, args)],
+            env=cli_env(tmp_path / "locks"),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (args, _) in cases.items()
+    }
+    failures = []
+    for name, p in procs.items():
+        _out, err = p.communicate(timeout=900)
+        err_lines = lines(err)
+        if not (
+            p.returncode == 2
+            and len(err_lines) == 1
+            and err_lines[0].startswith("error:")
+            and cases[name][1] in err
+        ):
+            failures.append(f"{name}: rc={p.returncode}, stderr={err[-1500:]!r}")
+    assert not failures, "\n".join(failures)
+    assert not marker.exists()
+    for d in ("p1", "p2", "p3"):
+        assert not (tmp_path / d).exists() or not any((tmp_path / d).iterdir())
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("missing data folder (train)", "no_glas"),
+        ("missing model folder (evaluate)", "nope"),
+        ("missing predictions folder", "nopreds"),
+        ("prediction missing for an image", "testB_1"),
+        ("unknown --set key", "unet_bsae"),
+        ("--set without =", "KEY=VALUE"),
+        ("--epochs 0", "train_epochs"),
+        ("run folder taken", "--resume"),
+        ("resume without a run", "config.json"),
+        ("training lock held", "another training"),
+        ("GLANDSEG_DATA unset", "GLANDSEG_DATA"),
+    ],
+)
+def test_more_errors_in_process(
+    trained: Trained,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    needle: str,
+) -> None:
+    """The same contract through ``cli.main`` (no new process: these need no model loading)."""
+    from glandseg_core.cli import main
+
+    monkeypatch.setenv("GLANDSEG_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.delenv("GLANDSEG_DATA", raising=False)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    write_label_png(preds / "testA_1.png", np.zeros((64, 96), np.int32))
+    glas, tiny = str(trained.glas), ["--no-bar", "--set", *TINY]
+    argv = {
+        "missing data folder (train)": [
+            "train",
+            "--data",
+            str(tmp_path / "no_glas"),
+            "--out",
+            str(tmp_path / "r"),
+            *tiny,
+        ],
+        "missing model folder (evaluate)": [
+            "evaluate",
+            "--model",
+            str(tmp_path / "nope"),
+            "--data",
+            glas,
+            "--out",
+            str(tmp_path / "e"),
+        ],
+        "missing predictions folder": [
+            "evaluate",
+            "--predictions",
+            str(tmp_path / "nopreds"),
+            "--data",
+            glas,
+            "--out",
+            str(tmp_path / "e"),
+        ],
+        "prediction missing for an image": [
+            "evaluate",
+            "--predictions",
+            str(preds),
+            "--data",
+            glas,
+            "--out",
+            str(tmp_path / "e"),
+        ],
+        "unknown --set key": [
+            "train",
+            "--data",
+            glas,
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "unet_bsae=4",
+        ],
+        "--set without =": ["train", "--data", glas, "--out", str(tmp_path / "r"), "--set", "unet_base"],
+        "--epochs 0": ["train", "--data", glas, "--out", str(tmp_path / "r"), "--epochs", "0", *tiny],
+        "run folder taken": ["train", "--data", glas, "--out", str(trained.run), *tiny],
+        "resume without a run": ["train", "--resume", "--out", str(tmp_path / "r")],
+        "training lock held": ["train", "--data", glas, "--out", str(tmp_path / "r"), *tiny],
+        "GLANDSEG_DATA unset": [
+            "evaluate",
+            "--predictions",
+            str(preds),
+            "--split",
+            "testA",
+            "--out",
+            str(tmp_path / "e"),
+        ],
+    }[case]
+    if case == "training lock held":
+        with training_lock(tmp_path / "someone_else"):
+            rc = main(argv)
+    else:
+        rc = main(argv)
+    err = lines(capsys.readouterr().err)
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
+    assert not (tmp_path / "r" / "last.pt").exists()

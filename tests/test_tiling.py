@@ -1,0 +1,308 @@
+"""Tests for glandseg_core.tiling: windows, seamless U-Net blending, Mask R-CNN merging across window borders.
+
+The Mask R-CNN tests use a fake detector (one instance per dark connected component of the window it is
+given), so every expectation is exact and deterministic.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from glandseg_core import infer, tiling
+from glandseg_core.config import RunConfig, save_config
+from glandseg_core.infer import Run
+from glandseg_core.metrics import score_image
+from glandseg_core.models import build_model
+from glandseg_core.postprocess import (
+    MaskRCNNPost,
+    UNetPost,
+    maskrcnn_to_labels,
+    save_post,
+    unet_to_labels,
+)
+
+PINK, PURPLE = (235, 170, 200), (90, 40, 120)
+
+
+class FakeDetector(torch.nn.Module):
+    """Mask R-CNN stand-in: one detection per 4-connected dark component of the input, score 0.9, mask 1.0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, int]] = []
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        x = images[0]
+        self.shapes.append(tuple(x.shape[-2:]))
+        comp, n = ndi.label(x.mean(0).numpy() < 0.5)
+        masks = torch.from_numpy((comp[None] == np.arange(1, n + 1)[:, None, None]).astype(np.float32))
+        return [
+            {
+                "scores": torch.full((n,), 0.9),
+                "masks": masks[:, None],
+                "labels": torch.ones(n, dtype=torch.int64),
+            }
+        ]
+
+
+class PixelUNet(torch.nn.Module):
+    """U-Net stand-in whose output at a pixel depends only on that pixel (so any tiling must reproduce it)."""
+
+    multiple = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = x.mean(1, keepdim=True)
+        return torch.cat([-3.0 * g, 2.0 * g - 0.5 * x[:, :1]], dim=1)
+
+
+def disc_image(h: int, w: int, discs: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Pink image with purple discs (cy, cx, r), and their label map (ids 1..n)."""
+    yy, xx = np.mgrid[:h, :w]
+    labels = np.zeros((h, w), np.int32)
+    for i, (cy, cx, r) in enumerate(discs, 1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+    image = np.empty((h, w, 3), np.uint8)
+    image[:] = PINK
+    image[labels > 0] = PURPLE
+    return image, labels
+
+
+def same_instances(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two label maps hold the same objects (pixel for pixel), whatever their ids."""
+    if not np.array_equal(a > 0, b > 0):
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[a > 0]]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def fake_maskrcnn_run(post: MaskRCNNPost | None = None) -> Run:
+    return Run(FakeDetector(), RunConfig(model="maskrcnn"), post or MaskRCNNPost(min_area=10))
+
+
+# ----------------------------------------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize(
+    ("n", "tile", "overlap"), [(10, 20, 5), (20, 20, 5), (21, 20, 5), (1000, 256, 64), (4000, 522, 256)]
+)
+def test_tile_starts_cover_with_overlap(n: int, tile: int, overlap: int) -> None:
+    starts = tiling.tile_starts(n, tile, overlap)
+    size = min(tile, n)
+    assert starts[0] == 0 and starts[-1] + size == n
+    assert all(
+        b - a <= size - overlap for a, b in itertools.pairwise(starts)
+    )  # neighbours overlap enough
+    assert all(b > a for a, b in itertools.pairwise(starts))
+
+
+def test_tile_starts_rejects_overlap_not_below_tile() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        tiling.tile_starts(100, 32, 32)
+
+
+def test_tiles_cover_every_pixel() -> None:
+    cover = np.zeros((700, 1100), np.int32)
+    for rows, cols in tiling.tiles(cover.shape, (256, 300), 64):
+        assert rows.stop - rows.start == 256 and cols.stop - cols.start == 300
+        cover[rows, cols] += 1
+    assert cover.min() >= 1
+
+
+def test_ramps_of_neighbours_sum_to_one() -> None:
+    n, tile, overlap = 400, 160, 40
+    total = np.zeros(n)
+    for s in tiling.tile_starts(n, tile, overlap):
+        total[s : s + tile] += tiling.ramp(tile, s, n, overlap)
+    assert total.min() > 0
+    starts = tiling.tile_starts(n, tile, overlap)
+    assert starts == [0, 120, 240]  # evenly spaced: the mirrored ramps sum to exactly 1
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def test_needs_tiling_threshold() -> None:
+    assert not tiling.needs_tiling((tiling.TILE_ABOVE, tiling.TILE_ABOVE, 3))
+    assert tiling.needs_tiling((tiling.TILE_ABOVE + 1, 10, 3))
+    assert tiling.needs_tiling((10, 50), limit=40)
+
+
+# ------------------------------------------------------------------------------------------------ U-Net
+
+
+def test_unet_tiled_equals_untiled_for_a_pointwise_model() -> None:
+    run = Run(PixelUNet(), RunConfig(model="unet", unet_scale=1.0, train_amp=False), UNetPost())
+    image = np.random.default_rng(0).integers(0, 256, (300, 412, 3), dtype=np.uint8)
+    x = infer.unet_input(run, image)
+    whole = infer.unet_tensor_probs(run, x)
+    tiled = tiling.unet_tiled(run, x, tile=128, overlap=32)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+
+
+def test_unet_tiled_agrees_with_untiled_on_a_real_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    cfg = RunConfig(model="unet", unet_base=4, unet_depth=3, unet_scale=0.5, train_amp=False)
+    model = build_model(cfg).eval()
+    run = Run(model, cfg, UNetPost(fg_thresh=0.5, min_area=20, min_marker_area=5))
+    discs = [(80, 90, 40), (200, 300, 50), (330, 120, 45), (120, 560, 60), (300, 520, 35)]
+    image, _ = disc_image(420, 660, discs)
+    whole = infer.unet_probs(run, image)
+    monkeypatch.setattr(tiling, "TILE_ABOVE", 256)
+    monkeypatch.setattr(
+        tiling, "UNET_TILE", 96
+    )  # at the U-Net's scale: 3x4 windows over a 210x330 input
+    monkeypatch.setattr(tiling, "UNET_OVERLAP", 40)
+    calls = []
+    real = tiling.unet_tiled
+    monkeypatch.setattr(tiling, "unet_tiled", lambda *a, **k: calls.append(1) or real(*a, **k))
+    tiled = infer.unet_probs(run, image)
+    assert calls, "a large image must go through tiling"
+    assert tiled.shape == whole.shape == (2, 420, 660)
+    assert np.abs(tiled - whole).max() < 0.01  # untrained: probabilities span about 0.46..0.56
+    assert np.abs(tiled - whole).mean() < 1e-4
+    # thresholds at the medians make the label maps as sensitive to small differences as they can be
+    post = UNetPost(
+        fg_thresh=float(np.median(whole[0])), contour_thresh=float(np.median(whole[1])), min_area=20
+    )
+    a, b = unet_to_labels(whole, post), unet_to_labels(tiled, post)
+    assert ((a > 0) == (b > 0)).mean() > 0.98
+
+
+def test_unet_predict_on_a_large_image_keeps_glands_whole_across_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = Run(
+        PixelUNet(), RunConfig(model="unet", unet_scale=1.0, train_amp=False), UNetPost(min_area=20)
+    )
+    image, truth = disc_image(
+        300, 400, [(150, 128, 40), (60, 300, 30)]
+    )  # the first disc sits on a border
+    monkeypatch.setattr(tiling, "TILE_ABOVE", 200)
+    monkeypatch.setattr(tiling, "UNET_TILE", 128)
+    monkeypatch.setattr(tiling, "UNET_OVERLAP", 32)
+    labels = infer.predict(run, image)
+    assert labels.dtype == np.int32 and labels.shape == truth.shape
+    assert labels.max() == 2 and same_instances(labels, truth)
+
+
+# ------------------------------------------------------------------------------------------- Mask R-CNN
+
+
+def test_gland_crossing_a_window_border_is_neither_duplicated_nor_cut() -> None:
+    run = fake_maskrcnn_run()
+    # windows (300, 400) with overlap 150: columns start at 0, 250, 400; the disc spans x 210..290
+    image, truth = disc_image(300, 800, [(150, 250, 40)])
+    labels = tiling.maskrcnn_tiled_labels(run, image, tile=(300, 400), overlap=150)
+    assert labels.max() == 1
+    np.testing.assert_array_equal(labels > 0, truth > 0)
+    assert max(run.model.shapes) <= (300, 400)  # the model only ever saw windows
+
+
+def test_tiled_maskrcnn_matches_untiled_on_many_glands() -> None:
+    rng = np.random.default_rng(3)
+    discs, taken = [], np.zeros((640, 900), bool)
+    yy, xx = np.mgrid[:640, :900]
+    while len(discs) < 14:
+        r = int(rng.integers(15, 45))
+        cy, cx = int(rng.integers(r, 640 - r)), int(rng.integers(r, 900 - r))
+        d = (yy - cy) ** 2 + (xx - cx) ** 2 <= (r + 3) ** 2
+        if not (d & taken).any():
+            discs.append((cy, cx, r))
+            taken |= d
+    image, truth = disc_image(640, 900, discs)
+    run = fake_maskrcnn_run()
+    scores, masks = infer.maskrcnn_outputs(run, image)
+    whole = maskrcnn_to_labels(scores, masks, run.post, shape=image.shape[:2])
+    tiled = tiling.maskrcnn_tiled_labels(run, image, tile=(200, 260), overlap=100)
+    assert same_instances(whole, truth)
+    assert same_instances(tiled, truth)
+    assert score_image(tiled, whole).f1 == 1.0
+
+
+def test_gland_larger_than_the_overlap_is_joined_from_its_cut_pieces() -> None:
+    run = fake_maskrcnn_run()
+    # a 200 px disc with windows of 200 px overlapping by 60: no window holds it whole
+    image, truth = disc_image(200, 500, [(100, 250, 99)])
+    labels = tiling.maskrcnn_tiled_labels(run, image, tile=(200, 200), overlap=60)
+    assert labels.max() == 1
+    np.testing.assert_array_equal(labels > 0, truth > 0)
+
+
+def test_predict_routes_large_images_through_tiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = fake_maskrcnn_run()
+    image, truth = disc_image(600, 900, [(300, 450, 50), (100, 100, 40), (500, 800, 45)])
+    monkeypatch.setattr(tiling, "TILE_ABOVE", 512)
+    monkeypatch.setattr(tiling, "MASKRCNN_TILE", (300, 400))
+    monkeypatch.setattr(tiling, "MASKRCNN_OVERLAP", 120)
+    labels = infer.predict(run, image)
+    assert same_instances(labels, truth)
+    assert max(run.model.shapes) == (300, 400)
+
+
+def test_duplicates_keep_the_whole_view_and_paint_respects_min_visible() -> None:
+    whole = np.ones((40, 40), bool)
+    cut = np.ones((40, 15), bool)
+    inst = tiling.Instances(
+        scores=np.array([0.6, 0.95, 0.8], np.float32),
+        boxes=np.array([[10, 10, 50, 50], [10, 10, 50, 25], [10, 45, 50, 85]], np.int64),
+        masks=[whole, cut, whole.copy()],
+        cut=np.array([False, True, False]),
+    )
+    merged = tiling.merge_duplicates(inst)
+    assert len(merged) == 2  # the higher-scoring cut view of gland 1 is dropped for its whole view
+    np.testing.assert_array_equal(np.sort(merged.scores), np.array([0.6, 0.8], np.float32))
+    labels = tiling.paint(
+        merged, MaskRCNNPost(score_thresh=0.5, min_area=10, min_visible=0.5), (60, 100)
+    )
+    assert labels.max() == 2
+    assert (labels == 1).sum() == 1600 and (labels == 2).sum() == 1600 - 5 * 40  # id 1: the higher score
+
+
+def test_paint_matches_postprocess_on_full_masks() -> None:
+    rng = np.random.default_rng(1)
+    h, w, n = 80, 120, 12
+    masks = np.zeros((n, h, w), np.float32)
+    for i in range(n):
+        y, x = rng.integers(0, h - 20), rng.integers(0, w - 20)
+        masks[i, y : y + rng.integers(5, 30), x : x + rng.integers(5, 30)] = rng.uniform(0.3, 1.0)
+    scores = rng.uniform(0.2, 1.0, n).astype(np.float32)
+    post = MaskRCNNPost(score_thresh=0.4, mask_thresh=0.5, min_area=20, min_visible=0.6)
+    expected = maskrcnn_to_labels(scores, masks, post, shape=(h, w))
+    got = tiling.paint(tiling.compact(scores, masks, post), post, (h, w))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_load_run_skips_unpaintable_detections_without_changing_labels(tmp_path: Path) -> None:
+    cfg = RunConfig(
+        model="maskrcnn",
+        maskrcnn_backbone="resnet18",
+        maskrcnn_min_size=128,
+        maskrcnn_max_size=192,
+        train_amp=False,
+    )
+    torch.manual_seed(0)
+    torch.save(
+        {"model": build_model(cfg).state_dict(), "config": asdict(cfg), "epoch": 0},
+        tmp_path / "weights.pt",
+    )
+    save_config(cfg, tmp_path / "config.json")
+    image, _ = disc_image(128, 192, [(60, 60, 30), (70, 140, 25)])
+    for thresh in (0.3, 0.5, 0.52):
+        save_post(
+            MaskRCNNPost(score_thresh=thresh, min_area=1, min_visible=0.1), tmp_path / "postprocess.json"
+        )
+        run = infer.load_run(tmp_path)
+        assert thresh - 1e-6 < run.model.roi_heads.score_thresh < thresh
+        scores, _ = infer.maskrcnn_outputs(run, image)
+        assert (scores >= thresh).all()
+        labels = infer.predict(run, image)
+        run.model.roi_heads.score_thresh = 0.05  # torchvision's: every detection, then painting filters
+        all_scores, all_masks = infer.maskrcnn_outputs(run, image)
+        np.testing.assert_array_equal(
+            labels, maskrcnn_to_labels(all_scores, all_masks, run.post, (128, 192))
+        )
