@@ -62,11 +62,13 @@ def render(model_dir: Path, run_dir: Path, command: str, notes: str = "") -> str
     log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln.strip()] if (run_dir / "log.jsonl").is_file() else []
     wall = sum(r.get("seconds", 0.0) for r in log)
     weights = model_dir / "weights.pt"
-    n_params = sum(v.numel() for v in torch.load(weights, map_location="cpu", weights_only=True)["model"].values())
+    state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+    n_params = sum(v.numel() for v in state.values())
+    storage = "fp16 storage (BatchNorm statistics fp32)" if any(v.dtype == torch.float16 for v in state.values()) else "fp32"
     kind = cfg.model
     lines = [f"# Model card: {model_dir.name} ({'U-Net' if kind == 'unet' else 'Mask R-CNN'})", ""]
     lines += [
-        f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, fp16 storage, {n_params / 1e6:.2f} M values), "
+        f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, {storage}, {n_params / 1e6:.2f} M values), "
         "loaded with `torch.load(..., weights_only=True)`.",
         f"- Recipe: preset `{cfg.name}` (every hyperparameter below and in `config.json`).",
         f"- Trained by: `{command}`",
@@ -92,7 +94,7 @@ def render(model_dir: Path, run_dir: Path, command: str, notes: str = "") -> str
     lines += _results_table(summaries)
     if tta:
         lines += ["", "With test-time augmentation (`--tta`: 8 flips / 90° rotations):", ""]
-        lines += _results_table({("Test A + B" if k == "all" else k): v for k, v in tta.items()})
+        lines += _results_table({("val + Test A + B" if k == "all" else k): v for k, v in tta.items()})
     lines += ["", "## Beside the poster and published GlaS results", ""]
     lines += ["| method | split | F1 | obj. Dice | obj. Hausdorff |", "|---|---|---|---|---|"]
     p = POSTER[kind]
