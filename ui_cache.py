@@ -89,7 +89,7 @@ def get_run(model_dir: str, stamp: float = 0.0) -> infer.Run:
     return infer.load_run(Path(model_dir))
 
 
-@st.cache_data(show_spinner=False, max_entries=48)
+@st.cache_data(show_spinner=False, max_entries=24)
 def segment(
     model_dir: str, image: np.ndarray, tta: bool = False, stamp: float = 0.0
 ) -> tuple[np.ndarray, float]:

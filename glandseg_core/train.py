@@ -113,9 +113,12 @@ class _Batches:
             return self.cfg.train_steps_per_epoch
         return max(1, len(self.data) // (self.cfg.train_batch_size * self.world))
 
-    def epoch(self, rng: np.random.Generator):
+    def epoch(self, rng: np.random.Generator, epoch: int = 0):
+        """Batches of one epoch: the image order is shared by all ranks (seeded by seed and epoch), so ranks
+        draw disjoint images; crops and augmentations come from the rank's own ``rng``."""
         cfg, n = self.cfg, len(self.data)
-        order = rng.permutation(max(n, self.steps() * cfg.train_batch_size * self.world)) % n
+        shared = np.random.default_rng((cfg.train_seed, epoch))
+        order = shared.permutation(max(n, self.steps() * cfg.train_batch_size * self.world)) % n
         for s in range(self.steps()):
             start = (s * self.world + self.rank) * cfg.train_batch_size
             idx = order[start : start + cfg.train_batch_size]
@@ -268,7 +271,7 @@ def _fit(cfg, data, run_dir: Path, resume: bool, rank: int, world: int, dev: tor
             t0 = time.time()
             net.train()
             sums: dict[str, float] = {}
-            bar = tqdm(batches.epoch(rng), total=steps, desc=f"epoch {epoch + 1}/{cfg.train_epochs}", disable=not show_bar or rank != 0, leave=False)
+            bar = tqdm(batches.epoch(rng, epoch), total=steps, desc=f"epoch {epoch + 1}/{cfg.train_epochs}", disable=not show_bar or rank != 0, leave=False)
             for i, batch in enumerate(bar):
                 losses = _train_step(net, batch, cfg, dev)
                 loss = sum(losses.values())
@@ -293,8 +296,10 @@ def _fit(cfg, data, run_dir: Path, resume: bool, rank: int, world: int, dev: tor
                     raise TrainingStopped(f"stopped during epoch {epoch + 1}; resume repeats it")
             record: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
             record.update({("train_" + k if k == "loss" else k): v / steps for k, v in sums.items()})
+            rng_states: list = [rng.bit_generator.state]
             if world > 1:
-                dist.barrier()
+                rng_states = [None] * world
+                dist.all_gather_object(rng_states, rng.bit_generator.state)  # every rank resumes exactly
             if rank == 0:
                 if (epoch + 1) % cfg.train_val_every == 0 or epoch + 1 == cfg.train_epochs:
                     record.update(validate(model, cfg, val_data, dev))
@@ -312,7 +317,7 @@ def _fit(cfg, data, run_dir: Path, resume: bool, rank: int, world: int, dev: tor
                         "scheduler": sched.state_dict(),
                         "epoch": epoch,
                         "best": best,
-                        "rng_numpy": [rng.bit_generator.state],
+                        "rng_numpy": rng_states,
                         "rng_torch": torch.get_rng_state(),
                         "config": asdict(cfg),
                     },

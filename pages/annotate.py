@@ -1,5 +1,6 @@
 """Annotate: draw gland outlines (or correct a model's prediction) and save them as an instance label map."""
 
+import numpy as np
 import streamlit as st
 
 import ui_cache
@@ -84,9 +85,9 @@ if result.json_data is not None:
     labels = annotations.drawing_to_labels(result.json_data, shape, size)
 else:
     labels = annotations.image_data_to_labels(result.image_data, shape)
-n = len(export.gland_table(labels))
+n = int(np.count_nonzero(np.unique(labels)))
 st.metric("Glands drawn", n)
-with st.expander("Preview of the label map"):
+if st.toggle("Preview the label map (each gland with its id)", key="ann_preview"):
     st.image(export.overlay(image, labels, alpha=0.45, ids=True), width="stretch")
 
 st.subheader("Save")

@@ -10,6 +10,7 @@ import streamlit as st
 import ui_cache
 from glandseg_core import dashboard, jobs
 from glandseg_core.config import PRESETS
+from glandseg_core.data import data_root
 from glandseg_core.infer import ModelError
 
 ui_cache.ensure_router()
@@ -19,16 +20,24 @@ if dev["cuda"]:
     st.success(f"GPU available: {dev['name']}. Training runs on **cuda**.")
 else:
     st.info(
-        f"No GPU available: training runs on the **CPU** ({dev['cpus']} cores); large recipes take days."
+        f"No GPU available: training runs on the **CPU** ({dev['cpus']} cores); big recipes take days."
     )
 busy = jobs.busy_message()
 if busy:
     st.warning(busy)
 runs_root = ui_cache.runs_root()
-data_dir = st.text_input("GlaS folder", os.environ.get("GLANDSEG_DATA", ""), key="train_data") or None
+data_dir = st.text_input("GlaS folder", os.environ.get("GLANDSEG_DATA", ""), key="train_data",
+                         placeholder="the folder holding train_1.bmp, testA_1.bmp, … (or set GLANDSEG_DATA)")  # fmt: skip
 
 
-def config_widget(spec: dict, key: str):
+def glas_folder() -> str:
+    """The GlaS folder typed above, checked before anything is launched (DatasetError is a ValueError)."""
+    if not data_dir.strip():
+        raise ValueError("Enter the GlaS folder above first (the one holding train_1.bmp, …).")
+    return str(data_root(data_dir.strip()))
+
+
+def config_widget(spec: dict, key: str):  # one widget per RunConfig field, by its type
     name, kind, value = spec["name"], spec["kind"], spec["value"]
     if kind == "bool":
         return st.checkbox(name, value, key=key)
@@ -36,15 +45,9 @@ def config_widget(spec: dict, key: str):
         return st.selectbox(name, spec["choices"], index=spec["choices"].index(value), key=key)
     if kind in ("int", "float"):
         return st.number_input(
-            name,
-            value=value,
-            step=1 if kind == "int" else None,
-            format=None if kind == "int" else "%g",
-            key=key,
+            name, value=value, key=key, **({"step": 1} if kind == "int" else {"format": "%g"})
         )
-    return st.text_input(
-        name, value, key=key, help="comma-separated whole numbers" if kind == "ints" else None
-    )
+    return st.text_input(name, value, key=key, help="comma-separated" if kind == "ints" else None)
 
 
 with st.expander("New training run", expanded=not busy):
@@ -63,10 +66,12 @@ with st.expander("New training run", expanded=not busy):
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:
         try:
+            if jobs.busy_message():  # the lock first: it is the most useful answer
+                raise jobs.TrainingBusy(jobs.busy_message())
             cfg = dashboard.config_from_values(values)
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_name):
                 raise ValueError("run folder name: use letters, digits, '.', '_' and '-' only")
-            pid = jobs.start_training(cfg, runs_root / run_name, data=data_dir)
+            pid = jobs.start_training(cfg, runs_root / run_name, data=glas_folder())
             st.session_state["train_selected"] = run_name
             st.success(f"Started {run_name} (pid {pid}) on {dev['device']}.")
         except (jobs.TrainingBusy, FileExistsError, ValueError, OSError) as e:
@@ -126,17 +131,17 @@ if b[0].button(
     st.toast("Stop requested." if jobs.stop_training(run_dir) else "No trainer is running for this run.")
 if b[1].button("Resume", disabled=live or not info["has_last"] or info["status"] == "finished"):
     try:
-        st.toast(f"Resumed (pid {jobs.resume_training(run_dir, data=data_dir)}).")
+        st.toast(f"Resumed (pid {jobs.resume_training(run_dir, data=glas_folder())}).")
         st.rerun()
-    except (jobs.TrainingBusy, FileNotFoundError, OSError) as e:
+    except (jobs.TrainingBusy, FileNotFoundError, ValueError, OSError) as e:
         st.error(str(e))
 if b[2].button(
     "Evaluate on Test A + Test B", disabled=not info["has_best"], help="Runs in the background"
 ):
     try:
-        jobs.start_evaluation(run_dir, data=data_dir)
+        jobs.start_evaluation(run_dir, data=glas_folder())
         st.rerun()
-    except (FileNotFoundError, RuntimeError, OSError) as e:
+    except (FileNotFoundError, RuntimeError, ValueError, OSError) as e:
         st.error(str(e))
 
 st.subheader("Promote to trained_models/")

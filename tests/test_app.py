@@ -25,7 +25,7 @@ from glandseg_core.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 COMPARE, TRAIN, ANNOTATE = (str(REPO / "pages" / f"{p}.py") for p in ("compare", "train", "annotate"))
-TIMEOUT = 180  # two shared cores: model loading and the first inference can be slow
+TIMEOUT = 400  # two shared cores: model loading and the first inference can be slow
 
 
 def tiny_configs() -> dict[str, object]:
@@ -34,7 +34,7 @@ def tiny_configs() -> dict[str, object]:
         "unet": dataclasses.replace(PRESETS["glandseg-unet"], name="tiny-unet", unet_base=4, unet_depth=2, train_amp=False),
         "maskrcnn": dataclasses.replace(
             PRESETS["glandseg-maskrcnn-cpu"], name="tiny-maskrcnn", maskrcnn_min_size=128, maskrcnn_max_size=192,
-            train_amp=False,
+            maskrcnn_detections_per_img=8, train_amp=False,
         ),
     }  # fmt: skip
 
@@ -62,9 +62,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """Private folders for models (a copy, so tests may change it), runs, annotations and the training lock."""
-    paths = {k: tmp_path / k for k in ("models", "runs", "annotations", "locks")}
-    shutil.copytree(tiny_models, paths["models"])
+    """Private folders for runs, annotations and the training lock; the shared tiny models (read-only: the
+    cached segmentations are keyed by folder, so sharing keeps reruns fast; see ``own_models``)."""
+    paths = {"models": tiny_models, **{k: tmp_path / k for k in ("runs", "annotations", "locks")}}
     for key, var in (
         ("models", "MODELS"),
         ("runs", "RUNS"),
@@ -75,6 +75,19 @@ def env(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> d
     monkeypatch.delenv("GLANDSEG_DATA", raising=False)
     monkeypatch.syspath_prepend(str(REPO))
     return paths
+
+
+def own_models(
+    env: dict[str, Path], monkeypatch: pytest.MonkeyPatch, keep: tuple[str, ...] = ("unet", "maskrcnn")
+) -> Path:
+    """A private copy of the tiny models with only the ``keep`` folders, for tests that change the folder."""
+    root = env["runs"].parent / "models"
+    root.mkdir()
+    for role in keep:
+        shutil.copytree(env["models"] / role, root / role)
+    monkeypatch.setenv("GLANDSEG_MODELS", str(root))
+    env["models"] = root
+    return root
 
 
 def texts(at: AppTest, *kinds: str) -> str:
@@ -132,8 +145,10 @@ def test_compare_display_options_tta_and_another_sample(env: dict[str, Path]) ->
     assert "F1" not in metric_labels(at) and metric_labels(at).count("Glands") == 2
 
 
-def test_compare_says_plainly_when_a_model_folder_is_missing(env: dict[str, Path]) -> None:
-    shutil.rmtree(env["models"] / "maskrcnn")
+def test_compare_says_plainly_when_a_model_folder_is_missing(
+    env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_models(env, monkeypatch, keep=("unet",))
     at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
     assert not at.exception
     warning = texts(at, "warning")
@@ -144,9 +159,8 @@ def test_compare_says_plainly_when_a_model_folder_is_missing(env: dict[str, Path
     assert metric_labels(at).count("Glands") == 1 and "Needs both" in texts(at, "info")
 
 
-def test_compare_without_any_model(env: dict[str, Path]) -> None:
-    for role in ("unet", "maskrcnn"):
-        shutil.rmtree(env["models"] / role)
+def test_compare_without_any_model(env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    own_models(env, monkeypatch, keep=())
     at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
     assert not at.exception
     assert texts(at, "warning").count("model: the folder") == 2
@@ -243,6 +257,13 @@ def test_train_form_is_prefilled_from_the_poster_preset(env: dict[str, Path]) ->
     assert "No runs yet" in texts(at, "info")
     at.selectbox(key="train_preset").set_value("glandseg-unet").run()
     assert at.number_input(key="cfg_glandseg-unet_unet_base").value == 32
+    # no GlaS folder: refused before anything is launched or written
+    at.button(key="FormSubmitter:train_form_glandseg-unet-Start training").click().run()
+    assert "Enter the GlaS folder" in texts(at, "error")
+    at.text_input(key="train_data").set_value(str(env["runs"] / "nowhere")).run()
+    at.button(key="FormSubmitter:train_form_glandseg-unet-Start training").click().run()
+    assert "does not exist" in texts(at, "error")
+    assert not env["runs"].exists() or not any(env["runs"].iterdir())
 
 
 def test_train_start_is_refused_while_a_training_runs(env: dict[str, Path]) -> None:
@@ -280,7 +301,10 @@ def write_fake_run(run: Path, weights_from: Path) -> None:
     shutil.copy(weights_from, run / "best.pt")
 
 
-def test_train_lists_runs_with_curves_and_promotes_with_confirmation(env: dict[str, Path]) -> None:
+def test_train_lists_runs_with_curves_and_promotes_with_confirmation(
+    env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_models(env, monkeypatch)
     write_fake_run(env["runs"] / "tiny-run", env["models"] / "unet" / "weights.pt")
     before = (env["models"] / "unet" / "weights.pt").stat().st_mtime_ns
     at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()

@@ -46,7 +46,7 @@ def write_evil_checkpoint(path: Path, marker: Path) -> None:
 
 @pytest.fixture(scope="module")
 def model_dir(untrained_unet_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_model(untrained_unet_run, tmp_path_factory.mktemp("models") / "tiny")
+    return export_model(untrained_unet_run, tmp_path_factory.mktemp("models") / "tiny", fp16=True)
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +57,22 @@ def run(model_dir: Path) -> Run:
 def test_export_writes_a_model_folder(model_dir: Path, untrained_unet_run: Path) -> None:
     assert {"weights.pt", "config.json", "postprocess.json"} <= {p.name for p in model_dir.iterdir()}
     ckpt = torch.load(model_dir / "weights.pt", map_location="cpu", weights_only=True)
-    floats = [v for v in ckpt["model"].values() if v.is_floating_point()]
-    assert floats and all(v.dtype == torch.float16 for v in floats)
+    floats = {k: v for k, v in ckpt["model"].items() if v.is_floating_point()}
+    # fp16=True: weights in fp16, BatchNorm statistics kept in fp32 (tiny variances would round to zero).
+    assert any(v.dtype == torch.float16 for v in floats.values())
+    for k, v in floats.items():
+        assert v.dtype == (torch.float32 if "running_" in k else torch.float16), k
     assert ckpt["config"]["unet_base"] == 4
-    assert json.loads((model_dir / "config.json").read_text()) == json.loads(
-        (untrained_unet_run / "config.json").read_text()
-    )
+    exported = json.loads((model_dir / "config.json").read_text())
+    assert exported == json.loads((untrained_unet_run / "config.json").read_text())
     # No postprocess.json in the run: the untuned defaults are written.
     assert json.loads((model_dir / "postprocess.json").read_text()) == dataclasses.asdict(UNetPost())
     assert not list(model_dir.glob("*.tmp"))
+
+
+def test_export_default_keeps_small_models_in_fp32(untrained_unet_run: Path, tmp_path: Path) -> None:
+    ckpt = read_checkpoint(export_model(untrained_unet_run, tmp_path / "m") / "weights.pt")
+    assert all(v.dtype == torch.float32 for v in ckpt["model"].values() if v.is_floating_point())
 
 
 def test_load_run(run: Run, model_dir: Path) -> None:

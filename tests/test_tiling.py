@@ -283,6 +283,7 @@ def test_load_run_skips_unpaintable_detections_without_changing_labels(tmp_path:
         maskrcnn_backbone="resnet18",
         maskrcnn_min_size=128,
         maskrcnn_max_size=192,
+        maskrcnn_detections_per_img=20,
         train_amp=False,
     )
     torch.manual_seed(0)
@@ -292,7 +293,7 @@ def test_load_run_skips_unpaintable_detections_without_changing_labels(tmp_path:
     )
     save_config(cfg, tmp_path / "config.json")
     image, _ = disc_image(128, 192, [(60, 60, 30), (70, 140, 25)])
-    for thresh in (0.3, 0.5, 0.52):
+    for thresh in (0.51, 0.52):  # the untrained model scores 0.50..0.54: some pass, some do not
         save_post(
             MaskRCNNPost(score_thresh=thresh, min_area=1, min_visible=0.1), tmp_path / "postprocess.json"
         )
