@@ -18,8 +18,15 @@ from torch.nn import functional as F
 from . import tiling
 from .config import RunConfig, config_from_dict, load_config
 from .models import build_model
+from .postprocess import (
+    MaskRCNNPost,
+    UNetPost,
+    maskrcnn_to_labels,
+    post_from_dict,
+    save_post,
+    unet_to_labels,
+)
 from .precision import autocast
-from .postprocess import MaskRCNNPost, UNetPost, maskrcnn_to_labels, post_from_dict, save_post, unet_to_labels
 
 WEIGHTS = "weights.pt"
 POSTPROCESS = "postprocess.json"

@@ -30,9 +30,9 @@ from .data import GlasItem, find_items, load_item
 from .infer import Run, default_post, normalize, pick_device, predict, read_checkpoint
 from .io import atomic_write_text
 from .locks import training_lock
-from .precision import autocast
 from .metrics import pool_scores, score_image
 from .models import build_model
+from .precision import autocast
 from .transforms import augment, maskrcnn_target, unet_targets
 
 log = logging.getLogger(__name__)

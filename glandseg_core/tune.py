@@ -45,7 +45,7 @@ def tune(run: Run, val: list[tuple[np.ndarray, np.ndarray]]) -> tuple[UNetPost |
         raws = [unet_probs(run, img) for img, _ in val]
         base = UNetPost(instance=run.cfg.unet_instance)
         grid = _grid(UNET_GRID if run.cfg.unet_instance else UNET_SEMANTIC_GRID)
-        segment = lambda raw, post: unet_to_labels(raw, post)  # noqa: E731
+        segment = lambda raw, post: unet_to_labels(raw, post)
     else:
         raws = []
         for img, _ in val:
@@ -54,7 +54,7 @@ def tune(run: Run, val: list[tuple[np.ndarray, np.ndarray]]) -> tuple[UNetPost |
             raws.append((scores[keep], masks[keep] > 0.5, img.shape[:2]))
         base = MaskRCNNPost()
         grid = _grid(MASKRCNN_GRID)
-        segment = lambda raw, post: maskrcnn_to_labels(raw[0], raw[1].astype(np.float32), post, raw[2])  # noqa: E731
+        segment = lambda raw, post: maskrcnn_to_labels(raw[0], raw[1].astype(np.float32), post, raw[2])
     best_post, best = base, None
     for params in grid:
         post = dataclasses.replace(base, **params)

@@ -39,6 +39,6 @@ def build_model(cfg: RunConfig) -> nn.Module:
     return _BUILDERS[cfg.model](cfg)
 
 
-from . import maskrcnn, unet  # noqa: E402,F401  (registers the builders)
+from . import maskrcnn, unet  # noqa: F401  (registers the builders)
 
 __all__ = ["build_model", "list_models", "register_model"]
