@@ -67,7 +67,7 @@ def _kind(folder: Path) -> str:
 
 
 @st.cache_data(show_spinner=False, ttl=60)
-def _scan(root: str, _stamp: float) -> list[ModelFolder]:
+def _scan(root: str, stamp: float) -> list[ModelFolder]:
     folders = []
     for d in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
         if d.is_dir() and any(
@@ -101,7 +101,7 @@ def find_models() -> tuple[dict[str, ModelFolder], list[str]]:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _read_csv(path: str, _stamp: float) -> pd.DataFrame:
+def _read_csv(path: str, stamp: float) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
@@ -112,7 +112,7 @@ def per_image(model: ModelFolder) -> pd.DataFrame | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _read_json(path: str, _stamp: float) -> dict:
+def _read_json(path: str, stamp: float) -> dict:
     return json.loads(Path(path).read_text())
 
 
@@ -147,7 +147,7 @@ def load_results(
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _read_prediction(path: str, _stamp: float) -> np.ndarray:
+def _read_prediction(path: str, stamp: float) -> np.ndarray:
     return read_label_map(path)
 
 
@@ -175,12 +175,12 @@ def prediction(model: ModelFolder, name: str, image: np.ndarray) -> tuple[np.nda
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _glas_item(root: str, name: str, _stamp: float) -> tuple[np.ndarray, np.ndarray]:
+def _glas_item(root: str, name: str, stamp: float) -> tuple[np.ndarray, np.ndarray]:
     return load_item(item_by_name(root, name))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _sample_item(image_path: str, anno_path: str, _stamp: float) -> tuple[np.ndarray, np.ndarray]:
+def _sample_item(image_path: str, anno_path: str, stamp: float) -> tuple[np.ndarray, np.ndarray]:
     image = read_image(image_path)
     return image, read_label_map(anno_path, shape=image.shape[:2])
 

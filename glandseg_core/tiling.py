@@ -8,9 +8,10 @@ Images with a side above :data:`TILE_ABOVE` native pixels are cut into overlappi
   at window borders.
 * Mask R-CNN: windows of :data:`MASKRCNN_TILE` native pixels (the GlaS image size, so torchvision resizes each
   window exactly as it resized the training images) overlapping by :data:`MASKRCNN_OVERLAP` (at least the
-  largest gland). Each detection is kept as a crop of its mask inside its box (never a full-image mask), moved
-  to image coordinates, and duplicates across windows are merged (:func:`merge_duplicates`), before the
-  instances are painted by score as :func:`postprocess.maskrcnn_to_labels` paints them.
+  largest gland). Each window is painted on its own first (:func:`survivors`); its surviving detections are
+  kept as crops of their masks inside their boxes (never a full-image mask) and moved to image coordinates;
+  duplicates across windows are merged (:func:`merge_duplicates`), and the instances are painted by score as
+  :func:`postprocess.maskrcnn_to_labels` paints them.
 
 Label maps are int32[H, W]: 0=background, 1..N glands.
 """
@@ -281,8 +282,13 @@ def paint(inst: Instances, post: MaskRCNNPost, shape: tuple[int, int]) -> np.nda
     Returns:
         int32[H, W] label map, 0=background, 1..N glands, ids in order of decreasing score.
     """
+    return _paint(inst, post, shape)[0]
+
+
+def _paint(inst: Instances, post: MaskRCNNPost, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`paint`, also returning the indices of the painted instances (in painting order)."""
     labels = np.zeros(shape, dtype=np.int32)
-    next_id = 1
+    painted = []
     for i in np.argsort(-inst.scores, kind="stable"):
         if inst.scores[i] < post.score_thresh:
             break
@@ -296,9 +302,21 @@ def paint(inst: Instances, post: MaskRCNNPost, shape: tuple[int, int]) -> np.nda
         n_free = int(np.count_nonzero(free))
         if n_free < post.min_area or n_free < post.min_visible * area:
             continue
-        region[free] = next_id
-        next_id += 1
-    return labels
+        painted.append(i)
+        region[free] = len(painted)
+    return labels, np.asarray(painted, np.int64)
+
+
+def survivors(inst: Instances, post: MaskRCNNPost, shape: tuple[int, int]) -> Instances:
+    """The instances that painting keeps within one window (with their whole masks, not only what they won).
+
+    Each window is first painted on its own, as the untiled pipeline paints a GlaS-sized image, so that
+    overlapping low-value detections never reach the merge. This bounds memory: a survivor owns at least
+    ``post.min_visible`` of its mask, so a window's survivors hold at most ``window pixels / min_visible``
+    mask pixels in all.
+    """
+    kept = np.sort(_paint(inst, post, shape)[1])
+    return Instances(inst.scores[kept], inst.boxes[kept], [inst.masks[i] for i in kept], inst.cut[kept])
 
 
 def maskrcnn_tiled_instances(
@@ -308,7 +326,8 @@ def maskrcnn_tiled_instances(
     tile: tuple[int, int] | None = None,
     overlap: int | None = None,
 ) -> Instances:
-    """Mask R-CNN detections of a large image, window by window, merged across windows (image coordinates)."""
+    """Mask R-CNN detections of a large image, window by window: each window's :func:`survivors`, in image
+    coordinates, merged across windows (:func:`merge_duplicates`)."""
     from .infer import maskrcnn_outputs
 
     post = run.post if isinstance(run.post, MaskRCNNPost) else MaskRCNNPost()
@@ -324,7 +343,8 @@ def maskrcnn_tiled_instances(
             scores, masks = maskrcnn_tta(run, window)
         else:
             scores, masks = maskrcnn_outputs(run, window)
-        parts.append(_shift(compact(scores, masks, post), rows, cols, shape))
+        window_inst = survivors(compact(scores, masks, post), post, window.shape[:2])
+        parts.append(_shift(window_inst, rows, cols, shape))
         del scores, masks
     return merge_duplicates(_concat(parts))
 

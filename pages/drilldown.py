@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+import ui_cache
 import ui_results as ur
 from glandseg_core import stats
 
+ui_cache.ensure_router()  # a first direct visit to this URL must still go through app.py's router
 st.title("Image drill-down")
 
 models, missing = ur.find_models()

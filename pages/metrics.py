@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+import ui_cache
 import ui_results as ur
 from glandseg_core import stats
 
+ui_cache.ensure_router()  # a first direct visit to this URL must still go through app.py's router
 st.title("Metrics")
 st.caption(
     "GlaS object-level F1, object Dice and object Hausdorff (pixels) on the held-out test splits, read "

@@ -307,3 +307,23 @@ def test_load_run_skips_unpaintable_detections_without_changing_labels(tmp_path:
         np.testing.assert_array_equal(
             labels, maskrcnn_to_labels(all_scores, all_masks, run.post, (128, 192))
         )
+
+
+def test_each_window_keeps_only_what_painting_keeps() -> None:
+    big = np.ones((50, 50), bool)
+    inst = tiling.Instances(
+        scores=np.array([0.9, 0.8, 0.7, 0.6], np.float32),
+        boxes=np.array(
+            [[0, 0, 50, 50], [5, 5, 55, 55], [0, 60, 50, 110], [100, 100, 102, 102]], np.int64
+        ),
+        masks=[big, big.copy(), big.copy(), np.ones((2, 2), bool)],
+        cut=np.zeros(4, bool),
+    )
+    kept = tiling.survivors(
+        inst, MaskRCNNPost(score_thresh=0.5, min_area=10, min_visible=0.5), (120, 120)
+    )
+    # the second mostly overlaps the first, the fourth is too small: both never reach the merge
+    np.testing.assert_array_equal(kept.scores, np.array([0.9, 0.7], np.float32))
+    assert all(
+        m.shape == (50, 50) and m.all() for m in kept.masks
+    )  # whole masks, not just what they won

@@ -280,28 +280,30 @@ def test_ddp_two_processes_on_cpu(ddp_run: tuple[subprocess.CompletedProcess[str
 def test_ddp_checkpoint_keeps_every_rank_rng(
     ddp_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    """BUG (train.py, last.pt): only rank 0's numpy RNG state is saved, so on ``--resume`` rank 1 restarts from
-    its initial seed and replays epoch 1's crops and augmentations: a DDP resume is not exact."""
+    """Every rank's numpy RNG is checkpointed (regression: only rank 0's was, so on ``--resume`` rank 1
+    restarted from its initial seed and replayed epoch 1's crops and augmentations)."""
     proc, run_dir = ddp_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(read_checkpoint(run_dir / "last.pt")["rng_numpy"]) == 2
 
 
 def test_ddp_ranks_draw_disjoint_images() -> None:
-    """BUG (train.py, _Batches.epoch): every rank permutes the images with its own RNG (seeded
-    ``train_seed + 1000 * rank`` in ``_fit``) but takes its slice of the order as if the permutation were shared,
-    so under DDP ranks see the same image in one epoch and other images are never seen."""
+    """Under DDP the ranks draw disjoint images in an epoch (regression: each rank permuted the images with its
+    own RNG, seeded ``train_seed + 1000 * rank`` in ``_fit``, yet took its slice as if the order were shared)."""
     cfg = tiny_unet_config(
         train_batch_size=1, train_steps_per_epoch=0, train_crop_size=0, train_augment="none"
     )
     data = [(np.full((8, 8, 3), i, np.uint8), np.zeros((8, 8), np.int32)) for i in range(8)]
-    seen: list[int] = []
-    for rank in (0, 1):
-        batches = _Batches(cfg, data, rank, 2)
-        rng = np.random.default_rng(cfg.train_seed + 1000 * rank)  # as _fit seeds each rank
-        seen += [round(float(x[0, 0, 0, 0]) * 255) for x, _ in batches.epoch(rng)]
-    assert len(seen) == 8
-    assert sorted(seen) == list(range(8)), f"images drawn by the two ranks in one epoch: {seen}"
+    orders = []
+    for epoch in (0, 1):
+        seen: list[int] = []
+        for rank in (0, 1):
+            batches = _Batches(cfg, data, rank, 2)
+            rng = np.random.default_rng(cfg.train_seed + 1000 * rank)  # as _fit seeds each rank
+            seen += [round(float(x[0, 0, 0, 0]) * 255) for x, _ in batches.epoch(rng, epoch)]
+        assert sorted(seen) == list(range(8)), f"images drawn by the two ranks in epoch {epoch}: {seen}"
+        orders.append(seen)
+    assert orders[0] != orders[1]  # a new order every epoch
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
