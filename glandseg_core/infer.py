@@ -6,6 +6,7 @@ Label maps are int32[H, W] of the input image's shape: 0=background, 1..N glands
 from __future__ import annotations
 
 import json
+import pickle
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -205,7 +206,12 @@ def read_checkpoint(path: Path) -> dict:
         raise ModelError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for bad files (UnpicklingError, RuntimeError, EOFError...)
+    except pickle.UnpicklingError:
+        raise ModelError(
+            f"{path.name}: refused: it holds Python objects other than tensors, so it is not a glandseg "
+            "checkpoint and loading it could run code"
+        ) from None
+    except Exception as e:  # noqa: BLE001  torch raises many types for bad files (RuntimeError, EOFError...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{path.name}: not a usable glandseg checkpoint ({first[:160]})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or not isinstance(ckpt["model"], dict):
