@@ -2,7 +2,7 @@
 
 A model folder (``$GLANDSEG_MODELS/<name>/``, else ``trained_models/<name>/`` beside this file) holds
 ``per_image.csv``, ``metrics.json`` (the ``evaluate`` summary; ``summary.json`` is read when it is
-missing) and ``predictions/<image>.png`` label maps (``evaluate --save-predictions``). Nothing is
+missing) and ``predictions/<image>_labels.png`` label maps (``evaluate --save-predictions``). Nothing is
 recomputed on page load: files are read once per modification time. Label maps are int32 (H, W),
 0 = background, 1..N glands.
 """
@@ -153,7 +153,7 @@ def _read_prediction(path: str, stamp: float) -> np.ndarray:
 
 def prediction(model: ModelFolder, name: str, image: np.ndarray) -> tuple[np.ndarray | None, str]:
     """The model's label map of ``name``: saved prediction, else `ui_cache.segment`; (None, why)."""
-    path = Path(model.path) / "predictions" / f"{name}.png"
+    path = Path(model.path) / "predictions" / f"{name}_labels.png"
     if path.is_file():
         try:
             labels = _read_prediction(str(path), _mtime(path))
@@ -163,7 +163,7 @@ def prediction(model: ModelFolder, name: str, image: np.ndarray) -> tuple[np.nda
             return labels, "saved prediction"
         return None, f"{path.name} is {labels.shape[::-1]} but the image is {image.shape[1::-1]}"
     if not (Path(model.path) / "weights.pt").is_file():
-        return None, f"no predictions/{name}.png and no weights.pt in `{model.path}`"
+        return None, f"no predictions/{name}_labels.png and no weights.pt in `{model.path}`"
     try:
         from ui_cache import model_stamp, segment
 

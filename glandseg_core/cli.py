@@ -48,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", nargs="+", default=["testA", "testB"], choices=["train", "val", "testA", "testB", "all"])
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--tta", action="store_true")
-    e.add_argument("--save-predictions", action="store_true", help="also write out/predictions/<image>.png")
+    e.add_argument("--save-predictions", action="store_true", help="also write out/predictions/<image>_labels.png")
     e.add_argument("--device", choices=["cpu", "cuda"])
     return p
 

@@ -19,6 +19,8 @@ from .infer import Run, predict
 from .io import ImageError, atomic_write_text, read_label_map, write_label_png
 from .metrics import ImageScores, SplitScores, pool_scores, score_image
 
+# Saved predictions are named <image>_labels.png (never a GlaS file name); --predictions reads both forms.
+PREDICTION_SUFFIX = "_labels"
 PER_IMAGE_COLUMNS = [
     "image", "split", "grade", "n_gt", "n_pred", "tp", "fp", "fn", "f1", "object_dice", "object_hausdorff",
     "pixel_iou", "count_score", "precision", "recall", "f2", "pixel_dice", "seconds",
@@ -77,9 +79,9 @@ def evaluate(
         splits: names from train, val, testA, testB, all.
         out_dir: where ``per_image.csv`` and ``summary.json`` go (and ``predictions/`` with ``save_predictions``).
         run: a loaded model; exactly one of ``run`` and ``predictions``.
-        predictions: a folder of label maps named ``<image>.png`` (or .tif/.bmp).
+        predictions: a folder of label maps named ``<image>.png`` or ``<image>_labels.png`` (or .tif/.bmp).
         tta: test-time augmentation for ``run``.
-        save_predictions: also write each predicted label map as ``out_dir/predictions/<image>.png``.
+        save_predictions: also write each predicted label map as ``out_dir/predictions/<image>_labels.png``.
         progress: called as ``progress(done, total, image_name)``.
 
     Returns:
@@ -97,7 +99,11 @@ def evaluate(
         pdir = Path(predictions)
         if not pdir.is_dir():
             raise ImageError(f"predictions folder {pdir} does not exist")
-        pred_files = {p.stem: p for p in pdir.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp")}
+        pred_files = {
+            p.stem.removesuffix(PREDICTION_SUFFIX): p
+            for p in sorted(pdir.iterdir(), key=lambda p: p.stem.endswith(PREDICTION_SUFFIX))
+            if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp")
+        }
         missing = [it.name for it in items if it.name not in pred_files]
         if missing:
             raise ImageError(f"{pdir}: no prediction for {len(missing)} images, e.g. {', '.join(missing[:5])}")
@@ -113,7 +119,7 @@ def evaluate(
         seconds = time.perf_counter() - t0
         if save_predictions:
             (out_dir / "predictions").mkdir(exist_ok=True)
-            write_label_png(out_dir / "predictions" / f"{item.name}.png", pred)
+            write_label_png(out_dir / "predictions" / f"{item.name}{PREDICTION_SUFFIX}.png", pred)
         s = score_image(pred, gt)
         by_split.setdefault(item.split, []).append(s)
         rows.append(_row(item, s, seconds))

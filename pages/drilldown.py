@@ -1,6 +1,6 @@
 """Image drill-down: images sorted by any metric, one image's ground truth and predictions with
 TP / FP / missed colouring, and each gland's own Dice and Hausdorff. Reads per_image.csv and
-predictions/<image>.png."""
+predictions/<image>_labels.png."""
 
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ def test_evaluate_model(trained: Trained, tmp_path: Path) -> None:
     assert list(table["image"]) == ["testA_1", "testB_1"] and list(table["split"]) == ["testA", "testB"]
     assert summary["all"]["n_images"] == 2
     for name in ("testA_1", "testB_1"):
-        assert read_label_map(out / "predictions" / f"{name}.png").shape == (64, 96)
+        assert read_label_map(out / "predictions" / f"{name}_labels.png").shape == (64, 96)
 
 
 def test_evaluate_ground_truth_as_predictions(trained: Trained, tmp_path: Path) -> None:

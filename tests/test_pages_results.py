@@ -174,7 +174,7 @@ def test_drilldown_opens_requested_image_and_resorts(results_env) -> None:
 
 
 def test_drilldown_falls_back_to_segment_and_samples(results_env, monkeypatch) -> None:
-    (results_env["unet"] / "predictions" / "testA_1.png").unlink()
+    (results_env["unet"] / "predictions" / "testA_1_labels.png").unlink()
     (results_env["unet"] / "weights.pt").write_bytes(b"stub")
     calls = []
     fake = types.ModuleType("ui_cache")
@@ -185,7 +185,7 @@ def test_drilldown_falls_back_to_segment_and_samples(results_env, monkeypatch) -
         0.1,
     )
     monkeypatch.setitem(sys.modules, "ui_cache", fake)
-    (results_env["maskrcnn"] / "predictions" / "testA_1.png").unlink()  # and no weights: said plainly
+    (results_env["maskrcnn"] / "predictions" / "testA_1_labels.png").unlink()  # and no weights: said plainly
     at = AppTest.from_file(DRILL_PAGE, default_timeout=60)
     at.session_state["drill_image"] = "testA_1"
     at.run()
