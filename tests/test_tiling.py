@@ -115,6 +115,22 @@ def test_tiles_cover_every_pixel() -> None:
     assert cover.min() >= 1
 
 
+@pytest.mark.parametrize(
+    ("n", "tile", "overlap", "align"),
+    [(50, 64, 16, 8), (1000, 256, 64, 32), (1500, 768, 256, 32), (777, 100, 30, 16)],
+)
+def test_aligned_spans_start_on_the_grid_and_overlap(
+    n: int, tile: int, overlap: int, align: int
+) -> None:
+    spans = tiling.aligned_spans(n, tile, overlap, align)
+    assert spans[0][0] == 0 and spans[-1][1] == n
+    assert all(s % align == 0 for s, _ in spans)
+    assert all(e - s <= tile + align - 1 for s, e in spans)
+    assert all(
+        a_end - b_start >= min(overlap, n) for (_, a_end), (b_start, _) in itertools.pairwise(spans)
+    )
+
+
 def test_ramps_of_neighbours_sum_to_one() -> None:
     n, tile, overlap = 400, 160, 40
     total = np.zeros(n)
@@ -163,14 +179,14 @@ def test_unet_tiled_agrees_with_untiled_on_a_real_network(monkeypatch: pytest.Mo
     tiled = infer.unet_probs(run, image)
     assert calls, "a large image must go through tiling"
     assert tiled.shape == whole.shape == (2, 420, 660)
-    assert np.abs(tiled - whole).max() < 0.01  # untrained: probabilities span about 0.46..0.56
-    assert np.abs(tiled - whole).mean() < 1e-4
+    assert np.abs(tiled - whole).max() < 1e-3  # untrained: probabilities span about 0.46..0.56
+    assert np.abs(tiled - whole).mean() < 1e-5
     # thresholds at the medians make the label maps as sensitive to small differences as they can be
     post = UNetPost(
         fg_thresh=float(np.median(whole[0])), contour_thresh=float(np.median(whole[1])), min_area=20
     )
     a, b = unet_to_labels(whole, post), unet_to_labels(tiled, post)
-    assert ((a > 0) == (b > 0)).mean() > 0.98
+    assert ((a > 0) == (b > 0)).mean() > 0.999
 
 
 def test_unet_predict_on_a_large_image_keeps_glands_whole_across_windows(
