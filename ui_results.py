@@ -414,3 +414,18 @@ def pred_rows(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([r for r in rows if r["side"] == "pred"], columns=cols).rename(
         columns={"id": "prediction", "area": "area (px)", "partner": "partner gland"}
     )
+
+
+def results_or_stop():
+    """The models and their precomputed results for a results page; warns about what is missing and stops
+    the page when nothing can be shown. Returns (models, tables, summaries) as :func:`load_results` does."""
+    models, missing = find_models()
+    for msg in missing:
+        st.warning(msg)
+    tables, summaries, problems = load_results(models)
+    for msg in problems:
+        st.warning(msg)
+    if not tables:
+        st.error(f"No model results to show. Put model folders with per_image.csv in `{models_root()}`.")
+        st.stop()
+    return models, tables, summaries

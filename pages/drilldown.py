@@ -17,15 +17,7 @@ from glandseg_core import stats
 ui_cache.ensure_router()  # a first direct visit to this URL must still go through app.py's router
 st.title("Image drill-down")
 
-models, missing = ur.find_models()
-for msg in missing:
-    st.warning(msg)
-tables, _, problems = ur.load_results(models)
-for msg in problems:
-    st.warning(msg)
-if not tables:
-    st.error(f"No model results to show. Put model folders with per_image.csv in `{ur.models_root()}`.")
-    st.stop()
+models, tables, _ = ur.results_or_stop()
 images = ur.image_table(tables)
 if not os.environ.get("GLANDSEG_DATA"):
     st.info(

@@ -19,15 +19,7 @@ st.caption(
     "scores, as on the poster. Click a point in any plot to open that image in the drill-down."
 )
 
-models, missing = ur.find_models()
-for msg in missing:
-    st.warning(msg)
-tables, summaries, problems = ur.load_results(models)
-for msg in problems:
-    st.warning(msg)
-if not tables:
-    st.error(f"No model results to show. Put model folders with per_image.csv in `{ur.models_root()}`.")
-    st.stop()
+models, tables, summaries = ur.results_or_stop()
 
 c1, c2 = st.columns(2)
 split_names = c1.pills(
