@@ -59,6 +59,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out is None:
             raise ValueError("--resume needs --out RUN_DIR")
+        if args.set or args.epochs is not None or args.config or args.preset:
+            raise ValueError("--resume continues the run's saved config.json; drop --set/--epochs/--config/--preset")
         cfg = load_config(args.out / "config.json")
     else:
         base = load_config(args.config) if args.config else get_preset(args.preset or "glandseg-unet")
@@ -75,6 +77,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_stems(paths: list[Path]) -> list[str]:
+    """One output name per input: the file's stem, made unique when two inputs share it (``a.bmp``, ``x/a.png``)."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        name, n = path.stem, 1
+        while name in used:
+            n += 1
+            name = f"{path.stem}-{n}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .export import gland_table, overlay, to_geojson
     from .infer import load_run, predict
@@ -83,7 +99,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     run = load_run(args.model, device=args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for path in args.images:
+    for path, name in zip(args.images, _output_stems(args.images)):
         try:
             image = read_image(path)
         except ImageError as e:
@@ -91,11 +107,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             failures += 1
             continue
         labels = predict(run, image, tta=args.tta)
-        stem = args.out / path.stem
-        write_label_png(stem.with_suffix(".png"), labels)
-        write_png(stem.parent / f"{path.stem}_overlay.png", overlay(image, labels, ids=True))
-        atomic_write_text(stem.parent / f"{path.stem}_glands.csv", gland_table(labels).to_csv(index=False, float_format="%.4g"))
-        atomic_write_text(stem.with_suffix(".geojson"), json.dumps(to_geojson(labels)))
+        stem = args.out / name
+        write_label_png(args.out / f"{name}.png", labels)
+        write_png(args.out / f"{name}_overlay.png", overlay(image, labels, ids=True))
+        atomic_write_text(args.out / f"{name}_glands.csv", gland_table(labels).to_csv(index=False, float_format="%.4g"))
+        atomic_write_text(args.out / f"{name}.geojson", json.dumps(to_geojson(labels)))
         n = int(np.count_nonzero(np.unique(labels)))
         print(f"{path.name}: {n} glands -> {stem}.png")
     return 1 if failures else 0
@@ -133,4 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ModelError, ImageError, TrainingBusy, FileExistsError, FileNotFoundError, KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only or vanished folder
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
         return 2

@@ -54,6 +54,7 @@ class RunConfig:
     train_seed: int = 0
     train_val_every: int = 1
     train_max_images: int = 0  # 0 = all; >0 keeps the first N training images (smoke tests)
+    train_init: str = ""  # start from these weights (a run's best.pt/last.pt or a model's weights.pt); "" = scratch
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:

@@ -148,6 +148,42 @@ def test_predict(trained: Trained, tmp_path: Path) -> None:
     assert not list(out.glob("bad*"))
 
 
+def test_predict_inputs_sharing_a_name_get_separate_outputs(trained: Trained, tmp_path: Path) -> None:
+    """``x/a.png`` and ``y/a.png`` (and ``a.bmp``) are three images: none overwrites another's outputs."""
+    images = []
+    for i, folder in enumerate(("x", "y", "z")):
+        img, _ = make_glands(40 + 8 * i, 56, n=2, seed=i)
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / ("a.bmp" if folder == "z" else "a.png")
+        Image.fromarray(img).save(path)
+        images.append(path)
+    out = tmp_path / "out"
+    proc = cli("predict", "--model", trained.model, "--out", out, *images, lock_dir=trained.lock_dir)
+
+    assert proc.returncode == 0, proc.stderr
+    for name, h in (("a", 40), ("a-2", 48), ("a-3", 56)):
+        assert read_label_map(out / f"{name}.png").shape == (h, 56)
+        assert (out / f"{name}_glands.csv").is_file() and (out / f"{name}.geojson").is_file()
+
+
+def test_train_init_starts_from_given_weights(trained: Trained, tmp_path: Path) -> None:
+    """``train_init`` loads the weights before the first step: with a zero learning rate they come out unchanged."""
+    run = tmp_path / "ft"
+    init = trained.run / "best.pt"
+    proc = cli(
+        "train", "--data", trained.glas, "--out", run, "--epochs", "1", "--device", "cpu", "--no-bar",
+        "--set", *TINY, f"train_init={init}", "train_lr=0",
+        lock_dir=tmp_path / "locks",
+    )  # fmt: skip
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = torch.load(init, weights_only=True)["model"]
+    after = torch.load(run / "last.pt", weights_only=True)["model"]
+    weights = [k for k in before if "running_" not in k and "num_batches" not in k]
+    assert weights and all(torch.equal(before[k], after[k]) for k in weights)
+    assert json.loads((run / "config.json").read_text())["train_init"] == str(init)
+
+
 def check_outputs(out: Path, splits: list[str]) -> tuple[pd.DataFrame, dict]:
     table = pd.read_csv(out / "per_image.csv")
     assert list(table.columns[: len(PER_IMAGE_FIRST)]) == PER_IMAGE_FIRST
@@ -324,6 +360,10 @@ def test_errors_are_one_line_with_exit_code_2(
         ("--epochs 0", "train_epochs"),
         ("run folder taken", "--resume"),
         ("resume without a run", "config.json"),
+        ("resume with --set", "--resume continues"),
+        ("train_init missing", "checkpoint not found"),
+        ("train_init of another shape", "do not fit"),
+        ("output folder is a file", "predict_here"),
         ("training lock held", "another training"),
         ("GLANDSEG_DATA unset", "GLANDSEG_DATA"),
     ],
@@ -394,6 +434,18 @@ def test_more_errors_in_process(
         "--epochs 0": ["train", "--data", glas, "--out", str(tmp_path / "r"), "--epochs", "0", *tiny],
         "run folder taken": ["train", "--data", glas, "--out", str(trained.run), *tiny],
         "resume without a run": ["train", "--resume", "--out", str(tmp_path / "r")],
+        "resume with --set": ["train", "--resume", "--out", str(trained.run), "--set", "train_lr=1"],
+        "train_init missing": [
+            "train", "--data", glas, "--out", str(tmp_path / "r"), *tiny, f"train_init={tmp_path / 'nope.pt'}",
+        ],
+        "train_init of another shape": [
+            "train", "--data", glas, "--out", str(tmp_path / "r"), *tiny, "unet_base=6",
+            f"train_init={trained.run / 'best.pt'}",
+        ],
+        "output folder is a file": [
+            "predict", "--model", str(trained.model), "--out", str(tmp_path / "predict_here" / "sub"),
+            str(trained.glas / "testA_1.bmp"),
+        ],
         "training lock held": ["train", "--data", glas, "--out", str(tmp_path / "r"), *tiny],
         "GLANDSEG_DATA unset": [
             "evaluate",
@@ -405,6 +457,7 @@ def test_more_errors_in_process(
             str(tmp_path / "e"),
         ],
     }[case]
+    (tmp_path / "predict_here").write_text("a file where a folder is expected\n")
     if case == "training lock held":
         with training_lock(tmp_path / "someone_else"):
             rc = main(argv)
