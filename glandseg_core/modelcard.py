@@ -51,7 +51,38 @@ def _results_table(summaries: dict[str, dict]) -> list[str]:
     return rows
 
 
-def render(model_dir: Path, run_dir: Path, command: str, notes: str = "") -> str:
+def _single_id_section(per_image: pd.DataFrame, data: str | None) -> list[str]:
+    """Flag test images annotated with one id for all glands, with the pooled F1 without them (diagnostic only)."""
+    from .data import DatasetError, find_items, single_id_annotations
+
+    try:
+        names = single_id_annotations(find_items(data, ("testA", "testB")))
+    except DatasetError:
+        return []
+    if not names:
+        return []
+    lines = [
+        "", "## Ground-truth quirk: images annotated with one id", "",
+        f"{len(names)} test images ({', '.join(names)}) give all their glands a single id in the annotation. The official "
+        "metrics never relabel by connectivity (see `docs/METRICS.md`), so each counts as one ground-truth object and a "
+        "per-gland segmentation scores F1 0 on it. The official figures above include them, unchanged. For "
+        "diagnosis only, pooled F1 without them:", "",
+        "| split | images | pooled F1 (official) | pooled F1 without the single-id images |", "|---|---|---|---|",
+    ]  # fmt: skip
+    for split in ("testA", "testB"):
+        rows = per_image[per_image["split"] == split]
+        kept = rows[~rows["image"].isin(names)]
+        if len(kept) < len(rows):
+            lines.append(f"| {split} | {len(kept)} of {len(rows)} | {_pooled_f1(rows):.3f} | {_pooled_f1(kept):.3f} |")
+    return lines
+
+
+def _pooled_f1(rows: pd.DataFrame) -> float:
+    tp, fp, fn = rows["tp"].sum(), rows["fp"].sum(), rows["fn"].sum()
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def render(model_dir: Path, run_dir: Path, command: str, notes: str = "", data: str | None = None) -> str:
     """The card's Markdown text."""
     cfg = load_config(model_dir / "config.json")
     metrics = _read_json(model_dir / "metrics.json")
@@ -70,7 +101,8 @@ def render(model_dir: Path, run_dir: Path, command: str, notes: str = "") -> str
     lines += [
         f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, {storage}, {n_params / 1e6:.2f} M values), "
         "loaded with `torch.load(..., weights_only=True)`.",
-        f"- Recipe: preset `{cfg.name}` (every hyperparameter below and in `config.json`).",
+        f"- Recipe: preset `{cfg.name}` (every hyperparameter below and in `config.json`)"
+        + (f"; fine-tuned from `{cfg.train_init}` (`train_init`), trained as the notes below say." if cfg.train_init else "."),
         f"- Trained by: `{command}`",
         f"- Hardware: {platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads visible now; "
         f"wall time of the logged epochs {wall / 3600:.2f} h over {len(log)} logged epochs.",
@@ -112,6 +144,7 @@ def render(model_dir: Path, run_dir: Path, command: str, notes: str = "") -> str
         lines += ["", "## Worst images (lowest F1 on Test A / Test B)", "", "| image | grade | GT glands | predicted | TP | F1 | obj. Dice | obj. Hausdorff |", "|---|---|---|---|---|---|---|---|"]
         for r in df.itertuples():
             lines.append(f"| {r.image} | {r.grade} | {r.n_gt} | {r.n_pred} | {r.tp} | {r.f1:.3f} | {r.object_dice:.3f} | {r.object_hausdorff:.1f} |")
+        lines += _single_id_section(pd.read_csv(per_image), data)
     lines += ["", "## Hyperparameters", "", "| field | value |", "|---|---|"]
     lines += [f"| `{k}` | `{v}` |" for k, v in asdict(cfg).items()]
     if notes:
@@ -128,9 +161,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--command", required=True)
     ap.add_argument("--notes", type=Path)
+    ap.add_argument("--data", help="GlaS folder, to flag annotation quirks (default: $GLANDSEG_DATA)")
     a = ap.parse_args(argv)
     notes = a.notes.read_text() if a.notes else ""
-    atomic_write_text(a.model_dir / "MODEL_CARD.md", render(a.model_dir, a.run, a.command, notes))
+    atomic_write_text(a.model_dir / "MODEL_CARD.md", render(a.model_dir, a.run, a.command, notes, a.data))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""The model card's ground-truth quirk section: single-id annotations flagged, official figures untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from glandseg_core.data import find_items, single_id_annotations
+from glandseg_core.modelcard import _pooled_f1, _single_id_section
+
+
+def _make_single_id(glas: Path, name: str) -> None:
+    """Rewrite ``name``'s annotation so that all its (separate) glands share id 1."""
+    path = glas / f"{name}_anno.bmp"
+    labels = np.asarray(Image.open(path))
+    Image.fromarray((labels > 0).astype(np.uint8)).save(path)
+
+
+def test_single_id_annotations_are_found(fake_glas_dir: Path) -> None:
+    _make_single_id(fake_glas_dir, "testB_1")
+    items = find_items(fake_glas_dir, ("train", "testA", "testB"))
+
+    assert single_id_annotations(items) == ["testB_1"]
+
+
+def test_one_gland_with_one_id_is_not_a_quirk(fake_glas_dir: Path) -> None:
+    path = fake_glas_dir / "testA_1_anno.bmp"
+    one = np.zeros((64, 96), np.uint8)
+    one[10:30, 20:50] = 7
+    Image.fromarray(one).save(path)
+
+    assert single_id_annotations(find_items(fake_glas_dir, ("testA",))) == []
+
+
+def test_section_reports_official_and_diagnostic_f1(fake_glas_dir: Path) -> None:
+    _make_single_id(fake_glas_dir, "testB_1")
+    per_image = pd.DataFrame(
+        {
+            "image": ["testA_1", "testB_1", "testB_2"],
+            "split": ["testA", "testB", "testB"],
+            "tp": [3, 0, 4],
+            "fp": [1, 5, 0],
+            "fn": [0, 1, 1],
+        }
+    )
+    lines = _single_id_section(per_image, str(fake_glas_dir))
+    text = "\n".join(lines)
+
+    assert "testB_1" in text
+    row = next(ln for ln in lines if ln.startswith("| testB"))
+    # official: TP 4, FP 5, FN 2 -> 8/15; without testB_1: TP 4, FP 0, FN 1 -> 8/9
+    assert row == f"| testB | 1 of 2 | {8 / 15:.3f} | {8 / 9:.3f} |"
+    assert not any(ln.startswith("| testA") for ln in lines)  # nothing to drop there
+
+
+def test_section_is_empty_without_quirks_or_data(fake_glas_dir: Path, tmp_path: Path) -> None:
+    per_image = pd.DataFrame({"image": ["testA_1"], "split": ["testA"], "tp": [1], "fp": [0], "fn": [0]})
+
+    assert _single_id_section(per_image, str(fake_glas_dir)) == []
+    assert _single_id_section(per_image, str(tmp_path / "missing")) == []
+
+
+def test_pooled_f1_of_nothing_is_one() -> None:
+    assert _pooled_f1(pd.DataFrame({"tp": [], "fp": [], "fn": []})) == 1.0
+
+
+def test_the_real_release_has_four_single_id_test_b_images(glas_dir: Path) -> None:
+    items = find_items(glas_dir, ("testA", "testB"))
+
+    # testB_9 is not one of them: one of its nine ids covers two pieces, an ordinary GlaS quirk
+    assert single_id_annotations(items) == ["testB_3", "testB_11", "testB_18", "testB_19"]
