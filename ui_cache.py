@@ -18,7 +18,7 @@ import numpy as np
 import streamlit as st
 
 from glandseg_core import infer
-from glandseg_core.data import DatasetError, GlasItem, find_items, read_grades
+from glandseg_core.data import DatasetError, GlasItem, find_items, read_grades, single_id_annotations
 from glandseg_core.io import ImageError, read_image, read_label_map
 
 APP_DIR = Path(__file__).resolve().parent
@@ -163,6 +163,19 @@ def glas_sources() -> list[Source]:
         )
         for it in _glas_items(str(Path(root).resolve()))
     ]
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _single_id(root: str) -> list[str]:
+    return single_id_annotations([it for it in _glas_items(root) if it.split in ("testA", "testB")])
+
+
+def single_id_images() -> list[str]:
+    """Test images of ``$GLANDSEG_DATA`` annotated with one id for all glands (each scores as one object)."""
+    root = os.environ.get("GLANDSEG_DATA")
+    if not root or not Path(root).is_dir():
+        return []
+    return _single_id(str(Path(root).resolve()))
 
 
 def glas_grade(stem: str) -> str:

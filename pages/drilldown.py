@@ -75,6 +75,11 @@ st.caption(
         if pd.notna(row.get(f"{m} F1"))
     )
 )
+if name in ui_cache.single_id_images():
+    st.info(
+        "This annotation gives all its glands one id: the official metrics count it as one gland, so a "
+        "gland-by-gland segmentation scores F1 0 here however well it draws (see docs/METRICS.md)."
+    )
 image, gt, source = ur.glas_image(name)
 if image is None:
     st.warning(f"Cannot show {name}: {source}")

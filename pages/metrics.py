@@ -69,6 +69,12 @@ notes = [
         "metrics.json; pooled F1 is always recomputed from the summed TP / FP / FN."
     ),
 ]
+quirks = [n for n in ui_cache.single_id_images() if n.split("_")[0] in splits]
+if quirks:
+    notes.append(
+        f"{', '.join(quirks)}: the annotation gives all glands one id, so each counts as one gland and a model "
+        "that outlines glands one by one scores F1 0 there (the official figures keep them; see docs/METRICS.md)."
+    )
 if grade_filter:
     notes.insert(0, f"Grade filter: {', '.join(grade_filter)} images only.")
 st.caption(" ".join(notes))

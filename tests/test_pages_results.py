@@ -180,6 +180,7 @@ def test_drilldown_falls_back_to_segment_and_samples(results_env, monkeypatch) -
     fake = types.ModuleType("ui_cache")
     fake.model_stamp = lambda model_dir: 1.0
     fake.ensure_router = lambda: None
+    fake.single_id_images = lambda: []
     fake.segment = lambda model_dir, image, tta=False, stamp=0.0: (
         calls.append(model_dir) or np.zeros(image.shape[:2], np.int32),
         0.1,
@@ -229,3 +230,23 @@ def test_clicked_image_reads_customdata() -> None:
     )
     assert ui_results.clicked_image(event([{"customdata": "testB_3"}])) == "testB_3"
     assert ui_results.clicked_image(event([])) is None and ui_results.clicked_image(None) is None
+
+
+def test_single_id_annotations_are_pointed_out(results_env) -> None:
+    """An annotation giving all glands one id is named on the Metrics page and in its drill-down."""
+    path = results_env["glas"] / "testB_1_anno.bmp"
+    labels = np.asarray(Image.open(path))
+    Image.fromarray((labels > 0).astype(np.uint8)).save(path)
+
+    at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert "testB_1: the annotation gives all glands one id" in _texts(at)
+    at.pills(key="metrics_splits").set_value(["Test A"]).run()
+    assert not at.exception and "one id" not in _texts(at)
+
+    drill = AppTest.from_file(DRILL_PAGE, default_timeout=60)
+    drill.session_state["drill_image"] = "testB_1"
+    drill.run()
+    assert not drill.exception and "gives all its glands one id" in _texts(drill)
+    drill.selectbox(key="drill_pick").set_value("testA_1").run()
+    assert not drill.exception and "one id" not in _texts(drill)
