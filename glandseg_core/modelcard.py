@@ -63,10 +63,10 @@ def _single_id_section(per_image: pd.DataFrame, data: str | None) -> list[str]:
         return []
     lines = [
         "", "## Ground-truth quirk: images annotated with one id", "",
-        f"{len(names)} test images ({', '.join(names)}) give all their glands a single id in the annotation. The official "
+        (f"{len(names)} test images ({', '.join(names)}) give all their glands a single id in the annotation. The official "
         "metrics never relabel by connectivity (see `docs/METRICS.md`), so each counts as one ground-truth object and a "
         "per-gland segmentation scores F1 0 on it. The official figures above include them, unchanged. For "
-        "diagnosis only, pooled F1 without them:", "",
+        "diagnosis only, pooled F1 without them:"), "",
         "| split | images | pooled F1 (official) | pooled F1 without the single-id images |", "|---|---|---|---|",
     ]  # fmt: skip
     for split in ("testA", "testB"):
@@ -99,20 +99,20 @@ def render(model_dir: Path, run_dir: Path, command: str, notes: str = "", data: 
     kind = cfg.model
     lines = [f"# Model card: {model_dir.name} ({'U-Net' if kind == 'unet' else 'Mask R-CNN'})", ""]
     lines += [
-        f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, {storage}, {n_params / 1e6:.2f} M values), "
-        "loaded with `torch.load(..., weights_only=True)`.",
+        (f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, {storage}, {n_params / 1e6:.2f} M values), "
+        "loaded with `torch.load(..., weights_only=True)`."),
         f"- Recipe: preset `{cfg.name}` (every hyperparameter below and in `config.json`)"
         + (f"; fine-tuned from `{cfg.train_init}` (`train_init`), trained as the notes below say." if cfg.train_init else "."),
         f"- Trained by: `{command}`",
-        f"- Hardware: {platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads visible now; "
-        f"wall time of the logged epochs {wall / 3600:.2f} h over {len(log)} logged epochs.",
+        (f"- Hardware: {platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads visible now; "
+        f"wall time of the logged epochs {wall / 3600:.2f} h over {len(log)} logged epochs."),
         f"- Best epoch on `val`: {tuning.get('best_epoch', '?')} (selection: pooled F1, then object Dice).",
         f"- Post-processing tuned on `val` (grid of {tuning.get('grid_size', '?')}): `{json.dumps(post)}`.",
         "",
         "## Data and splits",
-        "GlaS (Warwick-QU, MICCAI 2015). `train`: 70 images, `val`: 15 images carved from the 85 training images "
+        ("GlaS (Warwick-QU, MICCAI 2015). `train`: 70 images, `val`: 15 images carved from the 85 training images "
         "(stratified by grade, fixed in `glandseg_core/val_split.txt`), Test A: 60, Test B: 20. Epoch, checkpoint and "
-        "post-processing thresholds were chosen on `val` only; Test A and Test B were scored once for reporting.",
+        "post-processing thresholds were chosen on `val` only; Test A and Test B were scored once for reporting."),
         "",
         "## Results (official GlaS metrics, `python -m glandseg_core evaluate`)",
         "",

@@ -180,7 +180,7 @@ def test_drilldown_falls_back_to_segment_and_samples(results_env, monkeypatch) -
     fake = types.ModuleType("ui_cache")
     fake.model_stamp = lambda model_dir: 1.0
     fake.ensure_router = lambda: None
-    fake.single_id_images = lambda: []
+    fake.single_id_images = list
     fake.segment = lambda model_dir, image, tta=False, stamp=0.0: (
         calls.append(model_dir) or np.zeros(image.shape[:2], np.int32),
         0.1,
