@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 from dataclasses import asdict
 from pathlib import Path
@@ -104,7 +105,7 @@ def render(model_dir: Path, run_dir: Path, command: str, notes: str = "", data: 
         f"- Recipe: preset `{cfg.name}` (every hyperparameter below and in `config.json`)"
         + (f"; fine-tuned from `{cfg.train_init}` (`train_init`), trained as the notes below say." if cfg.train_init else "."),
         f"- Trained by: `{command}`",
-        (f"- Hardware: {platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads visible now; "
+        (f"- Hardware: {platform.machine()} CPU, {os.cpu_count()} cores on the machine that wrote this card; "
         f"wall time of the logged epochs {wall / 3600:.2f} h over {len(log)} logged epochs."),
         f"- Best epoch on `val`: {tuning.get('best_epoch', '?')} (selection: pooled F1, then object Dice).",
         f"- Post-processing tuned on `val` (grid of {tuning.get('grid_size', '?')}): `{json.dumps(post)}`.",
