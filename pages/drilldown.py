@@ -67,7 +67,8 @@ st.session_state["drill_pick"] = st.session_state["drill_image"]
 name = st.selectbox("Image (or select a row above)", names, key="drill_pick", on_change=_on_pick)
 
 row = ordered.loc[ordered["image"] == name].iloc[0]
-st.subheader(f"{name} — {row['split']}, {row['grade']}, {int(row['n_gt'])} glands annotated")
+n_gt = int(row["n_gt"])
+st.subheader(f"{name} — {row['split']}, {row['grade']}, {n_gt} gland{'' if n_gt == 1 else 's'} annotated")
 st.caption(
     " · ".join(
         f"**{m}**: " + ", ".join(f"{lab} {row[f'{m} {lab}']:.3g}" for lab, _ in stats.METRICS.values())
