@@ -21,6 +21,7 @@ import streamlit as st
 
 from glandseg_core import export, metrics, stats
 from glandseg_core.data import DatasetError, item_by_name, load_item
+from glandseg_core.evaluate import PREDICTION_SUFFIX
 from glandseg_core.io import ImageError, read_image, read_label_map
 
 HERE = Path(__file__).resolve().parent
@@ -153,7 +154,7 @@ def _read_prediction(path: str, stamp: float) -> np.ndarray:
 
 def prediction(model: ModelFolder, name: str, image: np.ndarray) -> tuple[np.ndarray | None, str]:
     """The model's label map of ``name``: saved prediction, else `ui_cache.segment`; (None, why)."""
-    path = Path(model.path) / "predictions" / f"{name}_labels.png"
+    path = Path(model.path) / "predictions" / f"{name}{PREDICTION_SUFFIX}.png"
     if path.is_file():
         try:
             labels = _read_prediction(str(path), _mtime(path))
@@ -163,7 +164,7 @@ def prediction(model: ModelFolder, name: str, image: np.ndarray) -> tuple[np.nda
             return labels, "saved prediction"
         return None, f"{path.name} is {labels.shape[::-1]} but the image is {image.shape[1::-1]}"
     if not (Path(model.path) / "weights.pt").is_file():
-        return None, f"no predictions/{name}_labels.png and no weights.pt in `{model.path}`"
+        return None, f"no predictions/{path.name} and no weights.pt in `{model.path}`"
     try:
         from ui_cache import model_stamp, segment
 

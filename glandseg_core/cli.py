@@ -107,13 +107,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             failures += 1
             continue
         labels = predict(run, image, tta=args.tta)
-        stem = args.out / name
         write_label_png(args.out / f"{name}.png", labels)
         write_png(args.out / f"{name}_overlay.png", overlay(image, labels, ids=True))
         atomic_write_text(args.out / f"{name}_glands.csv", gland_table(labels).to_csv(index=False, float_format="%.4g"))
         atomic_write_text(args.out / f"{name}.geojson", json.dumps(to_geojson(labels)))
         n = int(np.count_nonzero(np.unique(labels)))
-        print(f"{path.name}: {n} glands -> {stem}.png")
+        print(f"{path.name}: {n} glands -> {args.out / name}.png")
     return 1 if failures else 0
 
 

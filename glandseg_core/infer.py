@@ -6,8 +6,8 @@ Label maps are int32[H, W] of the input image's shape: 0=background, 1..N glands
 from __future__ import annotations
 
 import json
-import pickle
 import os
+import pickle
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -219,14 +219,23 @@ def read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def model_from_state(cfg: RunConfig, state: dict, device: torch.device, source: str = "checkpoint") -> torch.nn.Module:
-    """Build ``cfg``'s network and load ``state`` (fp16 tensors are cast back to fp32)."""
-    model = build_model(cfg)
+def load_weights(model: torch.nn.Module, state: dict, mismatch: str) -> None:
+    """Load ``state`` into ``model`` (fp16 tensors are cast back to fp32).
+
+    Raises:
+        ModelError: ``mismatch`` and torch's first line when the shapes or keys do not fit.
+    """
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ModelError(f"{source}: weights do not fit a {cfg.model} model ({str(e).splitlines()[0][:160]})") from None
+        raise ModelError(f"{mismatch} ({str(e).splitlines()[0][:160]})") from None
+
+
+def model_from_state(cfg: RunConfig, state: dict, device: torch.device, source: str = "checkpoint") -> torch.nn.Module:
+    """Build ``cfg``'s network and load ``state`` (fp16 tensors are cast back to fp32)."""
+    model = build_model(cfg)
+    load_weights(model, state, f"{source}: weights do not fit a {cfg.model} model")
     model.to(device).eval()
     if cfg.model == "unet":
         model.to(memory_format=torch.channels_last)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 from dataclasses import asdict
@@ -19,15 +20,7 @@ import torch
 
 from .config import load_config
 from .io import atomic_write_text
-
-POSTER = {"unet": {"f1": 0.49, "haus": 79}, "maskrcnn": {"f1": 0.79, "haus": 153}}
-PUBLISHED = [
-    ("DCAN (challenge winner)", "testA", 0.912, 0.897, 45.4),
-    ("DCAN (challenge winner)", "testB", 0.716, 0.781, 160.3),
-    ("Freiburg U-Net", "testA", 0.870, None, None),
-    ("MILD-Net", "testA", 0.914, 0.913, 41.5),
-    ("MILD-Net", "testB", 0.844, 0.836, 105.9),
-]
+from .stats import POSTER, PUBLISHED, detection_f1
 
 
 def _read_json(path: Path) -> dict:
@@ -35,7 +28,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
+    return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
 def _results_table(summaries: dict[str, dict]) -> list[str]:
@@ -79,8 +72,7 @@ def _single_id_section(per_image: pd.DataFrame, data: str | None) -> list[str]:
 
 
 def _pooled_f1(rows: pd.DataFrame) -> float:
-    tp, fp, fn = rows["tp"].sum(), rows["fp"].sum(), rows["fn"].sum()
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    return detection_f1(int(rows["tp"].sum()), int(rows["fp"].sum()), int(rows["fn"].sum()))
 
 
 def render(model_dir: Path, run_dir: Path, command: str, notes: str = "", data: str | None = None) -> str:
@@ -98,7 +90,8 @@ def render(model_dir: Path, run_dir: Path, command: str, notes: str = "", data: 
     n_params = sum(v.numel() for v in state.values())
     storage = "fp16 storage (BatchNorm statistics fp32)" if any(v.dtype == torch.float16 for v in state.values()) else "fp32"
     kind = cfg.model
-    lines = [f"# Model card: {model_dir.name} ({'U-Net' if kind == 'unet' else 'Mask R-CNN'})", ""]
+    display = "U-Net" if kind == "unet" else "Mask R-CNN"
+    lines = [f"# Model card: {model_dir.name} ({display})", ""]
     lines += [
         (f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, {storage}, {n_params / 1e6:.2f} M values), "
         "loaded with `torch.load(..., weights_only=True)`."),
@@ -130,15 +123,15 @@ def render(model_dir: Path, run_dir: Path, command: str, notes: str = "", data: 
         lines += _results_table({("val + Test A + B" if k == "all" else k): v for k, v in tta.items()})
     lines += ["", "## Beside the poster and published GlaS results", ""]
     lines += ["| method | split | F1 | obj. Dice | obj. Hausdorff |", "|---|---|---|---|---|"]
-    p = POSTER[kind]
-    lines.append(f"| poster {'U-Net' if kind == 'unet' else 'Mask R-CNN'} (per-image means, split unspecified) | ? | {p['f1']:.2f} | – | {p['haus']} |")
+    for p in (r for r in POSTER if str(r["method"]).startswith(display)):
+        lines.append(f"| {p['method']}, per-image means | {p['split']} | {p['f1']:.2f} | – | {p['object_hausdorff']:.0f} |")
     for split in ("testA", "testB"):
         if split in metrics:
-            s = metrics[split]
-            lines.append(f"| **this model**, pooled | {split} | **{s['pooled_f1']:.3f}** | {s['pooled_object_dice']:.3f} | {s['pooled_object_hausdorff']:.1f} |")
-            lines.append(f"| this model, per-image mean | {split} | {s['mean_f1']:.3f} | {s['mean_object_dice']:.3f} | {s['mean_object_hausdorff']:.1f} |")
-    for name, split, f1, dice, haus in PUBLISHED:
-        lines.append(f"| {name} | {split} | {f1:.3f} | {_fmt(dice)} | {_fmt(haus, 1)} |")
+            s, label = metrics[split], f"Test {split[-1]}"
+            lines.append(f"| **this model**, pooled | {label} | **{s['pooled_f1']:.3f}** | {s['pooled_object_dice']:.3f} | {s['pooled_object_hausdorff']:.1f} |")
+            lines.append(f"| this model, per-image mean | {label} | {s['mean_f1']:.3f} | {s['mean_object_dice']:.3f} | {s['mean_object_hausdorff']:.1f} |")
+    for r in PUBLISHED:
+        lines.append(f"| {r['method']} | {r['split']} | {r['f1']:.3f} | {_fmt(r['object_dice'])} | {_fmt(r['object_hausdorff'], 1)} |")
     per_image = model_dir / "per_image.csv"
     if per_image.is_file():
         df = pd.read_csv(per_image).sort_values(["f1", "object_dice"]).head(6)

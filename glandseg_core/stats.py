@@ -30,6 +30,7 @@ __all__ = [
     "PUBLISHED",
     "SPLIT_SETS",
     "PairedResult",
+    "detection_f1",
     "filter_images",
     "format_p",
     "paired_comparison",
@@ -204,7 +205,7 @@ def filter_images(
     return out
 
 
-def _detection_f1(tp: int, fp: int, fn: int) -> float:
+def detection_f1(tp: int, fp: int, fn: int) -> float:
     """F1 from summed counts (1.0 when there is nothing on either side)."""
     den = 2 * tp + fp + fn
     return 1.0 if tp + fp + fn == 0 else 2 * tp / den
@@ -261,7 +262,7 @@ def summary_table(
             "tp": tp,
             "fp": fp,
             "fn": fn,
-            "pooled_f1": _detection_f1(tp, fp, fn) if len(sub) else _NAN,
+            "pooled_f1": detection_f1(tp, fp, fn) if len(sub) else _NAN,
             "pooled_object_dice": _NAN,
             "pooled_object_hausdorff": _NAN,
             **{f"mean_{m}": float(sub[m].mean()) if len(sub) else _NAN for m in METRICS},

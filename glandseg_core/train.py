@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .config import RunConfig, load_config, save_config
 from .data import GlasItem, find_items, load_item
-from .infer import ModelError, Run, default_post, normalize, pick_device, predict, read_checkpoint
+from .infer import Run, default_post, load_weights, normalize, pick_device, predict, read_checkpoint
 from .io import atomic_write_text
 from .locks import training_lock
 from .metrics import pool_scores, score_image
@@ -164,20 +164,6 @@ def _truncate_log(path: Path, last_epoch: int) -> None:
         atomic_write_text(path, "".join(ln + "\n" for ln in lines))
 
 
-def _load_init(model: torch.nn.Module, path: Path) -> None:
-    """Load starting weights for fine-tuning (fp16 storage is cast back to fp32).
-
-    Raises:
-        ModelError: for a missing, unsafe or mismatched weights file.
-    """
-    state = read_checkpoint(path)["model"]
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ModelError(f"train_init {path}: weights do not fit this model ({str(e).splitlines()[0][:160]})") from None
-
-
 def _dist_setup(device_name: str | None) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = pick_device(device_name)
@@ -261,7 +247,8 @@ def _fit(cfg, data, run_dir: Path, resume: bool, rank: int, world: int, dev: tor
     rng = np.random.default_rng(cfg.train_seed + 1000 * rank)
     start_epoch, best = 0, {"val_f1": -1.0, "val_object_dice": -1.0}
     if cfg.train_init and not resume:
-        _load_init(model, Path(cfg.train_init))
+        init = read_checkpoint(Path(cfg.train_init))["model"]
+        load_weights(model, init, f"train_init {cfg.train_init}: weights do not fit this model")
     if resume:
         ckpt = read_checkpoint(last_path)
         model.load_state_dict(ckpt["model"])

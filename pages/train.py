@@ -66,8 +66,8 @@ with st.expander("New training run", expanded=not busy):
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:
         try:
-            if jobs.busy_message():  # the lock first: it is the most useful answer
-                raise jobs.TrainingBusy(jobs.busy_message())
+            if busy_now := jobs.busy_message():  # the lock first: it is the most useful answer
+                raise jobs.TrainingBusy(busy_now)
             cfg = dashboard.config_from_values(values)
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_name):
                 raise ValueError("run folder name: use letters, digits, '.', '_' and '-' only")
