@@ -1,4 +1,4 @@
-"""Command line: ``python -m glandseg_core train|predict|evaluate``."""
+"""Command line: ``python -m glandseg_core train|predict|evaluate|pack``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ log = logging.getLogger("glandseg")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """The parser of the three sub-commands."""
+    """The parser of the sub-commands."""
     p = argparse.ArgumentParser(prog="python -m glandseg_core", description="Gland segmentation on GlaS: U-Net and Mask R-CNN.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -30,8 +30,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="override train_epochs")
     t.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any config field")
+    t.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="override any config field")
     t.add_argument("--no-bar", action="store_true", help="no progress bar")
+    t.add_argument("--workers", type=int, default=0, help="processes that build augmented batches (default 0: in-process)")
+    t.add_argument(
+        "--time-limit", type=float, default=0.0, metavar="MINUTES",
+        help="training budget; the run shortens its schedule to fit it (default: none)",
+    )
 
     pr = sub.add_parser("predict", help="segment images with a model folder")
     pr.add_argument("--model", type=Path, required=True, help="model folder, e.g. trained_models/unet")
@@ -50,7 +55,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     e.add_argument("--tta", action="store_true")
     e.add_argument("--save-predictions", action="store_true", help="also write out/predictions/<image>_labels.png")
     e.add_argument("--device", choices=["cpu", "cuda"])
+
+    pk = sub.add_parser("pack", help="write a compact copy of GlaS (lossless WebP / JPEG) to carry to a GPU machine")
+    pk.add_argument("--data", help="GlaS folder (default: $GLANDSEG_DATA)")
+    pk.add_argument("--out", type=Path, required=True, help="folder for the copy")
+    pk.add_argument("--split", nargs="+", default=["train", "val"], choices=["train", "val", "testA", "testB"])
+    pk.add_argument("--lossless", nargs="*", default=["val"], choices=["train", "val", "testA", "testB"], help="splits kept pixel-exact (default: val)")
+    pk.add_argument("--quality", type=int, default=95, help="JPEG quality of the other splits (default 95)")
     return p
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from .pack import pack_glas
+
+    manifest = pack_glas(args.data, args.out, tuple(args.split), tuple(args.lossless), args.quality)
+    for split, e in manifest["splits"].items():
+        print(f"{split}: {e['images']} images, {e['encoding']}, {e['bytes'] / 2**20:.1f} MiB")
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -72,7 +93,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             overrides["train_epochs"] = args.epochs
         cfg = dataclasses.replace(base, **overrides)
     out = args.out or Path("runs") / cfg.name
-    best = fit(cfg, args.data, out, resume=args.resume, device=args.device, show_bar=not args.no_bar)
+    if args.workers < 0 or args.time_limit < 0:
+        raise ValueError("--workers and --time-limit cannot be negative")
+    best = fit(
+        cfg, args.data, out, resume=args.resume, device=args.device, show_bar=not args.no_bar,
+        workers=args.workers, time_limit=60 * args.time_limit,
+    )
     print(f"done: {out} (best epoch {best.get('epoch')}: val F1 {best.get('val_f1', float('nan')):.3f})")
     return 0
 
@@ -139,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = get_args_parser().parse_args(argv)
-    commands = {"train": _cmd_train, "predict": _cmd_predict, "evaluate": _cmd_evaluate}
+    commands = {"train": _cmd_train, "predict": _cmd_predict, "evaluate": _cmd_evaluate, "pack": _cmd_pack}
     try:
         return commands[args.command](args)
     except TrainingStopped as e:

@@ -35,6 +35,7 @@ class RunConfig:
     maskrcnn_detections_per_img: int = 100
     maskrcnn_rpn_post_nms_top_n_train: int = 2000
     maskrcnn_box_batch_size_per_image: int = 512
+    maskrcnn_box_head_dim: int = 1024  # width of the box head's two fully connected layers (torchvision: 1024)
     # --- training
     train_epochs: int = 40
     train_batch_size: int = 8
@@ -71,6 +72,8 @@ class RunConfig:
             )
         if len(self.maskrcnn_anchor_sizes) != 5:
             raise ValueError(f"maskrcnn_anchor_sizes needs 5 sizes (one per FPN level), got {self.maskrcnn_anchor_sizes}")
+        if self.maskrcnn_box_head_dim < 16:
+            raise ValueError(f"maskrcnn_box_head_dim must be at least 16, got {self.maskrcnn_box_head_dim}")
         if self.train_epochs < 1 or self.train_batch_size < 1:
             raise ValueError("train_epochs and train_batch_size must be at least 1")
         if not 0.05 <= self.unet_scale <= 2.0:
@@ -154,6 +157,42 @@ PRESETS: dict[str, RunConfig] = {
         train_epochs=30,
         train_batch_size=2,
         train_augment="strong",
+    ),
+    # One GPU, from scratch, full resolution: what a few minutes of an H100 allow (scripts/gpu_train.sh).
+    "glandseg-unet-gpu": RunConfig(
+        name="glandseg-unet-gpu",
+        model="unet",
+        unet_base=16,
+        unet_depth=5,
+        unet_scale=1.0,
+        unet_contour_width=4,  # the half-resolution models' 2 pixels, at full resolution
+        train_epochs=50,
+        train_batch_size=8,
+        train_steps_per_epoch=100,
+        train_crop_size=512,
+        train_lr=2e-3,
+        train_weight_decay=1e-4,
+        train_warmup_steps=100,
+        train_val_every=2,
+    ),
+    # ResNet-18 and a 512-wide box head keep the fp16 weights (47 MiB) small enough to come back from the GPU
+    # machine beside the U-Net's (15 MiB) and to ship.
+    "glandseg-maskrcnn-gpu": dataclasses.replace(
+        _POSTER_MASKRCNN,
+        name="glandseg-maskrcnn-gpu",
+        maskrcnn_backbone="resnet18",
+        maskrcnn_box_head_dim=512,
+        maskrcnn_rpn_post_nms_top_n_train=1000,
+        maskrcnn_box_batch_size_per_image=256,
+        train_optimizer="adamw",
+        train_lr=3e-4,
+        train_weight_decay=1e-4,
+        train_lr_schedule="cosine",
+        train_warmup_steps=100,
+        train_epochs=150,
+        train_batch_size=4,
+        train_augment="strong",
+        train_val_every=3,
     ),
 }
 

@@ -1,7 +1,7 @@
 """GlaS (Warwick-QU) discovery and loading.
 
 The release is a flat folder: ``train_N.bmp`` + ``train_N_anno.bmp``, ``testA_*``, ``testB_*`` and ``Grade.csv``
-(old-Mac CR line endings). PNG or TIFF files with the same stems work too. Annotations are instance label maps:
+(old-Mac CR line endings). PNG, TIFF, WebP or JPEG files with the same stems work too (see ``pack``). Annotations are instance label maps:
 0 = background, 1..N = glands.
 """
 
@@ -20,7 +20,7 @@ from .io import ImageError, read_image, read_label_map
 
 SPLITS = ("train", "val", "testA", "testB")
 SPLIT_CHOICES = (*SPLITS, "all")
-IMAGE_EXTS = (".bmp", ".png", ".tif", ".tiff")
+IMAGE_EXTS = (".bmp", ".png", ".tif", ".tiff", ".webp", ".jpg", ".jpeg")  # the last three: packed copies
 VAL_SPLIT_FILE = Path(__file__).with_name("val_split.txt")
 _NAME_RE = re.compile(r"^(train|testA|testB)_(\d+)$")
 

@@ -8,6 +8,7 @@ with DistributedDataParallel when ``WORLD_SIZE > 1``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -113,24 +114,70 @@ class _Batches:
             return self.cfg.train_steps_per_epoch
         return max(1, len(self.data) // (self.cfg.train_batch_size * self.world))
 
-    def epoch(self, rng: np.random.Generator, epoch: int = 0):
-        """Batches of one epoch: the image order is shared by all ranks (seeded by seed and epoch), so ranks
-        draw disjoint images; crops and augmentations come from the rank's own ``rng``."""
+    def indices(self, epoch: int, step: int) -> np.ndarray:
+        """The images of one step: the epoch's order is shared by all ranks (seeded by seed and epoch), so ranks
+        draw disjoint images."""
         cfg, n = self.cfg, len(self.data)
-        shared = np.random.default_rng((cfg.train_seed, epoch))
-        order = shared.permutation(max(n, self.steps() * cfg.train_batch_size * self.world)) % n
+        order = np.random.default_rng((cfg.train_seed, epoch)).permutation(max(n, self.steps() * cfg.train_batch_size * self.world)) % n
+        start = (step * self.world + self.rank) * cfg.train_batch_size
+        return order[start : start + cfg.train_batch_size]
+
+    def build(self, idx: np.ndarray, rng: np.random.Generator) -> list[tuple[np.ndarray, Any]]:
+        """One batch as numpy arrays: the images ``idx`` augmented with ``rng``, and their targets."""
+        cfg = self.cfg
+        samples = [augment(*self.data[i], cfg.train_augment, rng, crop=cfg.train_crop_size) for i in idx]
+        if cfg.model == "unet":
+            return [(im, unet_targets(lab, cfg.unet_contour_width).astype(np.uint8)) for im, lab in samples]
+        return [(im, maskrcnn_target(lab)) for im, lab in samples]
+
+    def tensors(self, batch: list[tuple[np.ndarray, Any]]):
+        """The model's training input for a batch from :meth:`build`."""
+        if self.cfg.model == "unet":
+            x = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im, _ in batch]).float() / 255
+            return x, torch.stack([torch.from_numpy(t) for _, t in batch]).float()
+        images = [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im, _ in batch]
+        return images, [{k: torch.from_numpy(v) for k, v in t.items()} for _, t in batch]
+
+    def epoch(self, rng: np.random.Generator, epoch: int = 0):
+        """Batches of one epoch; crops and augmentations come from the rank's own ``rng``, in step order."""
         for s in range(self.steps()):
-            start = (s * self.world + self.rank) * cfg.train_batch_size
-            idx = order[start : start + cfg.train_batch_size]
-            samples = [augment(*self.data[i], cfg.train_augment, rng, crop=cfg.train_crop_size) for i in idx]
-            if cfg.model == "unet":
-                x = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im, _ in samples]).float() / 255
-                y = torch.stack([torch.from_numpy(unet_targets(lab, cfg.unet_contour_width)) for _, lab in samples])
-                yield x, y
-            else:
-                images = [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im, _ in samples]
-                targets = [{k: torch.from_numpy(v) for k, v in maskrcnn_target(lab).items()} for _, lab in samples]
-                yield images, targets
+            yield self.tensors(self.build(self.indices(epoch, s), rng))
+
+    def loader(self, epoch: int, workers: int):
+        """The epoch's batches built by ``workers`` processes. Each step draws from its own seed
+        ``(seed, rank, epoch, step)``, so the batches do not depend on the number of workers. Workers hand back
+        numpy arrays (through pipes, not ``/dev/shm``, which containers often keep tiny)."""
+        loader = torch.utils.data.DataLoader(
+            _StepBatches(self, epoch),
+            batch_size=None,
+            num_workers=workers,
+            collate_fn=_as_is,
+            worker_init_fn=_worker_init,
+            prefetch_factor=4 if workers else None,
+        )
+        return (self.tensors(batch) for batch in loader)
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Batch ``step`` of one epoch, augmented with ``default_rng((seed, rank, epoch, step))``."""
+
+    def __init__(self, batches: _Batches, epoch: int) -> None:
+        self.batches, self.epoch = batches, epoch
+
+    def __len__(self) -> int:
+        return self.batches.steps()
+
+    def __getitem__(self, step: int):
+        b = self.batches
+        return b.build(b.indices(self.epoch, step), np.random.default_rng((b.cfg.train_seed, b.rank, self.epoch, step)))
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
 
 
 def _train_step(model, batch, cfg: RunConfig, device: torch.device) -> dict[str, torch.Tensor]:
@@ -185,6 +232,8 @@ def fit(
     device: str | None = None,
     progress: Progress | None = None,
     show_bar: bool = True,
+    workers: int = 0,
+    time_limit: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``cfg`` on GlaS ``train``, select on ``val``, tune post-processing on ``val``.
 
@@ -196,6 +245,10 @@ def fit(
         device: ``cpu``, ``cuda`` or None for automatic.
         progress: called with a dict after every step (``event="step"``) and epoch (``event="epoch"``).
         show_bar: a tqdm progress bar on stderr.
+        workers: processes that build the augmented batches (0 = in this process, from the saved RNG stream).
+        time_limit: a training budget in seconds (0 = none). After two epochs (and a validation) the run times
+            itself and, if ``train_epochs`` would not fit, lowers it (in ``config.json`` too) so that the schedule
+            still ends; a run that overruns anyway stops after the epoch that crosses the limit.
 
     Returns:
         The best epoch's validation record.
@@ -210,7 +263,7 @@ def fit(
     try:
         if lock:
             lock.__enter__()
-        return _fit(cfg, data, run_dir, resume, rank, world, dev, progress, show_bar)
+        return _fit(cfg, data, run_dir, resume, rank, world, dev, progress, show_bar, workers, time_limit)
     finally:
         if lock:
             lock.__exit__(None, None, None)
@@ -218,7 +271,14 @@ def fit(
             dist.destroy_process_group()
 
 
-def _fit(cfg, data, run_dir: Path, resume: bool, rank: int, world: int, dev: torch.device, progress, show_bar) -> dict:
+def _fit_epochs(cfg: RunConfig, epoch: int, started: int, elapsed: float, time_limit: float) -> int:
+    """How many epochs fit ``time_limit``, judged from the ``epoch - started`` epochs that took ``elapsed``."""
+    per_epoch = elapsed / max(1, epoch - started)
+    affordable = int((0.97 * time_limit - elapsed) // per_epoch) if per_epoch > 0 else cfg.train_epochs
+    return max(epoch + 1, min(cfg.train_epochs, epoch + affordable))
+
+
+def _fit(cfg, data, run_dir: Path, resume: bool, rank: int, world: int, dev: torch.device, progress, show_bar, workers: int = 0, time_limit: float = 0.0) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path = run_dir / "last.pt"
     if resume:
@@ -269,12 +329,23 @@ def _fit(cfg, data, run_dir: Path, resume: bool, rank: int, world: int, dev: tor
                 old_handlers[sig] = signal.signal(sig, lambda *_: stop.__setitem__("flag", True))
             except ValueError:  # not the main thread
                 pass
+    t_begin = time.time()
     try:
-        for epoch in range(start_epoch, cfg.train_epochs):
+        epoch = start_epoch
+        while epoch < cfg.train_epochs:
+            if time_limit and epoch - start_epoch == max(2, cfg.train_val_every) and world == 1:  # a validation timed too
+                fitted = _fit_epochs(cfg, epoch, start_epoch, time.time() - t_begin, time_limit)
+                if fitted < cfg.train_epochs:
+                    log.info("time limit %.0f s: training %d epochs instead of %d", time_limit, fitted, cfg.train_epochs)
+                    cfg = dataclasses.replace(cfg, train_epochs=fitted)
+                    sched.lr_lambdas[0] = _lr_lambda(cfg, steps)
+                    if rank == 0:
+                        save_config(cfg, run_dir / "config.json")
             t0 = time.time()
             net.train()
             sums: dict[str, float] = {}
-            bar = tqdm(batches.epoch(rng, epoch), total=steps, desc=f"epoch {epoch + 1}/{cfg.train_epochs}", disable=not show_bar or rank != 0, leave=False)
+            source = batches.loader(epoch, workers) if workers else batches.epoch(rng, epoch)
+            bar = tqdm(source, total=steps, desc=f"epoch {epoch + 1}/{cfg.train_epochs}", disable=not show_bar or rank != 0, leave=False)
             for i, batch in enumerate(bar):
                 losses = _train_step(net, batch, cfg, dev)
                 loss = sum(losses.values())
@@ -303,8 +374,12 @@ def _fit(cfg, data, run_dir: Path, resume: bool, rank: int, world: int, dev: tor
             if world > 1:
                 rng_states = [None] * world
                 dist.all_gather_object(rng_states, rng.bit_generator.state)  # every rank resumes exactly
+            overrun = bool(time_limit) and world == 1 and time.time() - t_begin > time_limit
+            if overrun and epoch + 1 < cfg.train_epochs:
+                log.info("time limit %.0f s reached: stopping after epoch %d of %d", time_limit, epoch + 1, cfg.train_epochs)
+                record["stopped_at_time_limit"] = True
             if rank == 0:
-                if (epoch + 1) % cfg.train_val_every == 0 or epoch + 1 == cfg.train_epochs:
+                if (epoch + 1) % cfg.train_val_every == 0 or epoch + 1 == cfg.train_epochs or overrun:
                     record.update(validate(model, cfg, val_data, dev))
                 record["seconds"] = round(time.time() - t0, 2)
                 is_best = "val_f1" in record and (record["val_f1"], record["val_object_dice"]) > (best["val_f1"], best["val_object_dice"])
@@ -332,6 +407,9 @@ def _fit(cfg, data, run_dir: Path, resume: bool, rank: int, world: int, dev: tor
                 log.info("epoch %d: %s", epoch + 1, record)
             if world > 1:
                 dist.barrier()
+            epoch += 1
+            if overrun:
+                break
         if rank == 0:
             from .tune import tune_run
 

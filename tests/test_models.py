@@ -125,6 +125,23 @@ def test_maskrcnn_train_forward_backward(maskrcnn: torch.nn.Module) -> None:
     assert torch.isfinite(maskrcnn.backbone.body.conv1.weight.grad).all()
 
 
+def test_maskrcnn_box_head_width_is_configurable() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_maskrcnn_cfg(maskrcnn_box_head_dim=256))
+    assert model.roi_heads.box_head.fc6.out_features == 256 and model.roi_heads.box_head.fc7.out_features == 256
+    assert model.roi_heads.box_predictor.cls_score.in_features == 256
+    model.train()
+    losses = model([torch.rand(3, 128, 128)], [square_target()])
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        assert set(model([torch.rand(3, 128, 128)])[0]) == {"boxes", "labels", "scores", "masks"}
+    default = build_model(tiny_maskrcnn_cfg())  # torchvision's 1024, what the shipped model and the poster use
+    assert default.roi_heads.box_head.fc6.out_features == 1024
+    with pytest.raises(ValueError, match="maskrcnn_box_head_dim"):
+        tiny_maskrcnn_cfg(maskrcnn_box_head_dim=0)
+
+
 def test_maskrcnn_train_with_an_empty_target(maskrcnn: torch.nn.Module) -> None:
     maskrcnn.train()
     empty = {

@@ -306,6 +306,47 @@ def test_ddp_ranks_draw_disjoint_images() -> None:
     assert orders[0] != orders[1]  # a new order every epoch
 
 
+def test_loader_batches_do_not_depend_on_the_number_of_workers() -> None:
+    cfg = tiny_unet_config(train_batch_size=2, train_steps_per_epoch=3, train_crop_size=8, train_augment="strong")
+    rng = np.random.default_rng(0)
+    data = [(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), (rng.random((16, 16)) > 0.5).astype(np.int32)) for _ in range(5)]
+    batches = _Batches(cfg, data, 0, 1)
+    inline = list(batches.loader(epoch=1, workers=0))
+    parallel = list(batches.loader(epoch=1, workers=2))
+    assert len(inline) == len(parallel) == 3
+    for (x0, y0), (x1, y1) in zip(inline, parallel):
+        torch.testing.assert_close(x0, x1)
+        torch.testing.assert_close(y0, y1)
+    other_epoch = list(batches.loader(epoch=2, workers=0))
+    assert not torch.equal(other_epoch[0][0], inline[0][0])
+
+
+def test_loader_builds_maskrcnn_targets_in_workers() -> None:
+    cfg = dataclasses.replace(PRESETS["glandseg-maskrcnn-cpu"], train_batch_size=2, train_steps_per_epoch=2, train_augment="strong")
+    labels = np.zeros((40, 60), np.int32)
+    labels[5:15, 5:20], labels[20:35, 30:55] = 1, 2
+    data = [(np.full((40, 60, 3), 120, np.uint8), labels)] * 3
+    batches = list(_Batches(cfg, data, 0, 1).loader(epoch=0, workers=2))
+    assert len(batches) == 2
+    images, targets = batches[0]
+    assert len(images) == len(targets) == 2 and images[0].dtype == torch.float32 and images[0].shape[0] == 3
+    assert {"masks", "boxes", "labels"} <= set(targets[0]) and targets[0]["boxes"].shape[1] == 4
+
+
+def test_workers_and_time_limit_shorten_the_schedule(lock_dir: Path, fake_glas_dir: Path, tmp_path: Path) -> None:
+    """A budget of a few seconds: after two epochs the run fits its schedule to it, ends it, tunes, records it."""
+    cfg = tiny_unet_config(train_epochs=500, train_steps_per_epoch=2, train_val_every=1, train_warmup_steps=0)
+    run_dir = tmp_path / "run"
+    fit(cfg, fake_glas_dir, run_dir, show_bar=False, workers=2, time_limit=6.0)
+    log = read_log(run_dir)
+    fitted = json.loads((run_dir / "config.json").read_text())["train_epochs"]
+    assert 3 <= len(log) <= fitted < 500
+    assert len(log) == fitted or log[-1].get("stopped_at_time_limit")
+    assert (run_dir / "tuning.json").is_file() and "val_f1" in log[-1]
+    if len(log) == fitted:
+        assert log[-1]["lr"] < 0.05 * cfg.train_lr  # the cosine schedule ran to its end
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fit_and_predict_on_cuda(lock_dir: Path, fake_glas_dir: Path, tmp_path: Path) -> None:
     from glandseg_core.infer import load_run, predict

@@ -15,7 +15,7 @@ from torchvision.models import mobilenet_v3_large
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _mobilenet_extractor, resnet_fpn_backbone
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 
 from ..config import RunConfig
@@ -66,11 +66,11 @@ def build_maskrcnn(cfg: RunConfig) -> MaskRCNN:
         box_score_thresh=0.05,
         rpn_post_nms_top_n_train=cfg.maskrcnn_rpn_post_nms_top_n_train,
         box_batch_size_per_image=cfg.maskrcnn_box_batch_size_per_image,
+        box_head=TwoMLPHead(backbone.out_channels * 7 * 7, cfg.maskrcnn_box_head_dim),  # 7x7 ROI features
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
     )
-    in_features = model.roi_heads.box_predictor.cls_score.in_features
-    model.roi_heads.box_predictor = FastRCNNPredictor(in_features, NUM_CLASSES)
+    model.roi_heads.box_predictor = FastRCNNPredictor(cfg.maskrcnn_box_head_dim, NUM_CLASSES)
     in_features_mask = model.roi_heads.mask_predictor.conv5_mask.in_channels
     model.roi_heads.mask_predictor = MaskRCNNPredictor(in_features_mask, 256, NUM_CLASSES)
     return model
