@@ -34,7 +34,7 @@ def main(runs: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
         for f in sorted(runs.rglob("*")):
-            if f.is_file() and f.suffix not in (".pt", ".tmp") and "predictions" not in f.parts:
+            if f.is_file() and f.suffix not in (".pt", ".tmp"):
                 tar.add(f, arcname=str(f.relative_to(runs.parent)))
     candidates = []
     for name, shipped in OURS.items():

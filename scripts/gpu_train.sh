@@ -34,7 +34,7 @@ poster() {  # the poster's recipe, then its test scores: they travel back, its w
   $PY -c "import sys; from glandseg_core.infer import export_model; export_model(*sys.argv[1:], overwrite=True, fp16=True)" \
       "$runs/poster" "$runs/poster-model"
   $PY -m glandseg_core evaluate --model "$runs/poster-model" --data "$data" --split testA testB \
-      --out "$runs/poster-eval" --device "$device" >"$runs/poster-eval.out" 2>&1
+      --out "$runs/poster-eval" --device "$device" --save-predictions >"$runs/poster-eval.out" 2>&1
   echo "poster evaluation: exit $? after $SECONDS s"
   rm -f "$runs/poster-model/weights.pt"
 }
