@@ -87,6 +87,14 @@ def _scan(root: str, stamp: float) -> list[ModelFolder]:
     ]
 
 
+def is_poster_recipe(model: ModelFolder) -> bool:
+    """Whether the folder holds the poster's recipe (its config names a ``poster-*`` preset)."""
+    try:
+        return str(json.loads((Path(model.path) / "config.json").read_text()).get("name", "")).startswith("poster-")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def find_models() -> tuple[dict[str, ModelFolder], list[str]]:
     """Model folders under the models root by label, and a plain message per expected model not found."""
     root = models_root()

@@ -159,7 +159,11 @@ def _start(run_dir: Path, args: list[str]) -> int:
 
 
 def start_training(
-    cfg: RunConfig, run_dir: str | os.PathLike, data: str | os.PathLike | None = None
+    cfg: RunConfig,
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    workers: int = 0,
+    time_limit_minutes: float = 0.0,
 ) -> int:
     """Launch a new training of ``cfg`` into ``run_dir`` in the background.
 
@@ -168,6 +172,8 @@ def start_training(
             ``config.json`` itself).
         run_dir: the run folder; must not hold a run already.
         data: the GlaS folder (default: the trainer's ``$GLANDSEG_DATA``).
+        workers: processes that build augmented batches (``train --workers``).
+        time_limit_minutes: a training budget; the run fits its schedule to it (``train --time-limit``).
 
     Returns:
         The trainer's process id.
@@ -175,7 +181,10 @@ def start_training(
     Raises:
         TrainingBusy: another training runs or is starting.
         FileExistsError: ``run_dir`` holds a run (``last.pt``); resume it or pick another folder.
+        ValueError: negative ``workers`` or ``time_limit_minutes``.
     """
+    if workers < 0 or time_limit_minutes < 0:
+        raise ValueError("workers and the time budget cannot be negative")
     run_dir = Path(run_dir).resolve()
     if (run_dir / "last.pt").exists() or (run_dir / "config.json").exists():
         raise FileExistsError(f"{run_dir.name} already holds a run; resume it or choose another name")
@@ -185,6 +194,8 @@ def start_training(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / REQUESTED_CONFIG)
     args = ["train", "--config", str(run_dir / REQUESTED_CONFIG), "--out", str(run_dir), "--no-bar"]
+    args += ["--workers", str(int(workers))] if workers else []
+    args += ["--time-limit", f"{float(time_limit_minutes):g}"] if time_limit_minutes else []
     return _start(run_dir, args + (["--data", str(data)] if data else []))
 
 

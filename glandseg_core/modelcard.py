@@ -75,8 +75,20 @@ def _pooled_f1(rows: pd.DataFrame) -> float:
     return detection_f1(int(rows["tp"].sum()), int(rows["fp"].sum()), int(rows["fn"].sum()))
 
 
-def render(model_dir: Path, run_dir: Path, command: str, notes: str = "", data: str | None = None) -> str:
-    """The card's Markdown text."""
+def _weights_line(weights: Path) -> str:
+    if not weights.is_file():
+        return "- Weights: not shipped (scores only; the notes below say why)."
+    state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+    n_params = sum(v.numel() for v in state.values())
+    storage = "fp16 storage (BatchNorm statistics fp32)" if any(v.dtype == torch.float16 for v in state.values()) else "fp32"
+    return (f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, {storage}, {n_params / 1e6:.2f} M values), "
+            "loaded with `torch.load(..., weights_only=True)`.")  # fmt: skip
+
+
+def render(
+    model_dir: Path, run_dir: Path, command: str, notes: str = "", data: str | None = None, hardware: str = ""
+) -> str:
+    """The card's Markdown text. ``hardware`` describes where the run trained (default: this machine)."""
     cfg = load_config(model_dir / "config.json")
     metrics = _read_json(model_dir / "metrics.json")
     val = _read_json(model_dir / "val" / "summary.json")
@@ -86,20 +98,16 @@ def render(model_dir: Path, run_dir: Path, command: str, notes: str = "", data: 
     log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln.strip()] if (run_dir / "log.jsonl").is_file() else []
     wall = sum(r.get("seconds", 0.0) for r in log)
     weights = model_dir / "weights.pt"
-    state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
-    n_params = sum(v.numel() for v in state.values())
-    storage = "fp16 storage (BatchNorm statistics fp32)" if any(v.dtype == torch.float16 for v in state.values()) else "fp32"
+    hardware = hardware or f"{platform.machine()} CPU, {os.cpu_count()} cores on the machine that wrote this card"
     kind = cfg.model
     display = "U-Net" if kind == "unet" else "Mask R-CNN"
     lines = [f"# Model card: {model_dir.name} ({display})", ""]
     lines += [
-        (f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, {storage}, {n_params / 1e6:.2f} M values), "
-        "loaded with `torch.load(..., weights_only=True)`."),
+        _weights_line(weights),
         f"- Recipe: preset `{cfg.name}` (every hyperparameter below and in `config.json`)"
         + (f"; fine-tuned from `{cfg.train_init}` (`train_init`), trained as the notes below say." if cfg.train_init else "."),
         f"- Trained by: `{command}`",
-        (f"- Hardware: {platform.machine()} CPU, {os.cpu_count()} cores on the machine that wrote this card; "
-        f"wall time of the logged epochs {wall / 3600:.2f} h over {len(log)} logged epochs."),
+        f"- Hardware: {hardware}; wall time of the logged epochs {wall / 3600:.2f} h over {len(log)} logged epochs.",
         f"- Best epoch on `val`: {tuning.get('best_epoch', '?')} (selection: pooled F1, then object Dice).",
         f"- Post-processing tuned on `val` (grid of {tuning.get('grid_size', '?')}): `{json.dumps(post)}`.",
         "",
@@ -118,6 +126,9 @@ def render(model_dir: Path, run_dir: Path, command: str, notes: str = "", data: 
         if split in metrics:
             summaries["Test A + B" if split == "all" else split] = metrics[split]
     lines += _results_table(summaries)
+    if not val.get("val") and "val_f1" in tuning:
+        lines += ["", (f"`val` (from the tuning, pooled only): F1 {tuning['val_f1']:.3f}, object Dice "
+                       f"{tuning['val_object_dice']:.3f}, object Hausdorff {tuning['val_object_hausdorff']:.1f}.")]
     if tta:
         lines += ["", "With test-time augmentation (`--tta`: 8 flips / 90° rotations):", ""]
         lines += _results_table({("val + Test A + B" if k == "all" else k): v for k, v in tta.items()})
@@ -143,8 +154,9 @@ def render(model_dir: Path, run_dir: Path, command: str, notes: str = "", data: 
     lines += [f"| `{k}` | `{v}` |" for k, v in asdict(cfg).items()]
     if notes:
         lines += ["", notes.strip()]
-    lines += ["", "Reproduce the figures: `python -m glandseg_core evaluate --model " + str(model_dir) + " --split testA testB --out /tmp/check` "
-              "(compare with `metrics.json`)."]
+    if weights.is_file():
+        lines += ["", "Reproduce the figures: `python -m glandseg_core evaluate --model " + str(model_dir) + " --split testA testB --out /tmp/check` "
+                  "(compare with `metrics.json`)."]
     return "\n".join(lines) + "\n"
 
 
@@ -156,9 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--command", required=True)
     ap.add_argument("--notes", type=Path)
     ap.add_argument("--data", help="GlaS folder, to flag annotation quirks (default: $GLANDSEG_DATA)")
+    ap.add_argument("--hardware", default="", help="where the run trained (default: this machine's CPU)")
     a = ap.parse_args(argv)
     notes = a.notes.read_text() if a.notes else ""
-    atomic_write_text(a.model_dir / "MODEL_CARD.md", render(a.model_dir, a.run, a.command, notes, a.data))
+    atomic_write_text(a.model_dir / "MODEL_CARD.md", render(a.model_dir, a.run, a.command, notes, a.data, a.hardware))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,13 @@ notes = [
         "metrics.json; pooled F1 is always recomputed from the summed TP / FP / FN."
     ),
 ]
+recipes = [label for label, m in models.items() if ur.is_poster_recipe(m)]
+if recipes:
+    notes.append(
+        f"{', '.join(recipes)}: the poster's own recipe, trained by our trainer from scratch (no COCO weights can "
+        "be downloaded), so its learning-rate staircase ends before the network learns; scored on JPEG copies of the "
+        "test images on the GPU machine, without weights to re-run here. Its folder's MODEL_CARD.md says more."
+    )
 quirks = [n for n in ui_cache.single_id_images() if n.split("_")[0] in splits]
 if quirks:
     notes.append(

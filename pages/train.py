@@ -63,6 +63,16 @@ with st.expander("New training run", expanded=not busy):
         for spec in dashboard.field_specs(PRESETS[preset]):
             with tabs[spec["group"]]:
                 values[spec["name"]] = config_widget(spec, f"cfg_{preset}_{spec['name']}")
+        c1, c2 = st.columns(2)
+        workers = c1.number_input(
+            "Augmentation workers", min_value=0, max_value=64, step=1, key=f"workers_{preset}",
+            value=min(6, dev["cpus"] - 1) if dev["cuda"] else 0,
+            help="processes that build augmented batches, so a GPU is not kept waiting (0 = in the trainer)",
+        )  # fmt: skip
+        budget = c2.number_input(
+            "Time budget (minutes, 0 = none)", min_value=0.0, step=5.0, format="%g", key=f"budget_{preset}",
+            help="after two epochs the run times itself and shortens its schedule to end within the budget",
+        )  # fmt: skip
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:
         try:
@@ -71,7 +81,9 @@ with st.expander("New training run", expanded=not busy):
             cfg = dashboard.config_from_values(values)
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_name):
                 raise ValueError("run folder name: use letters, digits, '.', '_' and '-' only")
-            pid = jobs.start_training(cfg, runs_root / run_name, data=glas_folder())
+            pid = jobs.start_training(
+                cfg, runs_root / run_name, data=glas_folder(), workers=int(workers), time_limit_minutes=float(budget)
+            )
             st.session_state["train_selected"] = run_name
             st.success(f"Started {run_name} (pid {pid}) on {dev['device']}.")
         except (jobs.TrainingBusy, FileExistsError, ValueError, OSError) as e:

@@ -73,7 +73,7 @@ def test_status_of_dead_and_new_runs(tmp_path: Path) -> None:
 def test_train_finish_evaluate_promote(quiet_env: Path, fake_glas_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "runs" / "tiny"
     cfg = tiny_unet_config(train_epochs=1, train_steps_per_epoch=1)
-    pid = jobs.start_training(cfg, run, data=fake_glas_dir)
+    pid = jobs.start_training(cfg, run, data=fake_glas_dir, workers=1, time_limit_minutes=10)
     assert pid > 0 and (run / "requested_config.json").is_file()
     assert jobs.run_status(run)["status"] in ("starting", "running", "finished")
     wait_for(
@@ -82,6 +82,7 @@ def test_train_finish_evaluate_promote(quiet_env: Path, fake_glas_dir: Path, tmp
     st = jobs.run_status(run)
     assert st["status"] == "finished", (st, (run / "train.out").read_text()[-2000:])
     assert len(jobs.read_log(run)) == 1
+    assert "--workers 1 --time-limit 10 " in (run / "train.out").read_text()
     [row] = jobs.list_runs(run.parent)
     assert row["has_best"] and row["best_val_f1"] is not None and row["epochs"] == 1
     with pytest.raises(FileExistsError):

@@ -72,3 +72,31 @@ def test_the_real_release_has_four_single_id_test_b_images(glas_dir: Path) -> No
 
     # testB_9 is not one of them: one of its nine ids covers two pieces, an ordinary GlaS quirk
     assert single_id_annotations(items) == ["testB_3", "testB_11", "testB_18", "testB_19"]
+
+
+def _summary(f1: float) -> dict:
+    keys = ("pooled_f1", "pooled_object_dice", "pooled_object_hausdorff", "mean_f1", "mean_object_dice", "mean_object_hausdorff")
+    return {**dict.fromkeys(keys, f1), "n_images": 3, "mean_pixel_iou": 0.5, "mean_count_score": 0.5}
+
+
+def test_card_of_a_scores_only_folder(tmp_path: Path) -> None:
+    """The poster's recipe ships scores without weights: the card says so, reads val from the tuning, names the
+    hardware it was given, and offers no re-evaluation command."""
+    import json
+
+    from glandseg_core.config import get_preset, save_config
+    from glandseg_core.modelcard import render
+
+    model, run = tmp_path / "poster-maskrcnn", tmp_path / "run"
+    model.mkdir()
+    run.mkdir()
+    save_config(get_preset("poster-maskrcnn"), model / "config.json")
+    (model / "metrics.json").write_text(json.dumps({"testA": _summary(0.2), "testB": _summary(0.25)}))
+    (run / "tuning.json").write_text(json.dumps({"val_f1": 0.283, "val_object_dice": 0.322, "val_object_hausdorff": 284.9, "best_epoch": 6, "grid_size": 24}))
+    (run / "log.jsonl").write_text(json.dumps({"epoch": 1, "seconds": 36.0}) + "\n")
+    card = render(model, run, "the command", notes="## Notes\nwhy", hardware="one H100")
+    assert "- Weights: not shipped" in card
+    assert "- Hardware: one H100; wall time of the logged epochs 0.01 h over 1 logged epochs." in card
+    assert "`val` (from the tuning, pooled only): F1 0.283, object Dice 0.322, object Hausdorff 284.9." in card
+    assert "| testA | 3 | 0.200 |" in card and "Best epoch on `val`: 6" in card
+    assert "Reproduce the figures" not in card and card.rstrip().endswith("why")

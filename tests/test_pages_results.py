@@ -123,6 +123,20 @@ def test_metrics_page_with_one_model_missing(results_env) -> None:
     assert "needs results from two models" in _texts(at)
 
 
+def test_metrics_page_sets_the_poster_recipe_beside_ours(results_env, tmp_path) -> None:
+    """A scores-only folder of the poster's recipe (no weights.pt) joins the table and the drill-down."""
+    poster = _model_folder(results_env["root"], results_env["glas"], tmp_path, "poster-maskrcnn", _unet_pred)
+    (poster / "config.json").write_text(json.dumps({"model": "maskrcnn", "name": "poster-maskrcnn"}))
+    at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
+    assert not at.exception and not at.warning
+    ours = at.dataframe[0].value.query("source == 'ours'")
+    assert set(ours["method"]) == {"U-Net", "Mask R-CNN (maskrcnn)", "Mask R-CNN (poster-maskrcnn)"}
+    assert "Mask R-CNN (poster-maskrcnn): the poster's own recipe" in _texts(at)
+    drill = AppTest.from_file(DRILL_PAGE, default_timeout=60).run()
+    assert not drill.exception
+    assert "no weights.pt" not in _texts(drill)
+
+
 def test_metrics_page_without_models(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("GLANDSEG_MODELS", str(tmp_path / "nothing"))
     monkeypatch.syspath_prepend(str(REPO))
