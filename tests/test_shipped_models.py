@@ -51,3 +51,22 @@ def test_shipped_model_folder_is_complete(name: str) -> None:
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert {"testA", "testB"} <= set(metrics)
     assert metrics["testA"]["n_images"] == 60 and metrics["testB"]["n_images"] == 20
+
+
+def test_poster_recipe_folder_holds_scores_predictions_and_card() -> None:
+    """The poster's recipe ships scores only (its R50 weights could not come back from the GPU machine)."""
+    import pandas as pd
+
+    model_dir = MODELS / "poster-maskrcnn"
+    assert not (model_dir / "weights.pt").exists()
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["name"] == "poster-maskrcnn" and config["maskrcnn_backbone"] == "resnet50"
+    assert config["train_optimizer"] == "sgd" and config["train_lr"] == 0.005 and config["train_lr_step_epochs"] == 3
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["testA"]["n_images"] == 60 and metrics["testB"]["n_images"] == 20
+    per_image = pd.read_csv(model_dir / "per_image.csv")
+    assert len(per_image) == 80
+    assert int(per_image.loc[per_image["split"] == "testA", "tp"].sum()) == metrics["testA"]["tp"]
+    assert len(list((model_dir / "predictions").glob("test*_labels.png"))) == 80
+    card = (model_dir / "MODEL_CARD.md").read_text()
+    assert "Weights: not shipped" in card and "JPEG" in card
