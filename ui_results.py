@@ -35,11 +35,12 @@ EVAL_HINT = (
 
 @dataclass(frozen=True)
 class ModelFolder:
-    """One model folder: display label (``U-Net`` / ``Mask R-CNN``), kind (config.json) and path."""
+    """One model folder: display label (``U-Net`` / ``Mask R-CNN``), kind and preset name (config.json), path."""
 
     label: str
     kind: str
     path: str
+    preset: str = ""
 
 
 def models_root() -> Path:
@@ -55,16 +56,18 @@ def _mtime(path: Path) -> float:
         return -1.0
 
 
-def _kind(folder: Path) -> str:
-    """The model kind from config.json ("unet" / "maskrcnn"), else guessed from the folder name."""
+def _kind_and_preset(folder: Path) -> tuple[str, str]:
+    """The model kind ("unet" / "maskrcnn") and preset name from config.json; the kind is guessed from the
+    folder name when config.json does not say."""
     try:
-        kind = json.loads((folder / "config.json").read_text()).get("model", "")
+        config = json.loads((folder / "config.json").read_text())
+        kind, preset = str(config.get("model", "")), str(config.get("name", ""))
     except (OSError, ValueError, AttributeError):
-        kind = ""
+        kind, preset = "", ""
     if kind:
-        return str(kind)
+        return kind, preset
     low = folder.name.lower().replace("-", "").replace("_", "")
-    return "maskrcnn" if "mask" in low else "unet" if "unet" in low else ""
+    return ("maskrcnn" if "mask" in low else "unet" if "unet" in low else ""), preset
 
 
 @st.cache_data(show_spinner=False, ttl=60)
@@ -74,13 +77,13 @@ def _scan(root: str, stamp: float) -> list[ModelFolder]:
         if d.is_dir() and any(
             (d / f).exists() for f in ("per_image.csv", "metrics.json", "config.json")
         ):
-            kind = _kind(d)
-            folders.append(ModelFolder(KIND_LABELS.get(kind, d.name), kind, str(d)))
+            kind, preset = _kind_and_preset(d)
+            folders.append(ModelFolder(KIND_LABELS.get(kind, d.name), kind, str(d), preset))
     order = list(KIND_LABELS)
     folders.sort(key=lambda f: (order.index(f.kind) if f.kind in order else len(order), f.path))
     labels = [f.label for f in folders]
     return [
-        ModelFolder(f"{f.label} ({Path(f.path).name})", f.kind, f.path)
+        ModelFolder(f"{f.label} ({Path(f.path).name})", f.kind, f.path, f.preset)
         if labels.count(f.label) > 1
         else f
         for f in folders
@@ -89,10 +92,7 @@ def _scan(root: str, stamp: float) -> list[ModelFolder]:
 
 def is_poster_recipe(model: ModelFolder) -> bool:
     """Whether the folder holds the poster's recipe (its config names a ``poster-*`` preset)."""
-    try:
-        return str(json.loads((Path(model.path) / "config.json").read_text()).get("name", "")).startswith("poster-")
-    except (OSError, ValueError, AttributeError):
-        return False
+    return model.preset.startswith("poster-")
 
 
 def find_models() -> tuple[dict[str, ModelFolder], list[str]]:

@@ -93,8 +93,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             overrides["train_epochs"] = args.epochs
         cfg = dataclasses.replace(base, **overrides)
     out = args.out or Path("runs") / cfg.name
-    if args.workers < 0 or args.time_limit < 0:
-        raise ValueError("--workers and --time-limit cannot be negative")
     best = fit(
         cfg, args.data, out, resume=args.resume, device=args.device, show_bar=not args.no_bar,
         workers=args.workers, time_limit=60 * args.time_limit,

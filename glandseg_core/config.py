@@ -101,6 +101,15 @@ _POSTER_MASKRCNN = RunConfig(
     train_grad_clip=10.0,  # not on the poster: from scratch Mask R-CNN diverges without clipping
 )
 
+# Our Mask R-CNN recipes: the poster's model with AdamW, a cosine schedule and strong augmentation.
+_OURS_MASKRCNN = dataclasses.replace(
+    _POSTER_MASKRCNN,
+    train_optimizer="adamw",
+    train_weight_decay=1e-4,
+    train_lr_schedule="cosine",
+    train_augment="strong",
+)
+
 PRESETS: dict[str, RunConfig] = {
     "poster-maskrcnn": _POSTER_MASKRCNN,
     "poster-unet": RunConfig(
@@ -127,21 +136,17 @@ PRESETS: dict[str, RunConfig] = {
         train_warmup_steps=100,
     ),
     "glandseg-maskrcnn": dataclasses.replace(
-        _POSTER_MASKRCNN,
+        _OURS_MASKRCNN,
         name="glandseg-maskrcnn",
-        train_optimizer="adamw",
         train_lr=2e-4,
-        train_weight_decay=1e-4,
-        train_lr_schedule="cosine",
         train_warmup_steps=200,
         train_epochs=100,
-        train_augment="strong",
         maskrcnn_rpn_post_nms_top_n_train=1000,
         maskrcnn_box_batch_size_per_image=256,
     ),
     # What two CPU cores allow: ResNet-18-FPN at half resolution, lighter ROI sampling.
     "glandseg-maskrcnn-cpu": dataclasses.replace(
-        _POSTER_MASKRCNN,
+        _OURS_MASKRCNN,
         name="glandseg-maskrcnn-cpu",
         maskrcnn_backbone="resnet18",
         maskrcnn_min_size=261,
@@ -149,14 +154,10 @@ PRESETS: dict[str, RunConfig] = {
         maskrcnn_anchor_sizes=(16, 32, 64, 128, 256),
         maskrcnn_rpn_post_nms_top_n_train=500,
         maskrcnn_box_batch_size_per_image=128,
-        train_optimizer="adamw",
         train_lr=3e-4,
-        train_weight_decay=1e-4,
-        train_lr_schedule="cosine",
         train_warmup_steps=100,
         train_epochs=30,
         train_batch_size=2,
-        train_augment="strong",
     ),
     # One GPU, from scratch, full resolution: what a few minutes of an H100 allow (scripts/gpu_train.sh).
     "glandseg-unet-gpu": RunConfig(
@@ -175,23 +176,19 @@ PRESETS: dict[str, RunConfig] = {
         train_warmup_steps=100,
         train_val_every=2,
     ),
-    # ResNet-18 and a 512-wide box head keep the fp16 weights (47 MiB) small enough to come back from the GPU
+    # ResNet-18 and a 512-wide box head keep the fp16 weights (45 MiB) small enough to come back from the GPU
     # machine beside the U-Net's (15 MiB) and to ship.
     "glandseg-maskrcnn-gpu": dataclasses.replace(
-        _POSTER_MASKRCNN,
+        _OURS_MASKRCNN,
         name="glandseg-maskrcnn-gpu",
         maskrcnn_backbone="resnet18",
         maskrcnn_box_head_dim=512,
         maskrcnn_rpn_post_nms_top_n_train=1000,
         maskrcnn_box_batch_size_per_image=256,
-        train_optimizer="adamw",
         train_lr=3e-4,
-        train_weight_decay=1e-4,
-        train_lr_schedule="cosine",
         train_warmup_steps=100,
         train_epochs=150,
         train_batch_size=4,
-        train_augment="strong",
         train_val_every=3,
     ),
 }

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import IMAGE_EXTS, SPLITS, find_items, load_item
+from .data import IMAGE_EXTS, SPLITS, data_root, find_items, load_item
 from .io import atomic_write_text
 
 MANIFEST = "manifest.json"
@@ -61,17 +61,15 @@ def pack_glas(
             if stale != path:
                 stale.unlink(missing_ok=True)  # an earlier pack's other encoding would shadow this one
         Image.fromarray(image).save(path, **kwargs)
-        if int(labels.max()) > 255:
-            Image.fromarray(labels.astype(np.uint16)).save(dst / f"{item.name}_anno.png")
-        else:
-            Image.fromarray(labels.astype(np.uint8)).save(dst / f"{item.name}_anno.png", optimize=True)
+        anno = dst / f"{item.name}_anno.png"
+        Image.fromarray(labels.astype(np.uint16 if int(labels.max()) > 255 else np.uint8)).save(anno, optimize=True)
         entry = manifest["splits"].setdefault(
             item.split, {"images": 0, "encoding": path.suffix[1:] + (" lossless" if item.split in lossless else f" q{quality} 4:4:4"), "bytes": 0}
         )
         entry["images"] += 1
-        entry["bytes"] += path.stat().st_size + (dst / f"{item.name}_anno.png").stat().st_size
-    grades = Path(items[0].image_path).parent / "Grade.csv" if items else None
-    if grades is not None and grades.is_file():
+        entry["bytes"] += path.stat().st_size + anno.stat().st_size
+    grades = data_root(src) / "Grade.csv"
+    if grades.is_file():
         shutil.copyfile(grades, dst / "Grade.csv")
     atomic_write_text(dst / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -114,13 +114,15 @@ class _Batches:
             return self.cfg.train_steps_per_epoch
         return max(1, len(self.data) // (self.cfg.train_batch_size * self.world))
 
-    def indices(self, epoch: int, step: int) -> np.ndarray:
-        """The images of one step: the epoch's order is shared by all ranks (seeded by seed and epoch), so ranks
-        draw disjoint images."""
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's image order, shared by all ranks (seeded by seed and epoch), so ranks draw disjoint images."""
         cfg, n = self.cfg, len(self.data)
-        order = np.random.default_rng((cfg.train_seed, epoch)).permutation(max(n, self.steps() * cfg.train_batch_size * self.world)) % n
-        start = (step * self.world + self.rank) * cfg.train_batch_size
-        return order[start : start + cfg.train_batch_size]
+        return np.random.default_rng((cfg.train_seed, epoch)).permutation(max(n, self.steps() * cfg.train_batch_size * self.world)) % n
+
+    def indices(self, order: np.ndarray, step: int) -> np.ndarray:
+        """This rank's images of one step of an epoch's ``order``."""
+        start = (step * self.world + self.rank) * self.cfg.train_batch_size
+        return order[start : start + self.cfg.train_batch_size]
 
     def build(self, idx: np.ndarray, rng: np.random.Generator) -> list[tuple[np.ndarray, Any]]:
         """One batch as numpy arrays: the images ``idx`` augmented with ``rng``, and their targets."""
@@ -140,8 +142,9 @@ class _Batches:
 
     def epoch(self, rng: np.random.Generator, epoch: int = 0):
         """Batches of one epoch; crops and augmentations come from the rank's own ``rng``, in step order."""
+        order = self.order(epoch)
         for s in range(self.steps()):
-            yield self.tensors(self.build(self.indices(epoch, s), rng))
+            yield self.tensors(self.build(self.indices(order, s), rng))
 
     def loader(self, epoch: int, workers: int):
         """The epoch's batches built by ``workers`` processes. Each step draws from its own seed
@@ -162,14 +165,14 @@ class _StepBatches(torch.utils.data.Dataset):
     """Batch ``step`` of one epoch, augmented with ``default_rng((seed, rank, epoch, step))``."""
 
     def __init__(self, batches: _Batches, epoch: int) -> None:
-        self.batches, self.epoch = batches, epoch
+        self.batches, self.epoch, self.order = batches, epoch, batches.order(epoch)
 
     def __len__(self) -> int:
         return self.batches.steps()
 
     def __getitem__(self, step: int):
         b = self.batches
-        return b.build(b.indices(self.epoch, step), np.random.default_rng((b.cfg.train_seed, b.rank, self.epoch, step)))
+        return b.build(b.indices(self.order, step), np.random.default_rng((b.cfg.train_seed, b.rank, self.epoch, step)))
 
 
 def _as_is(batch: Any) -> Any:
@@ -255,8 +258,10 @@ def fit(
 
     Raises:
         TrainingBusy: another training holds the lock. TrainingStopped: SIGTERM/SIGINT arrived.
-        DatasetError: the GlaS folder is incomplete.
+        DatasetError: the GlaS folder is incomplete. ValueError: negative ``workers`` or ``time_limit``.
     """
+    if workers < 0 or time_limit < 0:
+        raise ValueError("workers and time_limit cannot be negative")
     run_dir = Path(run_dir)
     rank, world, dev = _dist_setup(device)
     lock = training_lock(run_dir) if rank == 0 else None

@@ -40,10 +40,10 @@ def main(runs: Path, out: Path) -> None:
     for name, shipped in OURS.items():
         tuning = runs / name / "tuning.json"
         if tuning.is_file():
-            val = float(json.loads(tuning.read_text())["val_f1"])
-            gain = val - shipped_val_f1(shipped)
+            val, before = float(json.loads(tuning.read_text())["val_f1"]), shipped_val_f1(shipped)
+            gain = val - before
             candidates.append((gain > 0, gain, name, val))
-            print(f"{name}: tuned val F1 {val:.4f}, shipped {shipped_val_f1(shipped):.4f}, gain {gain:+.4f}")
+            print(f"{name}: tuned val F1 {val:.4f}, shipped {before:.4f}, gain {gain:+.4f}")
     used, files = (out / "runs.tar.gz").stat().st_size, 1
     for _, gain, name, _ in sorted(candidates, reverse=True):
         with tempfile.TemporaryDirectory() as tmp:
