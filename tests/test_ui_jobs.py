@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import tiny_unet_config
+from tests.helpers import tiny_unet_config
 
 from glandseg_core import jobs
 from glandseg_core.infer import ModelError, load_run
