@@ -32,9 +32,9 @@ from glandseg_core.metrics import (
     pool_scores,
     score_image,
 )
-from glandseg_core.metrics_hausdorff import HausdorffCache
-from glandseg_core.metrics_matching import pool_matches
-from glandseg_core.metrics_overlap import overlap
+from glandseg_core.metrics.hausdorff import HausdorffCache
+from glandseg_core.metrics.matching import pool_matches
+from glandseg_core.metrics.overlap import overlap
 
 
 def row(width: int, *objects: tuple[int, int, int]) -> np.ndarray:

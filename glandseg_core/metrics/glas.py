@@ -4,8 +4,8 @@ Semantics follow shared/GLAS_METRICS.md to the letter (Sirinukunwattana et al., 
 ObjectDice.m, ObjectHausdorff.m), with FN = n_gt - TP as in the paper. Inputs are label maps: 2-D integer
 arrays (H, W), 0 = background, 1, 2, ... are object ids; ids need not be consecutive, may exceed 255, and
 one id may cover several disconnected pieces (still one object). Nothing is relabelled by connectivity.
-Pure numpy + scipy, no torch, no file I/O. `match_instances` (IoU matching for AP / PQ) is
-re-exported here.
+Pure numpy + scipy, no torch, no file I/O. The package ``glandseg_core.metrics`` re-exports every public
+name of this module.
 """
 
 from __future__ import annotations
@@ -16,42 +16,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from glandseg_core.metrics_hausdorff import hausdorff_terms
-from glandseg_core.metrics_matching import MatchResult, match_instances, pool_matches
-from glandseg_core.metrics_overlap import Overlap, overlap, terms
-
-__all__ = [
-    "ImageScores",
-    "MatchResult",
-    "Outcomes",
-    "SplitScores",
-    "glas_f1",
-    "match_instances",
-    "object_dice",
-    "object_hausdorff",
-    "object_outcomes",
-    "per_object_scores",
-    "pool_matches",
-    "pool_scores",
-    "score_image",
-]
-
-
-def _safe_divide(num: float, den: float, empty: float = 0.0) -> float:
-    """num / den, or `empty` when den is 0."""
-    return float(num) / float(den) if den else float(empty)
-
-
-def _detection(tp: int, fp: int, fn: int) -> tuple[float, float, float, float]:
-    """(F1, precision, recall, F2) from counts: all 1.0 when both sides are empty, else 0/0 -> 0."""
-    if tp + fp + fn == 0:
-        return 1.0, 1.0, 1.0, 1.0
-    return (
-        _safe_divide(2 * tp, 2 * tp + fp + fn),
-        _safe_divide(tp, tp + fp),
-        _safe_divide(tp, tp + fn),
-        _safe_divide(5 * tp, 5 * tp + 4 * fn + fp),
-    )
+from .hausdorff import hausdorff_terms
+from .overlap import Overlap, overlap, terms
+from .overlap import detection_scores as _detection
+from .overlap import safe_divide as _safe_divide
 
 
 def _weighted(

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from glandseg_core.metrics_overlap import Overlap
+from .overlap import Overlap
 
 _N_REFS = 16  # boundary points per object used for the cheap upper bounds
 _N_SEEDS = 8  # pixels evaluated exactly to seed the lower bound

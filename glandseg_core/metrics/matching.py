@@ -13,12 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from glandseg_core.metrics_overlap import overlap
-
-
-def _safe_divide(num: float, den: float) -> float:
-    """num / den, or 0.0 when den is 0 (stardist convention)."""
-    return float(num) / float(den) if den else 0.0
+from .overlap import overlap
+from .overlap import safe_divide as _safe_divide  # 0.0 when the denominator is 0 (stardist convention)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Label-map validation, the per-image overlap (contingency) table, partners, TP and Dice terms.
+"""Label-map validation, the per-image overlap (contingency) table, partners, TP and Dice terms, and the
+one safe division and the one detection F1 that every glandseg figure uses.
 
 Label maps follow the glandseg contract: 2-D integer arrays, 0 = background, 1, 2, ... are object ids.
 Ids need not be consecutive, may exceed 255, and one id may cover several disconnected pieces (it is
@@ -14,6 +15,32 @@ import numpy as np
 
 # Largest id (or table size) for which a lookup table / dense bincount replaces np.unique.
 _DENSE_LIMIT = 1 << 20
+
+
+def safe_divide(num: float, den: float, empty: float = 0.0) -> float:
+    """num / den, or ``empty`` when den is 0 (an empty image or split)."""
+    return float(num) / float(den) if den else float(empty)
+
+
+def detection_scores(tp: int, fp: int, fn: int) -> tuple[float, float, float, float]:
+    """(F1, precision, recall, F2) from detection counts, as GLAS_METRICS.md defines them.
+
+    F1 = 2 TP / (2 TP + FP + FN), F2 = 5 TP / (5 TP + 4 FN + FP). All four are 1.0 when both sides are
+    empty (tp = fp = fn = 0); otherwise a zero denominator gives 0.0.
+    """
+    if tp + fp + fn == 0:
+        return 1.0, 1.0, 1.0, 1.0
+    return (
+        safe_divide(2 * tp, 2 * tp + fp + fn),
+        safe_divide(tp, tp + fp),
+        safe_divide(tp, tp + fn),
+        safe_divide(5 * tp, 5 * tp + 4 * fn + fp),
+    )
+
+
+def f1_from_counts(tp: int, fp: int, fn: int) -> float:
+    """Detection F1 from (summed) counts: 2 TP / (2 TP + FP + FN); 1.0 when all three are 0."""
+    return detection_scores(tp, fp, fn)[0]
 
 
 def as_label_map(x: np.ndarray, name: str = "label map") -> np.ndarray:
