@@ -1,12 +1,22 @@
-"""Run configuration: one frozen dataclass per run, named presets, JSON load/save."""
+"""Run configuration: one frozen dataclass per run, named presets, JSON load/save.
+
+Every field is checked for type and range whenever a :class:`RunConfig` is made (from Python, ``config.json``
+or ``--set KEY=VALUE``), so a hand-edited or damaged value gives one line naming the field, the value and what
+is allowed, and no size reaches a network or a batch unchecked (``unet_base=100000`` once tried to allocate
+360 GB). Whole-number fields accept integral floats (JSON ``16.0`` is 16); strings and ``null`` are refused.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from .errors import ConfigError
+from .files import atomic_write_text
 
 MODEL_KINDS = ("unet", "maskrcnn")
 AUGMENT_POLICIES = ("none", "flip", "strong")
@@ -24,7 +34,9 @@ class RunConfig:
     # --- U-Net
     unet_base: int = 32
     unet_depth: int = 4
-    unet_instance: bool = True  # predict gland + contour and separate touching glands; False = plain semantic mask
+    unet_instance: bool = (
+        True  # predict gland + contour and separate touching glands; False = plain semantic mask
+    )
     unet_scale: float = 0.5  # images are resized by this factor before the U-Net (GlaS glands are large)
     unet_contour_width: int = 2  # contour band width in pixels, at the U-Net's scale
     # --- Mask R-CNN
@@ -35,7 +47,9 @@ class RunConfig:
     maskrcnn_detections_per_img: int = 100
     maskrcnn_rpn_post_nms_top_n_train: int = 2000
     maskrcnn_box_batch_size_per_image: int = 512
-    maskrcnn_box_head_dim: int = 1024  # width of the box head's two fully connected layers (torchvision: 1024)
+    maskrcnn_box_head_dim: int = (
+        1024  # width of the box head's two fully connected layers (torchvision: 1024)
+    )
     # --- training
     train_epochs: int = 40
     train_batch_size: int = 8
@@ -55,29 +69,128 @@ class RunConfig:
     train_seed: int = 0
     train_val_every: int = 1
     train_max_images: int = 0  # 0 = all; >0 keeps the first N training images (smoke tests)
-    train_init: str = ""  # start from these weights (a run's best.pt/last.pt or a model's weights.pt); "" = scratch
+    train_init: str = (
+        ""  # start from these weights (a run's best.pt/last.pt or a model's weights.pt); "" = scratch
+    )
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_KINDS:
-            raise ValueError(f"model must be one of {MODEL_KINDS}, got {self.model!r}")
-        if self.train_augment not in AUGMENT_POLICIES:
-            raise ValueError(f"train_augment must be one of {AUGMENT_POLICIES}, got {self.train_augment!r}")
-        if self.train_lr_schedule not in SCHEDULES:
-            raise ValueError(f"train_lr_schedule must be one of {SCHEDULES}, got {self.train_lr_schedule!r}")
-        if self.train_optimizer not in OPTIMIZERS:
-            raise ValueError(f"train_optimizer must be one of {OPTIMIZERS}, got {self.train_optimizer!r}")
-        if self.maskrcnn_backbone not in MASKRCNN_BACKBONES:
-            raise ValueError(
-                f"maskrcnn_backbone must be one of {MASKRCNN_BACKBONES}, got {self.maskrcnn_backbone!r}"
+        for f in fields(
+            self
+        ):  # frozen: checked values (16.0 -> 16, a JSON list -> tuple) are set directly
+            object.__setattr__(self, f.name, check_field(f.name, getattr(self, f.name)))
+        widest = self.unet_base * 2**self.unet_depth
+        if widest > UNET_MAX_WIDTH:
+            raise ConfigError(
+                f"unet_base={self.unet_base} with unet_depth={self.unet_depth} gives a {widest}-channel "
+                f"bottleneck; unet_base * 2**unet_depth must be at most {UNET_MAX_WIDTH}"
             )
-        if len(self.maskrcnn_anchor_sizes) != 5:
-            raise ValueError(f"maskrcnn_anchor_sizes needs 5 sizes (one per FPN level), got {self.maskrcnn_anchor_sizes}")
-        if self.maskrcnn_box_head_dim < 16:
-            raise ValueError(f"maskrcnn_box_head_dim must be at least 16, got {self.maskrcnn_box_head_dim}")
-        if self.train_epochs < 1 or self.train_batch_size < 1:
-            raise ValueError("train_epochs and train_batch_size must be at least 1")
-        if not 0.05 <= self.unet_scale <= 2.0:
-            raise ValueError(f"unet_scale must be in [0.05, 2], got {self.unet_scale}")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What one field allows: its type, an inclusive range for numbers (``lo_open``: lo excluded), choices."""
+
+    kind: type
+    lo: float = 0
+    hi: float = 0
+    lo_open: bool = False
+    choices: tuple[str, ...] = ()
+
+    def allowed(self) -> str:
+        if self.kind is bool:
+            return "true or false"
+        if self.choices:
+            return f"one of {self.choices}"
+        if self.kind is str:
+            return "a string"
+        what = "a whole number" if self.kind in (int, tuple) else "a number"
+        return f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+
+
+def _int(lo: int, hi: int) -> _Rule:
+    return _Rule(int, lo, hi)
+
+
+def _float(lo: float, hi: float, lo_open: bool = False) -> _Rule:
+    return _Rule(float, lo, hi, lo_open)
+
+
+UNET_MAX_WIDTH = 2048  # channels at the U-Net's bottleneck (unet_base * 2**unet_depth): ~75 M parameters
+ANCHOR_LEVELS = 5  # one anchor size per FPN level
+_RULES: dict[str, _Rule] = {
+    "name": _Rule(str),
+    "model": _Rule(str, choices=MODEL_KINDS),
+    "unet_base": _int(1, 256),
+    "unet_depth": _int(1, 6),
+    "unet_instance": _Rule(bool),
+    "unet_scale": _float(0.05, 2.0),
+    "unet_contour_width": _int(1, 32),
+    "maskrcnn_backbone": _Rule(str, choices=MASKRCNN_BACKBONES),
+    "maskrcnn_min_size": _int(16, 2048),
+    "maskrcnn_max_size": _int(16, 4096),
+    "maskrcnn_anchor_sizes": _Rule(tuple, 1, 2048),
+    "maskrcnn_detections_per_img": _int(1, 500),
+    "maskrcnn_rpn_post_nms_top_n_train": _int(1, 10000),
+    "maskrcnn_box_batch_size_per_image": _int(1, 4096),
+    "maskrcnn_box_head_dim": _int(16, 4096),
+    "train_epochs": _int(1, 100_000),
+    "train_batch_size": _int(1, 64),
+    "train_steps_per_epoch": _int(0, 100_000),
+    "train_crop_size": _int(0, 2048),
+    "train_optimizer": _Rule(str, choices=OPTIMIZERS),
+    "train_lr": _float(0.0, 10.0, lo_open=True),
+    "train_momentum": _float(0.0, 1.0),
+    "train_weight_decay": _float(0.0, 1.0),
+    "train_lr_schedule": _Rule(str, choices=SCHEDULES),
+    "train_lr_step_epochs": _int(1, 100_000),
+    "train_lr_gamma": _float(0.0, 1.0),
+    "train_warmup_steps": _int(0, 10_000_000),
+    "train_grad_clip": _float(0.0, 1e6),
+    "train_augment": _Rule(str, choices=AUGMENT_POLICIES),
+    "train_amp": _Rule(bool),
+    "train_seed": _int(0, 2**31 - 1),
+    "train_val_every": _int(1, 100_000),
+    "train_max_images": _int(0, 100_000),
+    "train_init": _Rule(str),
+}
+
+
+def _number(name: str, value: Any, rule: _Rule) -> int | float:
+    """A number within ``rule``'s range; whole-number fields accept integral floats."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
+    if rule.kind in (int, tuple) and value != int(value):
+        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
+    too_low = value <= rule.lo if rule.lo_open else value < rule.lo
+    if too_low or value > rule.hi:
+        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
+    return float(value) if rule.kind is float else int(value)
+
+
+def check_field(name: str, value: Any) -> Any:
+    """Check one config value against its field's type and range; returns it in the field's own type.
+
+    Raises:
+        ConfigError: one line naming the field, the value and what is allowed; or an unknown field.
+    """
+    if name not in _RULES:
+        raise ConfigError(f"unknown config key {name!r}")
+    rule = _RULES[name]
+    if rule.kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} takes true or false, got {value!r}")
+        return value
+    if rule.kind is str:
+        if not isinstance(value, str) or (rule.choices and value not in rule.choices):
+            raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
+        return value
+    if rule.kind is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != ANCHOR_LEVELS:
+            raise ConfigError(
+                f"{name} needs {ANCHOR_LEVELS} sizes (one per FPN level), each {rule.allowed()}, got {value!r}"
+            )
+        return tuple(_number(name, v, rule) for v in value)
+    return _number(name, value, rule)
 
 
 _POSTER_MASKRCNN = RunConfig(
@@ -206,50 +319,70 @@ def get_preset(name: str) -> RunConfig:
 
 
 def config_from_dict(d: dict[str, Any]) -> RunConfig:
-    """Build a RunConfig from a JSON dict; unknown keys fail loudly."""
-    known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(d) - known)
+    """Build a RunConfig from a JSON dict; unknown keys fail loudly, missing ones take the defaults.
+
+    Raises:
+        ConfigError: an unknown key, or a value of the wrong type or out of range (one line naming it).
+    """
+    if not isinstance(d, dict):
+        raise ConfigError(f"config must be a JSON object, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(_RULES))
     if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-    d = dict(d)
-    if "maskrcnn_anchor_sizes" in d:
-        d["maskrcnn_anchor_sizes"] = tuple(int(s) for s in d["maskrcnn_anchor_sizes"])
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
     return RunConfig(**d)
 
 
+def _parse(raw: str) -> Any:
+    """A command-line value as a number when it reads as one, else the string itself."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
 def coerce_overrides(overrides: dict[str, str]) -> dict[str, Any]:
-    """Turn ``{"train_lr": "0.01"}`` strings (from the command line) into typed values."""
-    types = {f.name: f.type for f in fields(RunConfig)}
+    """Turn ``{"train_lr": "0.01"}`` strings (from the command line) into checked, typed values.
+
+    Raises:
+        ConfigError: an unknown key, or a value of the wrong type or out of range: the same one-line
+            message as in ``config.json`` (see :func:`check_field`).
+    """
     out: dict[str, Any] = {}
     for key, raw in overrides.items():
-        if key not in types:
-            raise ValueError(f"unknown config key {key!r}")
-        default = getattr(RunConfig(), key)
-        if isinstance(default, bool):
-            if raw.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"{key} takes true or false, got {raw!r}")
-            out[key] = raw.lower() in ("true", "1")
-        elif isinstance(default, tuple):
-            out[key] = tuple(int(v) for v in raw.split(","))
+        if key not in _RULES:
+            raise ConfigError(f"unknown config key {key!r}")
+        kind = _RULES[key].kind
+        if kind is bool:
+            value: Any = {"true": True, "1": True, "false": False, "0": False}.get(
+                raw.strip().lower(), raw
+            )
+        elif kind is tuple:
+            value = [_parse(v) for v in raw.split(",")]
         else:
-            out[key] = type(default)(raw)
+            value = raw if kind is str else _parse(raw)
+        out[key] = check_field(key, value)
     return out
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write ``cfg`` as JSON (atomically)."""
-    from .io import atomic_write_text
-
     atomic_write_text(path, json.dumps(asdict(cfg), indent=2) + "\n")
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Read a ``config.json`` written by :func:`save_config`."""
+    """Read and validate a ``config.json`` written by :func:`save_config`.
+
+    Raises:
+        ConfigError: naming the file and the problem (unreadable, unknown key, bad field value) in one line.
+    """
     path = Path(path)
     try:
         d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read config ({e})") from e
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: config must be a JSON object")
-    return config_from_dict(d)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config ({e})") from None
+    try:
+        return config_from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -1,26 +1,34 @@
-"""Score a model, or a folder of label maps from any method, on GlaS splits.
+"""Score a segmenter, or a folder of label maps from any method, on GlaS splits.
 
 Writes ``per_image.csv`` (one row per image) and ``summary.json`` (``{split: {pooled_f1, ...}}``; with more than
-one split, ``all`` pools every evaluated image).
+one split, ``all`` pools every evaluated image). :func:`compare_tta` scores a model folder without and with
+test-time augmentation, side by side.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from .data import GlasItem, find_items, load_item
-from .infer import Run, predict
-from .io import ImageError, atomic_write_text, read_label_map, write_label_png
+from .errors import ImageError
+from .files import atomic_write_text
+from .io import read_label_map, write_label_png
 from .metrics import ImageScores, SplitScores, pool_scores, score_image
+from .segment import Segmenter, load_segmenter
+
+log = logging.getLogger(__name__)
 
 # Saved predictions are named <image>_labels.png (never a GlaS file name); --predictions reads both forms.
 PREDICTION_SUFFIX = "_labels"
+PREDICTION_EXTS = (".png", ".tif", ".tiff", ".bmp")
 PER_IMAGE_COLUMNS = [
     "image", "split", "grade", "n_gt", "n_pred", "tp", "fp", "fn", "f1", "object_dice", "object_hausdorff",
     "pixel_iou", "count_score", "precision", "recall", "f2", "pixel_dice", "seconds",
@@ -61,26 +69,48 @@ def _summary(s: SplitScores) -> dict:
     return {k: d[k] for k in SUMMARY_KEYS}
 
 
+def prediction_files(pdir: Path, names: Sequence[str]) -> dict[str, Path]:
+    """The label map of each image in ``names`` found in ``pdir`` (``<image>.png`` or ``<image>_labels.png``,
+    or .tif/.tiff/.bmp).
+
+    Raises:
+        ImageError: when the folder is missing, an image has no prediction, or two files could be its prediction.
+    """
+    if not pdir.is_dir():
+        raise ImageError(f"predictions folder {pdir} does not exist")
+    found: dict[str, list[Path]] = {}
+    for p in sorted(pdir.iterdir()):
+        if p.suffix.lower() in PREDICTION_EXTS:
+            found.setdefault(p.stem.removesuffix(PREDICTION_SUFFIX), []).append(p)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ImageError(f"{pdir}: no prediction for {len(missing)} images, e.g. {', '.join(missing[:5])}")
+    for name in names:
+        if len(found[name]) > 1:
+            both = " and ".join(p.name for p in found[name])
+            raise ImageError(f"{pdir}: {both} could each be the prediction for {name}; keep one")
+    return {name: found[name][0] for name in names}
+
+
 def evaluate(
     data: str | os.PathLike | None,
     splits: list[str] | tuple[str, ...],
     out_dir: str | os.PathLike,
     *,
-    run: Run | None = None,
+    segmenter: Segmenter | None = None,
     predictions: str | os.PathLike | None = None,
-    tta: bool = False,
     save_predictions: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """Score ``run`` (or the label maps ``<image>.png`` in ``predictions``) on ``splits``.
+    """Score ``segmenter`` (or the label maps ``<image>.png`` in ``predictions``) on ``splits``.
 
     Args:
         data: GlaS folder (else ``$GLANDSEG_DATA``).
         splits: names from train, val, testA, testB, all.
         out_dir: where ``per_image.csv`` and ``summary.json`` go (and ``predictions/`` with ``save_predictions``).
-        run: a loaded model; exactly one of ``run`` and ``predictions``.
+        segmenter: a loaded model (:func:`segment.load_segmenter`, with or without TTA); exactly one of
+            ``segmenter`` and ``predictions``.
         predictions: a folder of label maps named ``<image>.png`` or ``<image>_labels.png`` (or .tif/.bmp).
-        tta: test-time augmentation for ``run``.
         save_predictions: also write each predicted label map as ``out_dir/predictions/<image>_labels.png``.
         progress: called as ``progress(done, total, image_name)``.
 
@@ -90,30 +120,18 @@ def evaluate(
     Raises:
         DatasetError, ImageError: with one-line messages naming the file.
     """
-    if (run is None) == (predictions is None):
-        raise ValueError("give exactly one of run and predictions")
+    if (segmenter is None) == (predictions is None):
+        raise ValueError("give exactly one of segmenter and predictions")
     out_dir = Path(out_dir)
     items = find_items(data, _expand(splits))
-    pred_files: dict[str, Path] = {}
-    if predictions is not None:
-        pdir = Path(predictions)
-        if not pdir.is_dir():
-            raise ImageError(f"predictions folder {pdir} does not exist")
-        pred_files = {
-            p.stem.removesuffix(PREDICTION_SUFFIX): p
-            for p in sorted(pdir.iterdir(), key=lambda p: p.stem.endswith(PREDICTION_SUFFIX))
-            if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp")
-        }
-        missing = [it.name for it in items if it.name not in pred_files]
-        if missing:
-            raise ImageError(f"{pdir}: no prediction for {len(missing)} images, e.g. {', '.join(missing[:5])}")
+    pred_files = {} if predictions is None else prediction_files(Path(predictions), [it.name for it in items])
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, by_split = [], {}
     for i, item in enumerate(items):
         image, gt = load_item(item)
         t0 = time.perf_counter()
-        if run is not None:
-            pred = predict(run, image, tta=tta)
+        if segmenter is not None:
+            pred = segmenter(image)
         else:
             pred = read_label_map(pred_files[item.name], shape=gt.shape)
         seconds = time.perf_counter() - t0
@@ -141,3 +159,51 @@ def format_summary(summary: dict[str, dict]) -> str:
             f"{s['mean_f1']:>6.3f} {s['mean_object_dice']:>8.3f} {s['mean_object_hausdorff']:>8.1f}"
         )
     return "\n".join(lines)
+
+
+_TTA_METRICS = (("pooled_f1", "f1"), ("pooled_object_dice", "object_dice"), ("pooled_object_hausdorff", "object_hausdorff"))
+
+
+def _tta_row(split: str, plain: dict, tta: dict, tables: dict[str, pd.DataFrame]) -> dict[str, object]:
+    row: dict[str, object] = {"split": split, "n_images": plain["n_images"]}
+    for key, short in _TTA_METRICS:
+        row[short], row[f"{short}_tta"], row[f"d_{short}"] = plain[key], tta[key], tta[key] - plain[key]
+    for name, t in tables.items():
+        sel = t if split == "all" else t[t["split"] == split]
+        row[f"sec_per_image_{name}"] = float(sel["seconds"].mean())
+    return row
+
+
+def compare_tta(
+    model_dir: str | os.PathLike,
+    data: str | os.PathLike | None,
+    splits: Sequence[str],
+    out_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+) -> pd.DataFrame:
+    """Evaluate a model folder without and with TTA on ``splits``, side by side.
+
+    Args:
+        model_dir: e.g. ``trained_models/unet``. data: the GlaS folder (else ``$GLANDSEG_DATA``).
+        splits: e.g. ``["val", "testA", "testB"]``.
+        out_dir: where ``plain/`` and ``tta/`` (each ``per_image.csv``, ``summary.json``) and ``tta_report.csv``
+            go; a temporary folder when None.
+        device: ``cpu``, ``cuda`` or None for automatic.
+
+    Returns:
+        One row per split (and ``all``): pooled F1, object Dice and object Hausdorff without and with TTA, their
+        differences (``d_*``; higher is better for F1 and Dice, lower for Hausdorff) and seconds per image.
+    """
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="glandseg-tta-"))
+    segmenter = load_segmenter(model_dir, device=device)
+    tables, summaries = {}, {}
+    for name, flag in (("plain", False), ("tta", True)):
+        segmenter.tta = flag
+        t0 = time.perf_counter()
+        tables[name], summaries[name] = evaluate(data, list(splits), out / name, segmenter=segmenter)
+        log.info("%s: %d images in %.1f s", name, len(tables[name]), time.perf_counter() - t0)
+    rows = [_tta_row(split, plain, summaries["tta"][split], tables) for split, plain in summaries["plain"].items()]
+    report = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    report.to_csv(out / "tta_report.csv", index=False, float_format="%.4f")
+    return report

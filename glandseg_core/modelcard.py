@@ -1,13 +1,13 @@
 """Write ``MODEL_CARD.md`` for a model folder from what its run and its evaluations recorded.
 
-Usage: ``python -m glandseg_core.modelcard trained_models/unet --run runs/unet --command "..." [--notes notes.md]``.
+Usage: ``glandseg card trained_models/unet --run runs/unet --command "..." [--notes notes.md]``. This is the only
+card writer: the dashboard's Promote calls :func:`write_card` too.
 Reads the run's ``config.json``, ``log.jsonl`` and ``tuning.json``, and the model folder's ``metrics.json`` (Test A /
 Test B), ``val/summary.json``, ``tta/summary.json`` (when present) and ``per_image.csv``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -18,8 +18,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import load_config
-from .io import atomic_write_text
+from .checkpoints import WEIGHTS, read_checkpoint
+from .config import RunConfig, load_config
+from .data import find_items, single_id_annotations
+from .errors import DatasetError
+from .files import atomic_write_text
 from .stats import POSTER, PUBLISHED, detection_f1
 
 
@@ -47,8 +50,6 @@ def _results_table(summaries: dict[str, dict]) -> list[str]:
 
 def _single_id_section(per_image: pd.DataFrame, data: str | None) -> list[str]:
     """Flag test images annotated with one id for all glands, with the pooled F1 without them (diagnostic only)."""
-    from .data import DatasetError, find_items, single_id_annotations
-
     try:
         names = single_id_annotations(find_items(data, ("testA", "testB")))
     except DatasetError:
@@ -78,34 +79,36 @@ def _pooled_f1(rows: pd.DataFrame) -> float:
 def _weights_line(weights: Path) -> str:
     if not weights.is_file():
         return "- Weights: not shipped (scores only; the notes below say why)."
-    state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+    state = read_checkpoint(weights)["model"]
     n_params = sum(v.numel() for v in state.values())
     storage = "fp16 storage (BatchNorm statistics fp32)" if any(v.dtype == torch.float16 for v in state.values()) else "fp32"
     return (f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, {storage}, {n_params / 1e6:.2f} M values), "
             "loaded with `torch.load(..., weights_only=True)`.")  # fmt: skip
 
 
-def render(
-    model_dir: Path, run_dir: Path, command: str, notes: str = "", data: str | None = None, hardware: str = ""
-) -> str:
-    """The card's Markdown text. ``hardware`` describes where the run trained (default: this machine)."""
-    cfg = load_config(model_dir / "config.json")
-    metrics = _read_json(model_dir / "metrics.json")
-    val = _read_json(model_dir / "val" / "summary.json")
-    tta = _read_json(model_dir / "tta" / "summary.json")
+def _read_log(run_dir: Path) -> list[dict]:
+    path = run_dir / "log.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for ln in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(ln))
+        except json.JSONDecodeError:
+            continue  # a torn last line of an interrupted run: the card reports the complete epochs
+    return rows
+
+
+def _header(model_dir: Path, run_dir: Path, cfg: RunConfig, command: str, hardware: str) -> list[str]:
+    log = _read_log(run_dir)
+    wall = sum(r.get("seconds", 0.0) for r in log)
     tuning = _read_json(run_dir / "tuning.json")
     post = _read_json(model_dir / "postprocess.json")
-    log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln.strip()] if (run_dir / "log.jsonl").is_file() else []
-    wall = sum(r.get("seconds", 0.0) for r in log)
-    weights = model_dir / "weights.pt"
     hardware = hardware or f"{platform.machine()} CPU, {os.cpu_count()} cores on the machine that wrote this card"
-    kind = cfg.model
-    display = "U-Net" if kind == "unet" else "Mask R-CNN"
-    lines = [f"# Model card: {model_dir.name} ({display})", ""]
-    lines += [
-        _weights_line(weights),
-        f"- Recipe: preset `{cfg.name}` (every hyperparameter below and in `config.json`)"
-        + (f"; fine-tuned from `{cfg.train_init}` (`train_init`), trained as the notes below say." if cfg.train_init else "."),
+    init = f"; fine-tuned from `{cfg.train_init}` (`train_init`), trained as the notes below say." if cfg.train_init else "."
+    return [
+        _weights_line(model_dir / WEIGHTS),
+        f"- Recipe: preset `{cfg.name}` (every hyperparameter below and in `config.json`)" + init,
         f"- Trained by: `{command}`",
         f"- Hardware: {hardware}; wall time of the logged epochs {wall / 3600:.2f} h over {len(log)} logged epochs.",
         f"- Best epoch on `val`: {tuning.get('best_epoch', '?')} (selection: pooled F1, then object Dice).",
@@ -115,24 +118,30 @@ def render(
         ("GlaS (Warwick-QU, MICCAI 2015). `train`: 70 images, `val`: 15 images carved from the 85 training images "
         "(stratified by grade, fixed in `glandseg_core/val_split.txt`), Test A: 60, Test B: 20. Epoch, checkpoint and "
         "post-processing thresholds were chosen on `val` only; Test A and Test B were scored once for reporting."),
-        "",
-        "## Results (official GlaS metrics, `python -m glandseg_core evaluate`)",
-        "",
-    ]
-    summaries = {}
-    if val.get("val"):
-        summaries["val"] = val["val"]
+    ]  # fmt: skip
+
+
+def _results(model_dir: Path, run_dir: Path, metrics: dict) -> list[str]:
+    val = _read_json(model_dir / "val" / "summary.json")
+    tta = _read_json(model_dir / "tta" / "summary.json")
+    tuning = _read_json(run_dir / "tuning.json")
+    lines = ["", "## Results (official GlaS metrics, `glandseg evaluate`)", ""]
+    summaries = {"val": val["val"]} if val.get("val") else {}
     for split in ("testA", "testB", "all"):
         if split in metrics:
             summaries["Test A + B" if split == "all" else split] = metrics[split]
     lines += _results_table(summaries)
     if not val.get("val") and "val_f1" in tuning:
         lines += ["", (f"`val` (from the tuning, pooled only): F1 {tuning['val_f1']:.3f}, object Dice "
-                       f"{tuning['val_object_dice']:.3f}, object Hausdorff {tuning['val_object_hausdorff']:.1f}.")]
+                       f"{tuning['val_object_dice']:.3f}, object Hausdorff {tuning['val_object_hausdorff']:.1f}.")]  # fmt: skip
     if tta:
         lines += ["", "With test-time augmentation (`--tta`: 8 flips / 90° rotations):", ""]
         lines += _results_table({("val + Test A + B" if k == "all" else k): v for k, v in tta.items()})
-    lines += ["", "## Beside the poster and published GlaS results", ""]
+    return lines
+
+
+def _references(display: str, metrics: dict) -> list[str]:
+    lines = ["", "## Beside the poster and published GlaS results", ""]
     lines += ["| method | split | F1 | obj. Dice | obj. Hausdorff |", "|---|---|---|---|---|"]
     for p in (r for r in POSTER if str(r["method"]).startswith(display)):
         lines.append(f"| {p['method']}, per-image means | {p['split']} | {p['f1']:.2f} | – | {p['object_hausdorff']:.0f} |")
@@ -143,36 +152,54 @@ def render(
             lines.append(f"| this model, per-image mean | {label} | {s['mean_f1']:.3f} | {s['mean_object_dice']:.3f} | {s['mean_object_hausdorff']:.1f} |")
     for r in PUBLISHED:
         lines.append(f"| {r['method']} | {r['split']} | {r['f1']:.3f} | {_fmt(r['object_dice'])} | {_fmt(r['object_hausdorff'], 1)} |")
-    per_image = model_dir / "per_image.csv"
-    if per_image.is_file():
-        df = pd.read_csv(per_image).sort_values(["f1", "object_dice"]).head(6)
-        lines += ["", "## Worst images (lowest F1 on Test A / Test B)", "", "| image | grade | GT glands | predicted | TP | F1 | obj. Dice | obj. Hausdorff |", "|---|---|---|---|---|---|---|---|"]
-        for r in df.itertuples():
-            lines.append(f"| {r.image} | {r.grade} | {r.n_gt} | {r.n_pred} | {r.tp} | {r.f1:.3f} | {r.object_dice:.3f} | {r.object_hausdorff:.1f} |")
-        lines += _single_id_section(pd.read_csv(per_image), data)
+    return lines  # fmt: skip
+
+
+def _worst_images(per_image: Path, data: str | None) -> list[str]:
+    if not per_image.is_file():
+        return []
+    table = pd.read_csv(per_image)
+    df = table.sort_values(["f1", "object_dice"]).head(6)
+    lines = ["", "## Worst images (lowest F1 on Test A / Test B)", "",
+             "| image | grade | GT glands | predicted | TP | F1 | obj. Dice | obj. Hausdorff |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in df.itertuples():
+        lines.append(f"| {r.image} | {r.grade} | {r.n_gt} | {r.n_pred} | {r.tp} | {r.f1:.3f} | {r.object_dice:.3f} | {r.object_hausdorff:.1f} |")  # fmt: skip
+    return lines + _single_id_section(table, data)
+
+
+def render(
+    model_dir: Path, run_dir: Path, command: str, notes: str = "", data: str | None = None, hardware: str = ""
+) -> str:
+    """The card's Markdown text. ``hardware`` describes where the run trained (default: this machine)."""
+    cfg = load_config(model_dir / "config.json")
+    metrics = _read_json(model_dir / "metrics.json")
+    display = "U-Net" if cfg.model == "unet" else "Mask R-CNN"
+    lines = [f"# Model card: {model_dir.name} ({display})", ""]
+    lines += _header(model_dir, run_dir, cfg, command, hardware)
+    lines += _results(model_dir, run_dir, metrics)
+    lines += _references(display, metrics)
+    lines += _worst_images(model_dir / "per_image.csv", data)
     lines += ["", "## Hyperparameters", "", "| field | value |", "|---|---|"]
     lines += [f"| `{k}` | `{v}` |" for k, v in asdict(cfg).items()]
     if notes:
         lines += ["", notes.strip()]
-    if weights.is_file():
-        lines += ["", "Reproduce the figures: `python -m glandseg_core evaluate --model " + str(model_dir) + " --split testA testB --out /tmp/check` "
-                  "(compare with `metrics.json`)."]
+    if (model_dir / WEIGHTS).is_file():
+        lines += ["", f"Reproduce the figures: `glandseg evaluate --model {model_dir} --split testA testB --out /tmp/check` "
+                  "(compare with `metrics.json`)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("model_dir", type=Path)
-    ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--command", required=True)
-    ap.add_argument("--notes", type=Path)
-    ap.add_argument("--data", help="GlaS folder, to flag annotation quirks (default: $GLANDSEG_DATA)")
-    ap.add_argument("--hardware", default="", help="where the run trained (default: this machine's CPU)")
-    a = ap.parse_args(argv)
-    notes = a.notes.read_text() if a.notes else ""
-    atomic_write_text(a.model_dir / "MODEL_CARD.md", render(a.model_dir, a.run, a.command, notes, a.data, a.hardware))
-
-
-if __name__ == "__main__":
-    main()
+def write_card(
+    model_dir: str | Path,
+    run_dir: str | Path,
+    command: str,
+    *,
+    notes: str = "",
+    data: str | None = None,
+    hardware: str = "",
+) -> Path:
+    """Write ``model_dir/MODEL_CARD.md`` (atomically) from :func:`render`; returns its path."""
+    model_dir, run_dir = Path(model_dir), Path(run_dir)
+    path = model_dir / "MODEL_CARD.md"
+    atomic_write_text(path, render(model_dir, run_dir, command, notes, data, hardware))
+    return path

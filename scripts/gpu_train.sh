@@ -31,8 +31,7 @@ train() {
 poster() {  # the poster's recipe, then its test scores: they travel back, its weights (R50-FPN, 84 MiB) cannot
   train poster --preset poster-maskrcnn --epochs 30 --set train_val_every=3 --workers 1
   [ -f "$runs/poster/tuning.json" ] || return
-  $PY -c "import sys; from glandseg_core.infer import export_model; export_model(*sys.argv[1:], overwrite=True, fp16=True)" \
-      "$runs/poster" "$runs/poster-model"
+  $PY -m glandseg_core export "$runs/poster" "$runs/poster-model" --overwrite --fp16
   $PY -m glandseg_core evaluate --model "$runs/poster-model" --data "$data" --split testA testB \
       --out "$runs/poster-eval" --device "$device" --save-predictions >"$runs/poster-eval.out" 2>&1
   echo "poster evaluation: exit $? after $SECONDS s"

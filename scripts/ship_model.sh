@@ -7,15 +7,11 @@ cd "$(dirname "$0")/.."
 run=$1; name=$2; cmd=$3; notes=${4:-}
 dest=trained_models/$name
 PY=.venv/bin/python
-$PY - "$run" "$dest" <<'PY'
-import sys
-from glandseg_core.infer import export_model
-export_model(sys.argv[1], sys.argv[2], overwrite=True)
-PY
+$PY -m glandseg_core export "$run" "$dest" --overwrite
 $PY -m glandseg_core evaluate --model "$dest" --split val --out "$dest/val"
 $PY -m glandseg_core evaluate --model "$dest" --split testA testB --out "$dest" --save-predictions
 mv "$dest/summary.json" "$dest/metrics.json"
 $PY -m glandseg_core evaluate --model "$dest" --split val testA testB --tta --out "$dest/tta"
 rm -f "$dest/val/per_image.csv" "$dest/tta/per_image.csv"
-$PY -m glandseg_core.modelcard "$dest" --run "$run" --command "$cmd" ${notes:+--notes "$notes"}
+$PY -m glandseg_core card "$dest" --run "$run" --command "$cmd" ${notes:+--notes "$notes"}
 echo "shipped $dest"

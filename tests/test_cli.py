@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, make_glands, write_fake_glas
+from tests.helpers import REPO, make_glands, write_fake_glas
 from PIL import Image
 
 from glandseg_core.export import GLAND_COLUMNS
-from glandseg_core.infer import export_model
+from glandseg_core.checkpoints import export_model
 from glandseg_core.io import read_label_map, write_label_png
-from glandseg_core.locks import training_lock
+from glandseg_core.train.locks import training_lock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -466,3 +466,96 @@ def test_more_errors_in_process(
     err = lines(capsys.readouterr().err)
     assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
     assert not (tmp_path / "r" / "last.pt").exists()
+
+
+# ---------------------------------------------------------------------------- one command line, every verb
+
+
+def test_export_card_and_tta_are_verbs_of_the_one_command(trained: Trained, tmp_path: Path) -> None:
+    """``export``, ``card`` and ``tta`` replace inline Python and the ``glandseg_core.tta``/``.modelcard`` mains."""
+    model = tmp_path / "models" / "mine"
+    proc = cli("export", trained.run, model, lock_dir=trained.lock_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert {"weights.pt", "config.json", "postprocess.json"} <= {p.name for p in model.iterdir()}
+    again = cli("export", trained.run, model, lock_dir=trained.lock_dir)
+    assert again.returncode == 2 and "already holds a model" in again.stderr
+    assert cli("export", trained.run, model, "--overwrite", "--fp16", lock_dir=trained.lock_dir).returncode == 0
+    ckpt = torch.load(model / "weights.pt", map_location="cpu", weights_only=True)
+    assert any(v.dtype == torch.float16 for v in ckpt["model"].values())
+
+    proc = cli("card", model, "--run", trained.run, "--command", "glandseg train ...", lock_dir=trained.lock_dir)
+    assert proc.returncode == 0, proc.stderr
+    card = (model / "MODEL_CARD.md").read_text()
+    assert card.startswith("# Model card: mine (U-Net)") and "`glandseg train ...`" in card
+
+    out = tmp_path / "tta"
+    proc = cli(
+        "tta", "--model", model, "--data", trained.glas, "--split", "testA", "--out", out,
+        lock_dir=trained.lock_dir,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = pd.read_csv(out / "tta_report.csv")
+    assert list(report["split"]) == ["testA"] and {"f1", "f1_tta", "d_f1"} <= set(report.columns)
+    assert (out / "plain" / "summary.json").is_file() and (out / "tta" / "summary.json").is_file()
+
+
+def test_predict_never_writes_over_its_input(trained: Trained, tmp_path: Path) -> None:
+    """Issue #15.2: ``predict --out D D/testA_1.png`` once turned the input into a 16-bit label map."""
+    folder = tmp_path / "D"
+    folder.mkdir()
+    img, _ = make_glands(64, 96, n=3, seed=4)
+    Image.fromarray(img).save(folder / "testA_1.png")
+    (tmp_path / "src").mkdir()
+    Image.fromarray(img).save(tmp_path / "src" / "other.png")
+    before = (folder / "testA_1.png").read_bytes()
+    proc = cli("predict", "--model", trained.model, "--out", folder, folder / "testA_1.png",
+               tmp_path / "src" / "other.png", lock_dir=trained.lock_dir)  # fmt: skip
+    assert proc.returncode == 1
+    assert (folder / "testA_1.png").read_bytes() == before
+    err = lines(proc.stderr)
+    assert len(err) == 1 and "testA_1.png" in err[0] and "input" in err[0], proc.stderr
+    assert (folder / "other_glands.csv").is_file()  # the batch went on to the next input
+    assert not list(folder.glob("testA_1_*"))  # nothing of the refused input was written
+
+
+def test_predict_refuses_a_fifo_at_once_and_goes_on(trained: Trained, tmp_path: Path) -> None:
+    """Issue #15.3: a FIFO among the inputs used to block in open() forever."""
+    fifo = tmp_path / "y.png"
+    os.mkfifo(fifo)
+    img, _ = make_glands(64, 96, n=3, seed=5)
+    Image.fromarray(img).save(tmp_path / "good.png")
+    out = tmp_path / "out"
+    proc = cli("predict", "--model", trained.model, "--out", out, fifo, tmp_path / "good.png",
+               lock_dir=trained.lock_dir, timeout=120)  # fmt: skip
+    assert proc.returncode == 1
+    err = lines(proc.stderr)
+    assert len(err) == 1 and "y.png" in err[0] and "pipe" in err[0], proc.stderr
+    assert (out / "good.png").is_file()
+
+
+def test_evaluate_refuses_two_candidate_predictions(trained: Trained, tmp_path: Path) -> None:
+    """Issue #15.8: with testB_1.png and testB_1.tif, whichever the folder listed last used to win silently."""
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for name in ("testA_1", "testB_1"):
+        write_label_png(preds / f"{name}.png", read_label_map(trained.glas / f"{name}_anno.bmp"))
+    Image.fromarray(np.zeros((64, 96), np.uint8)).save(preds / "testB_1.tif")
+    proc = cli("evaluate", "--predictions", preds, "--data", trained.glas, "--split", "testA", "testB",
+               "--out", tmp_path / "eval", lock_dir=trained.lock_dir)  # fmt: skip
+    assert proc.returncode == 2
+    err = lines(proc.stderr)
+    assert len(err) == 1 and "testB_1.png" in err[0] and "testB_1.tif" in err[0], proc.stderr
+    assert not (tmp_path / "eval" / "per_image.csv").exists()
+
+
+def test_evaluate_refuses_a_fifo_prediction_without_hanging(trained: Trained, tmp_path: Path) -> None:
+    """Issue #15.3: a FIFO named like a prediction used to block ``evaluate --predictions`` forever."""
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    write_label_png(preds / "testA_1.png", read_label_map(trained.glas / "testA_1_anno.bmp"))
+    os.mkfifo(preds / "testB_1.png")
+    proc = cli("evaluate", "--predictions", preds, "--data", trained.glas, "--split", "testA", "testB",
+               "--out", tmp_path / "eval", lock_dir=trained.lock_dir, timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    err = lines(proc.stderr)
+    assert len(err) == 1 and "testB_1.png" in err[0], proc.stderr

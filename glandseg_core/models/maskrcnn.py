@@ -19,8 +19,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 
 from ..config import RunConfig
-from ..precision import autocast
-from . import register_model
+from ..device import autocast
+from ._api import register_model
 
 NUM_CLASSES = 2  # background + gland
 

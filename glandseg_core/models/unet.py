@@ -10,7 +10,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import RunConfig
-from . import register_model
+from ._api import register_model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ConvBlock(nn.Sequential):
@@ -52,6 +55,9 @@ class UNet(nn.Module):
         self.encoders.extend(ConvBlock(widths[i], widths[i + 1]) for i in range(depth))
         self.decoders = nn.ModuleList(DecoderBlock(widths[i + 1], widths[i], widths[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
+        # ImageNet statistics; not in the state dict, so weights saved before the network normalised still load
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     @property
     def multiple(self) -> int:
@@ -59,12 +65,14 @@ class UNet(nn.Module):
         return 2**self.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [B, out_channels, H, W] of images float32[B, 3, H, W] in [0, 1] (normalised here)."""
         h, w = x.shape[-2:]
         if h % self.multiple or w % self.multiple:
             raise ValueError(
                 f"U-Net input is {h}x{w}; sides must be multiples of {self.multiple}. Consider pad your images to "
                 f"shape ({-(-h // self.multiple) * self.multiple}, {-(-w // self.multiple) * self.multiple})"
             )
+        x = (x - self.mean) / self.std
         skips = []
         for i, enc in enumerate(self.encoders):
             x = enc(x if i == 0 else F.max_pool2d(x, 2))

@@ -1,0 +1,104 @@
+"""Segmenters: one per model kind, loaded from a model folder; image -> raw output -> label map.
+
+``load_segmenter("trained_models/unet")(image)`` gives an int32[H, W] label map (0=background, 1..N glands) of
+a uint8[H, W, 3] RGB image. Test-time augmentation (``tta.py``) and tiling of large images (``tiling.py``) wrap
+the segmenter's forward pass; instance painting and merging live in ``instances.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoints import POSTPROCESS, model_from_state, read_checkpoint, weights_file
+from ..config import RunConfig, config_from_dict, load_config
+from ..device import apply_thread_limit, pick_device
+from ..errors import ConfigError, ModelError
+from ..thresholds import MaskRCNNPost, Post, UNetPost, default_post, load_post
+from .base import Segmenter
+from .instances import Instances
+from .maskrcnn import MaskRCNNSegmenter
+from .tiling import Tiling
+from .unet import UNetSegmenter
+
+__all__ = [
+    "Instances",
+    "MaskRCNNSegmenter",
+    "Segmenter",
+    "Tiling",
+    "UNetSegmenter",
+    "load_segmenter",
+    "make_segmenter",
+]
+
+
+def make_segmenter(
+    model: torch.nn.Module,
+    cfg: RunConfig,
+    post: Post,
+    device: torch.device | None = None,
+    *,
+    tta: bool = False,
+    tiling: Tiling | None = None,
+    path: Path | None = None,
+) -> Segmenter:
+    """A segmenter around a network in memory (eval mode is the caller's business).
+
+    Raises:
+        ModelError: when ``post`` does not belong to ``cfg.model``'s kind.
+    """
+    device = torch.device("cpu") if device is None else device
+    tiling = Tiling() if tiling is None else tiling
+    if cfg.model == "unet" and isinstance(post, UNetPost):
+        return UNetSegmenter(model, cfg, post, device, path, tta, tiling)
+    if cfg.model == "maskrcnn" and isinstance(post, MaskRCNNPost):
+        return MaskRCNNSegmenter(model, cfg, post, device, path, tta, tiling)
+    raise ModelError(f"{type(post).__name__} settings do not fit a {cfg.model} model")
+
+
+def _read_config(model_dir: Path, ckpt: dict) -> RunConfig:
+    try:
+        if (model_dir / "config.json").is_file():
+            return load_config(model_dir / "config.json")
+        return config_from_dict(ckpt.get("config", {}))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{model_dir}: bad config ({e})") from None
+
+
+def load_segmenter(
+    model_dir: str | Path, *, device: str | None = None, tta: bool = False, tiling: Tiling | None = None
+) -> Segmenter:
+    """Load a model folder (``weights.pt``, ``config.json``, ``postprocess.json``) or a training run folder.
+
+    A Mask R-CNN is set to drop detections scoring below ``post.score_thresh`` (faster, same label maps): use
+    :func:`make_segmenter` with a network of your own to see lower-scoring detections.
+
+    Args:
+        model_dir: the folder. device: ``cpu``, ``cuda`` or None (CUDA when present).
+        tta: average 8 flipped/rotated views. tiling: window settings for large images (default :class:`Tiling`).
+
+    Raises:
+        ModelError: naming what is missing or broken.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(f"model folder {model_dir} does not exist")
+    weights = weights_file(model_dir)
+    ckpt = read_checkpoint(weights)
+    cfg = _read_config(model_dir, ckpt)
+    post_path = model_dir / POSTPROCESS
+    try:
+        post = load_post(post_path, cfg.model) if post_path.is_file() else default_post(cfg)
+    except ConfigError as e:
+        raise ModelError(f"bad post-processing settings: {e}") from None
+    dev = pick_device(device)
+    apply_thread_limit()
+    model = model_from_state(cfg, ckpt["model"], dev, weights.name)
+    if isinstance(post, MaskRCNNPost):
+        # Detections scoring below the painting threshold are never painted: dropping them in the model skips
+        # their mask head and full-size paste. Exact: NMS only lets higher-scoring boxes suppress lower ones.
+        floor = float(np.nextafter(np.float32(post.score_thresh), np.float32(0)))  # keep scores == thresh
+        model.roi_heads.score_thresh = max(model.roi_heads.score_thresh, floor)
+    return make_segmenter(model, cfg, post, dev, tta=tta, tiling=tiling, path=model_dir)

@@ -1,0 +1,79 @@
+"""The Mask R-CNN segmenter: detections kept as box-cropped instances, painted into a label map.
+
+Instances are painted from the highest score down; a pixel belongs to the first instance that claims it, and
+instances left with too little of their own mask are dropped (:func:`instances.paint`).
+
+Label maps are int32[H, W]: 0=background, 1..N glands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..thresholds import MaskRCNNPost
+from .base import check_image, to_tensor
+from .instances import Instances, compact, paint
+from .tiling import Tiling, tiled_instances
+from .tta import merged_views
+
+
+@dataclass
+class MaskRCNNSegmenter:
+    """A loaded Mask R-CNN (see :class:`segment.base.Segmenter`); ``raw`` gives :class:`Instances`.
+
+    ``raw`` keeps the detections that painting with ``post`` could use (score at least ``post.score_thresh``,
+    mask above ``post.mask_thresh``); :meth:`labels` may then paint them with stricter thresholds.
+    """
+
+    model: torch.nn.Module
+    cfg: RunConfig
+    post: MaskRCNNPost
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    path: Path | None = None
+    tta: bool = False
+    tiling: Tiling = field(default_factory=Tiling)
+    kind: str = "maskrcnn"
+
+    def outputs(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's detections at the image's size: scores float32[N], mask probabilities float32[N, H, W]
+        (a segmenter from :func:`segment.load_segmenter` reports only those scoring at least
+        ``post.score_thresh``)."""
+        check_image(image)
+        x = to_tensor(image).to(self.device)[0]
+        with torch.inference_mode():  # the backbone runs in mixed precision by itself (models/maskrcnn.py)
+            out = self.model([x])[0]
+        return out["scores"].float().cpu().numpy(), out["masks"][:, 0].float().cpu().numpy()
+
+    def window(self, image: np.ndarray) -> Instances:
+        """Compact detections of one GlaS-sized image or window (merged over 8 views when ``tta`` is on)."""
+        if self.tta:
+            scores, masks = merged_views(self.outputs, image, self.post)
+        else:
+            scores, masks = self.outputs(image)
+        return compact(scores, masks, self.post)
+
+    def raw(self, image: np.ndarray) -> Instances:
+        """Detections of uint8[H, W, 3] RGB in image coordinates; windowed above ``tiling.tile_above`` pixels
+        (memory bounded by one window's detections, glands never cut, duplicates merged)."""
+        check_image(image)
+        if not self.tiling.needed(image.shape):
+            inst = self.window(image)
+        else:
+            t = self.tiling
+            inst = tiled_instances(self.window, image, self.post, tile=t.maskrcnn_tile, overlap=t.maskrcnn_overlap)
+        return replace(inst, shape=image.shape[:2])
+
+    def labels(self, raw: Instances, post: MaskRCNNPost | None = None) -> np.ndarray:
+        """int32[H, W] label map (0=background, 1..N glands, ids by decreasing score) of :meth:`raw`'s instances."""
+        if raw.shape is None:
+            raise ValueError("instances without an image shape: pass the output of raw()")
+        return paint(raw, self.post if post is None else post, raw.shape)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """int32[H, W] label map of uint8[H, W, 3] RGB (0=background, 1..N glands)."""
+        return self.labels(self.raw(image))
