@@ -1,4 +1,5 @@
-"""Tests for glandseg_core.tiling: windows, seamless U-Net blending, Mask R-CNN merging across window borders.
+"""Tests for glandseg_core.segment.tiling: windows, seamless U-Net blending, Mask R-CNN merging across window
+borders; the window sizes are passed as a :class:`Tiling`.
 
 The Mask R-CNN tests use a fake detector (one instance per dark connected component of the window it is
 given), so every expectation is exact and deterministic.
@@ -15,18 +16,21 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from glandseg_core import infer, tiling
 from glandseg_core.config import RunConfig, save_config
-from glandseg_core.infer import Run
 from glandseg_core.metrics import score_image
 from glandseg_core.models import build_model
-from glandseg_core.postprocess import (
-    MaskRCNNPost,
-    UNetPost,
-    maskrcnn_to_labels,
-    save_post,
-    unet_to_labels,
+from glandseg_core.segment import (
+    MaskRCNNSegmenter,
+    UNetSegmenter,
+    load_segmenter,
+    make_segmenter,
+    tiling,
 )
+from glandseg_core.segment import unet as unet_segment
+from glandseg_core.segment.instances import masks_to_labels
+from glandseg_core.segment.tiling import Tiling
+from glandseg_core.segment.unet import probs_to_labels
+from glandseg_core.thresholds import MaskRCNNPost, UNetPost, save_post
 
 PINK, PURPLE = (235, 170, 200), (90, 40, 120)
 
@@ -53,11 +57,17 @@ class FakeDetector(torch.nn.Module):
 
 
 class PixelUNet(torch.nn.Module):
-    """U-Net stand-in whose output at a pixel depends only on that pixel (so any tiling must reproduce it)."""
+    """U-Net stand-in whose output at a pixel depends only on that pixel (so any tiling must reproduce it).
+
+    Like the real U-Net it normalises its [0, 1] input with the ImageNet statistics itself.
+    """
 
     multiple = 8
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
         g = x.mean(1, keepdim=True)
         return torch.cat([-3.0 * g, 2.0 * g - 0.5 * x[:, :1]], dim=1)
 
@@ -82,8 +92,24 @@ def same_instances(a: np.ndarray, b: np.ndarray) -> bool:
     return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
 
 
-def fake_maskrcnn_run(post: MaskRCNNPost | None = None) -> Run:
-    return Run(FakeDetector(), RunConfig(model="maskrcnn"), post or MaskRCNNPost(min_area=10))
+def fake_maskrcnn(post: MaskRCNNPost | None = None, tiling: Tiling | None = None) -> MaskRCNNSegmenter:
+    seg = make_segmenter(
+        FakeDetector(), RunConfig(model="maskrcnn"), post or MaskRCNNPost(min_area=10), tiling=tiling
+    )
+    assert isinstance(seg, MaskRCNNSegmenter)
+    return seg
+
+
+def windows(tile: tuple[int, int], overlap: int) -> Tiling:
+    """Mask R-CNN windows of ``tile`` overlapping by ``overlap``, used for every image (however small)."""
+    return Tiling(tile_above=0, maskrcnn_tile=tile, maskrcnn_overlap=overlap)
+
+
+def pixel_unet(post: UNetPost | None = None, tiling: Tiling | None = None) -> UNetSegmenter:
+    cfg = RunConfig(model="unet", unet_scale=1.0, train_amp=False)
+    seg = make_segmenter(PixelUNet(), cfg, post or UNetPost(), tiling=tiling)
+    assert isinstance(seg, UNetSegmenter)
+    return seg
 
 
 # ----------------------------------------------------------------------------------------------- windows
@@ -146,37 +172,40 @@ def test_needs_tiling_threshold() -> None:
     assert not tiling.needs_tiling((tiling.TILE_ABOVE, tiling.TILE_ABOVE, 3))
     assert tiling.needs_tiling((tiling.TILE_ABOVE + 1, 10, 3))
     assert tiling.needs_tiling((10, 50), limit=40)
+    assert Tiling().tile_above == tiling.TILE_ABOVE
+    assert not Tiling().needed((tiling.TILE_ABOVE, tiling.TILE_ABOVE, 3))
+    assert Tiling().needed((tiling.TILE_ABOVE + 1, 10, 3))
+    assert Tiling(tile_above=40).needed((10, 50)) and not Tiling(tile_above=50).needed((10, 50))
 
 
 # ------------------------------------------------------------------------------------------------ U-Net
 
 
 def test_unet_tiled_equals_untiled_for_a_pointwise_model() -> None:
-    run = Run(PixelUNet(), RunConfig(model="unet", unet_scale=1.0, train_amp=False), UNetPost())
+    seg = pixel_unet(tiling=Tiling(unet_tile=128, unet_overlap=32))
     image = np.random.default_rng(0).integers(0, 256, (300, 412, 3), dtype=np.uint8)
-    x = infer.unet_input(run, image)
-    whole = infer.unet_tensor_probs(run, x)
-    tiled = tiling.unet_tiled(run, x, tile=128, overlap=32)
+    x = seg.prepare(image)
+    whole = seg.prepared_probs(x, tiled=False)
+    tiled = seg.prepared_probs(x, tiled=True)
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+    direct = tiling.blend_windows(seg.window, x, tile=128, overlap=32, align=8)
+    torch.testing.assert_close(direct, whole, atol=1e-5, rtol=0)
 
 
 def test_unet_tiled_agrees_with_untiled_on_a_real_network(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     cfg = RunConfig(model="unet", unet_base=4, unet_depth=3, unet_scale=0.5, train_amp=False)
     model = build_model(cfg).eval()
-    run = Run(model, cfg, UNetPost(fg_thresh=0.5, min_area=20, min_marker_area=5))
+    post = UNetPost(fg_thresh=0.5, min_area=20, min_marker_area=5)
     discs = [(80, 90, 40), (200, 300, 50), (330, 120, 45), (120, 560, 60), (300, 520, 35)]
     image, _ = disc_image(420, 660, discs)
-    whole = infer.unet_probs(run, image)
-    monkeypatch.setattr(tiling, "TILE_ABOVE", 256)
-    monkeypatch.setattr(
-        tiling, "UNET_TILE", 96
-    )  # at the U-Net's scale: 3x4 windows over a 210x330 input
-    monkeypatch.setattr(tiling, "UNET_OVERLAP", 40)
+    whole = make_segmenter(model, cfg, post).raw(image)
+    # unet_tile is at the U-Net's scale: 3x4 windows over a 210x330 input
+    seg = make_segmenter(model, cfg, post, tiling=Tiling(tile_above=256, unet_tile=96, unet_overlap=40))
     calls = []
-    real = tiling.unet_tiled
-    monkeypatch.setattr(tiling, "unet_tiled", lambda *a, **k: calls.append(1) or real(*a, **k))
-    tiled = infer.unet_probs(run, image)
+    real = unet_segment.blend_windows
+    monkeypatch.setattr(unet_segment, "blend_windows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    tiled = seg.raw(image)
     assert calls, "a large image must go through tiling"
     assert tiled.shape == whole.shape == (2, 420, 660)
     assert np.abs(tiled - whole).max() < 1e-3  # untrained: probabilities span about 0.46..0.56
@@ -185,23 +214,24 @@ def test_unet_tiled_agrees_with_untiled_on_a_real_network(monkeypatch: pytest.Mo
     post = UNetPost(
         fg_thresh=float(np.median(whole[0])), contour_thresh=float(np.median(whole[1])), min_area=20
     )
-    a, b = unet_to_labels(whole, post), unet_to_labels(tiled, post)
+    a, b = probs_to_labels(whole, post), probs_to_labels(tiled, post)
     assert ((a > 0) == (b > 0)).mean() > 0.999
 
 
 def test_unet_predict_on_a_large_image_keeps_glands_whole_across_windows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    run = Run(
-        PixelUNet(), RunConfig(model="unet", unet_scale=1.0, train_amp=False), UNetPost(min_area=20)
-    )
+    seg = pixel_unet(UNetPost(min_area=20), Tiling(tile_above=200, unet_tile=128, unet_overlap=32))
     image, truth = disc_image(
         300, 400, [(150, 128, 40), (60, 300, 30)]
     )  # the first disc sits on a border
-    monkeypatch.setattr(tiling, "TILE_ABOVE", 200)
-    monkeypatch.setattr(tiling, "UNET_TILE", 128)
-    monkeypatch.setattr(tiling, "UNET_OVERLAP", 32)
-    labels = infer.predict(run, image)
+    spans = []
+    real = unet_segment.blend_windows
+    monkeypatch.setattr(unet_segment, "blend_windows", lambda *a, **k: spans.append(k) or real(*a, **k))
+    labels = seg(image)
+    assert spans == [
+        {"tile": 128, "overlap": 32, "align": 8}
+    ]  # the large image went through the windows
     assert labels.dtype == np.int32 and labels.shape == truth.shape
     assert labels.max() == 2 and same_instances(labels, truth)
 
@@ -210,13 +240,13 @@ def test_unet_predict_on_a_large_image_keeps_glands_whole_across_windows(
 
 
 def test_gland_crossing_a_window_border_is_neither_duplicated_nor_cut() -> None:
-    run = fake_maskrcnn_run()
+    seg = fake_maskrcnn(tiling=windows((300, 400), 150))
     # windows (300, 400) with overlap 150: columns start at 0, 250, 400; the disc spans x 210..290
     image, truth = disc_image(300, 800, [(150, 250, 40)])
-    labels = tiling.maskrcnn_tiled_labels(run, image, tile=(300, 400), overlap=150)
+    labels = seg(image)
     assert labels.max() == 1
     np.testing.assert_array_equal(labels > 0, truth > 0)
-    assert max(run.model.shapes) <= (300, 400)  # the model only ever saw windows
+    assert max(seg.model.shapes) <= (300, 400)  # the model only ever saw windows
 
 
 def test_tiled_maskrcnn_matches_untiled_on_many_glands() -> None:
@@ -231,69 +261,36 @@ def test_tiled_maskrcnn_matches_untiled_on_many_glands() -> None:
             discs.append((cy, cx, r))
             taken |= d
     image, truth = disc_image(640, 900, discs)
-    run = fake_maskrcnn_run()
-    scores, masks = infer.maskrcnn_outputs(run, image)
-    whole = maskrcnn_to_labels(scores, masks, run.post, shape=image.shape[:2])
-    tiled = tiling.maskrcnn_tiled_labels(run, image, tile=(200, 260), overlap=100)
+    seg = fake_maskrcnn(tiling=windows((200, 260), 100))
+    scores, masks = seg.outputs(image)
+    whole = masks_to_labels(scores, masks, seg.post, shape=image.shape[:2])
+    tiled = seg(image)
     assert same_instances(whole, truth)
     assert same_instances(tiled, truth)
     assert score_image(tiled, whole).f1 == 1.0
 
 
 def test_gland_larger_than_the_overlap_is_joined_from_its_cut_pieces() -> None:
-    run = fake_maskrcnn_run()
+    seg = fake_maskrcnn(tiling=windows((200, 200), 60))
     # a 200 px disc with windows of 200 px overlapping by 60: no window holds it whole
     image, truth = disc_image(200, 500, [(100, 250, 99)])
-    labels = tiling.maskrcnn_tiled_labels(run, image, tile=(200, 200), overlap=60)
+    labels = seg(image)
     assert labels.max() == 1
     np.testing.assert_array_equal(labels > 0, truth > 0)
 
 
-def test_predict_routes_large_images_through_tiling(monkeypatch: pytest.MonkeyPatch) -> None:
-    run = fake_maskrcnn_run()
+def test_predict_routes_large_images_through_tiling() -> None:
+    seg = fake_maskrcnn(tiling=Tiling(tile_above=512, maskrcnn_tile=(300, 400), maskrcnn_overlap=120))
     image, truth = disc_image(600, 900, [(300, 450, 50), (100, 100, 40), (500, 800, 45)])
-    monkeypatch.setattr(tiling, "TILE_ABOVE", 512)
-    monkeypatch.setattr(tiling, "MASKRCNN_TILE", (300, 400))
-    monkeypatch.setattr(tiling, "MASKRCNN_OVERLAP", 120)
-    labels = infer.predict(run, image)
+    labels = seg(image)
     assert same_instances(labels, truth)
-    assert max(run.model.shapes) == (300, 400)
+    assert max(seg.model.shapes) == (300, 400)
+    small = fake_maskrcnn(tiling=seg.tiling)
+    small(image[:500, :500])  # not above tile_above: one pass over the whole image
+    assert small.model.shapes == [(500, 500)]
 
 
-def test_duplicates_keep_the_whole_view_and_paint_respects_min_visible() -> None:
-    whole = np.ones((40, 40), bool)
-    cut = np.ones((40, 15), bool)
-    inst = tiling.Instances(
-        scores=np.array([0.6, 0.95, 0.8], np.float32),
-        boxes=np.array([[10, 10, 50, 50], [10, 10, 50, 25], [10, 45, 50, 85]], np.int64),
-        masks=[whole, cut, whole.copy()],
-        cut=np.array([False, True, False]),
-    )
-    merged = tiling.merge_duplicates(inst)
-    assert len(merged) == 2  # the higher-scoring cut view of gland 1 is dropped for its whole view
-    np.testing.assert_array_equal(np.sort(merged.scores), np.array([0.6, 0.8], np.float32))
-    labels = tiling.paint(
-        merged, MaskRCNNPost(score_thresh=0.5, min_area=10, min_visible=0.5), (60, 100)
-    )
-    assert labels.max() == 2
-    assert (labels == 1).sum() == 1600 and (labels == 2).sum() == 1600 - 5 * 40  # id 1: the higher score
-
-
-def test_paint_matches_postprocess_on_full_masks() -> None:
-    rng = np.random.default_rng(1)
-    h, w, n = 80, 120, 12
-    masks = np.zeros((n, h, w), np.float32)
-    for i in range(n):
-        y, x = rng.integers(0, h - 20), rng.integers(0, w - 20)
-        masks[i, y : y + rng.integers(5, 30), x : x + rng.integers(5, 30)] = rng.uniform(0.3, 1.0)
-    scores = rng.uniform(0.2, 1.0, n).astype(np.float32)
-    post = MaskRCNNPost(score_thresh=0.4, mask_thresh=0.5, min_area=20, min_visible=0.6)
-    expected = maskrcnn_to_labels(scores, masks, post, shape=(h, w))
-    got = tiling.paint(tiling.compact(scores, masks, post), post, (h, w))
-    np.testing.assert_array_equal(got, expected)
-
-
-def test_load_run_skips_unpaintable_detections_without_changing_labels(tmp_path: Path) -> None:
+def test_load_segmenter_skips_unpaintable_detections_without_changing_labels(tmp_path: Path) -> None:
     cfg = RunConfig(
         model="maskrcnn",
         maskrcnn_backbone="resnet18",
@@ -313,33 +310,14 @@ def test_load_run_skips_unpaintable_detections_without_changing_labels(tmp_path:
         save_post(
             MaskRCNNPost(score_thresh=thresh, min_area=1, min_visible=0.1), tmp_path / "postprocess.json"
         )
-        run = infer.load_run(tmp_path)
-        assert thresh - 1e-6 < run.model.roi_heads.score_thresh < thresh
-        scores, _ = infer.maskrcnn_outputs(run, image)
+        seg = load_segmenter(tmp_path)
+        assert isinstance(seg, MaskRCNNSegmenter)
+        assert thresh - 1e-6 < seg.model.roi_heads.score_thresh < thresh
+        scores, _ = seg.outputs(image)
         assert (scores >= thresh).all()
-        labels = infer.predict(run, image)
-        run.model.roi_heads.score_thresh = 0.05  # torchvision's: every detection, then painting filters
-        all_scores, all_masks = infer.maskrcnn_outputs(run, image)
+        labels = seg(image)
+        seg.model.roi_heads.score_thresh = 0.05  # torchvision's: every detection, then painting filters
+        all_scores, all_masks = seg.outputs(image)
         np.testing.assert_array_equal(
-            labels, maskrcnn_to_labels(all_scores, all_masks, run.post, (128, 192))
+            labels, masks_to_labels(all_scores, all_masks, seg.post, (128, 192))
         )
-
-
-def test_each_window_keeps_only_what_painting_keeps() -> None:
-    big = np.ones((50, 50), bool)
-    inst = tiling.Instances(
-        scores=np.array([0.9, 0.8, 0.7, 0.6], np.float32),
-        boxes=np.array(
-            [[0, 0, 50, 50], [5, 5, 55, 55], [0, 60, 50, 110], [100, 100, 102, 102]], np.int64
-        ),
-        masks=[big, big.copy(), big.copy(), np.ones((2, 2), bool)],
-        cut=np.zeros(4, bool),
-    )
-    kept = tiling.survivors(
-        inst, MaskRCNNPost(score_thresh=0.5, min_area=10, min_visible=0.5), (120, 120)
-    )
-    # the second mostly overlaps the first, the fourth is too small: both never reach the merge
-    np.testing.assert_array_equal(kept.scores, np.array([0.9, 0.7], np.float32))
-    assert all(
-        m.shape == (50, 50) and m.all() for m in kept.masks
-    )  # whole masks, not just what they won
