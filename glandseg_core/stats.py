@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
+from .metrics import f1_from_counts
+
 __all__ = [
     "GRADES",
     "METRICS",
@@ -142,17 +144,17 @@ def paired_comparison(
     """Compares model b against model a image by image: differences b - a over the common images.
 
     How it works: the two series are aligned on their index (image names) and pairs with a missing or
-    non-finite value on either side are dropped. The bootstrap resamples the n differences with
-    replacement ``n_boot`` times (an (n_boot, n) index matrix, drawn in chunks of ``chunk`` rows to
-    bound memory) and takes the 2.5% and 97.5% percentiles of the resampled means. Wilcoxon uses
-    scipy's default (``zero_method="wilcox"``: zero differences are dropped).
+    non-finite value on either side are dropped. ``scipy.stats.bootstrap`` resamples the n differences
+    (the pairs as units) with replacement ``n_boot`` times, ``chunk`` resamples at a time to bound memory,
+    and gives the percentile 95% interval of the resampled means. Wilcoxon uses scipy's default
+    (``zero_method="wilcox"``: zero differences are dropped).
 
     Args:
         a: Per-image scores of model a (float), indexed by image name.
         b: Per-image scores of model b, same index convention.
         n_boot: Bootstrap resamples (>= 1).
         seed: Seed of the bootstrap generator (results are reproducible).
-        chunk: Resamples drawn at once.
+        chunk: Resamples drawn at once (``scipy.stats.bootstrap``'s ``batch``).
 
     Returns:
         The `PairedResult`.
@@ -176,21 +178,35 @@ def paired_comparison(
     mean, median = float(d.mean()), float(np.median(d))
     if n < 2:
         return PairedResult(diffs, n, mean, median, _NAN, _NAN, _NAN, "one paired image: no test or CI")
-    if np.all(d == d[0]):  # bootstrap is degenerate: every resample has the same mean
-        lo = hi = mean
-    else:
-        rng = np.random.default_rng(seed)
-        means = np.empty(n_boot)
-        for start in range(0, n_boot, chunk):
-            stop = min(start + chunk, n_boot)
-            means[start:stop] = d[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-        lo, hi = (float(x) for x in np.percentile(means, [2.5, 97.5]))
+    lo, hi = _bootstrap_ci(d, n_boot, seed, chunk)
     if np.all(d == 0):
         return PairedResult(diffs, n, mean, median, lo, hi, 1.0, "every difference is zero")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-n / ties warnings; the p-value is still returned
         p = float(_sps.wilcoxon(d).pvalue)
     return PairedResult(diffs, n, mean, median, lo, hi, p)
+
+
+def _bootstrap_ci(d: np.ndarray, n_boot: int, seed: int, chunk: int) -> tuple[float, float]:
+    """Percentile bootstrap 95% CI of the mean of the paired differences ``d`` (``scipy.stats.bootstrap``).
+
+    The pairs are resampled as units: resampling the n differences with replacement is the paired bootstrap
+    of (a, b). When every difference is the same, every resample has the same mean, so the CI is that mean.
+    """
+    mean = float(d.mean())
+    if np.all(d == d[0]):
+        return mean, mean
+    res = _sps.bootstrap(
+        (d,),
+        np.mean,
+        n_resamples=n_boot,
+        batch=chunk,
+        vectorized=True,
+        method="percentile",
+        confidence_level=0.95,
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def filter_images(
@@ -206,9 +222,8 @@ def filter_images(
 
 
 def detection_f1(tp: int, fp: int, fn: int) -> float:
-    """F1 from summed counts (1.0 when there is nothing on either side)."""
-    den = 2 * tp + fp + fn
-    return 1.0 if tp + fp + fn == 0 else 2 * tp / den
+    """F1 from summed counts (1.0 when there is nothing on either side): the metrics package's one F1."""
+    return f1_from_counts(tp, fp, fn)
 
 
 def _whole_split_summary(

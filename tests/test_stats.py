@@ -46,6 +46,23 @@ def test_ci_is_reproducible_and_roughly_normal_for_large_n() -> None:
     assert res.ci_high == pytest.approx(d.mean() + 1.96 * se, abs=0.3 * se)
 
 
+def test_ci_is_scipys_paired_percentile_bootstrap() -> None:
+    rng = np.random.default_rng(11)
+    a = _series(list(rng.uniform(0, 1, 30)), [f"img{i:02d}" for i in range(30)])  # already in name order
+    b = a + rng.normal(0.05, 0.1, 30)
+    res = stats.paired_comparison(a, b, n_boot=3000, seed=5)
+    ref = sps.bootstrap(
+        (a.to_numpy(), b.to_numpy()),
+        lambda x, y, axis: np.mean(y - x, axis=axis),
+        paired=True,
+        n_resamples=3000,
+        batch=2000,  # paired_comparison's default chunk: the same draws
+        method="percentile",
+        rng=np.random.default_rng(5),
+    ).confidence_interval
+    assert (res.ci_low, res.ci_high) == pytest.approx((ref.low, ref.high), rel=1e-12)
+
+
 def test_wilcoxon_p_matches_scipy() -> None:
     a = _series([0.61, 0.72, 0.55, 0.80, 0.43, 0.66, 0.71, 0.50])
     d = np.array([0.10, -0.02, 0.15, 0.07, 0.30, -0.05, 0.12, 0.08])
