@@ -1,4 +1,5 @@
-"""Tests for glandseg_core.tta: view mapping, clustering across views, fading of glands few views found.
+"""Tests for glandseg_core.segment.tta: view mapping, clustering across views, fading of glands few views found;
+TTA as a segmenter option; ``evaluate.compare_tta`` (without and with TTA, side by side).
 
 A fake detector stands in for Mask R-CNN: one detection per dark connected component of each view, with
 scores and visibility chosen per call, so every expected mask and score is exact.
@@ -15,11 +16,12 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from glandseg_core import infer, tta
 from glandseg_core.config import RunConfig, save_config
-from glandseg_core.infer import Run
+from glandseg_core.evaluate import compare_tta
 from glandseg_core.models import build_model
-from glandseg_core.postprocess import MaskRCNNPost, UNetPost
+from glandseg_core.segment import MaskRCNNSegmenter, UNetSegmenter, make_segmenter, tta
+from glandseg_core.thresholds import MaskRCNNPost, UNetPost
+from tests.helpers import write_fake_glas
 
 PINK, PURPLE = (235, 170, 200), (90, 40, 120)
 H, W = 120, 180
@@ -73,8 +75,16 @@ class ViewDetector(torch.nn.Module):
         return [{"scores": scores, "masks": torch.from_numpy(stack.astype(np.float32))[:, None]}]
 
 
-def run_with(model: torch.nn.Module, **post: float) -> Run:
-    return Run(model, RunConfig(model="maskrcnn"), MaskRCNNPost(**{"min_area": 20, **post}))
+def seg_with(model: torch.nn.Module, *, tta: bool = False, **post: float) -> MaskRCNNSegmenter:
+    post_ = MaskRCNNPost(**{"min_area": 20, **post})
+    seg = make_segmenter(model, RunConfig(model="maskrcnn"), post_, tta=tta)
+    assert isinstance(seg, MaskRCNNSegmenter)
+    return seg
+
+
+def merged(seg: MaskRCNNSegmenter, image: np.ndarray, **kw: object) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's views of ``image`` merged (what ``seg.tta = True`` paints)."""
+    return tta.merged_views(seg.outputs, image, seg.post, **kw)  # type: ignore[arg-type]
 
 
 def area_of(r: int) -> int:
@@ -110,39 +120,19 @@ def test_views_4_are_the_flips() -> None:
     assert views == flips
 
 
-def test_mask_iou_matches_dense_computation() -> None:
-    rng = np.random.default_rng(0)
-    shape = (40, 60)
-    boxes, masks, dense = [], [], []
-    for _ in range(7):
-        y0, x0 = rng.integers(0, 30), rng.integers(0, 45)
-        y1, x1 = y0 + rng.integers(1, 10), x0 + rng.integers(1, 15)
-        m = rng.random((y1 - y0, x1 - x0)) > 0.4
-        full = np.zeros(shape, bool)
-        full[y0:y1, x0:x1] = m
-        boxes.append([y0, x0, y1, x1])
-        masks.append(m)
-        dense.append(full)
-    d = np.stack(dense).reshape(7, -1).astype(float)
-    inter = d @ d.T
-    union = d.sum(1)[:, None] + d.sum(1)[None] - inter
-    expected = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    np.testing.assert_allclose(tta.mask_iou(np.array(boxes), masks, shape), expected)
-
-
 def test_cluster_keeps_views_apart() -> None:
     iou = np.ones((4, 4))
     labels = tta.cluster(np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, 0, 1, 1]), iou, n_views=2)
     assert sorted(labels.tolist()) == [0, 0, 1, 1] and labels[0] != labels[1]
 
 
-# ------------------------------------------------------------------------------------------ maskrcnn_tta
+# ----------------------------------------------------------------------------------------- merged_views
 
 
 def test_equivariant_detector_gives_each_gland_once_with_full_masks() -> None:
     image, truth = disc_image()
     model = ViewDetector()
-    scores, masks = tta.maskrcnn_tta(run_with(model), image)
+    scores, masks = merged(seg_with(model), image)
     assert model.calls == 8
     assert scores.dtype == np.float32 and masks.dtype == np.float32 and masks.shape == (3, H, W)
     np.testing.assert_allclose(scores, 0.9, rtol=1e-6)
@@ -155,7 +145,7 @@ def test_score_is_the_mean_over_the_views_that_found_the_gland() -> None:
     image, _ = disc_image()
     small = area_of(16)
     model = ViewDetector(score=lambda i: 0.5 + 0.05 * i, visible=lambda i, area: area != small or i < 5)
-    scores, masks = tta.maskrcnn_tta(run_with(model, score_thresh=0.3), image)
+    scores, masks = merged(seg_with(model, score_thresh=0.3), image)
     assert len(scores) == 3
     by_area = {int((m > 0).sum()): s for s, m in zip(scores, masks)}
     assert by_area[small] == pytest.approx(0.5 + 0.05 * 2)  # calls 0..4
@@ -169,25 +159,23 @@ def test_gland_found_by_few_views_fades() -> None:
     small, middle = area_of(16), area_of(22)
     seen = {small: range(3), middle: range(5)}  # the small gland in 3 of 8 views, the first in 5 of 8
     model = ViewDetector(visible=lambda i, area: i in seen.get(area, range(8)), ghost=True)
-    scores, masks = tta.maskrcnn_tta(run_with(model), image, min_score=0.0)
+    scores, masks = merged(seg_with(model), image, min_score=0.0)
     assert len(scores) == 2  # small gland (3/8) and the ghosts (1/8 each) never exceed mask_thresh
     areas = sorted(int((m > 0).sum()) for m in masks)
     assert areas == sorted([middle, area_of(30)])
     peak = {int((m > 0).sum()): float(m.max()) for m in masks}
     assert peak[middle] == pytest.approx(5 / 8)
-    labels = infer.predict(
-        run_with(ViewDetector(visible=lambda i, a: i in seen.get(a, range(8)), ghost=True)),
-        image,
-        tta=True,
-    )
+    labels = seg_with(
+        ViewDetector(visible=lambda i, a: i in seen.get(a, range(8)), ghost=True), tta=True
+    )(image)
     assert labels.max() == 2 and not (labels[truth == 3]).any()
 
 
 def test_two_detections_of_one_view_stay_apart_and_painting_keeps_one() -> None:
     image, truth = disc_image()
-    scores, _ = tta.maskrcnn_tta(run_with(ViewDetector(twice=True)), image)
+    scores, _ = merged(seg_with(ViewDetector(twice=True)), image)
     assert len(scores) == 6
-    labels = infer.predict(run_with(ViewDetector(twice=True)), image, tta=True)
+    labels = seg_with(ViewDetector(twice=True), tta=True)(image)
     assert labels.max() == 3
     np.testing.assert_array_equal(labels > 0, truth > 0)
 
@@ -195,10 +183,10 @@ def test_two_detections_of_one_view_stay_apart_and_painting_keeps_one() -> None:
 def test_four_views_and_no_detections() -> None:
     image, _ = disc_image()
     model = ViewDetector()
-    scores, masks = tta.maskrcnn_tta(run_with(model), image, views=tta.VIEWS_4)
+    scores, masks = merged(seg_with(model), image, views=tta.VIEWS_4)
     assert model.calls == 4 and len(scores) == 3
     empty = np.full((H, W, 3), 230, np.uint8)
-    scores, masks = tta.maskrcnn_tta(run_with(ViewDetector()), empty)
+    scores, masks = merged(seg_with(ViewDetector()), empty)
     assert scores.shape == (0,) and masks.shape == (0, H, W)
 
 
@@ -209,20 +197,42 @@ def test_unet_tta_of_an_equivariant_model_changes_nothing() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.cat([-3 * x.mean(1, keepdim=True), x[:, 1:2]], dim=1)
 
-    run = Run(Pixel(), RunConfig(model="unet", unet_scale=1.0, train_amp=False), UNetPost(min_area=20))
+    cfg = RunConfig(model="unet", unet_scale=1.0, train_amp=False)
+    seg = make_segmenter(Pixel(), cfg, UNetPost(min_area=20), tta=True)
+    assert isinstance(seg, UNetSegmenter)
     image, _ = disc_image()
-    np.testing.assert_allclose(
-        infer.unet_probs(run, image, tta=True), infer.unet_probs(run, image), atol=1e-6
-    )
+    with_tta = seg.raw(image)
+    seg.tta = False
+    np.testing.assert_allclose(with_tta, seg.raw(image), atol=1e-6)
 
 
-# ------------------------------------------------------------------------------------------- tta_report
+def test_mean_of_views_calls_forward_once_per_view_and_maps_back() -> None:
+    x = torch.arange(2 * 3 * 5, dtype=torch.float32).reshape(1, 2, 3, 5)
+    shapes = []
+
+    def forward(v: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(v.shape[-2:]))
+        return v * 2
+
+    torch.testing.assert_close(tta.mean_of_views(forward, x), x * 2)
+    assert len(shapes) == 8 and set(shapes) == {(3, 5), (5, 3)}
+    torch.testing.assert_close(tta.mean_of_views(forward, x, tta.VIEWS_4), x * 2)
 
 
-def test_tta_report_compares_plain_and_tta(
-    tmp_path: Path, fake_glas_factory: Callable[..., Path]
-) -> None:
-    data = fake_glas_factory(names=("testA_1", "testA_2", "testB_1"))
+def test_maskrcnn_tta_option_paints_the_merged_views() -> None:
+    image, truth = disc_image()
+    seg = seg_with(ViewDetector(), tta=True)
+    raw = seg.raw(image)
+    assert seg.model.calls == 8 and raw.shape == (H, W)
+    np.testing.assert_array_equal(seg.labels(raw) > 0, truth > 0)
+    assert seg.labels(raw).max() == 3
+
+
+# ------------------------------------------------------------------------------------------ compare_tta
+
+
+def test_compare_tta_compares_plain_and_tta(tmp_path: Path) -> None:
+    data = write_fake_glas(tmp_path / "glas", names=("testA_1", "testA_2", "testB_1"))
     cfg = RunConfig(model="unet", unet_base=4, unet_depth=2, unet_scale=1.0, train_amp=False)
     torch.manual_seed(0)
     model_dir = tmp_path / "model"
@@ -232,7 +242,7 @@ def test_tta_report_compares_plain_and_tta(
         model_dir / "weights.pt",
     )
     save_config(cfg, model_dir / "config.json")
-    report = tta.tta_report(model_dir, data, ["testA", "testB"], tmp_path / "out")
+    report = compare_tta(model_dir, data, ["testA", "testB"], tmp_path / "out")
     assert list(report["split"]) == ["testA", "testB", "all"]
     assert list(report["n_images"]) == [2, 1, 3]
     for col in ("f1", "f1_tta", "d_f1", "object_dice_tta", "d_object_hausdorff", "sec_per_image_tta"):
