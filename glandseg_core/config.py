@@ -31,6 +31,7 @@ class RunConfig:
 
     name: str = "glandseg-unet"
     model: str = "unet"
+    data_mpp: float = 0.62  # micrometres per pixel of the training images (GlaS: 20x, 0.62 um/px)
     # --- U-Net
     unet_base: int = 32
     unet_depth: int = 4
@@ -120,6 +121,7 @@ ANCHOR_LEVELS = 5  # one anchor size per FPN level
 _RULES: dict[str, _Rule] = {
     "name": _Rule(str),
     "model": _Rule(str, choices=MODEL_KINDS),
+    "data_mpp": _float(0.01, 100.0, lo_open=True),
     "unet_base": _int(1, 256),
     "unet_depth": _int(1, 6),
     "unet_instance": _Rule(bool),
@@ -185,11 +187,15 @@ def check_field(name: str, value: Any) -> Any:
             raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
         return value
     if rule.kind is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != ANCHOR_LEVELS:
+        try:
+            if not isinstance(value, (list, tuple)) or len(value) != ANCHOR_LEVELS:
+                raise ConfigError("wrong length")
+            return tuple(_number(name, v, rule) for v in value)
+        except ConfigError:
+            each = f"each {rule.allowed()}"
             raise ConfigError(
-                f"{name} needs {ANCHOR_LEVELS} sizes (one per FPN level), each {rule.allowed()}, got {value!r}"
-            )
-        return tuple(_number(name, v, rule) for v in value)
+                f"{name} needs {ANCHOR_LEVELS} sizes (one per FPN level), {each}, got {value!r}"
+            ) from None
     return _number(name, value, rule)
 
 

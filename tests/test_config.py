@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from glandseg_core.config import (
     PRESETS,
     RunConfig,
+    check_field,
     coerce_overrides,
     config_from_dict,
     get_preset,
     load_config,
     save_config,
 )
+from glandseg_core.errors import ConfigError
 
 
 def test_poster_maskrcnn_carries_the_poster_values_verbatim() -> None:
@@ -165,17 +169,124 @@ def test_coerce_overrides_types() -> None:
     [
         ({"train_learning_rate": "0.1"}, "unknown config key"),
         ({"unet_instance": "yes"}, "true or false"),
-        ({"train_epochs": "2.5"}, "invalid literal"),
-        ({"train_lr": "fast"}, "could not convert"),
-        ({"maskrcnn_anchor_sizes": "8,sixteen"}, "invalid literal"),
+        ({"train_epochs": "2.5"}, "train_epochs must be a whole number"),
+        ({"train_lr": "fast"}, "train_lr must be a number in (0, 10], got 'fast'"),
+        ({"maskrcnn_anchor_sizes": "8,sixteen"}, "maskrcnn_anchor_sizes needs 5 sizes"),
+        ({"maskrcnn_anchor_sizes": "8,16,32,64,sixteen"}, "got [8, 16, 32, 64, 'sixteen']"),
     ],
 )
 def test_coerce_overrides_rejects_bad_input(overrides: dict[str, str], needle: str) -> None:
-    with pytest.raises(ValueError, match=needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
         coerce_overrides(overrides)
 
 
-def test_override_to_an_invalid_value_is_caught_by_the_config() -> None:
-    out = coerce_overrides({"train_augment": "extreme"})  # a string: coercion accepts it ...
-    with pytest.raises(ValueError, match="train_augment"):  # ... the frozen config refuses it
-        dataclasses.replace(PRESETS["glandseg-unet"], **out)
+def test_override_to_an_invalid_value_is_caught() -> None:
+    # coercion shares the config's checks, so it refuses the value at once (before: only the config did)
+    with pytest.raises(ConfigError, match="train_augment must be one of"):
+        coerce_overrides({"train_augment": "extreme"})
+    with pytest.raises(ValueError, match="train_augment"):  # ... and so does the frozen config
+        dataclasses.replace(PRESETS["glandseg-unet"], train_augment="extreme")
+
+
+# ---------------------------------------------------------- issue #15 item 7: types and ranges on load
+
+
+def _write_config(tmp_path: Path, **changes: Any) -> Path:
+    d = dataclasses.asdict(PRESETS["glandseg-unet"])
+    d.update(changes)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(d))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("unet_base", "16", "a whole number in [1, 256]"),
+        ("unet_base", None, "a whole number in [1, 256]"),
+        ("unet_base", 16.5, "a whole number in [1, 256]"),
+        ("unet_base", 100000, "a whole number in [1, 256]"),  # once tried to allocate 360 GB
+        ("unet_base", True, "a whole number in [1, 256]"),
+        ("unet_depth", "5", "a whole number in [1, 6]"),
+        ("unet_depth", 7, "a whole number in [1, 6]"),
+        ("unet_scale", "0.5", "a number in [0.05, 2]"),
+        ("unet_instance", "true", "true or false"),
+        ("unet_instance", 1, "true or false"),
+        ("train_crop_size", 100000, "a whole number in [0, 2048]"),
+        ("train_batch_size", 10000, "a whole number in [1, 64]"),
+        ("train_batch_size", 0, "a whole number in [1, 64]"),
+        ("train_lr", "fast", "a number in (0, 10]"),
+        ("train_lr", 0, "a number in (0, 10]"),
+        ("train_lr", float("nan"), "a number in (0, 10]"),
+        ("train_epochs", -3, "a whole number in [1, 100000]"),
+        ("maskrcnn_min_size", 100000, "a whole number in [16, 2048]"),
+        ("maskrcnn_max_size", 100000, "a whole number in [16, 4096]"),
+        ("maskrcnn_detections_per_img", 10**6, "a whole number in [1, 500]"),
+        ("maskrcnn_box_batch_size_per_image", 10**6, "a whole number in [1, 4096]"),
+        ("maskrcnn_rpn_post_nms_top_n_train", 10**7, "a whole number in [1, 10000]"),
+        ("maskrcnn_box_head_dim", 10**6, "a whole number in [16, 4096]"),
+        ("maskrcnn_anchor_sizes", [32, 64, 128, 256, "512"], "a whole number in [1, 2048]"),
+        ("maskrcnn_anchor_sizes", [32, 64, 128, 256, 10**6], "a whole number in [1, 2048]"),
+        ("maskrcnn_anchor_sizes", "32", "5 sizes"),
+        ("train_augment", 3, "one of ('none', 'flip', 'strong')"),
+        ("name", None, "a string"),
+        ("train_init", 0, "a string"),
+    ],
+)
+def test_bad_config_json_gives_one_line_naming_field_value_and_allowed(
+    tmp_path: Path, field: str, value: object, allowed: str
+) -> None:
+    """Wrong types and absurd sizes in config.json are refused on load with one line (regression: strings
+    and null reached the network as tracebacks, and unet_base=100000 tried to allocate 360 GB)."""
+    path = _write_config(tmp_path, **{field: value})
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert str(path) in msg and field in msg and allowed in msg, msg
+    assert repr(value) in msg, msg
+
+
+def test_integral_floats_are_accepted_as_whole_numbers(tmp_path: Path) -> None:
+    cfg = load_config(_write_config(tmp_path, unet_base=16.0, train_epochs=3.0, train_lr=1))
+    assert cfg.unet_base == 16 and type(cfg.unet_base) is int
+    assert cfg.train_epochs == 3 and type(cfg.train_epochs) is int
+    assert cfg.train_lr == 1.0 and type(cfg.train_lr) is float
+
+
+def test_a_json_list_of_anchor_sizes_becomes_a_tuple() -> None:
+    cfg = config_from_dict({"maskrcnn_anchor_sizes": [8, 16, 32, 64, 128.0]})
+    assert cfg.maskrcnn_anchor_sizes == (8, 16, 32, 64, 128) and hash(cfg)
+
+
+def test_unet_bottleneck_width_is_bounded() -> None:
+    """Each field in range, yet together absurd: a 256 x 2**6 = 16384-channel bottleneck (~5 G parameters)."""
+    with pytest.raises(ConfigError, match=r"unet_base=256 with unet_depth=6 .* at most 2048"):
+        config_from_dict({"unet_base": 256, "unet_depth": 6})
+    assert config_from_dict({"unet_base": 64, "unet_depth": 5}).unet_base == 64  # 2048 channels: allowed
+
+
+def test_command_line_overrides_share_the_checks(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as from_cli:
+        coerce_overrides({"unet_base": "100000"})
+    with pytest.raises(ConfigError) as from_json:
+        config_from_dict({"unet_base": 100000})
+    assert (
+        str(from_cli.value)
+        == str(from_json.value)
+        == "unet_base must be a whole number in [1, 256], got 100000"
+    )
+    assert coerce_overrides({"unet_base": "16.0"}) == {"unet_base": 16}
+    with pytest.raises(
+        ConfigError, match="unet_depth must be a whole number in"
+    ):  # type as well as range
+        coerce_overrides({"unet_depth": "five"})
+
+
+def test_every_field_has_a_rule_and_every_preset_and_shipped_model_passes() -> None:
+    for f in dataclasses.fields(RunConfig):
+        check_field(f.name, getattr(RunConfig(), f.name))
+    for cfg in PRESETS.values():
+        assert config_from_dict(dataclasses.asdict(cfg)) == cfg
+    for path in Path(__file__).resolve().parents[1].glob("trained_models/*/config.json"):
+        load_config(path)
