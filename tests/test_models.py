@@ -1,4 +1,5 @@
-"""Tests for glandseg_core.models: forward and backward on small inputs, registry errors, precision handling."""
+"""Tests for glandseg_core.models: forward and backward on small inputs, registry errors, the mixed-precision
+backbone. Device choice and autocast themselves: test_device.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from glandseg_core import precision
+from glandseg_core import device
 from glandseg_core.config import PRESETS
 from glandseg_core.models import build_model, list_models, register_model
 from glandseg_core.models.maskrcnn import MixedPrecisionBackbone
@@ -75,6 +76,20 @@ def test_unet_input_size_error_names_the_fix() -> None:
     assert "67x64" in msg and "multiples of 8" in msg and "(72, 64)" in msg
 
 
+def test_unet_normalises_its_own_input_without_new_state() -> None:
+    model = UNet(base=4, depth=2).eval()
+    # the ImageNet statistics are buffers outside the state dict: weights saved before still load
+    assert not {"mean", "std"} & set(model.state_dict())
+    torch.testing.assert_close(model.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    torch.testing.assert_close(model.std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        model.mean.zero_()
+        model.std.fill_(1.0)  # normalisation off: the same network gives another output
+        assert not torch.allclose(model(x), ref)
+
+
 def test_unet_rejects_bad_sizes() -> None:
     with pytest.raises(ValueError, match="depth and base"):
         UNet(base=4, depth=0)
@@ -128,7 +143,10 @@ def test_maskrcnn_train_forward_backward(maskrcnn: torch.nn.Module) -> None:
 def test_maskrcnn_box_head_width_is_configurable() -> None:
     torch.manual_seed(0)
     model = build_model(tiny_maskrcnn_cfg(maskrcnn_box_head_dim=256))
-    assert model.roi_heads.box_head.fc6.out_features == 256 and model.roi_heads.box_head.fc7.out_features == 256
+    assert (
+        model.roi_heads.box_head.fc6.out_features == 256
+        and model.roi_heads.box_head.fc7.out_features == 256
+    )
     assert model.roi_heads.box_predictor.cls_score.in_features == 256
     model.train()
     losses = model([torch.rand(3, 128, 128)], [square_target()])
@@ -136,7 +154,9 @@ def test_maskrcnn_box_head_width_is_configurable() -> None:
     model.eval()
     with torch.no_grad():
         assert set(model([torch.rand(3, 128, 128)])[0]) == {"boxes", "labels", "scores", "masks"}
-    default = build_model(tiny_maskrcnn_cfg())  # torchvision's 1024, what the shipped model and the poster use
+    default = build_model(
+        tiny_maskrcnn_cfg()
+    )  # torchvision's 1024, what the shipped model and the poster use
     assert default.roi_heads.box_head.fc6.out_features == 1024
     with pytest.raises(ValueError, match="maskrcnn_box_head_dim"):
         tiny_maskrcnn_cfg(maskrcnn_box_head_dim=0)
@@ -181,7 +201,7 @@ def test_maskrcnn_state_dict_keeps_torchvision_names(maskrcnn: torch.nn.Module) 
 def test_mixed_precision_backbone_returns_fp32_features(
     maskrcnn: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(precision, "has_amx", lambda: True)  # force CPU bf16 autocast on any CPU
+    monkeypatch.setattr(device, "has_amx", lambda: True)  # force CPU bf16 autocast on any CPU
     wrapped = MixedPrecisionBackbone(maskrcnn.backbone, enabled=True).eval()
     inner: list[torch.dtype] = []
     hook = wrapped.fpn.register_forward_hook(lambda m, i, o: inner.extend(v.dtype for v in o.values()))
@@ -196,14 +216,6 @@ def test_mixed_precision_backbone_returns_fp32_features(
     off = MixedPrecisionBackbone(maskrcnn.backbone, enabled=False).eval()
     with torch.no_grad():
         assert all(v.dtype == torch.float32 for v in off(torch.rand(1, 3, 64, 64)).values())
-
-
-def test_precision_autocast_is_a_no_op_without_amx(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(precision, "has_amx", lambda: False)
-    with precision.autocast(torch.device("cpu"), True):
-        assert not torch.is_autocast_enabled("cpu")
-    with precision.autocast(torch.device("cpu"), False):
-        assert not torch.is_autocast_enabled("cpu")
 
 
 @pytest.mark.parametrize("backbone", ["resnet34", "mobilenet_v3_large"])
