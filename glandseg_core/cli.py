@@ -1,6 +1,6 @@
 """The ``glandseg`` command (also ``python -m glandseg_core``): one entry point for every verb.
 
-    glandseg train | predict | evaluate | export | card | tta | pack
+    glandseg train | predict | evaluate | export | card | tta | pack | data
 
 Expected errors (bad files, folders, settings) print one line, ``error: ...``, and exit with code 2; a stopped
 training exits with 3.
@@ -51,6 +51,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--tta", action="store_true", help="test-time augmentation (8 flips/rotations)")
     pr.add_argument("--device", choices=["cpu", "cuda"])
     pr.add_argument("images", nargs="+", type=Path)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("data", help="get the official GlaS release: download it or import its zip")
+    verbs = d.add_subparsers(dest="data_command", required=True)
+    f = verbs.add_parser("fetch", help="download the GlaS release zip, unpack it and check every file's SHA-256")
+    i = verbs.add_parser("import", help="unpack a GlaS release zip you already have and check every file")
+    i.add_argument("zip", type=Path, help="warwick_qu_dataset_released_2016_07_08.zip")
+    for v in (f, i):
+        v.add_argument("--dest", type=Path, default=Path("data/glas"), help="GlaS folder (default: data/glas)")
+        v.add_argument("--no-bar", action="store_true", help="no progress bar")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +116,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     """The parser of the sub-commands."""
     p = argparse.ArgumentParser(prog="glandseg", description="Gland segmentation on GlaS: U-Net and Mask R-CNN.")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_predict, _add_evaluate, _add_model_tools, _add_pack):
+    for add in (_add_train, _add_predict, _add_evaluate, _add_model_tools, _add_pack, _add_data):
         add(sub)
     return p
 
@@ -205,9 +216,28 @@ def _cmd_tta(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from . import glas_release
+
+    bar = not args.no_bar
+    if args.data_command == "fetch":
+        report = glas_release.fetch(args.dest, show_bar=bar, log=lambda m: print(m, file=sys.stderr))
+    else:
+        report = glas_release.import_zip(args.zip, args.dest, show_bar=bar)
+    if report.written == 0:
+        print(f"{report.dest}: all {report.files} files of the GlaS release already there, SHA-256 checked")
+    else:
+        print(f"{report.dest}: {report.written} files written, {report.present} already there; "
+              f"all {report.files} match their SHA-256")  # fmt: skip
+    if report.ignored:
+        print(f"ignored {len(report.ignored)} zip entries that are not part of the release")
+    print(f"use it with: export GLANDSEG_DATA={report.dest.resolve()}")
+    return 0
+
+
 COMMANDS = {
     "train": _cmd_train, "predict": _cmd_predict, "evaluate": _cmd_evaluate, "export": _cmd_export,
-    "card": _cmd_card, "tta": _cmd_tta, "pack": _cmd_pack,
+    "card": _cmd_card, "tta": _cmd_tta, "pack": _cmd_pack, "data": _cmd_data,
 }  # fmt: skip
 
 
