@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glandseg_core.infer import load_run, predict
 from glandseg_core.io import read_image, read_label_map
 from glandseg_core.metrics import score_image
+from glandseg_core.segment import load_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "trained_models"
@@ -26,14 +26,15 @@ def test_shipped_model_segments_the_samples(name: str) -> None:
     """
     model_dir = MODELS / name
     assert (model_dir / "weights.pt").is_file(), f"{model_dir} is not shipped"
-    run = load_run(model_dir, device="cpu")
+    segmenter = load_segmenter(model_dir, device="cpu")
+    assert segmenter.kind == name
     n_pred = n_gt = 0
     for path in sorted(SAMPLES.glob("test*_[0-9]*.png")):
         if path.stem.endswith("_anno"):
             continue
         image = read_image(path)
         gt = read_label_map(path.with_name(f"{path.stem}_anno.png"), shape=image.shape[:2])
-        labels = predict(run, image)
+        labels = segmenter(image)
         assert labels.dtype == np.int32 and labels.shape == image.shape[:2]
         assert score_image(labels, gt).f1 > 0.5, path.name
         n_pred += len(np.unique(labels)) - 1
@@ -45,7 +46,14 @@ def test_shipped_model_segments_the_samples(name: str) -> None:
 @pytest.mark.parametrize("name", ["unet", "maskrcnn"])
 def test_shipped_model_folder_is_complete(name: str) -> None:
     model_dir = MODELS / name
-    for f in ("weights.pt", "config.json", "postprocess.json", "metrics.json", "per_image.csv", "MODEL_CARD.md"):
+    for f in (
+        "weights.pt",
+        "config.json",
+        "postprocess.json",
+        "metrics.json",
+        "per_image.csv",
+        "MODEL_CARD.md",
+    ):
         assert (model_dir / f).is_file(), f
     assert (model_dir / "weights.pt").stat().st_size < 100 * 2**20
     metrics = json.loads((model_dir / "metrics.json").read_text())
@@ -61,7 +69,11 @@ def test_poster_recipe_folder_holds_scores_predictions_and_card() -> None:
     assert not (model_dir / "weights.pt").exists()
     config = json.loads((model_dir / "config.json").read_text())
     assert config["name"] == "poster-maskrcnn" and config["maskrcnn_backbone"] == "resnet50"
-    assert config["train_optimizer"] == "sgd" and config["train_lr"] == 0.005 and config["train_lr_step_epochs"] == 3
+    assert (
+        config["train_optimizer"] == "sgd"
+        and config["train_lr"] == 0.005
+        and config["train_lr_step_epochs"] == 3
+    )
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["testA"]["n_images"] == 60 and metrics["testB"]["n_images"] == 20
     per_image = pd.read_csv(model_dir / "per_image.csv")
