@@ -7,11 +7,9 @@ message names the file and the problem, so the CLI and the dashboard can show it
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import stat
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,16 +18,15 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import ImageError
+from .files import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+from .pixels import brief, to_labels, to_rgb
+
 MAX_PIXELS = 100_000_000  # larger images are refused before they are decoded
 MIN_SIDE = 8  # smaller images cannot hold a gland
 _MAX_LABEL_PNG = 65_535  # a 16-bit PNG holds ids up to this
-_INT32_MAX = int(np.iinfo(np.int32).max)
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
-
-
-class ImageError(ValueError):
-    """One-line, user-facing message naming the file and the problem."""
 
 
 def read_image(src: Source, *, name: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -51,7 +48,7 @@ def read_image(src: Source, *, name: str | None = None, max_pixels: int = MAX_PI
         ImageError: The file is missing, empty, not an image, truncated or corrupt, larger than
             ``max_pixels``, smaller than 8×8, or in a colour mode that cannot be converted to RGB.
     """
-    return _decode(src, name, max_pixels=max_pixels, min_side=MIN_SIDE, shape=None, convert=_to_rgb)
+    return _decode(src, name, max_pixels=max_pixels, min_side=MIN_SIDE, shape=None, convert=to_rgb)
 
 
 def read_label_map(
@@ -75,7 +72,7 @@ def read_label_map(
             ``shape``, a colour annotation whose channels differ, non-integer or non-finite values,
             negative values or values above the int32 range.
     """
-    return _decode(src, name, max_pixels=MAX_PIXELS, min_side=1, shape=shape, convert=_to_labels)
+    return _decode(src, name, max_pixels=MAX_PIXELS, min_side=1, shape=shape, convert=to_labels)
 
 
 def label_png_bytes(labels: np.ndarray) -> bytes:
@@ -141,60 +138,6 @@ def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
     atomic_write_bytes(path, png_bytes(rgb))
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | memoryview) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new file, never a partial one.
-
-    How it works: the data go to a hidden temporary file in the same folder, which is flushed, fsynced
-    and renamed over the target with ``os.replace`` (atomic on POSIX and Windows). On any error the
-    temporary file is removed and the old file is left untouched. An existing file keeps its permission
-    bits; a new one gets 0o644.
-
-    Args:
-        path: Destination file; its folder must exist.
-        data: The new content.
-
-    Raises:
-        OSError: The folder is missing or not writable, the disk is full, ...
-    """
-    target = Path(path)
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except OSError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if os.name == "posix":  # make the rename itself durable
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`).
-
-    Args:
-        path: Destination file; its folder must exist.
-        text: The new content, written as is (no newline translation).
-
-    Raises:
-        OSError: The folder is missing or not writable, the disk is full, ...
-    """
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 # -------------------------------------------------------------------------------------------- decoding
 
 
@@ -218,12 +161,12 @@ def _decode(
                 im = Image.open(fp)
         except Image.DecompressionBombError as exc:
             raise ImageError(
-                f"{label}: the image is too large to decode safely ({_brief(exc)})"
+                f"{label}: the image is too large to decode safely ({brief(exc)})"
             ) from None
         except UnidentifiedImageError:
             raise ImageError(f"{label}: not an image file (unknown or unsupported format)") from None
         except Exception as exc:  # noqa: BLE001  Pillow plugins raise many types on corrupt headers
-            raise ImageError(f"{label}: not a readable image file ({_brief(exc)})") from None
+            raise ImageError(f"{label}: not a readable image file ({brief(exc)})") from None
         with im:
             width, height = im.size
             if width * height > max_pixels:
@@ -244,14 +187,14 @@ def _decode(
                 im.load()
             except Exception as exc:  # noqa: BLE001  truncated data surfaces as OSError, SyntaxError, ...
                 raise ImageError(
-                    f"{label}: the image file is truncated or corrupt ({_brief(exc)})"
+                    f"{label}: the image file is truncated or corrupt ({brief(exc)})"
                 ) from None
             try:
                 return convert(im, label)
             except ImageError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                raise ImageError(f"{label}: cannot convert {im.mode} image ({_brief(exc)})") from None
+                raise ImageError(f"{label}: cannot convert {im.mode} image ({brief(exc)})") from None
     finally:
         if isinstance(fp, io.BufferedReader):
             fp.close()
@@ -272,30 +215,14 @@ def _open_source(src: Source, label: str) -> BinaryIO:
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
     elif isinstance(src, (str, os.PathLike)):
-        try:
-            fh = open(src, "rb")  # noqa: SIM115  closed by _decode
-        except FileNotFoundError:
-            raise ImageError(f"{label}: file not found ({os.fspath(src)})") from None
-        except IsADirectoryError:
-            raise ImageError(f"{label}: is a folder, not an image file") from None
-        except OSError as exc:
-            raise ImageError(f"{label}: cannot open the file ({_brief(exc)})") from None
-        if os.fstat(fh.fileno()).st_size == 0:
-            fh.close()
-            raise ImageError(f"{label}: empty file (0 bytes)")
-        if stat.S_ISDIR(
-            os.fstat(fh.fileno()).st_mode
-        ):  # Windows opens folders without IsADirectoryError
-            fh.close()
-            raise ImageError(f"{label}: is a folder, not an image file")
-        return fh
+        return _open_path(src, label)
     else:
         try:
             if src.seekable():
                 src.seek(0)
             data = src.read()
         except Exception as exc:  # noqa: BLE001  arbitrary file-like objects
-            raise ImageError(f"{label}: cannot read the upload ({_brief(exc)})") from None
+            raise ImageError(f"{label}: cannot read the upload ({brief(exc)})") from None
         if not isinstance(data, (bytes, bytearray)):
             raise ImageError(f"{label}: the upload is not a binary file")
     if not data:
@@ -303,10 +230,50 @@ def _open_source(src: Source, label: str) -> BinaryIO:
     return io.BytesIO(data)
 
 
-def _brief(exc: BaseException) -> str:
-    """Exception text on one short line."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "is a folder"),
+    (stat.S_ISFIFO, "is a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "is a socket"),
+    (stat.S_ISCHR, "is a device"),
+    (stat.S_ISBLK, "is a device"),
+)
+
+
+def _open_path(path: str | os.PathLike[str], label: str) -> BinaryIO:
+    """Open a regular, non-empty file for reading; anything else is refused at once as an ImageError.
+
+    How it works: ``os.stat`` (which never blocks) refuses folders, FIFOs, sockets and devices before any
+    ``open``; the file is then opened with ``O_NONBLOCK``, so a path swapped for a FIFO in between cannot
+    block either, and ``fstat`` checks the opened file again.
+    """
+    try:
+        _check_regular(os.stat(path).st_mode, label)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise ImageError(f"{label}: file not found ({os.fspath(path)})") from None
+    except IsADirectoryError:
+        raise ImageError(f"{label}: is a folder, not an image file") from None
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot open the file ({brief(exc)})") from None
+    fh = os.fdopen(fd, "rb")  # closed by _decode
+    try:
+        info = os.fstat(fd)
+        _check_regular(info.st_mode, label)
+        if info.st_size == 0:
+            raise ImageError(f"{label}: empty file (0 bytes)")
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def _check_regular(mode: int, label: str) -> None:
+    """Refuse a folder, FIFO, socket or device (reading one could block or never end)."""
+    for test, what in _NOT_REGULAR:
+        if test(mode):
+            raise ImageError(f"{label}: {what}, not an image file")
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{label}: not a regular file")
 
 
 def _limit(max_pixels: int) -> str:
@@ -314,93 +281,6 @@ def _limit(max_pixels: int) -> str:
     if max_pixels >= 1_000_000:
         return f"{max_pixels / 1_000_000:g}-megapixel"
     return f"{max_pixels:,}-pixel"
-
-
-# ------------------------------------------------------------------------------------------ conversion
-
-_TRANSPARENT_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
-
-
-def _to_rgb(im: Image.Image, label: str) -> np.ndarray:
-    """Any decoded Pillow image -> uint8 (H, W, 3), transparency composited on white."""
-    mode = im.mode
-    if mode == "RGB" and "transparency" not in im.info:
-        return np.array(im, dtype=np.uint8)
-    if mode.startswith("I") or mode == "F":  # high bit depth: any transparency key is ignored
-        gray = _gray_to_uint8(np.asarray(im))
-        return np.repeat(gray[..., None], 3, axis=2)
-    if mode in _TRANSPARENT_MODES or "transparency" in im.info:
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
-        alpha = rgba[..., 3:] / 255.0
-        rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
-        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-    try:
-        return np.array(im.convert("RGB"), dtype=np.uint8)
-    except ValueError as exc:
-        raise ImageError(f"{label}: unsupported colour mode {mode} ({_brief(exc)})") from None
-
-
-def _gray_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scale one high-bit-depth or float channel to uint8.
-
-    How it works: non-negative integers are divided by the full range of the smallest bit depth (at
-    least 8) that holds the data maximum (12-bit data with max 3000 -> /4095), which keeps relative
-    brightness; floats in 0..1 are multiplied by 255, floats in 0..255 kept, and anything else
-    (negative values, larger floats) is min-max stretched. Non-finite values become 0.
-    """
-    data = arr.astype(np.float32)
-    if arr.dtype.kind == "f" and not np.isfinite(data).all():
-        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
-    if arr.dtype.kind in "ui" and lo >= 0:
-        bits = max(8, int(hi).bit_length())
-        data *= 255.0 / (2**bits - 1)
-    elif arr.dtype.kind == "f" and lo >= 0 and hi <= 1.0:
-        data *= 255.0
-    elif arr.dtype.kind == "f" and lo >= 0 and hi <= 255.0:
-        pass
-    elif hi > lo:
-        data = (data - lo) * (255.0 / (hi - lo))
-    else:
-        data = np.zeros_like(data)
-    return np.clip(np.rint(data), 0, 255).astype(np.uint8)
-
-
-def _to_labels(im: Image.Image, label: str) -> np.ndarray:
-    """Decoded Pillow image -> int32 (H, W) label map, refusing colour, fractional or negative data."""
-    mode = im.mode
-    if mode in ("1", "L", "P", "I", "F") or mode.startswith("I;16"):
-        arr = np.asarray(im)  # P: the palette indices are the ids
-    elif mode in ("LA", "La", "PA"):
-        arr = np.asarray(im.getchannel(0))
-    elif mode in ("RGB", "RGBA", "RGBX", "RGBa"):
-        rgb = np.asarray(im)[..., :3]
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            raise ImageError(
-                f"{label}: annotation is a colour image whose channels differ; "
-                "save it as a grayscale label map (one integer id per gland, 0 = background)"
-            )
-        arr = rgb[..., 0]
-    else:
-        raise ImageError(f"{label}: annotation has colour mode {mode}; expected a grayscale label map")
-    if arr.dtype == bool:
-        return arr.astype(np.int32)
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all():
-            raise ImageError(f"{label}: annotation has NaN or infinite values; expected integer ids")
-        fractional = arr != np.floor(arr)
-        if fractional.any():
-            example = float(arr[fractional][0])
-            raise ImageError(
-                f"{label}: annotation has non-integer values (e.g. {example:g}); expected integer ids"
-            )
-    if arr.size:
-        lo, hi = arr.min(), arr.max()
-        if lo < 0:
-            raise ImageError(f"{label}: annotation has negative values (min {lo:g}); expected ids >= 0")
-        if hi > _INT32_MAX:
-            raise ImageError(f"{label}: annotation has ids up to {hi:g}, above the int32 range")
-    return arr.astype(np.int32)
 
 
 def _label_png(labels: np.ndarray, label: str) -> bytes:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -19,8 +22,6 @@ from glandseg_core import io as gio
 from glandseg_core.io import (
     MAX_PIXELS,
     ImageError,
-    atomic_write_bytes,
-    atomic_write_text,
     label_png_bytes,
     png_bytes,
     read_image,
@@ -198,6 +199,66 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
     assert "folder" in error_of(read_image, tmp_path)
 
 
+def _refused_at_once(read: Callable[..., object], path: Path) -> str:
+    """The ImageError message of ``read(path)``, failing (not hanging) if it takes more than 5 s."""
+    result: list[str] = []
+
+    def run() -> None:
+        try:
+            read(path)
+            result.append("no error")
+        except ImageError as exc:
+            result.append(str(exc))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    if worker.is_alive():  # release a reader stuck in open() on the FIFO, so the test run can go on
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(timeout=5)
+        pytest.fail(f"reading {path.name} blocked for 5 s")
+    return result[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+@pytest.mark.parametrize("read", [read_image, read_label_map])
+def test_fifo_is_refused_at_once(tmp_path: Path, read: Callable[..., object]) -> None:
+    fifo = tmp_path / "y.png"
+    os.mkfifo(fifo)
+    assert _refused_at_once(read, fifo) == "y.png: is a named pipe (FIFO), not an image file"
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero on this system")
+def test_device_is_refused_at_once(tmp_path: Path) -> None:
+    link = tmp_path / "zeros.png"
+    link.symlink_to("/dev/zero")
+    assert _refused_at_once(read_image, link) == "zeros.png: is a device, not an image file"
+    assert (
+        _refused_at_once(read_label_map, tmp_path) == f"{tmp_path.name}: is a folder, not an image file"
+    )
+
+
+def test_uint32_label_map_is_not_read_as_negative(tmp_path: Path) -> None:
+    labels = np.zeros((16, 16), np.uint32)
+    labels[2:6, 2:6], labels[9:12, 9:12] = 70_000, 2_000_000_000
+    tifffile.imwrite(tmp_path / "ok.tif", labels)
+    np.testing.assert_array_equal(read_label_map(tmp_path / "ok.tif"), labels.astype(np.int32))
+    labels[9:12, 9:12] = (
+        4_000_000_000  # above int32: refused with the true reason, not "negative values"
+    )
+    tifffile.imwrite(tmp_path / "big.tif", labels)
+    message = error_of(read_label_map, tmp_path / "big.tif")
+    assert message.startswith("big.tif: annotation has ids up to 4000000000, above the int32 limit")
+    assert "negative" not in message
+    gray = read_image(tmp_path / "big.tif")  # as an image: scaled over the 32-bit range, not stretched
+    assert gray[10, 10, 0] == round(4e9 * 255 / (2**32 - 1)) and gray[0, 0, 0] == 0
+    signed = np.zeros((16, 16), np.int32)
+    signed[1, 1] = -5
+    tifffile.imwrite(tmp_path / "neg.tif", signed)
+    assert "negative values (min -5)" in error_of(read_label_map, tmp_path / "neg.tif")
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "TIFF"])
 def test_truncated_file(fmt: str, tmp_path: Path) -> None:
     data = encode(Image.fromarray(noise_rgb(128, 128)), fmt)
@@ -327,40 +388,6 @@ def test_write_png_roundtrip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_image(png_bytes(rgb)), rgb)
     with pytest.raises(ValueError):
         png_bytes(rgb.astype(np.float32))
-
-
-def test_atomic_write_keeps_old_file_when_replace_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "summary.json"
-    atomic_write_text(path, "old\n")
-
-    def broken_replace(src: object, dst: object) -> None:
-        raise OSError("disk on fire")
-
-    monkeypatch.setattr(gio.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk on fire"):
-        atomic_write_text(path, "new\n")
-    assert path.read_text() == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # temp file removed
-
-
-def test_atomic_write_keeps_old_file_when_data_is_bad(tmp_path: Path) -> None:
-    path = tmp_path / "x.bin"
-    atomic_write_bytes(path, b"old")
-    with pytest.raises(TypeError):
-        atomic_write_bytes(path, "not bytes")  # type: ignore[arg-type]
-    assert path.read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
-
-
-def test_atomic_write_replaces_and_keeps_mode(tmp_path: Path) -> None:
-    path = tmp_path / "notes.txt"
-    atomic_write_text(path, "héllo\n")
-    assert path.read_bytes() == "héllo\n".encode()
-    os.chmod(path, 0o640)
-    atomic_write_bytes(path, b"second")
-    assert path.read_bytes() == b"second"
-    assert (path.stat().st_mode & 0o777) == 0o640
 
 
 # --------------------------------------------------------------------------------------------- fuzzing
