@@ -1,7 +1,11 @@
-"""glandseg dashboard: the router only (``streamlit run app.py``). Pages live in ``pages/``, cached loaders in
-``ui_cache.py``."""
+"""glandseg dashboard: the router only (``streamlit run app.py``). Pages live in ``pages/``, their helpers in ``ui/``.
+
+With ``GLANDSEG_READONLY=1`` the Train page (training and Promote) is left out of the navigation.
+"""
 
 import streamlit as st
+
+from ui.settings import read_only
 
 
 def run() -> None:
@@ -13,6 +17,8 @@ def run() -> None:
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/annotate.py", title="Annotate", icon=":material/draw:"),
     ]
+    if read_only():
+        pages = [p for p in pages if p.title != "Train"]
     st.navigation(pages).run()
 
 

@@ -3,17 +3,21 @@
 import numpy as np
 import streamlit as st
 
-import ui_cache
 from glandseg_core import annotations, export
-from glandseg_core.infer import ModelError
-from glandseg_core.io import ImageError, label_png_bytes
+from glandseg_core.errors import ImageError, ModelError
+from glandseg_core.io import label_png_bytes
+from ui import inference, loaders, pickers, safepaths, settings
 
-ui_cache.ensure_router()
+loaders.ensure_router()
 from streamlit_drawable_canvas import st_canvas
 
 st.title("Annotate glands")
+names, _ = loaders.model_choices("unet")
 with st.sidebar:
-    picked = ui_cache.pick_image("ann", st.sidebar)
+    kinds = [k for k in settings.ROLES if any(n == k or n.startswith(k) for n in names)]
+    picked = pickers.pick_image(
+        "ann", st.sidebar, limit=pickers.page_limit(kinds or list(settings.ROLES))
+    )
 if picked is None:
     st.info("Upload an H&E image (PNG, JPEG, TIFF or BMP) in the sidebar, or pick a bundled sample.")
     st.stop()
@@ -21,11 +25,10 @@ if picked is None:
 image = picked.image
 shape = image.shape[:2]
 size = annotations.canvas_size(shape)
-root = ui_cache.annotations_dir()
+root = settings.annotations_root()
 saved = annotations.annotation_path(root, picked.stem)
 
 starts = {"empty": "Empty canvas"}
-names, _ = ui_cache.model_choices("unet")
 for name in names:
     starts[f"model:{name}"] = f"Prediction of {name}"
 if picked.anno_path is not None:
@@ -51,17 +54,16 @@ st.caption(
 initial = None
 try:
     if start.startswith("model:"):
-        model_dir = str(ui_cache.models_root() / start.split(":", 1)[1])
-        with st.spinner("Segmenting…"):
-            labels0, _ = ui_cache.segment(model_dir, image, False, ui_cache.model_stamp(model_dir))
-        initial = ui_cache.initial_drawing(labels0, size)
-    elif start == "anno" and picked.anno_path is not None:
-        initial = ui_cache.initial_drawing(ui_cache.load_labels(str(picked.anno_path), shape), size)
-    elif start == "saved":
-        initial = ui_cache.initial_drawing(
-            ui_cache.load_labels(str(saved), shape, ui_cache.file_mtime(saved)), size
-        )
-except (ModelError, ImageError, ValueError, RuntimeError, OSError) as e:
+        name = start.split(":", 1)[1]
+        seg = inference.segment(settings.models_root() / name, image, what=f"{picked.stem} with {name}")
+        initial = loaders.initial_drawing(seg.labels, size)
+    elif start in ("anno", "saved"):
+        path = picked.anno_path if start == "anno" else saved
+        labels0 = loaders.load_labels(str(path), None, settings.mtime(path))
+        initial = loaders.initial_drawing(pickers.fit_labels(labels0, picked), size)
+except inference.Cancelled as e:
+    st.info(str(e))
+except (ModelError, ImageError, inference.InferenceFailed, ValueError, OSError) as e:
     st.error(f"Cannot start from {starts[start]}: {e}")
 
 if size[0] < shape[1]:
@@ -73,7 +75,7 @@ result = st_canvas(
     fill_color=annotations.FILL,
     stroke_width=2,
     stroke_color=annotations.STROKE,
-    background_image=ui_cache.canvas_background(image, size),
+    background_image=loaders.canvas_background(image, size),
     width=size[0],
     height=size[1],
     drawing_mode=mode,
@@ -94,29 +96,42 @@ st.subheader("Save")
 if "ann_message" in st.session_state:
     st.success(st.session_state.pop("ann_message"))
 cols = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
-fname = cols[0].text_input(
-    "File name", saved.name, key=f"ann_file_{picked.key}", help=f"Saved under {root}"
-)
-path = annotations.annotation_path(root, fname)
-exists = path.exists()
-confirm = (
-    cols[1].checkbox(f"Overwrite {path.name}", key=f"ann_overwrite_{path.name}") if exists else True
-)
-if cols[2].button("Save", type="primary", disabled=n == 0 or not confirm):
+path, exists, confirm = None, False, False
+if settings.read_only():
+    cols[0].caption(
+        "This deployment is read-only: nothing is saved on the server. Download the label map instead."
+    )
+else:
+    fname = cols[0].text_input(
+        "File name", saved.name, key=f"ann_file_{picked.key}", help=f"Saved under {root}"
+    )
     try:
-        annotations.save_annotation(labels, path, overwrite=exists and confirm)
-        ui_cache.drawn_annotations()[picked.key] = labels
-        st.session_state["ann_message"] = (
-            f"Saved {n} glands to {path}. The Compare page offers it as ground truth for {picked.stem}."
-        )
-        st.rerun()
-    except (FileExistsError, ImageError, OSError) as e:
+        path = safepaths.output_file(root, fname, ".png", "File name")
+    except ValueError as e:
         st.error(str(e))
+    exists = path is not None and path.exists()
+    confirm = (
+        cols[1].checkbox(f"Replace the saved {path.name}", key=f"ann_overwrite_{path.name}")
+        if exists
+        else True
+    )
+    if cols[2].button("Save", type="primary", disabled=n == 0 or not confirm or path is None):
+        try:
+            annotations.save_annotation(labels, path, overwrite=exists and confirm)
+            pickers.drawn_annotations()[picked.key] = labels
+            where = f"Saved {n} glands to {path}."
+            st.session_state["ann_message"] = (
+                f"{where} The Compare page offers it as ground truth for {picked.stem}."
+            )
+            st.rerun()
+        except (FileExistsError, ImageError, OSError) as e:
+            st.error(str(e))
+out_name = path.name if path is not None else saved.name
 cols[3].download_button(
-    "Download", label_png_bytes(labels), path.name, "image/png", on_click="ignore", disabled=n == 0
+    "Download", label_png_bytes(labels), out_name, "image/png", on_click="ignore", disabled=n == 0
 )
 if exists and not confirm:
     st.caption(f"`{path}` exists already: tick the box to replace it.")
 if st.button("Use as ground truth on Compare (without saving)", disabled=n == 0):
-    ui_cache.drawn_annotations()[picked.key] = labels
+    pickers.drawn_annotations()[picked.key] = labels
     st.success("Done: choose “Drawn on the Annotate page” under Ground truth on the Compare page.")

@@ -4,22 +4,20 @@ predictions/<image>_labels.png."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-import ui_cache
-import ui_results as ur
 from glandseg_core import stats
+from ui import drilldown, loaders, settings
+from ui import results as ur
 
-ui_cache.ensure_router()  # a first direct visit to this URL must still go through app.py's router
+loaders.ensure_router()  # a first direct visit to this URL must still go through app.py's router
 st.title("Image drill-down")
 
 models, tables, _ = ur.results_or_stop()
-images = ur.image_table(tables)
-if not os.environ.get("GLANDSEG_DATA"):
+images = drilldown.image_table(tables)
+if settings.glas_dir() is None:
     st.info(
         "GLANDSEG_DATA is not set, so only the bundled samples in `samples/` can be shown. Point it at "
         "the unpacked GlaS folder and restart: `GLANDSEG_DATA=/path/to/glas streamlit run app.py`."
@@ -68,7 +66,9 @@ name = st.selectbox("Image (or select a row above)", names, key="drill_pick", on
 
 row = ordered.loc[ordered["image"] == name].iloc[0]
 n_gt = int(row["n_gt"])
-st.subheader(f"{name} — {row['split']}, {row['grade']}, {n_gt} gland{'' if n_gt == 1 else 's'} annotated")
+st.subheader(
+    f"{name} — {row['split']}, {row['grade']}, {n_gt} gland{'' if n_gt == 1 else 's'} annotated"
+)
 st.caption(
     " · ".join(
         f"**{m}**: " + ", ".join(f"{lab} {row[f'{m} {lab}']:.3g}" for lab, _ in stats.METRICS.values())
@@ -76,7 +76,7 @@ st.caption(
         if pd.notna(row.get(f"{m} F1"))
     )
 )
-if name in ui_cache.single_id_images():
+if name in loaders.single_id_images():
     st.info(
         "This annotation gives all its glands one id: the official metrics count it as one gland, so a "
         "gland-by-gland segmentation scores F1 0 here however well it draws (see docs/METRICS.md)."
@@ -92,13 +92,13 @@ for label in tables:
     if pred is None:
         notes.append(f"{label}: {how}")
     else:
-        preds[label] = (pred, *ur.analyse(pred, gt))
+        preds[label] = (pred, *drilldown.analyse(pred, gt))
         if how != "saved prediction":
             notes.append(f"{label}: {how}")
 for note in notes:
     st.caption(note)
 
-glands = ur.gland_rows({label: p[2] for label, p in preds.items()})
+glands = drilldown.gland_rows({label: p[2] for label, p in preds.items()})
 gland_ids = [int(g) for g in glands["gland"]] if len(glands) else [int(i) for i in np.unique(gt) if i]
 gland_key = f"drill_gland_{name}"
 
@@ -115,7 +115,7 @@ gland = st.selectbox(
     format_func=lambda g: "none" if g is None else f"gland {g}",
 )
 
-cells = ur.views(image, gt, preds, gland)
+cells = drilldown.views(image, gt, preds, gland)
 for start in range(0, len(cells), 2):
     cols = st.columns(2)
     for col, (caption, view) in zip(cols, cells[start : start + 2]):
@@ -145,4 +145,4 @@ if len(glands):
     )
     for label, (_, _, rows) in preds.items():
         with st.expander(f"{label}: predicted glands (TP / FP, partner, Dice, Hausdorff)"):
-            st.dataframe(ur.pred_rows(rows), hide_index=True, key=f"drill_pred_{label}_{name}")
+            st.dataframe(drilldown.pred_rows(rows), hide_index=True, key=f"drill_pred_{label}_{name}")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-import ui_cache
-import ui_results as ur
 from glandseg_core import stats
+from ui import figures, loaders
+from ui import results as ur
 
-ui_cache.ensure_router()  # a first direct visit to this URL must still go through app.py's router
+loaders.ensure_router()  # a first direct visit to this URL must still go through app.py's router
 st.title("Metrics")
 st.caption(
     "GlaS object-level F1, object Dice and object Hausdorff (pixels) on the held-out test splits, read "
@@ -76,7 +76,7 @@ if recipes:
         "be downloaded), so its learning-rate staircase ends before the network learns; scored on JPEG copies of the "
         "test images on the GPU machine, without weights to re-run here. Its folder's MODEL_CARD.md says more."
     )
-quirks = [n for n in ui_cache.single_id_images() if n.split("_")[0] in splits]
+quirks = [n for n in loaders.single_id_images() if n.split("_")[0] in splits]
 if quirks:
     notes.append(
         f"{', '.join(quirks)}: the annotation gives all glands one id, so each counts as one gland and a model "
@@ -110,7 +110,7 @@ def _paired(metric: str, a: str, b: str) -> str | None:
     """Differences plot and test of b - a for one metric; returns the clicked image, if any."""
     res = stats.paired_comparison(*(shown[m].set_index("image")[metric] for m in (a, b)))
     event = st.plotly_chart(
-        ur.difference_figure(res, a, b, metric),
+        figures.difference_figure(res, a, b, metric),
         on_select="rerun",
         selection_mode="points",
         key=f"metrics_diff_{metric}",
@@ -124,7 +124,7 @@ def _paired(metric: str, a: str, b: str) -> str | None:
     )
     if res.note:
         st.caption(res.note)
-    return ur.clicked_image(event)
+    return figures.clicked_image(event)
 
 
 st.subheader(f"Per image ({', '.join(split_names)}; {', '.join(grades)})")
@@ -133,12 +133,12 @@ for tab, metric in zip(st.tabs([stats.METRICS[m][0] for m in stats.METRICS]), st
         left, right = st.columns(2)
         with left:
             event = st.plotly_chart(
-                ur.distribution_figure(shown, metric),
+                figures.distribution_figure(shown, metric),
                 on_select="rerun",
                 selection_mode="points",
                 key=f"metrics_dist_{metric}",
             )
-            clicked = ur.clicked_image(event)
+            clicked = figures.clicked_image(event)
         with right:
             if pair is None:
                 st.info("A paired comparison needs results from two models.")

@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.dashboard: config form specs, progress wording, the runs table and the curves."""
+"""Tests for ui.forms (config form specs, progress wording), ui.runs_table and ui.figures' training curves."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from glandseg_core import dashboard
 from glandseg_core.config import PRESETS, RunConfig
+from ui import figures
+from ui import forms as dashboard
+from ui.runs import RUN_COLUMNS, runs_table
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -64,17 +66,17 @@ def test_progress_text() -> None:
 def test_runs_table_and_figures() -> None:
     runs = [{"name": "a", "model": "unet", "recipe": "r", "status": "finished", "epoch": 2, "epochs": 2,
              "best_val_f1": 0.5, "best_epoch": 2, "updated": 0.0, "extra": 1}]  # fmt: skip
-    table = dashboard.runs_table(runs)
-    assert list(table.columns) == dashboard.RUN_COLUMNS and isinstance(table["updated"][0], str)
+    table = runs_table(runs)
+    assert list(table.columns) == RUN_COLUMNS and isinstance(table["updated"][0], str)
     log = pd.DataFrame(
         [
             {"epoch": 1, "train_loss": 1.0, "loss_dice": 0.4, "val_f1": 0.2, "val_object_dice": 0.3, "val_object_hausdorff": 90.0},
             {"epoch": 2, "train_loss": 0.8, "loss_dice": 0.3},  # validated every other epoch
         ]
     )  # fmt: skip
-    loss = dashboard.loss_figure(log)
+    loss = figures.loss_figure(log)
     assert {t.name for t in loss.data} == {"train_loss", "loss_dice"}
-    val = dashboard.validation_figure(log)
+    val = figures.validation_figure(log)
     assert [t.name for t in val.data][:2] == ["F1", "object Dice"] and len(val.data[0].x) == 1
     assert val.layout.yaxis2.range == (0, pytest.approx(99.0))
-    assert len(dashboard.validation_figure(log[["epoch", "train_loss"]]).data) == 1  # no validation yet
+    assert len(figures.validation_figure(log[["epoch", "train_loss"]]).data) == 1  # no validation yet

@@ -1,17 +1,17 @@
-"""Non-UI logic of the dashboard's Train page: config form specs, progress wording, run table, plotly curves.
+"""The Train page's run form: one widget per RunConfig field, generated from the dataclass, and progress wording.
 
-No streamlit here (the page renders what these functions return), so everything is testable on its own.
+``field_specs`` and ``config_from_values`` are plain functions (tested on their own); ``config_widget`` draws
+one spec as a Streamlit widget.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import pandas as pd
+import streamlit as st
 
-from .config import (
+from glandseg_core.config import (
     AUGMENT_POLICIES,
     MASKRCNN_BACKBONES,
     MODEL_KINDS,
@@ -20,9 +20,6 @@ from .config import (
     RunConfig,
     config_from_dict,
 )
-
-if TYPE_CHECKING:
-    import plotly.graph_objects as go
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": MODEL_KINDS,
@@ -33,17 +30,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 GROUPS = ("General", "Training", "U-Net", "Mask R-CNN")
 _PREFIX_GROUP = {"unet": "U-Net", "maskrcnn": "Mask R-CNN", "train": "Training"}
-RUN_COLUMNS = [
-    "name",
-    "model",
-    "recipe",
-    "status",
-    "epoch",
-    "epochs",
-    "best_val_f1",
-    "best_epoch",
-    "updated",
-]
 
 
 def field_specs(cfg: RunConfig) -> list[dict[str, Any]]:
@@ -105,7 +91,7 @@ def config_from_values(values: dict[str, Any]) -> RunConfig:
 
 
 def progress_text(status: dict[str, Any]) -> tuple[float, str]:
-    """(fraction done in 0..1, one-line wording) of a :func:`glandseg_core.jobs.run_status` dict."""
+    """(fraction done in 0..1, one-line wording) of a :func:`ui.runs.run_status` dict."""
     epochs, epoch = status.get("epochs") or 0, status.get("epoch") or 0
     steps, step = status.get("steps") or 0, status.get("step") or 0
     if status["status"] in ("running", "dead") and epochs and steps:
@@ -121,46 +107,46 @@ def progress_text(status: dict[str, Any]) -> tuple[float, str]:
     return min(1.0, max(0.0, frac)), f"{status['status']} · {text}"
 
 
-def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
-    """The runs of :func:`glandseg_core.jobs.list_runs` as a display table (``updated`` as local time)."""
-    table = pd.DataFrame(runs, columns=RUN_COLUMNS)
-    table["updated"] = [time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) for t in table["updated"]]
-    return table
+def config_widget(spec: dict[str, Any], key: str) -> Any:
+    """One widget for a :func:`field_specs` entry, by its kind; returns the widget's value."""
+    name, kind, value = spec["name"], spec["kind"], spec["value"]
+    if kind == "bool":
+        return st.checkbox(name, value, key=key)
+    if kind == "choice":
+        return st.selectbox(name, spec["choices"], index=spec["choices"].index(value), key=key)
+    if kind in ("int", "float"):
+        fmt = {"step": 1} if kind == "int" else {"format": "%g"}
+        return st.number_input(name, value=value, key=key, **fmt)
+    return st.text_input(name, value, key=key, help="comma-separated" if kind == "ints" else None)
 
 
-_LAYOUT = {"xaxis_title": "epoch", "height": 340, "margin": {"t": 40, "b": 10},
-           "legend": {"orientation": "h", "yanchor": "top", "y": -0.25}}  # fmt: skip
+def run_form(
+    preset: str, cfg: RunConfig, gpu: bool, cpus: int
+) -> tuple[dict[str, Any], int, float, bool]:
+    """The form of a new run, prefilled from ``cfg``: (field values, workers, time budget minutes, submitted)."""
+    with st.form(f"train_form_{preset}"):
+        tabs = dict(zip(GROUPS, st.tabs(list(GROUPS)), strict=True))
+        values = {}
+        for spec in field_specs(cfg):
+            with tabs[spec["group"]]:
+                values[spec["name"]] = config_widget(spec, f"cfg_{preset}_{spec['name']}")
+        c1, c2 = st.columns(2)
+        workers = c1.number_input(
+            "Augmentation workers", min_value=0, max_value=64, step=1, key=f"workers_{preset}",
+            value=min(6, cpus - 1) if gpu else 0,
+            help="processes that build augmented batches, so a GPU is not kept waiting (0 = in the trainer)",
+        )  # fmt: skip
+        budget = c2.number_input(
+            "Time budget (minutes, 0 = none)", min_value=0.0, step=5.0, format="%g", key=f"budget_{preset}",
+            help="after two epochs the run times itself and shortens its schedule to end within the budget",
+        )  # fmt: skip
+        submitted = st.form_submit_button("Start training", type="primary")
+    return values, int(workers), float(budget), submitted
 
 
-def loss_figure(log: pd.DataFrame) -> go.Figure:
-    """Training loss and its components per epoch (``log.jsonl`` rows)."""
-    import plotly.graph_objects as go
-
-    cols = [c for c in log if c == "train_loss" or c.startswith("loss_")]
-    fig = go.Figure([go.Scatter(x=log["epoch"], y=log[c], name=c, mode="lines+markers") for c in cols])
-    return fig.update_layout(title="Training loss", **_LAYOUT)
-
-
-def validation_figure(log: pd.DataFrame) -> go.Figure:
-    """Validation F1 and object Dice (left axis, 0..1) and object Hausdorff (right axis, pixels)."""
-    import plotly.graph_objects as go
-
-    rows = log.dropna(subset=["val_f1"]) if "val_f1" in log else log.iloc[:0]
-    names = {"val_f1": "F1", "val_object_dice": "object Dice"}
-    fig = go.Figure(
-        [
-            go.Scatter(x=rows["epoch"], y=rows[c], name=n, mode="lines+markers")
-            for c, n in names.items()
-            if c in rows
-        ]
-    )
-    haus = rows["val_object_hausdorff"] if "val_object_hausdorff" in rows else pd.Series(dtype=float)
-    fig.add_scatter(
-        x=rows["epoch"], y=haus, name="object Hausdorff (px, right)", yaxis="y2", line={"dash": "dot"}
-    )
-    right = {"overlaying": "y", "side": "right", "title": "Hausdorff (px)", "showgrid": False}
-    if len(haus):
-        right["range"] = [0, 1.1 * float(haus.max())]
-    return fig.update_layout(
-        title="Validation", yaxis={"range": [0, 1], "title": "F1, Dice"}, yaxis2=right, **_LAYOUT
-    )
+def confirm_replace(found: list[str], where: str, key: str) -> bool:
+    """A checkbox that names what an action would replace in ``where``; True when nothing would be replaced
+    or the box is ticked."""
+    if not found:
+        return True
+    return st.checkbox(f"Replace {', '.join(found)} in {where}", key=key)

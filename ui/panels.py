@@ -1,0 +1,60 @@
+"""Small drawing helpers of the Compare page: colour legends, gland counts, score metrics and downloads.
+
+Measurements of a downsampled image (``scale`` = original / working size, see :mod:`ui.pickers`) are given
+in the original image's pixels: the gland table's areas and lengths, the GeoJSON outlines, and Hausdorff.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import streamlit as st
+
+from glandseg_core import export, metrics
+from glandseg_core.io import label_png_bytes, png_bytes
+
+from . import budget
+
+SWATCH = ('<span style="display:inline-block;width:.9em;height:.9em;background:rgb{};border-radius:2px;'
+          'vertical-align:-.1em"></span>')  # fmt: skip
+
+
+def count(labels: np.ndarray) -> int:
+    """Number of glands (distinct non-zero ids) in a label map."""
+    return int(np.count_nonzero(np.unique(labels)))
+
+
+def legend(items: dict[str, tuple[int, int, int]]) -> None:
+    """One line of colour swatches with their names."""
+    st.markdown(
+        " &nbsp; ".join(f"{SWATCH.format(c)} {name}" for name, c in items.items()),
+        unsafe_allow_html=True,
+    )
+
+
+def scores(labels: np.ndarray, gt: np.ndarray, scale: float) -> None:
+    """F1, object Dice and object Hausdorff (original pixels) of a label map against its ground truth."""
+    s = metrics.score_image(labels, gt)
+    m = st.columns(3)
+    m[0].metric("F1", f"{s.f1:.3f}", help=f"TP {s.tp} · FP {s.fp} · missed {s.fn}")
+    m[1].metric("Object Dice", f"{s.object_dice:.3f}")
+    m[2].metric("Object Hausdorff", f"{s.object_hausdorff * scale:.1f} px")
+
+
+def downloads(labels: np.ndarray, view: np.ndarray, stem: str, *, key: str, scale: float = 1.0) -> None:
+    """Label map, overlay, gland CSV and GeoJSON download buttons (measurements in original pixels)."""
+    h, w = labels.shape
+    size_note = f" ({w}×{h}, downsampled)" if scale != 1.0 else ""
+    table = budget.to_original(export.gland_table(labels), scale)
+    geo = budget.geojson_to_original(export.to_geojson(labels), scale)
+    items = [
+        ("Label map", label_png_bytes(labels), f"{stem}_labels.png", "image/png", f"16-bit PNG, 0 = background, 1..N = glands{size_note}"),
+        ("Overlay", png_bytes(view), f"{stem}_overlay.png", "image/png", f"The overlay as shown{size_note}"),
+        ("CSV", table.to_csv(index=False), f"{stem}_glands.csv", "text/csv", "One row per gland: area, perimeter, centroid, bbox, shape"),
+        ("GeoJSON", json.dumps(geo), f"{stem}.geojson", "application/geo+json", "Gland outlines for QuPath"),
+    ]  # fmt: skip
+    for c, (label, data, fname, mime, hint) in zip(st.columns(4), items, strict=True):
+        c.download_button(
+            label, data, fname, mime, key=f"dl_{label}_{key}", on_click="ignore", help=hint
+        )

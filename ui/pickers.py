@@ -1,0 +1,224 @@
+"""The image and ground-truth choosers shared by the Compare and Annotate pages, with the pixel budget.
+
+An image whose segmentation would exceed the machine's budget (:mod:`ui.budget`) is refused with a plain
+explanation, or, when the user ticks the box that names the new size, worked on downsampled; ``Picked.scale``
+(original / working size) then converts measurements back to the original image's pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from glandseg_core.errors import ImageError
+
+from . import budget
+from .loaders import (
+    UPLOAD_TYPES,
+    decode_upload,
+    decode_upload_labels,
+    glas_grade,
+    glas_sources,
+    image_size,
+    load_image,
+    load_labels,
+    load_working,
+    sample_sources,
+    saved_annotations,
+)
+from .settings import mtime
+
+
+@dataclass
+class Picked:
+    """The image chosen on a page: ``image`` is the working copy (uint8[h, w, 3]); ``scale`` = original / working
+    size (1.0 unless the user agreed to downsample an image above the budget)."""
+
+    key: str
+    stem: str
+    image: np.ndarray
+    anno_path: Path | None
+    grade: str
+    original_shape: tuple[int, int] = (0, 0)
+    scale: float = 1.0
+
+
+def page_limit(kinds: list[str] | tuple[str, ...], tta: bool = False) -> int:
+    """The largest image (pixels) every model kind of a page can segment now; budgets are coarse (256 MiB
+    steps) so that a rerun does not change an image's working size."""
+    now = budget.current_budget()
+    coarse = budget.Budget(now.bytes // 2**28 * 2**28, now.source)
+    return min((coarse.max_pixels(k, tta) for k in kinds or ("unet",)), default=0)
+
+
+def _fit(key: str, shape: tuple[int, int], limit: int) -> tuple[int, int]:
+    """The working size of an image above ``limit``, once the user agreed; stops the page until then."""
+    h, w = shape
+    size_key = f"working_size_{key}"
+    if size_key in st.session_state:
+        return st.session_state[size_key]
+    if limit < budget.MIN_PIXELS:
+        st.error(f"This machine has too little free memory to segment images now (budget {limit:,} px).")
+        st.stop()
+    nh, nw = budget.fit_size(shape, limit)
+    st.warning(
+        f"This image is {w}×{h} px ({h * w / 1e6:.1f} megapixels). Segmenting it would need more memory than "
+        f"this machine allows for one interactive job ({limit / 1e6:.1f} megapixels now). Use the command line "
+        "(`glandseg predict`) for the full resolution, or work on a downsampled copy."
+    )
+    if not st.checkbox(
+        f"Downsample to {nw}×{nh} px (areas and outlines are converted back to the original pixels)",
+        key=f"downsample_ok_{key}",
+    ):
+        st.stop()
+    st.session_state[size_key] = (nh, nw)
+    return nh, nw
+
+
+def _load(
+    key: str, src: str | bytes, name: str, limit: int, stamp: float
+) -> tuple[np.ndarray, tuple, float]:
+    """(working image, original (h, w), scale) of a file path or upload bytes. Raises ImageError."""
+    shape = image_size(src, name)
+    if shape is not None and shape[0] * shape[1] > limit:
+        size = _fit(key, shape, limit)
+        return load_working(src, name, size, stamp), shape, shape[0] / size[0]
+    if isinstance(src, bytes):
+        image = decode_upload(src, name)
+    else:
+        image = load_image(src, stamp)
+    if image.shape[0] * image.shape[1] > limit:  # a header Pillow could not read: checked once decoded
+        size = _fit(key, image.shape[:2], limit)
+        return budget.downsample(image, size), image.shape[:2], image.shape[0] / size[0]
+    return image, image.shape[:2], 1.0
+
+
+def pick_image(
+    prefix: str, where: st.delta_generator.DeltaGenerator | None = None, *, limit: int
+) -> Picked | None:
+    """Widgets to choose a bundled sample, a GlaS image (when ``$GLANDSEG_DATA`` is set) or an upload.
+
+    Args:
+        prefix: widget key prefix. where: the container of the widgets (default: the page).
+        limit: the page's pixel budget (:func:`page_limit`).
+
+    Returns:
+        The picked image, or None (nothing uploaded yet, or an unreadable upload: ``st.error`` says why).
+    """
+    box = where or st
+    samples, glas = sample_sources(), glas_sources()
+    kinds = (["Bundled sample"] if samples else []) + (["GlaS dataset"] if glas else []) + ["Upload"]
+    kind = box.radio("Image", kinds, key=f"{prefix}_kind", horizontal=True)
+    if kind == "Upload":
+        up = box.file_uploader("H&E image (PNG, JPEG, TIFF, BMP)", type=UPLOAD_TYPES, key=f"{prefix}_upload",
+                               help="Up to 50 MB and 100 megapixels.")  # fmt: skip
+        if up is None:
+            return None
+        key, stem, src, name, anno, grade = (
+            f"upload:{up.name}:{up.size}",
+            Path(up.name).stem,
+            up.getvalue(),
+            up.name,
+            None,
+            None,
+        )
+    else:
+        options = {s.key: s for s in (samples if kind == "Bundled sample" else glas)}
+        choice = box.selectbox("Sample" if kind == "Bundled sample" else "GlaS image", list(options),
+                               key=f"{prefix}_{kind[:6]}", format_func=lambda k: options[k].label)  # fmt: skip
+        s = options[choice]
+        key, stem, src, name, anno, grade = s.key, s.stem, str(s.image_path), "", s.anno_path, s.grade
+    try:
+        image, shape, scale = _load(key, src, name, limit, 0.0 if isinstance(src, bytes) else mtime(src))
+    except ImageError as e:
+        st.error(str(e))
+        return None
+    return Picked(key, stem, image, anno, grade or glas_grade(stem), shape, scale)
+
+
+def drawn_annotations() -> dict[str, np.ndarray]:
+    """Label maps drawn on the Annotate page in this session, by image key."""
+    if "drawn_annotations" not in st.session_state:
+        st.session_state["drawn_annotations"] = {}
+    return st.session_state["drawn_annotations"]
+
+
+def fit_labels(labels: np.ndarray, picked: Picked) -> np.ndarray:
+    """A label map of the picked image at its working size (downsampled by nearest neighbour if needed).
+
+    Raises:
+        ImageError: the map fits neither the original nor the working size.
+    """
+    work = picked.image.shape[:2]
+    if labels.shape != work and labels.shape == tuple(picked.original_shape):
+        return budget.downsample_labels(labels, work)
+    if labels.shape != work:
+        raise ImageError(
+            f"the label map is {labels.shape[1]}×{labels.shape[0]} but the image is {work[1]}×{work[0]}"
+        )
+    return labels
+
+
+def _gt_options(picked: Picked) -> dict[str, str]:
+    options: dict[str, str] = {}
+    if picked.anno_path is not None:
+        options["anno"] = f"GlaS annotation ({picked.anno_path.name})"
+    if picked.key in drawn_annotations():
+        options["drawn"] = "Drawn on the Annotate page (this session)"
+    for p in saved_annotations():
+        if p.stem == picked.stem:
+            options[f"saved:{p}"] = f"Saved annotation ({p.parent.name}/{p.name})"
+    options["none"] = "None"
+    options["upload"] = "Upload an annotation file…"
+    return options
+
+
+def _gt_labels(picked: Picked, choice: str, box, prefix: str) -> np.ndarray | None:
+    """The chosen ground truth at the original size (None: none chosen yet). Raises ImageError."""
+    shape = picked.original_shape
+    if choice == "anno" and picked.anno_path is not None:
+        return load_labels(str(picked.anno_path), shape, mtime(picked.anno_path))
+    if choice == "drawn":
+        return drawn_annotations()[picked.key]
+    if choice.startswith("saved:"):
+        path = choice.split(":", 1)[1]
+        return load_labels(path, None, mtime(path))
+    if choice == "upload":
+        up = box.file_uploader(
+            "Annotation (label map)", type=["png", "tif", "tiff", "bmp"], key=f"{prefix}_gt_upload"
+        )
+        return None if up is None else decode_upload_labels(up.getvalue(), up.name, shape)
+    return None
+
+
+def pick_ground_truth(
+    picked: Picked, prefix: str, where: st.delta_generator.DeltaGenerator | None = None
+) -> tuple[np.ndarray | None, str]:
+    """Widgets to choose the ground truth of ``picked``: its GlaS annotation, one drawn or saved on the
+    Annotate page, an uploaded label map, or none.
+
+    Returns:
+        (int32[h, w] label map at the working size, or None; its description).
+    """
+    box = where or st
+    options = _gt_options(picked)
+    choice = box.selectbox("Ground truth", list(options), key=f"{prefix}_gt_{picked.key}",
+                           format_func=lambda k: options[k],
+                           help="Label map: one integer id per gland, 0 = background, same size as the image.")  # fmt: skip
+    try:
+        labels = _gt_labels(picked, choice, box, prefix)
+    except ImageError as e:
+        st.error(str(e))
+        return None, "none"
+    if labels is None:
+        return None, "none"
+    try:
+        labels = fit_labels(labels, picked)
+    except ImageError as e:
+        st.error(f"{options[choice]}: {e}")
+        return None, "none"
+    desc = "Uploaded annotation" if choice == "upload" else options[choice]
+    return labels, desc

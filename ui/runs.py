@@ -1,0 +1,214 @@
+"""The state of training run folders, read from what the trainer writes (``progress.json``, ``log.jsonl``, pids).
+
+Status words: ``running``, ``starting`` (launched, no step yet), ``finished``, ``stopped``, ``failed``, ``dead``
+(the trainer vanished without saying why, e.g. killed) or ``new`` (nothing launched). Process checks use
+``psutil`` (a pid counts as ours only while its command line mentions ``glandseg_core``). No streamlit here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+
+from glandseg_core.config import RunConfig, load_config
+
+REQUESTED_CONFIG = "requested_config.json"
+TRAIN_OUT, TRAIN_PID = "train.out", "train.pid"
+EVAL_DIR, EVAL_OUT, EVAL_PID = "eval", "eval.out", "eval.pid"
+RUN_COLUMNS = [
+    "name",
+    "model",
+    "recipe",
+    "status",
+    "epoch",
+    "epochs",
+    "best_val_f1",
+    "best_epoch",
+    "updated",
+]
+
+
+def alive(pid: int | None, marker: str = "glandseg_core") -> bool:
+    """True when ``pid`` runs (not a zombie) and its command line mentions ``marker`` (guards pid reuse)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        proc = psutil.Process(int(pid))
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            with contextlib.suppress(psutil.Error, ChildProcessError):
+                proc.wait(timeout=0)  # reap our own finished child
+            return False
+        return marker in " ".join(proc.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; ``{}`` when missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a log (read from its end)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def read_log(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """``log.jsonl`` as a table, one row per epoch (an unfinished last line is skipped); empty if none."""
+    rows = []
+    with contextlib.suppress(OSError):
+        for line in (Path(run_dir) / "log.jsonl").read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                rows.append(json.loads(line))
+    return pd.DataFrame(rows)
+
+
+def _status_word(progress: dict[str, Any], stale: bool, pid_file: int | None, is_alive: bool) -> str:
+    status = progress.get("status")
+    if stale and is_alive:
+        return "starting"
+    if stale and pid_file:
+        return "failed"  # the last launch ended before its first step (bad data folder, lock taken, ...)
+    if status == "running" and not is_alive:
+        return "dead"
+    return status or "new"
+
+
+def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The state of one run folder.
+
+    Returns:
+        ``{"status", "alive", "pid", "epoch", "epochs", "step", "steps", "loss", "error", "updated"}``
+        (status: see the module docstring).
+    """
+    run_dir = Path(run_dir)
+    progress = read_json(run_dir / "progress.json")
+    pid_file = _read_pid(run_dir / TRAIN_PID)
+    launched = (run_dir / TRAIN_PID).stat().st_mtime if (run_dir / TRAIN_PID).exists() else 0.0
+    stale = launched > progress.get("time", 0.0)  # the last launch has not written progress yet
+    pid = pid_file if stale or not progress.get("pid") else progress["pid"]
+    is_alive = alive(pid)
+    status = _status_word(progress, stale, pid_file, is_alive)
+    error = progress.get("error") or ""
+    if status in ("failed", "dead") and (run_dir / TRAIN_OUT).exists():
+        error = _last_line(run_dir / TRAIN_OUT) or error
+    epoch = progress.get("epoch")
+    log = read_log(run_dir)
+    if epoch is None and not log.empty:
+        epoch = int(log["epoch"].iloc[-1])
+    updated = max((p.stat().st_mtime for p in run_dir.glob("*") if p.is_file()), default=0.0)
+    return {
+        "status": status,
+        "alive": bool(is_alive),
+        "pid": pid,
+        "epoch": epoch,
+        "epochs": progress.get("epochs"),
+        "step": progress.get("step"),
+        "steps": progress.get("steps"),
+        "loss": progress.get("loss"),
+        "error": error,
+        "updated": updated,
+    }
+
+
+def _run_row(d: Path) -> dict[str, Any]:
+    cfg = read_json(d / "config.json") or read_json(d / REQUESTED_CONFIG)
+    st = run_status(d)
+    log = read_log(d)
+    best = log.loc[log["val_f1"].idxmax()] if "val_f1" in log and log["val_f1"].notna().any() else None
+    return {
+        "name": d.name,
+        "path": str(d),
+        "model": cfg.get("model", "?"),
+        "recipe": cfg.get("name", "?"),
+        "status": st["status"],
+        "epoch": st["epoch"],
+        "epochs": st["epochs"] or cfg.get("train_epochs"),
+        "best_epoch": None if best is None else int(best["epoch"]),
+        "best_val_f1": None if best is None else float(best["val_f1"]),
+        "best_val_object_dice": None
+        if best is None
+        else float(best.get("val_object_dice", float("nan"))),
+        "has_best": (d / "best.pt").is_file(),
+        "has_last": (d / "last.pt").is_file(),
+        "updated": st["updated"],
+    }
+
+
+def list_runs(root: str | os.PathLike = "runs") -> list[dict[str, Any]]:
+    """Every run folder under ``root`` (newest first) with its status and best validation scores."""
+    root = Path(root)
+    rows = [
+        _run_row(d)
+        for d in sorted(root.iterdir() if root.is_dir() else [])
+        if d.is_dir() and any((d / n).exists() for n in ("config.json", "progress.json", TRAIN_OUT))
+    ]
+    return sorted(rows, key=lambda r: -r["updated"])
+
+
+def runs_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The runs of :func:`list_runs` as a display table (``updated`` as local time)."""
+    table = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    table["updated"] = [time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) for t in table["updated"]]
+    return table
+
+
+def evaluation_status(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``{"status": none|running|done|failed, "summary": dict|None, "error": str}`` of a run's evaluation."""
+    run_dir = Path(run_dir)
+    summary_path = run_dir / EVAL_DIR / "summary.json"
+    pid_path = run_dir / EVAL_PID
+    if pid_path.exists() and alive(_read_pid(pid_path)):
+        return {"status": "running", "summary": None, "error": ""}
+    fresh = summary_path.is_file() and (
+        not pid_path.exists() or summary_path.stat().st_mtime >= pid_path.stat().st_mtime
+    )
+    if fresh:
+        return {"status": "done", "summary": read_json(summary_path), "error": ""}
+    if pid_path.exists():
+        return {"status": "failed", "summary": None, "error": _last_line(run_dir / EVAL_OUT)}
+    return {"status": "none", "summary": None, "error": ""}
+
+
+def load_run_config(run_dir: str | os.PathLike) -> RunConfig | None:
+    """A run's ``config.json`` (or the requested one before the trainer wrote it); None if unreadable."""
+    for name in ("config.json", REQUESTED_CONFIG):
+        with contextlib.suppress(ValueError, OSError):
+            return load_config(Path(run_dir) / name)
+    return None
+
+
+def device_info() -> dict[str, Any]:
+    """``{"cuda": bool, "device": "cuda"|"cpu", "name": str, "cpus": int}`` of this machine."""
+    import torch
+
+    cpus = os.cpu_count() or 1
+    if torch.cuda.is_available():
+        return {"cuda": True, "device": "cuda", "name": torch.cuda.get_device_name(0), "cpus": cpus}
+    return {"cuda": False, "device": "cpu", "name": "CPU", "cpus": cpus}

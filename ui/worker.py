@@ -1,0 +1,81 @@
+"""The child process that segments one image for the dashboard: ``python -m ui.worker [JOB_DIR]``.
+
+Without ``JOB_DIR`` the worker imports torch and the segmenters first, then reads the job folder's path from
+its stdin: the dashboard keeps one such spare ready so that a job does not wait for the imports (seconds).
+
+``JOB_DIR`` holds ``job.json`` (``{"model_dir", "tta"}``) and ``image.npy`` (uint8[H, W, 3]). The worker loads the
+segmenter, segments the image and writes ``labels.npy`` (int32[H, W], 0=background, 1..N glands) and
+``result.json`` (``{"seconds", "peak_rss_mb"}``), or ``error.json`` (``{"error": one line}``) and exits with 1.
+It exits by itself when its parent (the Streamlit server) goes away, so an orphan never keeps the CPU busy.
+Running the model in its own process lets the dashboard cancel it (kill) and gives its memory back to the
+operating system when it ends. No streamlit here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from glandseg_core.files import atomic_write_text
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Background check: end this process (exit code 3) once its parent has gone."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent or not psutil.pid_exists(parent):
+            os._exit(3)
+
+
+def run(job_dir: Path) -> dict[str, float]:
+    """Segment ``job_dir/image.npy`` with ``job.json``'s model; writes ``labels.npy``; returns the timings."""
+    from glandseg_core.segment import load_segmenter
+
+    job = json.loads((job_dir / "job.json").read_text())
+    image = np.load(job_dir / "image.npy")
+    segmenter = load_segmenter(job["model_dir"], tta=bool(job.get("tta")), device=job.get("device"))
+    t0 = time.perf_counter()
+    labels = np.asarray(segmenter(image), dtype=np.int32)
+    seconds = time.perf_counter() - t0
+    np.save(job_dir / "labels.tmp.npy", labels)
+    (job_dir / "labels.tmp.npy").replace(job_dir / "labels.npy")
+    peak = psutil.Process().memory_info().rss
+    if hasattr(os, "wait4"):  # ru_maxrss: the true peak (KiB on Linux)
+        import resource
+
+        peak = max(peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"seconds": seconds, "peak_rss_mb": peak / 2**20}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one job folder, from the command line or (a spare worker) from stdin."""
+    args = sys.argv[1:] if argv is None else argv
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    if args:
+        job_dir = Path(args[0])
+    else:
+        import glandseg_core.segment  # noqa: F401  the slow imports, done before the job arrives
+
+        line = sys.stdin.readline().strip()
+        if not line:
+            return 0  # the dashboard closed our stdin: no job
+        job_dir = Path(line)
+    try:
+        result = run(job_dir)
+    except Exception as e:  # noqa: BLE001  every failure is reported to the dashboard as one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        atomic_write_text(job_dir / "error.json", json.dumps({"error": first[:400]}))
+        return 1
+    atomic_write_text(job_dir / "result.json", json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
