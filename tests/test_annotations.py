@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_glands
 from skimage.draw import polygon as sk_polygon
 
 from glandseg_core.annotations import (
@@ -21,6 +20,7 @@ from glandseg_core.annotations import (
 )
 from glandseg_core.io import read_label_map
 from glandseg_core.metrics import score_image
+from tests.helpers import make_glands
 
 
 def square(x0: float, y0: float, x1: float, y1: float, **extra: object) -> dict:
@@ -129,15 +129,27 @@ def test_empty_and_garbage_drawings() -> None:
 
 def test_fill_polygon_matches_skimage() -> None:
     rng = np.random.default_rng(0)
-    for _ in range(100):
+    for k in range(200):
         n = rng.integers(3, 10)
         xs, ys = rng.uniform(-5, 40, n), rng.uniform(-5, 30, n)
+        if k % 2:  # vertices on pixel centres: edges run through centres
+            xs, ys = xs.round(), ys.round()
         rr, cc = sk_polygon(ys, xs, (25, 35))
         ref = np.zeros((25, 35), bool)
         ref[rr, cc] = True
         mine = fill_polygon(xs, ys, (25, 35))
         mine = np.zeros_like(ref) if mine is None else mine
-        assert (mine != ref).sum() <= 2
+        assert (mine != ref).sum() == 0
+
+
+def test_fill_polygon_edge_rule_and_clipping() -> None:
+    square = fill_polygon(np.array([0.0, 4, 4, 0]), np.array([0.0, 0, 4, 4]), (10, 10))
+    assert square is not None and square.sum() == 25 and square[:5, :5].all()  # closed: edges count
+    assert (
+        fill_polygon(np.array([20.0, 30, 30]), np.array([0.0, 0, 5]), (10, 10)) is None
+    )  # off the image
+    clipped = fill_polygon(np.array([-5.0, 5, 5, -5]), np.array([-5.0, -5, 2, 2]), (10, 10))
+    assert clipped is not None and clipped.sum() == 6 * 3
 
 
 def test_image_data_fallback_labels_painted_regions() -> None:
