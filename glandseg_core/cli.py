@@ -44,23 +44,36 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1000:
+        raise argparse.ArgumentTypeError(f"{text}: expected micrometres per pixel, e.g. 0.25 or 0.5")
+    return value
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    pr = sub.add_parser("predict", help="segment images with a model folder")
+    pr = sub.add_parser("predict", help="segment images, folders, globs, slides (also under torchrun)")
     pr.add_argument("--model", type=Path, required=True, help="model folder, e.g. trained_models/unet")
-    pr.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
+    pr.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (predictions)")
     pr.add_argument("--tta", action="store_true", help="test-time augmentation (8 flips/rotations)")
     pr.add_argument("--device", choices=["cpu", "cuda"])
-    pr.add_argument("images", nargs="+", type=Path)
+    pr.add_argument(
+        "--mpp", type=_positive, metavar="UM",
+        help="micrometres per pixel of the inputs (default: TIFF/OME/slide metadata, else the model's)",
+    )  # fmt: skip
+    pr.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist")
+    pr.add_argument("--no-bar", action="store_true", help="no progress bar")
+    pr.add_argument("images", nargs="+", help="image or slide files, folders, quoted globs ('a/*.svs')")
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("data", help="get the official GlaS release: download it or import its zip")
     verbs = d.add_subparsers(dest="data_command", required=True)
-    f = verbs.add_parser("fetch", help="download the GlaS release zip, unpack it and check every file's SHA-256")
-    i = verbs.add_parser("import", help="unpack a GlaS release zip you already have and check every file")
+    f = verbs.add_parser("fetch", help="download the GlaS release zip, unpack it, check every SHA-256")
+    i = verbs.add_parser("import", help="unpack a GlaS release zip you have, check every SHA-256")
     i.add_argument("zip", type=Path, help="warwick_qu_dataset_released_2016_07_08.zip")
     for v in (f, i):
-        v.add_argument("--dest", type=Path, default=Path("data/glas"), help="GlaS folder (default: data/glas)")
+        v.add_argument("--dest", type=Path, default=Path("data/glas"), help="GlaS folder (data/glas)")
         v.add_argument("--no-bar", action="store_true", help="no progress bar")
 
 
@@ -161,19 +174,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .batch import Result, predict_files
+    from .batch import Result, run_batch
+    from .distributed import process_group, world_from_env
     from .segment import load_segmenter
 
-    segmenter = load_segmenter(args.model, device=args.device, tta=args.tta)
+    world = world_from_env()
+    tag = f"[rank {world.rank}] " if world.distributed else ""
 
     def report(r: Result) -> None:
         if r.error:
-            print(f"error: {r.error}", file=sys.stderr)
-        else:
-            print(f"{r.path.name}: {r.glands} glands -> {r.output}")
+            print(f"{tag}error: {r.error}", file=sys.stderr)
+            return
+        area = f", {r.area_um2:,.0f} um^2" if r.area_um2 is not None else ""
+        done = "skipped, done before: " if r.skipped else ""
+        print(f"{tag}{r.path.name}: {done}{r.glands} glands{area} -> {r.output}")
 
-    results = predict_files(segmenter, args.images, args.out, report)
-    return 1 if any(r.error for r in results) else 0
+    with process_group(world):
+        segmenter = load_segmenter(args.model, device=world.device(args.device), tta=args.tta)
+        outcome = run_batch(
+            segmenter, args.images, args.out, overwrite=args.overwrite, mpp=args.mpp, world=world,
+            report=report, show_bar=not args.no_bar,
+        )  # fmt: skip
+    if outcome.interrupted:
+        print(f"{tag}interrupted: {len(outcome.results)} inputs done, listed in {outcome.part}; run the "
+              "same command again to finish (done inputs are skipped)", file=sys.stderr)  # fmt: skip
+        return 130
+    if outcome.summary is not None:
+        c = outcome.counts
+        print(f"{outcome.total} inputs: {c['ok']} ok, {c['skipped']} skipped, {c['error']} failed; "
+              f"summary: {outcome.summary}")  # fmt: skip
+    return 1 if outcome.counts["error"] else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -225,7 +255,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     else:
         report = glas_release.import_zip(args.zip, args.dest, show_bar=bar)
     if report.written == 0:
-        print(f"{report.dest}: all {report.files} files of the GlaS release already there, SHA-256 checked")
+        print(f"{report.dest}: all {report.files} files of the GlaS release there, SHA-256 checked")
     else:
         print(f"{report.dest}: {report.written} files written, {report.present} already there; "
               f"all {report.files} match their SHA-256")  # fmt: skip
