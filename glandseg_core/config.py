@@ -73,6 +73,9 @@ class RunConfig:
     train_init: str = (
         ""  # start from these weights (a run's best.pt/last.pt or a model's weights.pt); "" = scratch
     )
+    # a fresh run's starting weights (models/pretrained.py): none, coco, coco-v2 (Mask R-CNN R50-FPN), imagenet
+    # (Mask R-CNN backbone), or a local file; read from torchvision's cache ($TORCH_HOME/hub/checkpoints)
+    pretrained: str = "none"
 
     def __post_init__(self) -> None:
         for f in fields(
@@ -154,6 +157,7 @@ _RULES: dict[str, _Rule] = {
     "train_val_every": _int(1, 100_000),
     "train_max_images": _int(0, 100_000),
     "train_init": _Rule(str),
+    "pretrained": _Rule(str),  # checked against the model in models/pretrained.py (paths are allowed)
 }
 
 
@@ -217,7 +221,8 @@ _POSTER_MASKRCNN = RunConfig(
     train_warmup_steps=0,
     train_augment="flip",  # the torchvision tutorial the poster follows: random horizontal flip
     train_crop_size=0,
-    train_grad_clip=10.0,  # not on the poster: from scratch Mask R-CNN diverges without clipping
+    train_grad_clip=10.0,  # not on the poster: our trainer's default (no run without clipping was tried)
+    pretrained="coco",  # the tutorial the poster follows fine-tunes COCO weights
 )
 
 # Our Mask R-CNN recipes: the poster's model with AdamW, a cosine schedule and strong augmentation.
@@ -227,6 +232,7 @@ _OURS_MASKRCNN = dataclasses.replace(
     train_weight_decay=1e-4,
     train_lr_schedule="cosine",
     train_augment="strong",
+    pretrained="none",  # ours train from scratch
 )
 
 PRESETS: dict[str, RunConfig] = {

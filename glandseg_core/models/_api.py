@@ -14,7 +14,9 @@ from ..config import RunConfig
 _BUILDERS: dict[str, Callable[[RunConfig], nn.Module]] = {}
 
 
-def register_model(name: str) -> Callable[[Callable[[RunConfig], nn.Module]], Callable[[RunConfig], nn.Module]]:
+def register_model(
+    name: str,
+) -> Callable[[Callable[[RunConfig], nn.Module]], Callable[[RunConfig], nn.Module]]:
     """Register a builder ``fn(cfg) -> nn.Module`` under ``name``; a duplicate name raises."""
 
     def wrap(fn: Callable[[RunConfig], nn.Module]) -> Callable[[RunConfig], nn.Module]:
@@ -38,6 +40,7 @@ def build_model(cfg: RunConfig) -> nn.Module:
         ValueError: for an unknown model name, listing the valid ones.
     """
     if cfg.model not in _BUILDERS:
-        raise ValueError(f"unknown model {cfg.model!r}; available options are: {', '.join(list_models())}")
+        raise ValueError(
+            f"unknown model {cfg.model!r}; available options are: {', '.join(list_models())}"
+        )
     return _BUILDERS[cfg.model](cfg)
-

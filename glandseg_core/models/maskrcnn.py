@@ -1,8 +1,12 @@
-"""torchvision Mask R-CNN with two classes (background, gland), trained from scratch.
+"""torchvision Mask R-CNN with two classes (background, gland), from scratch or from a pretrained start.
 
-Nothing can be downloaded: the backbone starts from random weights (``weights=None``) with trainable BatchNorm
-(torchvision's default FrozenBatchNorm is an identity when no pretrained statistics exist). The heads are swapped
-as in the torchvision fine-tuning tutorial: ``FastRCNNPredictor(in_features, 2)``, ``MaskRCNNPredictor(..., 2)``.
+The builder never reads weights: it builds the network that ``cfg.pretrained`` needs, and
+:func:`models.pretrained.load_pretrained` fills it at the start of a training run. From scratch (``none``, or a
+file) the backbone has trainable BatchNorm (torchvision's FrozenBatchNorm is an identity when no pretrained
+statistics exist); from COCO (v1) or ImageNet weights it has FrozenBatchNorm and trains its last 3 stages, as
+torchvision's builders do; ``coco-v2`` builds torchvision's v2 network (BatchNorm in the FPN and heads, a 4-conv
+box head, a 2-conv RPN head). The predictors are swapped as in the torchvision fine-tuning tutorial:
+``FastRCNNPredictor(in_features, 2)``, ``MaskRCNNPredictor(..., 2)``.
 """
 
 from __future__ import annotations
@@ -11,16 +15,23 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.models import mobilenet_v3_large
+from torchvision.models import mobilenet_v3_large, resnet50
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import _mobilenet_extractor, resnet_fpn_backbone
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.detection.backbone_utils import (
+    _mobilenet_extractor,
+    _resnet_fpn_extractor,
+    resnet_fpn_backbone,
+)
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..config import RunConfig
 from ..device import autocast
 from ._api import register_model
+from .pretrained import check_start, start_kind, uses_frozen_norm
 
 NUM_CLASSES = 2  # background + gland
 
@@ -32,7 +43,12 @@ class MixedPrecisionBackbone(nn.Module):
 
     def __init__(self, inner: nn.Module, enabled: bool) -> None:
         super().__init__()
-        self.body, self.fpn, self.out_channels, self.enabled = inner.body, inner.fpn, inner.out_channels, enabled
+        self.body, self.fpn, self.out_channels, self.enabled = (
+            inner.body,
+            inner.fpn,
+            inner.out_channels,
+            enabled,
+        )
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         with autocast(x.device, self.enabled):
@@ -40,22 +56,48 @@ class MixedPrecisionBackbone(nn.Module):
         return OrderedDict((k, v.float()) for k, v in feats.items())
 
 
-def _backbone(name: str) -> nn.Module:
+def _backbone(cfg: RunConfig) -> nn.Module:
+    name, frozen = cfg.maskrcnn_backbone, uses_frozen_norm(cfg)
+    norm = FrozenBatchNorm2d if frozen else nn.BatchNorm2d
+    if (
+        start_kind(cfg) == "coco-v2"
+    ):  # torchvision's maskrcnn_resnet50_fpn_v2: BatchNorm, FPN with BatchNorm
+        return _resnet_fpn_extractor(resnet50(weights=None), 3, norm_layer=nn.BatchNorm2d)
     if name.startswith("resnet"):
-        return resnet_fpn_backbone(backbone_name=name, weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5)
+        return resnet_fpn_backbone(
+            backbone_name=name, weights=None, norm_layer=norm, trainable_layers=3 if frozen else 5
+        )
     if name == "mobilenet_v3_large":
-        body = mobilenet_v3_large(weights=None, norm_layer=nn.BatchNorm2d)
-        return _mobilenet_extractor(body, True, trainable_layers=6)
+        body = mobilenet_v3_large(weights=None, norm_layer=norm)
+        return _mobilenet_extractor(body, True, trainable_layers=3 if frozen else 6)
     raise ValueError(f"unknown Mask R-CNN backbone {name!r}")
+
+
+def _v2_heads(channels: int) -> dict[str, nn.Module]:
+    """The RPN, box and mask heads of torchvision's Mask R-CNN v2 (for ``pretrained=coco-v2``)."""
+    norm = nn.BatchNorm2d
+    return {
+        "rpn_head": RPNHead(channels, 3, conv_depth=2),
+        "box_head": FastRCNNConvFCHead((channels, 7, 7), [256, 256, 256, 256], [1024], norm_layer=norm),
+        "mask_head": MaskRCNNHeads(channels, [256, 256, 256, 256], 1, norm_layer=norm),
+    }
 
 
 @register_model("maskrcnn")
 def build_maskrcnn(cfg: RunConfig) -> MaskRCNN:
     """Mask R-CNN for glands: backbone ``cfg.maskrcnn_backbone`` with FPN, anchors ``cfg.maskrcnn_anchor_sizes``."""
-    backbone = MixedPrecisionBackbone(_backbone(cfg.maskrcnn_backbone), cfg.train_amp)
+    check_start(cfg)
+    backbone = MixedPrecisionBackbone(_backbone(cfg), cfg.train_amp)
     n_maps = 5 if cfg.maskrcnn_backbone.startswith("resnet") else 3
     sizes = cfg.maskrcnn_anchor_sizes[:n_maps] if n_maps == 5 else cfg.maskrcnn_anchor_sizes[1:4]
-    anchors = AnchorGenerator(sizes=tuple((s,) for s in sizes), aspect_ratios=((0.5, 1.0, 2.0),) * n_maps)
+    anchors = AnchorGenerator(
+        sizes=tuple((s,) for s in sizes), aspect_ratios=((0.5, 1.0, 2.0),) * n_maps
+    )
+    if start_kind(cfg) == "coco-v2":
+        heads, box_dim = _v2_heads(backbone.out_channels), 1024
+    else:  # 7x7 ROI features into two fully connected layers
+        box_dim = cfg.maskrcnn_box_head_dim
+        heads = {"box_head": TwoMLPHead(backbone.out_channels * 7 * 7, box_dim)}
     model = MaskRCNN(
         backbone,
         num_classes=91,  # replaced below, as in the tutorial
@@ -66,11 +108,11 @@ def build_maskrcnn(cfg: RunConfig) -> MaskRCNN:
         box_score_thresh=0.05,
         rpn_post_nms_top_n_train=cfg.maskrcnn_rpn_post_nms_top_n_train,
         box_batch_size_per_image=cfg.maskrcnn_box_batch_size_per_image,
-        box_head=TwoMLPHead(backbone.out_channels * 7 * 7, cfg.maskrcnn_box_head_dim),  # 7x7 ROI features
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
+        **heads,
     )
-    model.roi_heads.box_predictor = FastRCNNPredictor(cfg.maskrcnn_box_head_dim, NUM_CLASSES)
+    model.roi_heads.box_predictor = FastRCNNPredictor(box_dim, NUM_CLASSES)
     in_features_mask = model.roi_heads.mask_predictor.conv5_mask.in_channels
     model.roi_heads.mask_predictor = MaskRCNNPredictor(in_features_mask, 256, NUM_CLASSES)
     return model

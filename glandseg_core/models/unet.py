@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from ..config import RunConfig
 from ._api import register_model
+from .pretrained import check_start
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,7 +46,9 @@ class DecoderBlock(nn.Module):
 class UNet(nn.Module):
     """U-Net with ``depth`` down-sampling steps; input sides must be multiples of ``2**depth``."""
 
-    def __init__(self, *, in_channels: int = 3, out_channels: int = 2, base: int = 32, depth: int = 4) -> None:
+    def __init__(
+        self, *, in_channels: int = 3, out_channels: int = 2, base: int = 32, depth: int = 4
+    ) -> None:
         super().__init__()
         if depth < 1 or base < 1:
             raise ValueError(f"depth and base must be positive, got depth={depth}, base={base}")
@@ -53,7 +56,9 @@ class UNet(nn.Module):
         widths = [base * 2**i for i in range(depth + 1)]
         self.encoders = nn.ModuleList([ConvBlock(in_channels, widths[0])])
         self.encoders.extend(ConvBlock(widths[i], widths[i + 1]) for i in range(depth))
-        self.decoders = nn.ModuleList(DecoderBlock(widths[i + 1], widths[i], widths[i]) for i in reversed(range(depth)))
+        self.decoders = nn.ModuleList(
+            DecoderBlock(widths[i + 1], widths[i], widths[i]) for i in reversed(range(depth))
+        )
         self.head = nn.Conv2d(widths[0], out_channels, 1)
         # ImageNet statistics; not in the state dict, so weights saved before the network normalised still load
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -86,4 +91,5 @@ class UNet(nn.Module):
 @register_model("unet")
 def build_unet(cfg: RunConfig) -> UNet:
     """U-Net with 2 output channels (gland, contour), width ``cfg.unet_base``, depth ``cfg.unet_depth``."""
+    check_start(cfg)  # a U-Net starts from scratch or from a file (no ImageNet encoder)
     return UNet(base=cfg.unet_base, depth=cfg.unet_depth, out_channels=2)
