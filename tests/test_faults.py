@@ -1,4 +1,5 @@
-"""Faults during training: kill -9 then resume, a full disk while checkpointing, two trainings at once.
+"""Faults during training: kill -9 then resume, a full disk while checkpointing or logging, a torn log line,
+two trainings at once.
 
 Every training here is a tiny U-Net on the fake GlaS folder, with a private lock folder (``lock_dir``), so the
 machine-wide lock of real trainings is never touched.
@@ -18,13 +19,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_unet_config
 
-from glandseg_core import train as train_mod
+from glandseg_core.checkpoints import read_checkpoint
+from glandseg_core.cli import main
 from glandseg_core.config import RunConfig, save_config
-from glandseg_core.infer import read_checkpoint
-from glandseg_core.locks import lock_holder
+from glandseg_core.errors import TrainingStopped
 from glandseg_core.train import fit
+from glandseg_core.train import runfiles as train_mod
+from glandseg_core.train.locks import lock_holder
+from tests.helpers import REPO, tiny_unet_config
 
 
 def _cfg(**overrides: object) -> RunConfig:
@@ -157,6 +160,10 @@ def test_disk_full_while_checkpointing_keeps_the_previous_last_pt(
         fit(cfg, fake_glas_dir, run_dir, show_bar=False)
 
     assert info.value.errno == errno.ENOSPC and "No space left on device" in str(info.value)
+    # one line naming the file and the cause (issue #15 item 5)
+    assert f"cannot write {run_dir / 'last.pt'}: disk full" in str(info.value) and "\n" not in str(
+        info.value
+    )
     ckpt = read_checkpoint(run_dir / "last.pt")  # intact and loadable: epoch 1
     assert ckpt["epoch"] == 0 and "optimizer" in ckpt
     assert not list(run_dir.glob("*.tmp"))
@@ -164,7 +171,146 @@ def test_disk_full_while_checkpointing_keeps_the_previous_last_pt(
     assert progress["status"] == "failed" and "No space left on device" in progress["error"]
     assert lock_holder() is None
     fit(cfg, fake_glas_dir, run_dir, resume=True, show_bar=False)  # the disk has room again
+    assert _epochs(run_dir) == [1, 2, 3]  # epoch 2's line, logged before last.pt failed, is not doubled
+
+
+def _torch_writer_failure(*_: object, **__: object) -> None:
+    """What ``torch.save`` to a path on a full disk raises (seen with ``torch.save(obj, "/dev/full")``)."""
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+
+def test_disk_full_at_the_first_checkpoint_then_retry_never_duplicates_log_lines(
+    tmp_path: Path, lock_dir: Path, fake_glas_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #15 item 5: torch's own writer error becomes one line naming the file and "disk full"; with no
+    last.pt there is nothing to resume, and retrying in the same folder used to append to the old log.jsonl,
+    so epoch 1 appeared twice."""
+    run_dir = tmp_path / "run"
+    cfg = _cfg(train_epochs=2)
+    real_save = torch.save
+
+    def save(obj: object, f: object, *a: object, **k: object) -> None:
+        if isinstance(obj, dict) and "optimizer" in obj:
+            _torch_writer_failure()
+        real_save(obj, f, *a, **k)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as mp, pytest.raises(OSError) as info:
+        mp.setattr(train_mod.torch, "save", save)
+        fit(cfg, fake_glas_dir, run_dir, show_bar=False)
+    msg = str(info.value)
+    assert f"cannot write {run_dir / 'last.pt'}: disk full" in msg and "\n" not in msg, msg
+    assert "inline_container" in msg  # torch's own words are kept, after ours
+    assert not (run_dir / "last.pt").exists() and _epochs(run_dir) == [1]
+    assert _progress(run_dir)["status"] == "failed"
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        fit(cfg, fake_glas_dir, run_dir, resume=True, show_bar=False)
+    fit(cfg, fake_glas_dir, run_dir, show_bar=False)  # retry in the same folder
+    assert _epochs(run_dir) == [1, 2]
+
+
+def test_disk_full_is_one_line_on_the_command_line(
+    tmp_path: Path,
+    lock_dir: Path,
+    fake_glas_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg_path = tmp_path / "tiny.json"
+    save_config(_cfg(train_epochs=1), cfg_path)
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(train_mod.torch, "save", _torch_writer_failure)
+    rc = main(
+        [
+            "train",
+            "--no-bar",
+            "--config",
+            str(cfg_path),
+            "--data",
+            str(fake_glas_dir),
+            "--out",
+            str(run_dir),
+        ]
+    )
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(("error", "Traceback"))]
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("error: cannot write") and "best.pt" in err[0] and "disk full" in err[0], (
+        err
+    )
+
+
+def test_disk_full_while_logging_leaves_no_partial_line(
+    tmp_path: Path, lock_dir: Path, fake_glas_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk in the middle of a log line: the error names log.jsonl, the half line is cut off again, and
+    --resume continues with every epoch logged once."""
+    run_dir = tmp_path / "run"
+    cfg = _cfg(train_epochs=3)
+    real_open = open
+
+    def failing_open(file: object, mode: str = "r", *a: object, **k: object):  # type: ignore[no-untyped-def]
+        f = real_open(file, mode, *a, **k)  # type: ignore[call-overload]
+        if Path(str(file)).name == "log.jsonl" and "a" in mode and _epochs(run_dir) == [1]:
+            real_write = f.write
+
+            def write(text: str) -> int:
+                real_write(text[:7])
+                f.flush()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            f.write = write  # type: ignore[method-assign]
+        return f
+
+    with monkeypatch.context() as mp, pytest.raises(OSError) as info:
+        mp.setattr("builtins.open", failing_open)
+        fit(cfg, fake_glas_dir, run_dir, show_bar=False)
+    msg = str(info.value)
+    assert f"cannot write {run_dir / 'log.jsonl'}: disk full" in msg and "\n" not in msg, msg
+    assert (run_dir / "log.jsonl").read_text().endswith("\n")  # the half line is gone
+    assert _epochs(run_dir) == [1] and read_checkpoint(run_dir / "last.pt")["epoch"] == 0
+    fit(cfg, fake_glas_dir, run_dir, resume=True, show_bar=False)
     assert _epochs(run_dir) == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------------------ a torn log line
+
+
+def _stop_in_epoch_2(rec: dict) -> None:
+    if rec["event"] == "step" and rec["epoch"] == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_resume_skips_a_half_written_last_log_line(
+    tmp_path: Path, lock_dir: Path, fake_glas_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue #15 item 6: a crash in the middle of writing log.jsonl left a torn last line that blocked
+    --resume with "Expecting ',' delimiter: line 1 column 24", naming no file."""
+    run_dir = tmp_path / "run"
+    cfg = _cfg(train_epochs=3)
+    with pytest.raises(TrainingStopped):
+        fit(cfg, fake_glas_dir, run_dir, progress=_stop_in_epoch_2, show_bar=False)
+    log = run_dir / "log.jsonl"
+    with open(log, "a") as f:
+        f.write('{"epoch": 2, "lr": 0.0')  # torn: no closing brace, no newline
+    with caplog.at_level("WARNING"):
+        fit(cfg, fake_glas_dir, run_dir, resume=True, show_bar=False)
+    assert _epochs(run_dir) == [1, 2, 3]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(log) in w and "half-written last line (line 2)" in w for w in warnings), warnings
+
+
+def test_an_unreadable_log_line_names_the_file_and_line(
+    tmp_path: Path, lock_dir: Path, fake_glas_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        fit(_cfg(train_epochs=3), fake_glas_dir, run_dir, progress=_stop_in_epoch_2, show_bar=False)
+    log = run_dir / "log.jsonl"
+    log.write_text("garbage\n" + log.read_text())  # not the last line: not a torn write, so not skipped
+    with pytest.raises(ValueError, match=re.escape(f"{log}, line 1: unreadable training log line")):
+        fit(_cfg(train_epochs=3), fake_glas_dir, run_dir, resume=True, show_bar=False)
+    rc = main(["train", "--no-bar", "--out", str(run_dir), "--resume", "--data", str(fake_glas_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"{log}, line 1" in err[0], err
 
 
 # --------------------------------------------------------------------------------- two trainings at once

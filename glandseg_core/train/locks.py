@@ -1,17 +1,31 @@
-"""One training at a time: an exclusive ``flock`` that the kernel releases when the process dies (even kill -9)."""
+"""One training at a time: file locks that the operating system releases when the process dies (even kill -9).
+
+Two locks guard a training (:func:`fit` holds both):
+
+- the machine-wide lock ``$GLANDSEG_LOCK_DIR/train.lock`` (default ``~/.cache/glandseg``): one training per
+  machine, so two do not share the CPU or GPU (:func:`training_lock`);
+- a lock inside the run folder (``.train.lock``): one training per run folder whatever the lock folder, so two
+  trainers never write the same ``last.pt`` and ``log.jsonl`` (:func:`run_folder_lock`).
+
+How it works: each lock is a `filelock <https://py-filelock.readthedocs.io>`_ lock (``flock`` on POSIX,
+``msvcrt.locking`` on Windows). Who holds it (``{"pid", "run_dir"}``) is written beside it in ``<lock>.json``,
+because a lock file held on Windows cannot be read by other processes.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 
-class TrainingBusy(RuntimeError):
-    """Another training is running (one-line message naming it)."""
+from ..errors import TrainingBusy
+from ..files import atomic_write_text
+
+RUN_LOCK = ".train.lock"
 
 
 def lock_path() -> Path:
@@ -21,47 +35,72 @@ def lock_path() -> Path:
     return root / "train.lock"
 
 
+def _info_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _read_holder(path: Path) -> dict:
+    """The holder record beside lock ``path`` (``{}`` when missing or unreadable)."""
+    try:
+        who = json.loads(_info_path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return who if isinstance(who, dict) else {}
+
+
+def _holder(path: Path) -> dict | None:
+    """Who holds lock ``path`` now, or None when it is free (probed by taking it for an instant)."""
+    probe = FileLock(path, preserve_lock_file=True)
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
+        return _read_holder(path)
+    probe.release()
+    return None
+
+
 def lock_holder() -> dict | None:
-    """Who holds the training lock now (``{"pid", "run_dir"}``), or None when it is free."""
-    path = lock_path()
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            try:
-                return json.loads(f.read() or "{}")
-            except json.JSONDecodeError:
-                return {}
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return None
+    """Who holds the machine-wide training lock now (``{"pid", "run_dir"}``), or None when it is free."""
+    return _holder(lock_path())
 
 
 @contextlib.contextmanager
-def training_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the training lock for the duration of the block.
+def _hold(path: Path, run_dir: Path, busy: str) -> Iterator[None]:
+    """Hold lock ``path`` for the block, recording this process and ``run_dir`` beside it.
 
     Raises:
-        TrainingBusy: when another process holds it.
+        TrainingBusy: ``busy`` (formatted with the holder's ``pid`` and ``run``) when another process holds it.
     """
-    f = open(lock_path(), "a+")
+    lock = FileLock(path, preserve_lock_file=True)
     try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            try:
-                who = json.loads(f.read() or "{}")
-            except json.JSONDecodeError:
-                who = {}
-            raise TrainingBusy(
-                f"another training is running (pid {who.get('pid', '?')}, run {who.get('run_dir', '?')}); "
-                "wait for it or stop it first"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps({"pid": os.getpid(), "run_dir": str(run_dir)}))
-        f.flush()
+        lock.acquire(timeout=0)
+    except Timeout:
+        who = _read_holder(path)
+        raise TrainingBusy(busy.format(pid=who.get("pid", "?"), run=who.get("run_dir", "?"))) from None
+    try:
+        atomic_write_text(_info_path(path), json.dumps({"pid": os.getpid(), "run_dir": str(run_dir)}))
         yield
     finally:
-        f.close()  # closing releases the flock
+        with contextlib.suppress(OSError):
+            _info_path(path).unlink()
+        lock.release()
+
+
+def training_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the machine-wide training lock for the duration of the block (``run_dir`` is recorded, not locked).
+
+    Raises:
+        TrainingBusy: when another process holds it (one line naming its pid and run folder).
+    """
+    busy = "another training is running (pid {pid}, run {run}); wait for it or stop it first"
+    return _hold(lock_path(), Path(run_dir), busy)
+
+
+def run_folder_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the lock inside ``run_dir`` (which must exist) for the duration of the block.
+
+    Raises:
+        TrainingBusy: when another process trains this run folder (one line naming its pid and the folder).
+    """
+    busy = "another training is writing this run folder (pid {pid}, run {run}); wait for it or stop it first"
+    return _hold(Path(run_dir) / RUN_LOCK, Path(run_dir), busy)

@@ -1,7 +1,7 @@
 """Post-processing thresholds tuned on ``val`` (never on Test A / Test B): a small grid search.
 
-Raw outputs are computed once per image; each grid point only re-runs post-processing and the metrics. The
-objective is pooled GlaS F1 + pooled object Dice on ``val``.
+Raw outputs are computed once per image (``segmenter.raw``); each grid point only re-runs post-processing
+(``segmenter.labels(raw, post=...)``) and the metrics. The objective is pooled GlaS F1 + pooled object Dice.
 """
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ import dataclasses
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from .config import load_config
-from .infer import Run, maskrcnn_outputs, model_from_state, read_checkpoint, unet_probs
-from .io import atomic_write_text
-from .metrics import pool_scores, score_image
-from .postprocess import MaskRCNNPost, UNetPost, maskrcnn_to_labels, save_post, unet_to_labels
+from ..checkpoints import model_from_state, read_checkpoint
+from ..config import RunConfig, load_config
+from ..files import atomic_write_text
+from ..metrics import pool_scores, score_image
+from ..segment import Segmenter, make_segmenter
+from ..thresholds import MaskRCNNPost, Post, UNetPost, save_post
+from .runfiles import writing
 
 UNET_GRID = {
     "fg_thresh": (0.4, 0.5, 0.6),
@@ -27,38 +30,50 @@ UNET_GRID = {
     "min_area": (100, 300, 600),
 }
 UNET_SEMANTIC_GRID = {"fg_thresh": (0.4, 0.5, 0.6), "min_area": (100, 300, 600)}
-MASKRCNN_GRID = {"score_thresh": (0.3, 0.5, 0.7, 0.85), "min_area": (100, 300, 600), "min_visible": (0.3, 0.6)}
+MASKRCNN_GRID = {
+    "score_thresh": (0.3, 0.5, 0.7, 0.85),
+    "min_area": (100, 300, 600),
+    "min_visible": (0.3, 0.6),
+}
 
 
-def _grid(grid: dict[str, tuple]) -> list[dict]:
+def _grid(grid: dict[str, tuple]) -> list[dict[str, Any]]:
     return [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]
 
 
-def tune(run: Run, val: list[tuple[np.ndarray, np.ndarray]]) -> tuple[UNetPost | MaskRCNNPost, dict]:
-    """Grid-search ``run``'s post-processing on ``val`` (image, labels) pairs.
+def base_post(cfg: RunConfig) -> tuple[Post, list[dict[str, Any]]]:
+    """The settings a tuning segmenter is built with, and the grid of overrides to try.
+
+    A Mask R-CNN's base keeps every detection the grid's lowest ``score_thresh`` could paint, so one ``raw``
+    per image serves every grid point.
+    """
+    if cfg.model == "unet":
+        return UNetPost(instance=cfg.unet_instance), _grid(
+            UNET_GRID if cfg.unet_instance else UNET_SEMANTIC_GRID
+        )
+    return MaskRCNNPost(score_thresh=min(MASKRCNN_GRID["score_thresh"])), _grid(MASKRCNN_GRID)
+
+
+def tune(segmenter: Segmenter, val: list[tuple[np.ndarray, np.ndarray]]) -> tuple[Post, dict[str, Any]]:
+    """Grid-search post-processing on ``val`` (uint8[H, W, 3] image, int32[H, W] label map) pairs.
+
+    Args:
+        segmenter: built with :func:`base_post`'s settings (its raw outputs must cover the whole grid); each
+            grid point replaces some of them.
+        val: the validation pairs.
 
     Returns:
-        The best settings and a report ``{"objective", "val_f1", "val_object_dice", "val_object_hausdorff", "grid_size"}``.
+        The best settings and a report ``{"objective", "val_f1", "val_object_dice", "val_object_hausdorff",
+        "grid_size"}``. Ties keep the earlier grid point.
     """
+    base = segmenter.post
+    _, grid = base_post(segmenter.cfg)
+    raws = [segmenter.raw(img) for img, _ in val]
     gts = [lab for _, lab in val]
-    if run.kind == "unet":
-        raws = [unet_probs(run, img) for img, _ in val]
-        base = UNetPost(instance=run.cfg.unet_instance)
-        grid = _grid(UNET_GRID if run.cfg.unet_instance else UNET_SEMANTIC_GRID)
-        segment = lambda raw, post: unet_to_labels(raw, post)
-    else:
-        raws = []
-        for img, _ in val:
-            scores, masks = maskrcnn_outputs(run, img)
-            keep = scores >= min(MASKRCNN_GRID["score_thresh"])
-            raws.append((scores[keep], masks[keep] > 0.5, img.shape[:2]))
-        base = MaskRCNNPost()
-        grid = _grid(MASKRCNN_GRID)
-        segment = lambda raw, post: maskrcnn_to_labels(raw[0], raw[1].astype(np.float32), post, raw[2])
     best_post, best = base, None
     for params in grid:
         post = dataclasses.replace(base, **params)
-        s = pool_scores([score_image(segment(r, post), g) for r, g in zip(raws, gts)])
+        s = pool_scores([score_image(segmenter.labels(r, post=post), g) for r, g in zip(raws, gts)])
         objective = s.pooled_f1 + s.pooled_object_dice
         if best is None or objective > best["objective"] + 1e-9:
             best_post = post
@@ -68,18 +83,31 @@ def tune(run: Run, val: list[tuple[np.ndarray, np.ndarray]]) -> tuple[UNetPost |
                 "val_object_dice": s.pooled_object_dice,
                 "val_object_hausdorff": s.pooled_object_hausdorff,
             }
-    assert best is not None
+    if best is None:
+        raise ValueError("empty tuning grid")
     best["grid_size"] = len(grid)
     return best_post, best
 
 
-def tune_run(run_dir: Path, val: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> dict:
-    """Tune the run's ``best.pt`` on ``val``; writes ``postprocess.json`` and ``tuning.json`` in ``run_dir``."""
+def tune_run(
+    run_dir: Path, val: list[tuple[np.ndarray, np.ndarray]], device: torch.device
+) -> dict[str, Any]:
+    """Tune the run's ``best.pt`` on ``val``; writes ``postprocess.json`` and ``tuning.json`` in ``run_dir``.
+
+    Raises:
+        ModelError: ``best.pt`` is missing or unusable. OSError: a file could not be written (names it).
+    """
     cfg = load_config(run_dir / "config.json")
     ckpt = read_checkpoint(run_dir / "best.pt")
-    run = Run(model_from_state(cfg, ckpt["model"], device), cfg, UNetPost(), run_dir, device)
-    post, report = tune(run, val)
-    save_post(post, run_dir / "postprocess.json")
+    post, _ = base_post(cfg)
+    segmenter = make_segmenter(
+        model_from_state(cfg, ckpt["model"], device), cfg, post, device, path=run_dir
+    )
+    post, report = tune(segmenter, val)
+    with writing(run_dir / "postprocess.json"):
+        save_post(post, run_dir / "postprocess.json")
     report["best_epoch"] = int(ckpt.get("epoch", -1)) + 1
-    atomic_write_text(run_dir / "tuning.json", json.dumps({**report, "post": dataclasses.asdict(post)}, indent=2) + "\n")
+    text = json.dumps({**report, "post": dataclasses.asdict(post)}, indent=2) + "\n"
+    with writing(run_dir / "tuning.json"):
+        atomic_write_text(run_dir / "tuning.json", text)
     return report

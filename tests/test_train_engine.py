@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.train: a short run learns and writes its folder, exact resume, the lock, DDP.
+"""Tests for glandseg_core.train.engine: a short run learns and writes its folder, exact resume, the lock, DDP.
 
 Every test that trains sets GLANDSEG_LOCK_DIR to a temporary folder (the ``lock_dir`` fixture), so it never
 meets the machine-wide lock of a real training.
@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, tiny_unet_config, write_fake_glas
 
+from glandseg_core.checkpoints import read_checkpoint
 from glandseg_core.config import PRESETS
-from glandseg_core.infer import read_checkpoint
-from glandseg_core.locks import TrainingBusy, lock_holder, training_lock
-from glandseg_core.train import TrainingStopped, _Batches, fit
+from glandseg_core.errors import DatasetError, TrainingBusy, TrainingStopped
+from glandseg_core.train import fit
+from glandseg_core.train.locks import lock_holder, training_lock
+from tests.helpers import REPO, tiny_unet_config, write_fake_glas
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -162,8 +163,6 @@ def test_training_lock_refuses_a_second_start(
 
 
 def test_missing_data_fails_before_training(lock_dir: Path, tmp_path: Path) -> None:
-    from glandseg_core.data import DatasetError
-
     with pytest.raises(DatasetError, match="does not exist"):
         fit(tiny_unet_config(), tmp_path / "no_glas", tmp_path / "run", show_bar=False)
     assert not (tmp_path / "run" / "last.pt").exists()
@@ -186,15 +185,11 @@ def few_proposals(build: Callable[[Any], torch.nn.Module]) -> Callable[[Any], to
 def test_maskrcnn_smoke_run(
     lock_dir: Path, shared_fake_glas: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import glandseg_core.infer
-    import glandseg_core.train
+    import glandseg_core.checkpoints
+    import glandseg_core.train.setup
 
-    monkeypatch.setattr(
-        glandseg_core.train, "build_model", few_proposals(glandseg_core.train.build_model)
-    )
-    monkeypatch.setattr(
-        glandseg_core.infer, "build_model", few_proposals(glandseg_core.infer.build_model)
-    )
+    for module in (glandseg_core.train.setup, glandseg_core.checkpoints):  # training; tuning
+        monkeypatch.setattr(module, "build_model", few_proposals(module.build_model))
     cfg = dataclasses.replace(
         PRESETS["glandseg-maskrcnn-cpu"],
         name="tiny-maskrcnn",
@@ -287,55 +282,13 @@ def test_ddp_checkpoint_keeps_every_rank_rng(
     assert len(read_checkpoint(run_dir / "last.pt")["rng_numpy"]) == 2
 
 
-def test_ddp_ranks_draw_disjoint_images() -> None:
-    """Under DDP the ranks draw disjoint images in an epoch (regression: each rank permuted the images with its
-    own RNG, seeded ``train_seed + 1000 * rank`` in ``_fit``, yet took its slice as if the order were shared)."""
-    cfg = tiny_unet_config(
-        train_batch_size=1, train_steps_per_epoch=0, train_crop_size=0, train_augment="none"
-    )
-    data = [(np.full((8, 8, 3), i, np.uint8), np.zeros((8, 8), np.int32)) for i in range(8)]
-    orders = []
-    for epoch in (0, 1):
-        seen: list[int] = []
-        for rank in (0, 1):
-            batches = _Batches(cfg, data, rank, 2)
-            rng = np.random.default_rng(cfg.train_seed + 1000 * rank)  # as _fit seeds each rank
-            seen += [round(float(x[0, 0, 0, 0]) * 255) for x, _ in batches.epoch(rng, epoch)]
-        assert sorted(seen) == list(range(8)), f"images drawn by the two ranks in epoch {epoch}: {seen}"
-        orders.append(seen)
-    assert orders[0] != orders[1]  # a new order every epoch
-
-
-def test_loader_batches_do_not_depend_on_the_number_of_workers() -> None:
-    cfg = tiny_unet_config(train_batch_size=2, train_steps_per_epoch=3, train_crop_size=8, train_augment="strong")
-    rng = np.random.default_rng(0)
-    data = [(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), (rng.random((16, 16)) > 0.5).astype(np.int32)) for _ in range(5)]
-    batches = _Batches(cfg, data, 0, 1)
-    inline = list(batches.loader(epoch=1, workers=0))
-    parallel = list(batches.loader(epoch=1, workers=2))
-    assert len(inline) == len(parallel) == 3
-    for (x0, y0), (x1, y1) in zip(inline, parallel):
-        torch.testing.assert_close(x0, x1)
-        torch.testing.assert_close(y0, y1)
-    other_epoch = list(batches.loader(epoch=2, workers=0))
-    assert not torch.equal(other_epoch[0][0], inline[0][0])
-
-
-def test_loader_builds_maskrcnn_targets_in_workers() -> None:
-    cfg = dataclasses.replace(PRESETS["glandseg-maskrcnn-cpu"], train_batch_size=2, train_steps_per_epoch=2, train_augment="strong")
-    labels = np.zeros((40, 60), np.int32)
-    labels[5:15, 5:20], labels[20:35, 30:55] = 1, 2
-    data = [(np.full((40, 60, 3), 120, np.uint8), labels)] * 3
-    batches = list(_Batches(cfg, data, 0, 1).loader(epoch=0, workers=2))
-    assert len(batches) == 2
-    images, targets = batches[0]
-    assert len(images) == len(targets) == 2 and images[0].dtype == torch.float32 and images[0].shape[0] == 3
-    assert {"masks", "boxes", "labels"} <= set(targets[0]) and targets[0]["boxes"].shape[1] == 4
-
-
-def test_workers_and_time_limit_shorten_the_schedule(lock_dir: Path, fake_glas_dir: Path, tmp_path: Path) -> None:
+def test_workers_and_time_limit_shorten_the_schedule(
+    lock_dir: Path, fake_glas_dir: Path, tmp_path: Path
+) -> None:
     """A budget of a few seconds: after two epochs the run fits its schedule to it, ends it, tunes, records it."""
-    cfg = tiny_unet_config(train_epochs=500, train_steps_per_epoch=2, train_val_every=1, train_warmup_steps=0)
+    cfg = tiny_unet_config(
+        train_epochs=500, train_steps_per_epoch=2, train_val_every=1, train_warmup_steps=0
+    )
     run_dir = tmp_path / "run"
     fit(cfg, fake_glas_dir, run_dir, show_bar=False, workers=2, time_limit=6.0)
     log = read_log(run_dir)
@@ -349,11 +302,11 @@ def test_workers_and_time_limit_shorten_the_schedule(lock_dir: Path, fake_glas_d
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fit_and_predict_on_cuda(lock_dir: Path, fake_glas_dir: Path, tmp_path: Path) -> None:
-    from glandseg_core.infer import load_run, predict
+    from glandseg_core.segment import load_segmenter
 
     cfg = tiny_unet_config(train_epochs=1, train_amp=True)
     fit(cfg, fake_glas_dir, tmp_path / "run", device="cuda", show_bar=False)
-    run = load_run(tmp_path / "run", device="cuda")
-    assert next(run.model.parameters()).is_cuda
+    segmenter = load_segmenter(tmp_path / "run", device="cuda", tta=True)
+    assert next(segmenter.model.parameters()).is_cuda
     image = np.full((67, 131, 3), 200, np.uint8)
-    assert predict(run, image, tta=True).shape == (67, 131)
+    assert segmenter(image).shape == (67, 131)

@@ -1,0 +1,70 @@
+"""The two objects a run is made of: a :class:`RunContext` that stays fixed, a :class:`TrainState` that advances.
+
+They play the part of torchvision's ``train_one_epoch(model, optimizer, data_loader, device, epoch, ...)``
+arguments, so the engine's functions take two objects instead of a dozen positional parameters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from .batches import Batches
+from .runfiles import write_progress
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What stays fixed during a run: where it writes, where it computes, how it reports.
+
+    Attributes:
+        run_dir: the run folder. device: where the network runs.
+        rank, world: this process's rank and the number of processes (DistributedDataParallel).
+        progress: called with a dict after every few steps (``event="step"``) and every epoch (``"epoch"``).
+        show_bar: a tqdm progress bar on stderr (rank 0). workers: processes that build batches (0 = inline).
+        time_limit: a training budget in seconds (0 = none).
+    """
+
+    run_dir: Path
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    progress: Progress | None = None
+    show_bar: bool = True
+    workers: int = 0
+    time_limit: float = 0.0
+
+    def report(self, record: dict[str, Any], **progress_fields: Any) -> None:
+        """Rank 0 only: write ``progress.json`` (``progress_fields``) and pass ``record`` to the callback."""
+        if self.rank != 0:
+            return
+        write_progress(self.run_dir, **progress_fields)
+        if self.progress:
+            self.progress(record)
+
+
+@dataclass
+class TrainState:
+    """What a run advances: the network, optimizer, schedule and RNG (checkpointed in ``last.pt``), the next
+    epoch (0-based) and the best validation record so far."""
+
+    cfg: RunConfig
+    model: torch.nn.Module  # the bare network (saved, validated)
+    net: torch.nn.Module  # what trains: ``model`` or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    rng: np.random.Generator
+    batches: Batches
+    epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"val_f1": -1.0, "val_object_dice": -1.0})
+    started: int = 0  # the epoch this process began with
+    t_begin: float = field(default_factory=time.time)

@@ -1,0 +1,108 @@
+"""Setting a run up: its config, its data, a fresh :class:`TrainState`, then a start from scratch, from
+``train_init`` weights, or exactly where ``last.pt`` left off.
+
+Nothing is written to the run folder before the data and the starting weights have been read, so a run that
+cannot start leaves the folder as it found it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoints import load_weights, read_checkpoint
+from ..config import RunConfig, load_config, save_config
+from ..data import find_items
+from ..models import build_model
+from .batches import Batches, Sample, load_split
+from .context import RunContext, TrainState
+from .runfiles import LOG, trim_log, writing
+from .schedule import lr_lambda, make_optimizer
+
+
+def run_config(ctx: RunContext, cfg: RunConfig, resume: bool) -> RunConfig:
+    """The run's config: ``cfg`` for a new run, the folder's ``config.json`` when resuming.
+
+    Raises:
+        FileNotFoundError: resuming without ``last.pt``. FileExistsError: a new run where ``last.pt`` exists.
+        ConfigError: ``config.json`` does not hold a valid config (names the field).
+    """
+    last = ctx.run_dir / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist")
+        return load_config(ctx.run_dir / "config.json")
+    if ctx.rank == 0 and last.exists():
+        raise FileExistsError(f"{ctx.run_dir} already holds a run; use --resume or another --out folder")
+    return cfg
+
+
+def load_data(
+    cfg: RunConfig, data: str | os.PathLike | None, rank: int
+) -> tuple[list[Sample], list[Sample]]:
+    """(train, val) samples in memory; training images at the U-Net's scale, ``val`` (rank 0 only) as is.
+
+    Raises:
+        DatasetError: the GlaS folder is missing or incomplete.
+    """
+    scale = cfg.unet_scale if cfg.model == "unet" else 1.0
+    train_items = find_items(data, ("train",))
+    if cfg.train_max_images:
+        train_items = train_items[: cfg.train_max_images]
+    train = load_split(train_items, scale)
+    return train, load_split(find_items(data, ("val",))) if rank == 0 else []
+
+
+def new_state(cfg: RunConfig, train: list[Sample], ctx: RunContext) -> TrainState:
+    """A freshly initialised network (seeded by the caller), its optimizer, schedule and batch RNG."""
+    model = build_model(cfg).to(ctx.device)
+    if cfg.model == "unet":
+        model = model.to(memory_format=torch.channels_last)
+    batches = Batches(cfg, train, ctx.rank, ctx.world)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, batches.steps()))
+    rng = np.random.default_rng(cfg.train_seed + 1000 * ctx.rank)
+    return TrainState(cfg, model, model, optimizer, scheduler, rng, batches)
+
+
+def _restore(state: TrainState, ctx: RunContext) -> None:
+    """Continue exactly from ``last.pt``: weights, optimizer, schedule, epoch, best, every RNG; the log
+    drops the records of epochs after the checkpoint's (and a half-written last line)."""
+    ckpt = read_checkpoint(ctx.run_dir / "last.pt")
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.epoch, state.best = ckpt["epoch"] + 1, ckpt["best"]
+    if ctx.rank < len(ckpt["rng_numpy"]):
+        state.rng.bit_generator.state = ckpt["rng_numpy"][ctx.rank]
+    torch.set_rng_state(ckpt["rng_torch"])
+    if ctx.rank == 0:
+        trim_log(ctx.run_dir, ckpt["epoch"] + 1)  # log epochs are 1-based
+
+
+def start_state(state: TrainState, ctx: RunContext, resume: bool) -> None:
+    """Load the starting weights (``last.pt`` when resuming, else ``train_init`` if set); a new run then
+    writes ``config.json`` and empties a log left by an attempt that never checkpointed. Wraps the network in
+    DistributedDataParallel under DDP (after loading, since DDP broadcasts rank 0's weights).
+
+    Raises:
+        ModelError: an unusable checkpoint or ``train_init`` file.
+    """
+    cfg = state.cfg
+    if resume:
+        _restore(state, ctx)
+    else:
+        if cfg.train_init:
+            init = read_checkpoint(Path(cfg.train_init))["model"]
+            load_weights(
+                state.model, init, f"train_init {cfg.train_init}: weights do not fit this model"
+            )
+        if ctx.rank == 0:
+            with writing(ctx.run_dir / "config.json"):
+                save_config(cfg, ctx.run_dir / "config.json")
+            (ctx.run_dir / LOG).unlink(missing_ok=True)
+    if ctx.world > 1:
+        state.net = torch.nn.parallel.DistributedDataParallel(state.model)
