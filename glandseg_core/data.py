@@ -16,17 +16,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .io import ImageError, read_image, read_label_map
+from .errors import DatasetError, ImageError
+from .io import read_image, read_label_map
 
 SPLITS = ("train", "val", "testA", "testB")
 SPLIT_CHOICES = (*SPLITS, "all")
 IMAGE_EXTS = (".bmp", ".png", ".tif", ".tiff", ".webp", ".jpg", ".jpeg")  # the last three: packed copies
 VAL_SPLIT_FILE = Path(__file__).with_name("val_split.txt")
 _NAME_RE = re.compile(r"^(train|testA|testB)_(\d+)$")
-
-
-class DatasetError(ValueError):
-    """A GlaS folder that is missing, incomplete or inconsistent (one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +114,9 @@ def find_items(root: str | os.PathLike | None, splits: tuple[str, ...] | list[st
     for split in wanted:
         prefix = "train" if split in ("train", "val") else split
         stems = [
-            s for s in files if _NAME_RE.match(s) and _NAME_RE.match(s).group(1) == prefix  # type: ignore[union-attr]
+            s
+            for s in files
+            if _NAME_RE.match(s) and _NAME_RE.match(s).group(1) == prefix  # type: ignore[union-attr]
         ]
         if split == "val":
             missing_val = sorted(val - set(stems), key=_sort_key)
@@ -140,7 +139,9 @@ def find_items(root: str | os.PathLike | None, splits: tuple[str, ...] | list[st
             if s.endswith("_anno") and s.startswith(prefix + "_") and s[: -len("_anno")] not in files
         ]
         if orphans:
-            problems.append(f"annotations without image: {', '.join(sorted(orphans, key=_sort_key)[:5])}")
+            problems.append(
+                f"annotations without image: {', '.join(sorted(orphans, key=_sort_key)[:5])}"
+            )
     if problems:
         raise DatasetError(f"GlaS folder {root}: " + "; ".join(problems))
     return items

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import IMAGE_EXTS, SPLITS, data_root, find_items, load_item
+from .data import IMAGE_EXTS, SPLITS, GlasItem, data_root, find_items, load_item
 from .io import atomic_write_text
 
 MANIFEST = "manifest.json"
@@ -52,19 +52,10 @@ def pack_glas(
     for split in {it.split for it in items}:
         manifest["splits"].pop(split, None)
     for item in items:
-        image, labels = load_item(item)
-        if item.split in lossless:
-            path, kwargs = dst / f"{item.name}.webp", {"lossless": True, "quality": 100, "method": 4, "exact": True}
-        else:
-            path, kwargs = dst / f"{item.name}.jpg", {"quality": quality, "subsampling": 0}
-        for stale in (dst / f"{item.name}{ext}" for ext in IMAGE_EXTS):
-            if stale != path:
-                stale.unlink(missing_ok=True)  # an earlier pack's other encoding would shadow this one
-        Image.fromarray(image).save(path, **kwargs)
-        anno = dst / f"{item.name}_anno.png"
-        Image.fromarray(labels.astype(np.uint16 if int(labels.max()) > 255 else np.uint8)).save(anno, optimize=True)
+        path, anno = _write_item(item, dst, lossless=item.split in lossless, quality=quality)
+        encoding = path.suffix[1:] + (" lossless" if item.split in lossless else f" q{quality} 4:4:4")
         entry = manifest["splits"].setdefault(
-            item.split, {"images": 0, "encoding": path.suffix[1:] + (" lossless" if item.split in lossless else f" q{quality} 4:4:4"), "bytes": 0}
+            item.split, {"images": 0, "encoding": encoding, "bytes": 0}
         )
         entry["images"] += 1
         entry["bytes"] += path.stat().st_size + anno.stat().st_size
@@ -73,3 +64,23 @@ def pack_glas(
         shutil.copyfile(grades, dst / "Grade.csv")
     atomic_write_text(dst / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+_WEBP_LOSSLESS = {"lossless": True, "quality": 100, "method": 4, "exact": True}
+
+
+def _write_item(item: GlasItem, dst: Path, *, lossless: bool, quality: int) -> tuple[Path, Path]:
+    """Write one image (lossless WebP, else JPEG 4:4:4 at ``quality``) and its PNG annotation into ``dst``."""
+    image, labels = load_item(item)
+    if lossless:
+        path, kwargs = dst / f"{item.name}.webp", _WEBP_LOSSLESS
+    else:
+        path, kwargs = dst / f"{item.name}.jpg", {"quality": quality, "subsampling": 0}
+    for stale in (dst / f"{item.name}{ext}" for ext in IMAGE_EXTS):
+        if stale != path:
+            stale.unlink(missing_ok=True)  # an earlier pack's other encoding would shadow this one
+    Image.fromarray(image).save(path, **kwargs)
+    anno = dst / f"{item.name}_anno.png"
+    ids = labels.astype(np.uint16 if int(labels.max()) > 255 else np.uint8)
+    Image.fromarray(ids).save(anno, optimize=True)
+    return path, anno

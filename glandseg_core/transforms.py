@@ -63,9 +63,17 @@ def _sample_grid(
     """Input (row, col) coordinates for every output pixel: scale, rotation, crop centre and elastic field."""
     oh, ow = out_shape
     ih, iw = in_shape
-    s = float(np.exp(rng.uniform(np.log(p.scale[0]), np.log(p.scale[1])))) if p.scale != (1.0, 1.0) else 1.0
+    s = (
+        float(np.exp(rng.uniform(np.log(p.scale[0]), np.log(p.scale[1]))))
+        if p.scale != (1.0, 1.0)
+        else 1.0
+    )
     theta = rng.uniform(0, 2 * np.pi) if p.rotate else 0.0
-    rr, cc = np.meshgrid(np.arange(oh, dtype=np.float32) - (oh - 1) / 2, np.arange(ow, dtype=np.float32) - (ow - 1) / 2, indexing="ij")
+    rr, cc = np.meshgrid(
+        np.arange(oh, dtype=np.float32) - (oh - 1) / 2,
+        np.arange(ow, dtype=np.float32) - (ow - 1) / 2,
+        indexing="ij",
+    )
     cos, sin = np.cos(theta) / s, np.sin(theta) / s
     r_in = cos * rr - sin * cc
     c_in = sin * rr + cos * cc
@@ -147,7 +155,8 @@ def augment(
     if p.flip_v_rot90:
         if rng.random() < 0.5:
             image, labels = image[::-1], labels[::-1]
-        k = int(rng.integers(0, 4)) if crop else 2 * int(rng.integers(0, 2))  # whole images keep orientation
+        # whole images keep their orientation (0 or 180 degrees); crops may turn by any multiple of 90
+        k = int(rng.integers(0, 4)) if crop else 2 * int(rng.integers(0, 2))
         image, labels = np.rot90(image, k), np.rot90(labels, k)
     if p.hed_sigma > 0 or p.brightness > 0:
         image = _colour(image, p, rng)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAKE_TRAIN, VAL_NAMES, fake_grade
 from PIL import Image
 from scipy import ndimage as ndi
 
@@ -22,6 +21,7 @@ from glandseg_core.data import (
     read_grades,
     val_names,
 )
+from tests.helpers import FAKE_TRAIN, VAL_NAMES, fake_grade
 
 
 def one_line_error(fn: Callable[[], object]) -> str:

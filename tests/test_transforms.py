@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_glands
 from scipy import ndimage as ndi
 
 from glandseg_core.transforms import POLICIES, augment, maskrcnn_target, unet_targets
+from tests.helpers import make_glands
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
