@@ -370,6 +370,14 @@ def run_batch(
                         report(r)
     except KeyboardInterrupt:
         interrupted = True
+    summary, part, counts = _summarise(world, out_dir, done, interrupted)
+    return Outcome([r for _, r in done], len(inputs) + len(problems), summary, part, interrupted, counts)
+
+
+def _summarise(
+    world: World, out_dir: Path, done: list[tuple[int, Result]], interrupted: bool
+) -> tuple[Path | None, Path, Counter[str]]:
+    """Write this process's summary; under torchrun rank 0 then merges all ranks' rows in input order."""
     part = out_dir / (f"summary_rank{world.rank}.csv" if world.distributed else SUMMARY)
     rows = [r.row() for _, r in done]
     write_summary(part, rows)
@@ -381,4 +389,4 @@ def run_batch(
             write_summary(summary, rows)
     counts = Counter({"ok": 0, "skipped": 0, "error": 0})
     counts.update(str(row["status"]) for row in rows)
-    return Outcome([r for _, r in done], len(inputs) + len(problems), summary, part, interrupted, counts)
+    return summary, part, counts
