@@ -3,12 +3,11 @@
 import datetime
 import os
 
-import pandas as pd
 import streamlit as st
 
 from glandseg_core.config import PRESETS
 from glandseg_core.errors import DatasetError, ModelError, TrainingBusy
-from ui import figures, forms, inference, jobs, loaders, promote, runs, safepaths, settings
+from ui import forms, inference, jobs, loaders, promote, run_panel, runs, safepaths, settings
 
 loaders.ensure_router()
 st.title("Train a model")
@@ -90,33 +89,7 @@ live = (
 )
 
 
-@st.fragment(run_every=3 if live else None)
-def progress_panel() -> None:
-    """Live status, progress bar, curves and evaluation results; refreshes every 3 s while a job runs."""
-    s, ev = runs.run_status(run_dir), runs.evaluation_status(run_dir)
-    if live and s["status"] not in ("running", "starting") and ev["status"] != "running":
-        st.rerun()  # finished, stopped or failed: refresh the buttons too
-    frac, text = forms.progress_text(s)
-    st.progress(frac, text=f"**{text}**" + (f" · loss {s['loss']:.4f}" if s["loss"] is not None else ""))
-    if s["status"] in ("failed", "dead") and s["error"]:
-        st.error(f"{s['status']}: {s['error']}")
-    log = runs.read_log(run_dir)
-    if log.empty:
-        st.caption("Curves appear after the first epoch.")
-    else:
-        left, right = st.columns(2)
-        left.plotly_chart(figures.loss_figure(log), key="loss_chart")
-        right.plotly_chart(figures.validation_figure(log), key="val_chart")
-    if ev["status"] == "running":
-        st.info("Evaluating on Test A and Test B…")
-    elif ev["status"] == "failed":
-        st.error(f"Evaluation failed: {ev['error']}")
-    elif ev["summary"]:
-        cols = ["n_images", "pooled_f1", "pooled_object_dice", "pooled_object_hausdorff"]
-        st.dataframe(pd.DataFrame(ev["summary"]).T[cols])
-
-
-progress_panel()
+run_panel.progress(run_dir, live)
 b = st.columns(3)
 if b[0].button(
     "Stop",

@@ -19,9 +19,10 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from glandseg_core.config import PRESETS, save_config
-from glandseg_core.io import ImageError, png_bytes, read_label_map
-from glandseg_core.locks import training_lock
+from glandseg_core.errors import ImageError
+from glandseg_core.io import png_bytes, read_label_map
 from glandseg_core.models import build_model
+from glandseg_core.train.locks import training_lock
 
 REPO = Path(__file__).resolve().parents[1]
 COMPARE, TRAIN, ANNOTATE = (str(REPO / "pages" / f"{p}.py") for p in ("compare", "train", "annotate"))
@@ -72,8 +73,9 @@ def env(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> d
         ("locks", "LOCK_DIR"),
     ):
         monkeypatch.setenv(f"GLANDSEG_{var}", str(paths[key]))
-    monkeypatch.delenv("GLANDSEG_DATA", raising=False)
-    monkeypatch.syspath_prepend(str(REPO))
+    for var in ("GLANDSEG_DATA", "GLANDSEG_DATA_ROOT", "GLANDSEG_ALLOW_ANY_PATH", "GLANDSEG_READONLY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GLANDSEG_MEMORY_BUDGET_MB", "4096")  # the same budget on every machine
     return paths
 
 
@@ -174,21 +176,21 @@ def test_compare_upload_source_waits_for_a_file(env: dict[str, Path]) -> None:
 
 
 def test_bad_uploads_give_one_line_errors() -> None:
-    import ui_cache
+    from ui import loaders
 
     image = np.full((40, 50, 3), 200, np.uint8)
     good = png_bytes(image)
-    assert ui_cache.decode_upload(good, "ok.png").shape == (40, 50, 3)
+    assert loaders.decode_upload(good, "ok.png").shape == (40, 50, 3)
     for data, expected in (
         (b"%PDF-1.4 not an image", "not an image"),
         (good[: len(good) // 2], "truncated"),
         (b"", "empty"),
     ):
         with pytest.raises(ImageError, match=expected) as info:
-            ui_cache.decode_upload(data, "scan.png")
+            loaders.decode_upload(data, "scan.png")
         assert "\n" not in str(info.value) and "scan.png" in str(info.value)
     with pytest.raises(ImageError, match="annotation is 50×40 but the image is 60×40"):
-        ui_cache.decode_upload_labels(png_bytes(image), "anno.png", (40, 60))
+        loaders.decode_upload_labels(png_bytes(image), "anno.png", (40, 60))
 
 
 # ------------------------------------------------------------------------------------------- Annotate
@@ -235,7 +237,11 @@ def test_annotate_starts_from_a_model_prediction(env: dict[str, Path]) -> None:
 # ---------------------------------------------------------------------------------------------- Train
 
 
-def test_train_form_is_prefilled_from_the_poster_preset(env: dict[str, Path]) -> None:
+def test_train_form_is_prefilled_from_the_poster_preset(
+    env: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_root = tmp_path / "data"
+    monkeypatch.setenv("GLANDSEG_DATA_ROOT", str(data_root))
     at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
     assert not at.exception
     assert at.selectbox(key="train_preset").value == "poster-maskrcnn"
@@ -261,6 +267,9 @@ def test_train_form_is_prefilled_from_the_poster_preset(env: dict[str, Path]) ->
     at.button(key="FormSubmitter:train_form_glandseg-unet-Start training").click().run()
     assert "Enter the GlaS folder" in texts(at, "error")
     at.text_input(key="train_data").set_value(str(env["runs"] / "nowhere")).run()
+    at.button(key="FormSubmitter:train_form_glandseg-unet-Start training").click().run()
+    assert "lies outside" in texts(at, "error")  # not inside the data root (GLANDSEG_DATA_ROOT)
+    at.text_input(key="train_data").set_value(str(data_root / "nowhere")).run()
     at.button(key="FormSubmitter:train_form_glandseg-unet-Start training").click().run()
     assert "does not exist" in texts(at, "error")
     assert not env["runs"].exists() or not any(env["runs"].iterdir())
@@ -321,10 +330,12 @@ def test_train_lists_runs_with_curves_and_promotes_with_confirmation(
         and buttons["Resume"].disabled
         and not buttons["Evaluate on Test A + Test B"].disabled
     )
-    # the target folder holds a model: Promote waits for the overwrite box
+    # the target folder holds a model: Promote waits for the box that names what it replaces
     assert at.text_input(key="promote_tiny-run").value == "unet"
     assert buttons["Promote"].disabled
-    at.checkbox(key="promote_ok_tiny-run").check().run()
+    box = at.checkbox(key="promote_ok_tiny-run_unet")
+    assert "weights.pt" in box.label and "config.json" in box.label
+    box.check().run()
     next(b for b in at.button if b.label == "Promote").click().run()
     assert not at.exception and "Promoted tiny-run" in texts(at, "success")
     assert (env["models"] / "unet" / "weights.pt").stat().st_mtime_ns != before

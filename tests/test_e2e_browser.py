@@ -1,8 +1,9 @@
 """End to end in a real browser: ``streamlit run app.py`` + headless Chromium (Playwright, sync API).
 
 Compare: a bad upload shows a one-line error and the app stays up; a sample image uploaded from disk gets both
-overlays and both gland counts. Annotate: a polygon clicked on the canvas becomes one gland. Train: the form
-and the device line render. Screenshots go to ``artifacts/`` (gitignored) for a human look.
+overlays and both gland counts; a long segmentation stops when its browser tab closes (issue #15, item 4).
+Annotate: a polygon clicked on the canvas becomes one gland. Train: the form and the device line render.
+Screenshots go to ``artifacts/`` (gitignored) for a human look.
 Skipped when /usr/bin/chromium is missing.
 """
 
@@ -17,8 +18,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import psutil
 import pytest
-from test_app import make_tiny_models
+from PIL import Image
+
+from tests.test_app import make_tiny_models
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,14 +44,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A streamlit server on a free port with tiny models and private folders; yields its URL."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A streamlit server on a free port with tiny models and private folders; yields its URL and the folder
+    where its segmentation jobs are made."""
     tmp = tmp_path_factory.mktemp("e2e")
     env = dict(os.environ)
     env.pop("GLANDSEG_DATA", None)
+    (tmp / "jobs").mkdir()
     env.update(
         GLANDSEG_MODELS=str(make_tiny_models(tmp / "models")), GLANDSEG_RUNS=str(tmp / "runs"),
         GLANDSEG_ANNOTATIONS=str(tmp / "annotations"), GLANDSEG_LOCK_DIR=str(tmp / "locks"), OMP_NUM_THREADS="1",
+        GLANDSEG_MEMORY_BUDGET_MB="8192", TMPDIR=str(tmp / "jobs"),  # segmentation jobs' folders land here
     )  # fmt: skip
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
@@ -68,7 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}"
                 )
             time.sleep(0.5)
-        yield url
+        yield url, tmp / "jobs"
     finally:
         proc.terminate()
         try:
@@ -110,7 +118,8 @@ def wait_idle(page) -> None:
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
 
 
-def test_a_page_url_on_a_fresh_server_goes_through_the_router(server: str, page) -> None:
+def test_a_page_url_on_a_fresh_server_goes_through_the_router(server: tuple[str, Path], page) -> None:
+    server, _ = server
     # First test on purpose: Streamlit serves /train from pages/ alone until app.py has run once (PR #10276)
     page.goto(f"{server}/train")
     page.get_by_text("Train a model").wait_for()
@@ -119,7 +128,8 @@ def test_a_page_url_on_a_fresh_server_goes_through_the_router(server: str, page)
     assert nav.get_by_text("app", exact=True).count() == 0
 
 
-def test_compare_upload_bad_then_good_image(server: str, page, tmp_path: Path) -> None:
+def test_compare_upload_bad_then_good_image(server: tuple[str, Path], page, tmp_path: Path) -> None:
+    server, _ = server
     page.goto(server)
     page.get_by_text("Compare U-Net and Mask R-CNN").wait_for()
     page.locator('[data-testid="stSidebar"]').get_by_text("Upload", exact=True).click()
@@ -147,7 +157,8 @@ def test_compare_upload_bad_then_good_image(server: str, page, tmp_path: Path) -
     assert path.stat().st_size > 10_000
 
 
-def test_default_sample_with_scores(server: str, page) -> None:
+def test_default_sample_with_scores(server: tuple[str, Path], page) -> None:
+    server, _ = server
     page.goto(server)
     page.get_by_text("unet: U-Net overlay").wait_for()
     page.locator('[data-testid="stMetric"]').filter(has_text="Object Hausdorff").nth(1).wait_for()
@@ -156,7 +167,8 @@ def test_default_sample_with_scores(server: str, page) -> None:
     shot(page, "e2e_compare_sample.png")
 
 
-def test_annotate_polygon_becomes_a_gland(server: str, page) -> None:
+def test_annotate_polygon_becomes_a_gland(server: tuple[str, Path], page) -> None:
+    server, _ = server
     page.goto(f"{server}/annotate")
     page.get_by_text("Annotate glands").wait_for()
     canvas = page.locator("canvas.upper-canvas").first
@@ -179,7 +191,8 @@ def test_annotate_polygon_becomes_a_gland(server: str, page) -> None:
     shot(page, "e2e_annotate.png")
 
 
-def test_train_page_renders(server: str, page) -> None:
+def test_train_page_renders(server: tuple[str, Path], page) -> None:
+    server, _ = server
     page.goto(f"{server}/train")
     page.get_by_text("Train a model").wait_for()
     page.get_by_text("training runs on").wait_for()
@@ -187,3 +200,36 @@ def test_train_page_renders(server: str, page) -> None:
     wait_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     shot(page, "e2e_train.png")
+
+
+def test_closing_the_tab_stops_a_long_segmentation(
+    server: tuple[str, Path], page, tmp_path: Path
+) -> None:
+    """#15 item 4: the worker of a segmentation still running when its browser tab closes is killed, and its
+    memory goes with it (before, inference went on for minutes after the browser closed)."""
+    url, jobs = server
+    big = tmp_path / "big.png"
+    tile = np.asarray(Image.open(REPO / "samples" / "testA_13.png").convert("RGB"))
+    Image.fromarray(np.tile(tile, (6, 4, 1))).save(big)  # 3132x3100: many windows, slow enough
+    page.goto(url)
+    page.get_by_text("Compare U-Net and Mask R-CNN").wait_for()
+    page.locator('[data-testid="stSidebar"]').get_by_text("Upload", exact=True).click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(big))
+    page.get_by_text("Segmenting big with").first.wait_for()
+    deadline = time.time() + 120
+    while not list(jobs.glob("glandseg-job-*/worker.pid")) and time.time() < deadline:
+        time.sleep(0.5)
+    [pid_file] = list(jobs.glob("glandseg-job-*/worker.pid"))
+    pid = int(pid_file.read_text())
+    assert psutil.pid_exists(pid)
+    shot(page, "e2e_compare_long_job.png")
+    page.context.close()  # the tab goes away mid-job
+    deadline = time.time() + 60
+    while (
+        psutil.pid_exists(pid)
+        and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        and time.time() < deadline
+    ):
+        time.sleep(0.5)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not pid_file.parent.exists()  # the job's folder is cleaned up too

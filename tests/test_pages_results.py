@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import types
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 from glandseg_core.data import find_items, load_item
 from glandseg_core.evaluate import evaluate
 from glandseg_core.io import write_label_png
+from ui import figures, inference, settings
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS_PAGE = str(REPO / "pages" / "metrics.py")
@@ -67,7 +67,6 @@ def results_env(tmp_path: Path, fake_glas_factory, monkeypatch: pytest.MonkeyPat
     }
     monkeypatch.setenv("GLANDSEG_MODELS", str(root))
     monkeypatch.setenv("GLANDSEG_DATA", str(glas))
-    monkeypatch.syspath_prepend(str(REPO))
     return {"root": root, "glas": glas, **folders}
 
 
@@ -125,7 +124,9 @@ def test_metrics_page_with_one_model_missing(results_env) -> None:
 
 def test_metrics_page_sets_the_poster_recipe_beside_ours(results_env, tmp_path) -> None:
     """A scores-only folder of the poster's recipe (no weights.pt) joins the table and the drill-down."""
-    poster = _model_folder(results_env["root"], results_env["glas"], tmp_path, "poster-maskrcnn", _unet_pred)
+    poster = _model_folder(
+        results_env["root"], results_env["glas"], tmp_path, "poster-maskrcnn", _unet_pred
+    )
     (poster / "config.json").write_text(json.dumps({"model": "maskrcnn", "name": "poster-maskrcnn"}))
     at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
     assert not at.exception and not at.warning
@@ -139,7 +140,6 @@ def test_metrics_page_sets_the_poster_recipe_beside_ours(results_env, tmp_path) 
 
 def test_metrics_page_without_models(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("GLANDSEG_MODELS", str(tmp_path / "nothing"))
-    monkeypatch.syspath_prepend(str(REPO))
     at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
     assert not at.exception and at.error
 
@@ -191,16 +191,15 @@ def test_drilldown_falls_back_to_segment_and_samples(results_env, monkeypatch) -
     (results_env["unet"] / "predictions" / "testA_1_labels.png").unlink()
     (results_env["unet"] / "weights.pt").write_bytes(b"stub")
     calls = []
-    fake = types.ModuleType("ui_cache")
-    fake.model_stamp = lambda model_dir: 1.0
-    fake.ensure_router = lambda: None
-    fake.single_id_images = list
-    fake.segment = lambda model_dir, image, tta=False, stamp=0.0: (
-        calls.append(model_dir) or np.zeros(image.shape[:2], np.int32),
-        0.1,
-    )
-    monkeypatch.setitem(sys.modules, "ui_cache", fake)
-    (results_env["maskrcnn"] / "predictions" / "testA_1_labels.png").unlink()  # and no weights: said plainly
+
+    def segment(model_dir, image, *, tta=False, what=""):
+        calls.append(str(model_dir))
+        return inference.Segmentation(np.zeros(image.shape[:2], np.int32), 0.1)
+
+    monkeypatch.setattr(inference, "segment", segment)
+    (
+        results_env["maskrcnn"] / "predictions" / "testA_1_labels.png"
+    ).unlink()  # and no weights: said plainly
     at = AppTest.from_file(DRILL_PAGE, default_timeout=60)
     at.session_state["drill_image"] = "testA_1"
     at.run()
@@ -211,9 +210,7 @@ def test_drilldown_falls_back_to_segment_and_samples(results_env, monkeypatch) -
     assert len(at.image) == 3
 
     monkeypatch.delenv("GLANDSEG_DATA")  # no data: say how to set it, use samples/ (none here)
-    import ui_results
-
-    monkeypatch.setattr(ui_results, "SAMPLES", results_env["root"] / "no_samples")
+    monkeypatch.setattr(settings, "SAMPLES_DIR", results_env["root"] / "no_samples")
     at = AppTest.from_file(DRILL_PAGE, default_timeout=60).run()
     assert not at.exception
     assert "GLANDSEG_DATA is not set" in _texts(at)
@@ -226,7 +223,7 @@ def test_drilldown_falls_back_to_segment_and_samples(results_env, monkeypatch) -
     image, gt = load_item(find_items(results_env["glas"], ["testA"])[1])
     Image.fromarray(image).save(samples / "testA_2.png")
     Image.fromarray(gt.astype(np.uint8)).save(samples / "testA_2_anno.png")
-    monkeypatch.setattr(ui_results, "SAMPLES", samples)
+    monkeypatch.setattr(settings, "SAMPLES_DIR", samples)
     at = AppTest.from_file(DRILL_PAGE, default_timeout=60).run()
     assert not at.exception and not at.warning
     assert list(at.dataframe[0].value["image"]) == ["testA_2"]
@@ -234,16 +231,12 @@ def test_drilldown_falls_back_to_segment_and_samples(results_env, monkeypatch) -
 
 
 def test_clicked_image_reads_customdata() -> None:
-    import ui_results
-
     def event(points):
         return types.SimpleNamespace(selection=types.SimpleNamespace(points=points))
 
-    assert (
-        ui_results.clicked_image(event([{"customdata": ["testA_7", "benign"], "x": 0.1}])) == "testA_7"
-    )
-    assert ui_results.clicked_image(event([{"customdata": "testB_3"}])) == "testB_3"
-    assert ui_results.clicked_image(event([])) is None and ui_results.clicked_image(None) is None
+    assert figures.clicked_image(event([{"customdata": ["testA_7", "benign"], "x": 0.1}])) == "testA_7"
+    assert figures.clicked_image(event([{"customdata": "testB_3"}])) == "testB_3"
+    assert figures.clicked_image(event([])) is None and figures.clicked_image(None) is None
 
 
 def test_single_id_annotations_are_pointed_out(results_env) -> None:

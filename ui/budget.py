@@ -4,10 +4,10 @@ How it works: a segmentation runs in its own process (:mod:`ui.worker`), whose p
 the image's pixels: ``peak = BASE_BYTES[kind] + BYTES_PER_PIXEL[kind] * pixels`` (measured with
 ``benchmarks/bench_dashboard_memory.py``; test-time augmentation adds ``TTA_BYTES_PER_PIXEL``). The budget
 is a share of the memory the machine has available now (``psutil``): ``GLANDSEG_MEMORY_FRACTION`` (default
-0.5), or a fixed ``GLANDSEG_MEMORY_BUDGET_MB``. Segmentations run one at a time (:mod:`ui.inference`), so one
-job's budget is not shared. An image above the budget is refused, or, with the user's consent, downsampled to
-fit: its measurements are then converted back to the original image's pixels (:func:`to_original`).
-No streamlit here.
+0.25, leaving the rest to the server, its other sessions and the machine), or a fixed
+``GLANDSEG_MEMORY_BUDGET_MB``. Segmentations run one at a time (:mod:`ui.inference`), so one job's budget is
+not shared. An image above the budget is refused, or, with the user's consent, downsampled to fit: its
+measurements are then converted back to the original image's pixels (:func:`to_original`). No streamlit here.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import pandas as pd
 import psutil
 from PIL import Image
 
-BASE_BYTES = {
-    "unet": 700 * 2**20,
-    "maskrcnn": 1100 * 2**20,
-}  # interpreter, torch, weights (measured + margin)
-BYTES_PER_PIXEL = {"unet": 60, "maskrcnn": 60}  # slope of the peak over the image's pixels (+ margin)
+# Measured on the shipped models (CPU, fp32; benchmarks/README.md): U-Net 915 MiB at 1 MP, 1317 at 4, 1925 at 12;
+# Mask R-CNN 1011 MiB at 1 MP, 1090 at 4 (tiled: its windows have the GlaS size). Base and slope with a margin.
+BASE_BYTES = {"unet": 1024 * 2**20, "maskrcnn": 1152 * 2**20}  # interpreter, torch, weights
+BYTES_PER_PIXEL = {"unet": 80, "maskrcnn": 40}  # slope of the peak over the image's pixels
 TTA_BYTES_PER_PIXEL = 16  # running sum of the flipped views' outputs
 MIN_PIXELS = 256 * 256  # below this a downsampled image is useless
 
@@ -53,7 +52,7 @@ def current_budget() -> Budget:
     fixed = os.environ.get("GLANDSEG_MEMORY_BUDGET_MB", "").strip()
     if fixed:
         return Budget(int(float(fixed) * 2**20), "GLANDSEG_MEMORY_BUDGET_MB")
-    fraction = float(os.environ.get("GLANDSEG_MEMORY_FRACTION", "") or 0.5)
+    fraction = float(os.environ.get("GLANDSEG_MEMORY_FRACTION", "") or 0.25)
     available = psutil.virtual_memory().available
     return Budget(
         int(fraction * available), f"{fraction:.0%} of the {available / 2**30:.1f} GiB available"

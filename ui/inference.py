@@ -45,6 +45,10 @@ class Cancelled(Exception):
     """The user cancelled this segmentation; the page shows a button to run it again."""
 
 
+class SessionEnded(Exception):
+    """The browser session of this script run has gone; the run ends (pages do not catch this)."""
+
+
 @dataclass(frozen=True)
 class Segmentation:
     """A label map (int32[H, W], 0=background, 1..N glands) and the model's time in seconds."""
@@ -210,8 +214,9 @@ def _poller(box: st.delta_generator.DeltaGenerator, what: str) -> Callable[[floa
     def poll(elapsed: float, waiting: bool) -> None:
         if not session_active():
             gone_since.append(time.monotonic())
-            if time.monotonic() - gone_since[0] > GONE_GRACE_S:
+            if time.monotonic() - gone_since[0] >= GONE_GRACE_S:
                 st.stop()  # the browser left: the finally in run_job kills the worker
+                raise SessionEnded(f"Segmenting {what}: the browser session ended.")  # if stop() returns
         else:
             gone_since.clear()
         state = "waiting for another segmentation to finish" if waiting else "running"

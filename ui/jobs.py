@@ -203,12 +203,12 @@ def resume_training(run_dir: str | os.PathLike, data: str | os.PathLike | None =
         DatasetError: the data folder is not a usable GlaS folder.
     """
     run_dir = Path(run_dir).resolve()
+    if runs.run_status(run_dir)["alive"]:
+        raise TrainingBusy(f"{run_dir.name} is running already")
     if not (run_dir / "last.pt").is_file():
         raise FileNotFoundError(
             f"{run_dir.name} has no last.pt yet (no finished epoch); nothing to resume"
         )
-    if runs.run_status(run_dir)["alive"]:
-        raise TrainingBusy(f"{run_dir.name} is running already")
     root = check_data(data)
     return _start(run_dir, ["train", "--out", str(run_dir), "--resume", "--no-bar", "--data", str(root)])
 

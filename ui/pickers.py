@@ -47,11 +47,9 @@ class Picked:
 
 
 def page_limit(kinds: list[str] | tuple[str, ...], tta: bool = False) -> int:
-    """The largest image (pixels) every model kind of a page can segment now; budgets are coarse (256 MiB
-    steps) so that a rerun does not change an image's working size."""
+    """The largest image (pixels) every model kind of a page can segment now."""
     now = budget.current_budget()
-    coarse = budget.Budget(now.bytes // 2**28 * 2**28, now.source)
-    return min((coarse.max_pixels(k, tta) for k in kinds or ("unet",)), default=0)
+    return min((now.max_pixels(k, tta) for k in kinds or ("unet",)), default=0)
 
 
 def _fit(key: str, shape: tuple[int, int], limit: int) -> tuple[int, int]:
