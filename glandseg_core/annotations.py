@@ -294,28 +294,31 @@ def labels_to_drawing(
             ring = approximate_polygon(ring, tolerance=tolerance)[:-1] * scale  # drop the closing point
             if len(ring) < 3:
                 continue
-            lo, hi = ring.min(0), ring.max(0)
-            centre = (lo + hi) / 2
             objects.append(
-                {
-                    "type": "Polygon",
-                    "version": FABRIC_VERSION,
-                    "originX": "center",
-                    "originY": "center",
-                    "left": float(centre[0]),
-                    "top": float(centre[1]),
-                    "width": float(hi[0] - lo[0]),
-                    "height": float(hi[1] - lo[1]),
-                    "fill": fill,
-                    "stroke": stroke,
-                    "strokeWidth": stroke_width,
-                    "scaleX": 1,
-                    "scaleY": 1,
-                    "angle": 0,
-                    "points": [{"x": round(float(x), 2), "y": round(float(y), 2)} for x, y in ring],
-                }
+                _fabric_polygon(ring, {"fill": fill, "stroke": stroke, "strokeWidth": stroke_width})
             )
     return {"version": FABRIC_VERSION, "objects": objects}
+
+
+def _fabric_polygon(ring: np.ndarray, style: dict[str, Any]) -> dict[str, Any]:
+    """A fabric.js Polygon with centre origin through the canvas points ``ring`` (float[N, 2], x/y)."""
+    lo, hi = ring.min(0), ring.max(0)
+    centre = (lo + hi) / 2
+    return {
+        "type": "Polygon",
+        "version": FABRIC_VERSION,
+        "originX": "center",
+        "originY": "center",
+        "left": float(centre[0]),
+        "top": float(centre[1]),
+        "width": float(hi[0] - lo[0]),
+        "height": float(hi[1] - lo[1]),
+        **style,
+        "scaleX": 1,
+        "scaleY": 1,
+        "angle": 0,
+        "points": [{"x": round(float(x), 2), "y": round(float(y), 2)} for x, y in ring],
+    }
 
 
 def _ring_area(ring: np.ndarray) -> float:

@@ -127,6 +127,33 @@ def to_geojson(labels: np.ndarray, *, name: str = "Gland") -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
+# (neighbour shift, start corner, end corner) for the top, right, bottom and left sides of a pixel
+_SIDES = (
+    ((1, 0), (0, 0), (0, 1)),
+    ((-1, 1), (0, 1), (1, 1)),
+    ((-1, 0), (1, 1), (1, 0)),
+    ((1, 1), (1, 0), (0, 0)),
+)
+
+
+def _boundary_edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(start vertex, end vertex, side 0..3, flat pixel index) of every foreground/background pixel side.
+
+    Vertices are numbered row * (W + 1) + column on the pixel-corner grid; each edge runs with the
+    foreground on its left in x/y order.
+    """
+    width = mask.shape[1] + 1
+    starts, ends, kinds, pixels = [], [], [], []
+    for kind, ((shift, axis), (sy, sx), (ey, ex)) in enumerate(_SIDES):
+        rows, cols = np.nonzero(mask & ~np.roll(mask, shift, axis=axis))
+        starts.append((rows + sy) * width + cols + sx)
+        ends.append((rows + ey) * width + cols + ex)
+        kinds.append(np.full(rows.size, kind, np.int8))
+        pixels.append(rows * mask.shape[1] + cols)
+    start, end, kind, pixel = (np.concatenate(a) for a in (starts, ends, kinds, pixels))
+    return start, end, kind, pixel
+
+
 def _polygons(mask: np.ndarray, *, x_off: int, y_off: int) -> list[list[list[list[int]]]]:
     """Pixel-corner polygons, [shell, *holes] per 4-connected piece, of a mask with an empty border.
 
@@ -140,21 +167,7 @@ def _polygons(mask: np.ndarray, *, x_off: int, y_off: int) -> list[list[list[lis
     """
     comp, _ = ndimage.label(mask)
     width = mask.shape[1] + 1  # vertices per row
-    starts, ends, kinds, pixels = [], [], [], []
-    # (neighbour shift, start corner, end corner) for the top, right, bottom and left sides of a pixel
-    sides = (
-        ((1, 0), (0, 0), (0, 1)),
-        ((-1, 1), (0, 1), (1, 1)),
-        ((-1, 0), (1, 1), (1, 0)),
-        ((1, 1), (1, 0), (0, 0)),
-    )
-    for kind, ((shift, axis), (sy, sx), (ey, ex)) in enumerate(sides):
-        rows, cols = np.nonzero(mask & ~np.roll(mask, shift, axis=axis))
-        starts.append((rows + sy) * width + cols + sx)
-        ends.append((rows + ey) * width + cols + ex)
-        kinds.append(np.full(rows.size, kind, np.int8))
-        pixels.append(rows * mask.shape[1] + cols)
-    start, end, kind, pixel = (np.concatenate(a) for a in (starts, ends, kinds, pixels))
+    start, end, kind, pixel = _boundary_edges(mask)
     piece = comp.ravel()[pixel]
 
     order = np.argsort(start, kind="stable")
