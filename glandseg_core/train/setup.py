@@ -16,7 +16,7 @@ import torch
 from ..checkpoints import load_weights, read_checkpoint
 from ..config import RunConfig, load_config, save_config
 from ..data import find_items
-from ..models import build_model
+from ..models import build_model, load_pretrained
 from .batches import Batches, Sample, load_split
 from .context import RunContext, TrainState
 from .runfiles import LOG, trim_log, writing
@@ -84,12 +84,14 @@ def _restore(state: TrainState, ctx: RunContext) -> None:
 
 
 def start_state(state: TrainState, ctx: RunContext, resume: bool) -> None:
-    """Load the starting weights (``last.pt`` when resuming, else ``train_init`` if set); a new run then
-    writes ``config.json`` and empties a log left by an attempt that never checkpointed. Wraps the network in
-    DistributedDataParallel under DDP (after loading, since DDP broadcasts rank 0's weights).
+    """Load the starting weights: ``last.pt`` when resuming, else ``train_init`` if set, else the start that
+    ``cfg.pretrained`` names. A new run then writes ``config.json`` and empties a log left by an attempt that
+    never checkpointed. Wraps the network in DistributedDataParallel under DDP (after loading, since DDP
+    broadcasts rank 0's weights).
 
     Raises:
-        ModelError: an unusable checkpoint or ``train_init`` file.
+        ModelError: an unusable checkpoint, ``train_init`` or pretrained file (or one missing offline).
+        ConfigError: a pretrained start that does not fit the network.
     """
     cfg = state.cfg
     if resume:
@@ -100,6 +102,8 @@ def start_state(state: TrainState, ctx: RunContext, resume: bool) -> None:
             load_weights(
                 state.model, init, f"train_init {cfg.train_init}: weights do not fit this model"
             )
+        else:
+            load_pretrained(state.model, cfg)  # cfg.pretrained: none (scratch), coco, imagenet or a file
         if ctx.rank == 0:
             with writing(ctx.run_dir / "config.json"):
                 save_config(cfg, ctx.run_dir / "config.json")

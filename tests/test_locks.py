@@ -1,0 +1,124 @@
+"""Tests for glandseg_core.train.locks: one training per machine, one per run folder (whatever the lock
+folder), holder records, and no ``fcntl`` needed to import (Windows)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from glandseg_core.config import save_config
+from glandseg_core.errors import TrainingBusy
+from glandseg_core.train import fit
+from glandseg_core.train.locks import RUN_LOCK, lock_holder, lock_path, run_folder_lock, training_lock
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+from tests.helpers import REPO, tiny_unet_config
+
+
+def test_training_lock_refuses_a_second_start(
+    lock_dir: Path, fake_glas_dir: Path, tmp_path: Path
+) -> None:
+    with training_lock(tmp_path / "first"):
+        holder = lock_holder()
+        assert holder == {"pid": os.getpid(), "run_dir": str(tmp_path / "first")}
+        with pytest.raises(TrainingBusy) as e:
+            fit(tiny_unet_config(), fake_glas_dir, tmp_path / "second", show_bar=False)
+        msg = str(e.value)
+        assert str(os.getpid()) in msg and "first" in msg and "\n" not in msg
+        assert not (tmp_path / "second" / "last.pt").exists()
+    assert lock_holder() is None
+    assert (lock_dir / "train.lock").is_file()
+
+
+def test_holder_record_and_release(lock_dir: Path, tmp_path: Path) -> None:
+    assert lock_path() == lock_dir / "train.lock"
+    assert lock_holder() is None
+    with training_lock(tmp_path / "a"):
+        assert lock_holder() == {"pid": os.getpid(), "run_dir": str(tmp_path / "a")}
+        with (
+            pytest.raises(TrainingBusy, match="another training is running"),
+            training_lock(tmp_path / "b"),
+        ):
+            pass
+        assert lock_holder()["run_dir"] == str(tmp_path / "a")  # the refused one changed nothing
+    assert lock_holder() is None
+    with training_lock(tmp_path / "b"):  # free again: a new holder is recorded
+        assert lock_holder() == {"pid": os.getpid(), "run_dir": str(tmp_path / "b")}
+
+
+def test_run_folder_lock_names_the_holder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    with run_folder_lock(run):
+        assert (run / RUN_LOCK).is_file()
+        with pytest.raises(TrainingBusy) as e, run_folder_lock(run):
+            pass
+        msg = str(e.value)
+        assert "\n" not in msg and f"pid {os.getpid()}" in msg and str(run) in msg, msg
+    with run_folder_lock(run):  # released
+        pass
+
+
+def test_the_package_imports_without_fcntl() -> None:
+    """Issue #11: ``locks.py`` imported ``fcntl``, so the package failed to import on Windows."""
+    code = (
+        "import sys, warnings; sys.modules['fcntl'] = None; warnings.simplefilter('ignore');"
+        "import glandseg_core.train.locks as l, glandseg_core.train; print('ok', hasattr(l, 'fcntl'))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert res.returncode == 0 and res.stdout.split() == ["ok", "False"], res.stderr[-2000:]
+
+
+def _progress(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "progress.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def test_one_training_per_run_folder_whatever_the_lock_folder(
+    tmp_path: Path, fake_glas_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #15 item 10: with a different GLANDSEG_LOCK_DIR, a second ``--resume`` trained the same run folder
+    at the same time (and wrote "stopped" into its progress.json when killed). Now the run folder's own lock
+    refuses it before it writes anything."""
+    cfg_path, run_dir = tmp_path / "long.json", tmp_path / "run"
+    save_config(tiny_unet_config(train_epochs=1000, train_steps_per_epoch=2), cfg_path)
+    env = {**os.environ, "GLANDSEG_LOCK_DIR": str(tmp_path / "locks-a"), "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "glandseg_core", "train", "--no-bar", "--config", str(cfg_path)]
+    cmd += ["--data", str(fake_glas_dir), "--out", str(run_dir)]
+    with open(tmp_path / "first.log", "wb") as log:
+        first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + 300
+        while not ((run_dir / "last.pt").exists() and _progress(run_dir).get("event") == "step"):
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+            assert time.monotonic() < end, "the first training never checkpointed"
+            time.sleep(0.05)
+        monkeypatch.setenv("GLANDSEG_LOCK_DIR", str(tmp_path / "locks-b"))
+        assert lock_holder() is None  # the machine-wide lock of folder B is free ...
+        with pytest.raises(TrainingBusy) as e:  # ... yet the run folder is taken
+            fit(tiny_unet_config(), fake_glas_dir, run_dir, resume=True, show_bar=False)
+        msg = str(e.value)
+        assert f"pid {first.pid}" in msg and str(run_dir) in msg and "\n" not in msg, msg
+        assert first.poll() is None
+        assert _progress(run_dir)["pid"] == first.pid  # the refused one wrote nothing
+    finally:
+        first.send_signal(signal.SIGTERM)
+        try:
+            first.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            first.wait()
+    assert first.returncode == 3  # "stopped"
+    assert _progress(run_dir)["status"] == "stopped" and _progress(run_dir)["pid"] == first.pid
