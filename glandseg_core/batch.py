@@ -44,23 +44,18 @@ from .files import atomic_write_bytes
 from .inputs import check_input, find_inputs, identity, output_stems
 from .io import label_png_bytes, png_bytes, read_image
 from .segment import Segmenter
+from .slides import Progress, is_slide, predict_slide
+from .slides.outputs import output_paths as slide_outputs
 
-try:  # TEMPORARY until glandseg_core.slides exports these (issue #13, the slides engineer)
-    from .slides import image_mpp, is_slide, predict_slide, segment_at_mpp, slide_outputs
+try:  # TEMPORARY until the pixel-size functions of issue #13 land (the slides engineer)
+    from .slides import image_mpp, segment_at_mpp
 except ImportError:  # pragma: no cover
-    from .slides.reader import is_slide
 
     def image_mpp(path: Path) -> float | None:
         return None
 
     def segment_at_mpp(segmenter: Segmenter, image: np.ndarray, mpp: float) -> np.ndarray:
         return segmenter(image)
-
-    def slide_outputs(out_dir: Path, name: str) -> list[Path]:
-        return [out_dir / f"{name}{s}" for s in (".geojson", "_glands.csv", "_slide.csv")]
-
-    def predict_slide(*a: object, **k: object) -> object:
-        raise ImageError("slides are not supported yet")
 
 
 SUFFIXES = (".png", "_overlay.png", "_glands.csv", ".geojson")
@@ -201,10 +196,18 @@ def _segment_image(segmenter: Segmenter, path: Path, targets: list[Path], mpp: f
 
 
 def _segment_slide(
-    segmenter: Segmenter, path: Path, name: str, out_dir: Path, mpp: float | None
+    segmenter: Segmenter, path: Path, name: str, out_dir: Path, mpp: float | None, show_bar: bool
 ) -> Result:
-    s = predict_slide(segmenter, path, out_dir, name=name, mpp=mpp)
-    return Result(path, glands=s.glands, output=s.geojson, mpp=s.mpp, area_um2=s.area_um2)
+    bar = tqdm(desc=path.name, unit="window", leave=False, disable=None if show_bar else True)
+
+    def progress(p: Progress) -> None:
+        bar.total, bar.n = p.total, p.done
+        bar.refresh()
+
+    with bar:
+        s = predict_slide(segmenter, path, out_dir, name=name, mpp=mpp, progress=progress)
+    area = float(s.summary["gland_area_mm2"]) * 1e6
+    return Result(path, glands=s.glands, output=s.outputs["geojson"], mpp=s.summary["slide_mpp"], area_um2=area)
 
 
 def predict_one(
@@ -216,18 +219,20 @@ def predict_one(
     *,
     overwrite: bool = False,
     mpp: float | None = None,
+    show_bar: bool = False,
 ) -> Result:
     """Segment one file and write its outputs (see the module docstring); errors become ``Result.error``.
 
     Args:
         inputs: ``(st_dev, st_ino)`` of every input of the batch: no output may replace one of them.
         mpp: micrometres per pixel of the input; None: read from its metadata, else the model's own scale.
+        show_bar: a slide shows a progress bar of its windows (on a terminal).
     """
     start = time.perf_counter()
     try:
         check_input(path)
         slide = is_slide(path)
-        targets = slide_outputs(out_dir, name) if slide else _outputs(out_dir, name)
+        targets = list(slide_outputs(out_dir, name).values()) if slide else _outputs(out_dir, name)
         clash = [t for t in targets if identity(t) is not None and identity(t) in inputs]
         if clash:
             raise ImageError(
@@ -236,7 +241,7 @@ def predict_one(
         if not overwrite and all(t.is_file() for t in targets):
             result = Result(path, glands=_existing_glands(targets), output=targets[0], skipped=True)
         elif slide:
-            result = _segment_slide(segmenter, path, name, out_dir, mpp)
+            result = _segment_slide(segmenter, path, name, out_dir, mpp, show_bar)
         else:
             result = _segment_image(segmenter, path, targets, mpp)
     except GlandsegError as e:
@@ -360,9 +365,8 @@ def run_batch(
     try:
         with bar, _sigterm_interrupts():
             for i in mine:
-                r = predict_one(
-                    segmenter, inputs[i], names[i], out_dir, protect, overwrite=overwrite, mpp=mpp
-                )
+                r = predict_one(segmenter, inputs[i], names[i], out_dir, protect, overwrite=overwrite,
+                                mpp=mpp, show_bar=show_bar and world.main)  # fmt: skip
                 done.append((i, r))
                 bar.update()
                 if report is not None:

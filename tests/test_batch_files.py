@@ -212,3 +212,35 @@ def test_cli_predict_with_a_model_folder(
     assert lines[2] == f"3 inputs: 2 ok, 0 skipped, 1 failed; summary: {out / 'summary.csv'}"
     assert cli.main([*args, str(tmp_path / "in")]) == 0
     assert "0 ok, 2 skipped, 0 failed" in capsys.readouterr().out
+
+
+def test_slides_go_to_predict_slide_and_bad_slides_take_one_line(
+    untrained_unet_run: Path, tmp_path: Path, one_thread: None
+) -> None:
+    """A folder with a slide, a plain image and a broken slide: the batch goes through all three."""
+    from glandseg_core.segment import load_segmenter
+    from tests.helpers_slides import Mosaic, write_slide
+
+    folder = tmp_path / "in"
+    write_images(folder, 1)
+    tiles = [make_glands(96, 128, n=3, seed=s)[0] for s in range(4)]
+    write_slide(folder / "s.svs", Mosaic(tiles, (2, 2), margin=64), mpp=0.62, levels=2)
+    (folder / "broken.svs").write_bytes(b"II*\x00" + bytes(100))  # a TIFF header and nothing else
+    segmenter = load_segmenter(untrained_unet_run, device="cpu")
+    out = tmp_path / "out"
+    outcome = run_batch(segmenter, [folder], out, show_bar=False)
+
+    rows = {Path(r["image"]).name: r for r in summary(outcome.summary)}
+    assert rows["broken.svs"]["status"] == "error" and "broken.svs" in rows["broken.svs"]["message"]
+    assert "\n" not in rows["broken.svs"]["message"]
+    assert rows["img0.png"]["status"] == rows["s.svs"]["status"] == "ok"
+    assert rows["s.svs"]["mpp"] == "0.62" and rows["s.svs"]["glands"] != ""
+    assert (
+        (out / "s.geojson").is_file()
+        and (out / "s_summary.csv").is_file()
+        and not list(out.glob("broken*"))
+    )
+    again = run_batch(segmenter, [folder / "s.svs"], out, show_bar=False)
+    assert [r.status for r in again.results] == ["skipped"] and again.results[0].glands == int(
+        rows["s.svs"]["glands"]
+    )
