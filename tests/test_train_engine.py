@@ -295,3 +295,24 @@ def test_fit_and_predict_on_cuda(lock_dir: Path, fake_glas_dir: Path, tmp_path: 
     assert next(segmenter.model.parameters()).is_cuda
     image = np.full((67, 131, 3), 200, np.uint8)
     assert segmenter(image).shape == (67, 131)
+
+
+def test_the_unet_is_fed_float_images_in_0_1() -> None:
+    """The U-Net normalises its own input now (models/unet.py), so the train step passes the batch as is
+    (regression guard: the step used to apply the ImageNet normalisation itself)."""
+    from types import SimpleNamespace
+
+    from glandseg_core.train import engine
+
+    seen: list[torch.Tensor] = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.detach().clone())
+            return torch.zeros(x.shape[0], 2, *x.shape[-2:])
+
+    x, y = torch.rand(2, 3, 8, 8), torch.zeros(2, 2, 8, 8)
+    state = SimpleNamespace(cfg=tiny_unet_config(), net=Recorder())
+    losses = engine._losses(state, (x, y), torch.device("cpu"))  # type: ignore[arg-type]
+    torch.testing.assert_close(seen[0], x)
+    assert set(losses) == {"loss_gland", "loss_contour", "loss_dice"}
