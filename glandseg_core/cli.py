@@ -128,7 +128,7 @@ def _add_pack(sub: argparse._SubParsersAction) -> None:
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of the sub-commands."""
     p = argparse.ArgumentParser(prog="glandseg", description="Gland segmentation on GlaS: U-Net and Mask R-CNN.")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="verb", required=True)
     for add in (_add_train, _add_predict, _add_evaluate, _add_model_tools, _add_pack, _add_data):
         add(sub)
     return p
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = get_args_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.verb](args)
     except TrainingStopped as e:
         print(f"stopped: {e}", file=sys.stderr)
         return 3

@@ -143,7 +143,7 @@ _RULES: dict[str, _Rule] = {
     "train_steps_per_epoch": _int(0, 100_000),
     "train_crop_size": _int(0, 2048),
     "train_optimizer": _Rule(str, choices=OPTIMIZERS),
-    "train_lr": _float(0.0, 10.0, lo_open=True),
+    "train_lr": _float(0.0, 10.0),  # 0 is allowed: a frozen run checks that train_init loads the weights
     "train_momentum": _float(0.0, 1.0),
     "train_weight_decay": _float(0.0, 1.0),
     "train_lr_schedule": _Rule(str, choices=SCHEDULES),
