@@ -1,0 +1,223 @@
+"""Segment a whole-slide image window by window: bounded memory whatever its size, glands whole across windows.
+
+Steps: open the slide and read its pixel size; pick the level nearest the model's (``cfg.data_mpp``) and the
+resampling left (:func:`reader.choose_level`); find tissue on a thumbnail (``tissue.py``); cut the slide, at the
+model's pixel size ("model space"), into square windows overlapping by at least the largest gland; segment each
+window with tissue in it (``windows.py``); stitch the glands row by row (``stitch.py``) and stream them to the
+outputs (``outputs.py``) in level-0 coordinates. Memory: one window's pixels and network, one row of pending
+glands, and nothing proportional to the slide.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ImageError
+from ..segment import Segmenter
+from ..segment.instances import shift
+from ..segment.tiling import tile_starts
+from .outputs import SlideWriter
+from .reader import LevelChoice, Slide, choose_level, open_slide
+from .stitch import Stitcher
+from .tissue import has_tissue, tissue_mask
+from .windows import window_instances
+
+WINDOW = (
+    2048  # window side in model pixels: large, so the overlap costs little (2048^2 / 1792^2 = 1.31x)
+)
+OVERLAP = 256  # model pixels: at least the largest GlaS gland, so every gland is whole in some window
+THUMBNAIL = 2048  # longest side of the thumbnail tissue is found on
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a slide's segmentation stands: windows ``done`` of ``total``, seconds ``elapsed`` and ``left``
+    (estimated from the windows done; None before the first)."""
+
+    done: int
+    total: int
+    elapsed: float
+    left: float | None
+
+
+@dataclass(frozen=True)
+class SlideResult:
+    """One segmented slide: its gland count, the files written (keys ``geojson``, ``glands``,
+    ``summary_json``, ``summary_csv``) and the summary (``outputs.SUMMARY_COLUMNS``)."""
+
+    path: Path
+    name: str
+    glands: int
+    outputs: dict[str, Path]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def predict_slide(
+    segmenter: Segmenter,
+    path: str | Path,
+    out_dir: str | Path,
+    *,
+    name: str,
+    mpp: float | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    window: int = WINDOW,
+    overlap: int = OVERLAP,
+) -> SlideResult:
+    """Segment the glands of a whole-slide image and write GeoJSON, a gland table and a summary.
+
+    Args:
+        segmenter: a loaded U-Net or Mask R-CNN (``segment.load_segmenter``).
+        path: the slide (any format OpenSlide reads; see ``reader.py``).
+        out_dir: output folder (created). name: output file stem (``<name>.geojson`` ...).
+        mpp: level-0 micrometres per pixel, overriding (or standing in for) the slide's own.
+        progress: called after each window with a :class:`Progress`.
+        window, overlap: window side and overlap in model pixels (the overlap at least the largest gland).
+
+    Returns:
+        A :class:`SlideResult`. Outputs are all written, or none (an error or Ctrl-C deletes the partial ones).
+
+    Raises:
+        ImageError: one line, when the slide cannot be read or has no pixel size (and ``mpp`` is None).
+    """
+    start = time.perf_counter()
+    path = Path(path)
+    with open_slide(path) as slide:
+        slide_mpp = _pixel_size(slide, mpp)
+        choice = choose_level(slide_mpp[0], slide.downsamples, float(segmenter.cfg.data_mpp))
+        thumb, thumb_scale = slide.thumbnail(THUMBNAIL)
+        plan = _Plan(choice, tissue_mask(thumb), thumb_scale, window, overlap)
+        model_mpp = (slide_mpp[0] * choice.scale, slide_mpp[1] * choice.scale)  # square model pixels
+        writer = SlideWriter(Path(out_dir), name, (choice.scale, choice.scale), model_mpp)
+        try:
+            done, skipped = _segment(slide, segmenter, plan, writer, progress, start)
+            tissue_mm2 = float(plan.tissue.sum()) * thumb_scale**2 * slide_mpp[0] * slide_mpp[1] / 1e6
+            summary = _summary(slide, segmenter, writer, choice, slide_mpp, model_mpp, tissue_mm2)
+            summary |= {"windows": done, "windows_skipped": skipped}
+            summary["seconds"] = round(time.perf_counter() - start, 1)
+            writer.commit(summary)
+        except BaseException:
+            writer.discard()
+            raise
+    return SlideResult(path, name, summary["glands"], dict(writer.paths), summary)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a slide is cut: the level read, tissue on the thumbnail (and its level-0 pixels per pixel), windows."""
+
+    choice: LevelChoice
+    tissue: np.ndarray
+    thumb_scale: float
+    window: int
+    overlap: int
+
+
+def _summary(
+    slide: Slide,
+    segmenter: Segmenter,
+    writer: SlideWriter,
+    choice: LevelChoice,
+    slide_mpp: tuple[float, float],
+    model_mpp: tuple[float, float],
+    tissue_mm2: float,
+) -> dict[str, Any]:
+    """The slide's summary row (``outputs.SUMMARY_COLUMNS`` but the window counts and time)."""
+    return {
+        "slide": slide.path.name,
+        "model": segmenter.cfg.name,
+        "glands": writer.count,
+        "gland_area_mm2": round(writer.area_um2 / 1e6, 6),
+        "tissue_area_mm2": round(tissue_mm2, 6),
+        "glands_per_mm2": round(writer.count / tissue_mm2, 4) if tissue_mm2 > 0 else 0.0,
+        "slide_mpp": round(slide_mpp[0], 6),
+        "model_mpp": round(model_mpp[0], 6),
+        "level": choice.level,
+        "resample": round(choice.factor, 6),
+        "width": slide.dimensions[0],
+        "height": slide.dimensions[1],
+    }
+
+
+def _pixel_size(slide: Slide, mpp: float | None) -> tuple[float, float]:
+    if mpp is not None:
+        if not (mpp > 0 and math.isfinite(mpp)):
+            raise ImageError(f"{slide.path.name}: pixel size must be a positive number of µm, got {mpp}")
+        return (float(mpp), float(mpp))
+    if slide.mpp is None:
+        raise ImageError(
+            f"{slide.path.name}: the slide does not record its pixel size; give it (--mpp, µm/px)"
+        )
+    return slide.mpp
+
+
+def _segment(
+    slide: Slide,
+    segmenter: Segmenter,
+    plan: _Plan,
+    writer: SlideWriter,
+    progress: Callable[[Progress], None] | None,
+    start: float,
+) -> tuple[int, int]:
+    """Segment every window with tissue, stitching row by row into ``writer``; returns (done, skipped)."""
+    choice, window, overlap = plan.choice, plan.window, plan.overlap
+    scale = (choice.scale, choice.scale)
+    w0, h0 = slide.dimensions
+    shape = (max(1, round(h0 / scale[1])), max(1, round(w0 / scale[0])))  # model space (rows, cols)
+    ys = tile_starts(shape[0], min(window, shape[0]), min(overlap, shape[0] - 1))
+    xs = tile_starts(shape[1], min(window, shape[1]), min(overlap, shape[1] - 1))
+    th, tw = min(window, shape[0]), min(window, shape[1])
+    todo = [
+        [x for x in xs if has_tissue(plan.tissue, plan.thumb_scale, _level0_box(y, x, th, tw, scale))]
+        for y in ys
+    ]
+    total = sum(map(len, todo))
+    post = segmenter.post
+    stitcher = Stitcher(int(post.min_area), float(getattr(post, "min_visible", 0.0)))
+    done = 0
+    for r, (y, row) in enumerate(zip(ys, todo, strict=True)):
+        parts = []
+        for x in row:
+            image = _read_window(slide, choice, y, x, th, tw)
+            inst = window_instances(segmenter, image)
+            parts.append(shift(inst, slice(y, y + th), slice(x, x + tw), shape))
+            done += 1
+            if progress is not None:
+                elapsed = time.perf_counter() - start
+                progress(Progress(done, total, elapsed, elapsed / done * (total - done)))
+        writer.add(stitcher.add_row(parts, ys[r + 1] if r + 1 < len(ys) else None))
+    return done, len(ys) * len(xs) - total
+
+
+def _level0_box(y: int, x: int, h: int, w: int, scale: tuple[float, float]) -> tuple[int, int, int, int]:
+    return (
+        int(x * scale[0]),
+        int(y * scale[1]),
+        math.ceil((x + w) * scale[0]),
+        math.ceil((y + h) * scale[1]),
+    )
+
+
+def _read_window(slide: Slide, choice: LevelChoice, y: int, x: int, h: int, w: int) -> np.ndarray:
+    """uint8[h, w, 3] of model-space window (y, x, h, w): the chosen level's region, resampled by its factor.
+
+    How it works: model pixel ``j`` covers level pixels ``[j f, (j + 1) f)`` (``f`` = ``choice.factor``); the
+    integer level region around the window is read and Pillow resamples exactly the window's box (antialiased
+    bilinear when shrinking).
+    """
+    f, d = choice.factor, choice.downsample
+    if f == 1.0:
+        return slide.read(choice.level, round(x * d), round(y * d), w, h)
+    lx0, ly0, lx1, ly1 = x * f, y * f, (x + w) * f, (y + h) * f
+    ix0, iy0 = math.floor(lx0), math.floor(ly0)
+    ix1, iy1 = math.ceil(lx1), math.ceil(ly1)
+    region = slide.read(choice.level, round(ix0 * d), round(iy0 * d), ix1 - ix0, iy1 - iy0)
+    box = (lx0 - ix0, ly0 - iy0, lx1 - ix0, ly1 - iy0)
+    return np.asarray(Image.fromarray(region).resize((w, h), Image.BILINEAR, box=box))
