@@ -5,7 +5,7 @@ The reference is measured in the same run, on the same machine, with the same th
 the peak RSS of a process that builds it and runs that forward (for memory). The ``x ref`` column divides by it,
 which makes figures from busy or different machines comparable.
 
-    .venv/bin/python benchmarks/bench.py [--models DIR] [--threads N] [--repeats N] [--quick] [--big]
+    .venv/bin/python -m benchmarks.bench [--models DIR] [--threads N] [--repeats N] [--quick] [--big]
 
 Models: ``trained_models/`` when it holds a U-Net and a Mask R-CNN, else ``--models DIR``, else freshly built
 untrained ones (``glandseg-unet``, ``glandseg-maskrcnn-cpu``); the table says which. ``--big`` adds the peak RSS
@@ -27,11 +27,10 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 import numpy as np
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 DATA = Path(os.environ.get("GLANDSEG_DATA", REPO.parent / "shared" / "glas"))
 IMAGE = "testA_1"  # 775x522
@@ -134,10 +133,10 @@ def reference_latency(image: np.ndarray, repeats: int) -> tuple[float, float]:
 
 
 def predict_latency(model_dir: Path, image: np.ndarray, repeats: int) -> tuple[float, float]:
-    from glandseg_core import infer
+    from glandseg_core.segment import load_segmenter
 
-    run = infer.load_run(model_dir, device="cpu")
-    return timed(lambda: infer.predict(run, image), repeats)
+    segmenter = load_segmenter(model_dir, device="cpu")
+    return timed(lambda: segmenter(image), repeats)
 
 
 def perturb(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -179,28 +178,24 @@ def metric_time(repeats: int) -> tuple[float, float, int]:
 
 
 def train_step_time(preset: str, repeats: int) -> tuple[float, float, str]:
-    from glandseg_core import train
     from glandseg_core.config import PRESETS
     from glandseg_core.data import find_items
-    from glandseg_core.models import build_model
+    from glandseg_core.train.batches import load_split
+    from glandseg_core.train.context import RunContext
+    from glandseg_core.train.engine import train_step
+    from glandseg_core.train.setup import new_state
 
     cfg = replace(PRESETS[preset], train_max_images=0)
     scale = cfg.unet_scale if cfg.model == "unet" else 1.0
-    data = train.load_split(find_items(DATA, ["train"])[:8], scale)
+    data = load_split(find_items(DATA, ["train"])[:8], scale)
     torch.manual_seed(0)
-    model = build_model(cfg)
-    if cfg.model == "unet":
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    opt = train._optimizer(cfg, model)
-    batches = train._Batches(cfg, data, 0, 1).epoch(np.random.default_rng(0))
-    dev = torch.device("cpu")
+    ctx = RunContext(run_dir=Path(tempfile.gettempdir()), device=torch.device("cpu"), show_bar=False)
+    state = new_state(cfg, data, ctx)
+    state.model.train()
+    batches = state.batches.epoch(np.random.default_rng(0))
 
     def step() -> None:
-        losses = train._train_step(model, next(batches), cfg, dev)
-        opt.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        opt.step()
+        train_step(state, next(batches), ctx.device, 0)
 
     wall, cpu = timed(step, repeats)
     shape = f"batch {cfg.train_batch_size}, " + (
@@ -214,23 +209,23 @@ def train_step_time(preset: str, repeats: int) -> tuple[float, float, str]:
 
 def child(task: str, args: list[str]) -> dict:
     """Runs in a fresh process; returns a JSON-able dict."""
-    from glandseg_core import infer
+    from glandseg_core.segment import load_segmenter
 
     if task == "app":  # the dashboard's footprint: both models loaded, one prediction each
-        runs = [infer.load_run(Path(a), device="cpu") for a in args]
+        segmenters = [load_segmenter(Path(a), device="cpu") for a in args]
         image = load_image()
-        for run in runs:
-            infer.predict(run, image)
+        for segmenter in segmenters:
+            segmenter(image)
         return {"peak_mb": peak_rss_mb()}
     if task == "reference":
         reference_forward(reference_model(), load_image())
         return {"peak_mb": peak_rss_mb()}
     if task == "big":
-        run = infer.load_run(Path(args[0]), device="cpu")
+        segmenter = load_segmenter(Path(args[0]), device="cpu")
         image = mosaic()
         before = peak_rss_mb()
         t, c = time.perf_counter(), time.process_time()
-        labels = infer.predict(run, image)
+        labels = segmenter(image)
         return {
             "peak_mb": peak_rss_mb(),
             "before_mb": before,
@@ -245,10 +240,10 @@ def in_child(task: str, *args: str | Path, threads: int | None = None) -> dict:
     env = dict(os.environ)
     if threads:
         env.update(GLANDSEG_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", task, *map(str, args)]
+    cmd = [sys.executable, "-m", "benchmarks.bench", "--child", task, *map(str, args)]
     if threads:
         cmd += ["--threads", str(threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"child {task} failed: {res.stderr.strip()[-800:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
