@@ -3,8 +3,9 @@
 Always: ``runs.tar.gz`` with every run's config, log, tuning and post-processing and the poster run's test
 scores. Then fp16 weights, split in 15 MiB parts: first the runs whose tuned ``val`` F1 beats the shipped model's,
 largest gain first, then the others, as long as they fit.
-Usage: python scripts/gpu_collect.py RUNS_DIR OUT_DIR          (on the GPU machine)
-       python scripts/gpu_collect.py --unpack FILES_DIR PARENT  (here: runs back under PARENT, best.pt rebuilt)
+Usage (from the repository root, or anywhere with glandseg installed):
+       python -m scripts.gpu_collect RUNS_DIR OUT_DIR          (on the GPU machine)
+       python -m scripts.gpu_collect --unpack FILES_DIR PARENT  (here: runs back under PARENT, best.pt rebuilt)
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glandseg_core.infer import export_model
+from glandseg_core.checkpoints import export_model
 
 PART = 15 * 2**20
 BUDGET = 62 * 2**20
@@ -56,7 +55,9 @@ def main(runs: Path, out: Path) -> None:
         for i, part in enumerate(parts):
             (out / f"{name}.weights.part{i}").write_bytes(part)
         used, files = used + len(blob), files + len(parts)
-        print(f"{name}: weights back in {len(parts)} parts ({len(blob) / 2**20:.1f} MiB, val gain {gain:+.4f})")
+        print(
+            f"{name}: weights back in {len(parts)} parts ({len(blob) / 2**20:.1f} MiB, val gain {gain:+.4f})"
+        )
 
 
 def unpack(files: Path, parent: Path) -> None:
@@ -65,7 +66,9 @@ def unpack(files: Path, parent: Path) -> None:
         runs = parent / Path(tar.getnames()[0]).parts[0]
     for first in sorted(files.glob("*.weights.part0")):
         name = first.name.split(".")[0]
-        parts = sorted(files.glob(f"{name}.weights.part*"), key=lambda p: int(p.name.rsplit("part", 1)[1]))
+        parts = sorted(
+            files.glob(f"{name}.weights.part*"), key=lambda p: int(p.name.rsplit("part", 1)[1])
+        )
         (runs / name / "best.pt").write_bytes(b"".join(p.read_bytes() for p in parts))
         print(f"{runs / name / 'best.pt'}: rebuilt from {len(parts)} parts")
 
