@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Create .venv and install glandseg's requirements (idempotent). Debian's chromium is installed for the
-# browser test when we are root and it is missing (the test skips itself without it).
+# Create .venv and install glandseg with its dashboard and test extras (idempotent): the pinned versions of
+# requirements-app.txt and requirements-dev.txt (both include requirements.txt), then the package itself in
+# editable mode, which adds the `glandseg` command. Debian's chromium is installed for the browser test when we
+# are root and it is missing (the test skips itself without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" -r requirements-app.txt -r requirements-dev.txt
+"${PIP[@]}" --no-deps -e .
 if [ "${GLANDSEG_NO_BROWSER:-0}" != 1 ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "note: chromium could not be installed; the browser test will be skipped"
 fi
