@@ -1,8 +1,8 @@
 """Tests for glandseg_core.batch: a batch of image files segmented into a folder.
 
-Regression tests for issue #15: an output never replaces an input (item 2), a FIFO is refused at once and the
-batch goes on (item 3), a full disk leaves none of that image's outputs and says so in one line naming the file
-(item 5, predict part). A tiny untrained U-Net keeps them fast: only the files matter here, not the glands.
+Regression tests for issue #15: an output never replaces an input (item 2), a FIFO is refused at once and
+the batch goes on (item 3), a full disk leaves none of that image's outputs and says so in one line
+naming the file (item 5, predict part). A tiny untrained U-Net keeps them fast: the files matter here.
 """
 
 from __future__ import annotations

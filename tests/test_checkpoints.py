@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.checkpoints: exporting a run as a model folder, safe checkpoint reading, listing."""
+"""Tests for glandseg_core.checkpoints: a run exported as a model folder, safe checkpoint reading."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.segment.instances: box-cropped instances, the one painter, window merging, mask IoU."""
+"""Tests for glandseg_core.segment.instances: compact instances, the one painter, merging, mask IoU."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Tests for glandseg_core.models: forward and backward on small inputs, registry errors, the mixed-precision
-backbone. Device choice and autocast themselves: test_device.py."""
+"""Tests for glandseg_core.models: forward and backward on small inputs, registry errors, the
+mixed-precision backbone. Device choice and autocast themselves: test_device.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.segment: loading segmenters, predictions of any size, TTA as an option, safe loading."""
+"""Tests for glandseg_core.segment: loading segmenters, any image size, TTA option, safe loading."""
 
 from __future__ import annotations
 
@@ -102,8 +102,8 @@ def test_predict_tta_unet(seg: UNetSegmenter) -> None:
 
 
 def test_tta_is_flip_and_rotation_equivariant(seg: UNetSegmenter) -> None:
-    # 64x64 at scale 0.5 is 32x32, a multiple of the U-Net's stride (8): no padding, so the average of the
-    # 8 views must commute exactly (up to float sums) with flips and quarter turns of the input.
+    # 64x64 at scale 0.5 is 32x32, a multiple of the U-Net's stride (8): no padding, so the average of
+    # the 8 views must commute exactly (up to float sums) with flips and quarter turns of the input.
     tta = with_tta(seg)
     image, _ = make_glands(64, 64, n=3, seed=5)
     ref = tta.raw(image)
@@ -226,7 +226,7 @@ def test_bad_config_and_postprocessing(model_dir: Path, tmp_path: Path) -> None:
 def test_wrongly_typed_postprocessing_is_one_line_naming_the_field(
     model_dir: Path, tmp_path: Path, field: str, value: object
 ) -> None:
-    """Issue #15 item 7: a hand-edited postprocess.json gives a ModelError in one line, not a traceback."""
+    """Issue #15 item 7: a hand-edited postprocess.json is a one-line ModelError, not a traceback."""
     bad = tmp_path / "bad"
     shutil.copytree(model_dir, bad)
     settings = json.loads((bad / "postprocess.json").read_text())

@@ -1,5 +1,5 @@
-"""Post-processing of each segmenter: U-Net probabilities (``segment.unet.probs_to_labels``) and Mask R-CNN
-detections (``segment.instances.masks_to_labels``) -> label maps. The settings themselves: test_thresholds.py."""
+"""Post-processing of each segmenter: U-Net probabilities (``segment.unet.probs_to_labels``) and Mask
+R-CNN detections (``segment.instances.masks_to_labels``) -> label maps. Settings: test_thresholds.py."""
 
 from __future__ import annotations
 

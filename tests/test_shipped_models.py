@@ -1,4 +1,4 @@
-"""The models shipped in trained_models/ load and segment a bundled sample into a plausible number of glands."""
+"""The models shipped in trained_models/ load and segment the bundled samples into plausible glands."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ SAMPLES = ROOT / "samples"
 
 @pytest.mark.parametrize("name", ["unet", "maskrcnn"])
 def test_shipped_model_segments_the_samples(name: str) -> None:
-    """Every bundled sample gets a sensible segmentation, and the gland count over the three is plausible.
+    """Every bundled sample gets a sensible segmentation; the gland count over the three is plausible.
 
-    The count is checked over all samples together: on one image a model may merge a few touching glands (the
-    U-Net finds 4 of testA_1's 9, the Mask R-CNN 4 of testA_13's 8), which the metrics already report.
+    The count is checked over all samples together: on one image a model may merge a few touching glands
+    (the U-Net finds 4 of testA_1's 9, the Mask R-CNN 4 of testA_13's 8), as the metrics report.
     """
     model_dir = MODELS / name
     assert (model_dir / "weights.pt").is_file(), f"{model_dir} is not shipped"
@@ -62,7 +62,7 @@ def test_shipped_model_folder_is_complete(name: str) -> None:
 
 
 def test_poster_recipe_folder_holds_scores_predictions_and_card() -> None:
-    """The poster's recipe ships scores only (its R50 weights could not come back from the GPU machine)."""
+    """The poster's recipe ships scores only (its R50 weights could not come back from the GPU)."""
     import pandas as pd
 
     model_dir = MODELS / "poster-maskrcnn"

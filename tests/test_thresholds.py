@@ -57,7 +57,7 @@ def test_integral_floats_and_ints_are_accepted() -> None:
     assert type(post.min_area) is int and type(post.fg_thresh) is float
 
 
-# Issue #15 item 7: wrong types or ranges in postprocess.json give one line naming the field, not a traceback.
+# Issue #15 item 7: wrong types or ranges in postprocess.json give one line naming the field.
 BAD = [
     ("unet", "fg_thresh", "0.5", "a number"),  # a string threshold
     ("unet", "contour_thresh", None, "a number"),

@@ -1,5 +1,5 @@
-"""Tests for glandseg_core.segment.tiling: windows, seamless U-Net blending, Mask R-CNN merging across window
-borders; the window sizes are passed as a :class:`Tiling`.
+"""Tests for glandseg_core.segment.tiling: windows, seamless U-Net blending, Mask R-CNN merging across
+window borders; the window sizes are passed as a :class:`Tiling`.
 
 The Mask R-CNN tests use a fake detector (one instance per dark connected component of the window it is
 given), so every expectation is exact and deterministic.
@@ -36,7 +36,7 @@ PINK, PURPLE = (235, 170, 200), (90, 40, 120)
 
 
 class FakeDetector(torch.nn.Module):
-    """Mask R-CNN stand-in: one detection per 4-connected dark component of the input, score 0.9, mask 1.0."""
+    """Mask R-CNN stand-in: one detection per 4-connected dark component, score 0.9, mask 1.0."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -57,7 +57,7 @@ class FakeDetector(torch.nn.Module):
 
 
 class PixelUNet(torch.nn.Module):
-    """U-Net stand-in whose output at a pixel depends only on that pixel (so any tiling must reproduce it).
+    """U-Net stand-in whose output at a pixel depends only on that pixel (any tiling must reproduce it).
 
     Like the real U-Net it normalises its [0, 1] input with the ImageNet statistics itself.
     """
@@ -101,7 +101,7 @@ def fake_maskrcnn(post: MaskRCNNPost | None = None, tiling: Tiling | None = None
 
 
 def windows(tile: tuple[int, int], overlap: int) -> Tiling:
-    """Mask R-CNN windows of ``tile`` overlapping by ``overlap``, used for every image (however small)."""
+    """Mask R-CNN windows of ``tile`` overlapping by ``overlap``, for every image (however small)."""
     return Tiling(tile_above=0, maskrcnn_tile=tile, maskrcnn_overlap=overlap)
 
 

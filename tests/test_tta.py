@@ -1,5 +1,5 @@
-"""Tests for glandseg_core.segment.tta: view mapping, clustering across views, fading of glands few views found;
-TTA as a segmenter option; ``evaluate.compare_tta`` (without and with TTA, side by side).
+"""Tests for glandseg_core.segment.tta: view mapping, clustering across views, fading of glands few
+views found; TTA as a segmenter option; ``evaluate.compare_tta`` (without and with TTA, side by side).
 
 A fake detector stands in for Mask R-CNN: one detection per dark connected component of each view, with
 scores and visibility chosen per call, so every expected mask and score is exact.
@@ -45,7 +45,7 @@ class ViewDetector(torch.nn.Module):
     Args:
         score: score of every detection on call i.
         visible: whether a component of a given area is detected on call i.
-        ghost: also detect a 10x10 square at the view's top-left corner (a different image place per view).
+        ghost: also detect a 10x10 square at the view's top-left corner (another image place per view).
         twice: report every detection twice (two identical detections in one view).
     """
 
