@@ -248,6 +248,10 @@ def predict_one(
         result = Result(path, error=str(e))
     except OSError as e:
         result = Result(path, error=_os_message(e))
+    except (MemoryError, RuntimeError) as e:  # e.g. an image too large for this machine: say so, go on
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        oom = isinstance(e, MemoryError) or "allocate memory" in first or "out of memory" in first
+        result = Result(path, error=f"{path}: cannot segment it ({'out of memory' if oom else first})")
     return replace(result, name=name, seconds=time.perf_counter() - start)
 
 

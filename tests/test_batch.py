@@ -214,3 +214,38 @@ def test_write_together_is_all_or_nothing(tmp_path: Path, disk_full_on) -> None:
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "b.txt")
     assert {p: p.read_bytes() for p in old} == old  # a.txt was not replaced either
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+class RunsOutOfMemoryOnce:
+    """A segmenter that fails on its first image as torch does on a CPU without enough memory."""
+
+    def __init__(self, inner: Segmenter, error: BaseException) -> None:
+        self.inner, self.error, self.calls = inner, error, 0
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == 1:
+            raise self.error
+        return self.inner(image)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: 9 GB"
+        ),
+    ],
+)
+def test_an_image_too_large_for_memory_is_one_line_and_the_batch_goes_on(
+    segmenter: Segmenter, tmp_path: Path, error: BaseException
+) -> None:
+    big = write_png(tmp_path / "in" / "big.png")
+    nxt = write_png(tmp_path / "in" / "next.png", seed=1)
+    out = tmp_path / "out"
+    results = batch.predict_files(RunsOutOfMemoryOnce(segmenter, error), [big, nxt], out)  # type: ignore[arg-type]
+    msg = one_line(results[0].error)
+    assert str(big) in msg and "out of memory" in msg
+    assert not any(p.exists() for p in outputs(out, "big"))
+    assert_done(results[1], out, "next")
