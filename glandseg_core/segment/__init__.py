@@ -18,12 +18,14 @@ from ..device import apply_thread_limit, pick_device
 from ..errors import ConfigError, ModelError
 from ..thresholds import MaskRCNNPost, Post, UNetPost, default_post, load_post
 from .base import Segmenter
+from .fusion import FUSION_FILE, FusionSegmenter, make_fusion, read_fusion
 from .instances import Instances
 from .maskrcnn import MaskRCNNSegmenter
 from .tiling import Tiling
 from .unet import UNetSegmenter
 
 __all__ = [
+    "FusionSegmenter",
     "Instances",
     "MaskRCNNSegmenter",
     "Segmenter",
@@ -70,7 +72,8 @@ def _read_config(model_dir: Path, ckpt: dict) -> RunConfig:
 def load_segmenter(
     model_dir: str | Path, *, device: str | None = None, tta: bool = False, tiling: Tiling | None = None
 ) -> Segmenter:
-    """Load a model folder (``weights.pt``, ``config.json``, ``postprocess.json``) or a training run folder.
+    """Load a model folder (``weights.pt``, ``config.json``, ``postprocess.json``), a fusion folder
+    (``fusion.json`` naming a U-Net and a Mask R-CNN folder) or a training run folder.
 
     A Mask R-CNN is set to drop detections scoring below ``post.score_thresh`` (faster, same label maps): use
     :func:`make_segmenter` with a network of your own to see lower-scoring detections.
@@ -85,6 +88,11 @@ def load_segmenter(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"model folder {model_dir} does not exist")
+    if (model_dir / FUSION_FILE).is_file():  # no weights: two member folders (fusion.py)
+        spec = read_fusion(model_dir)
+        unet = load_segmenter(spec.unet, device=device, tta=tta, tiling=tiling)
+        mrcnn = load_segmenter(spec.maskrcnn, device=device, tta=tta, tiling=tiling)
+        return make_fusion(unet, mrcnn, spec.post, spec.unet_post, path=model_dir)
     weights = weights_file(model_dir)
     ckpt = read_checkpoint(weights)
     cfg = _read_config(model_dir, ckpt)
