@@ -133,9 +133,9 @@ def write_together(files: dict[Path, bytes]) -> None:
     tmps: list[tuple[str, Path]] = []
     try:
         for path, data in files.items():
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            tmps.append((tmp, path))
-            try:
+            try:  # creating the temporary file may fail too (no space for one more file)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+                tmps.append((tmp, path))
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                     fh.flush()

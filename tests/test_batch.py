@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -249,3 +250,23 @@ def test_an_image_too_large_for_memory_is_one_line_and_the_batch_goes_on(
     assert str(big) in msg and "out of memory" in msg
     assert not any(p.exists() for p in outputs(out, "big"))
     assert_done(results[1], out, "next")
+
+
+def test_no_room_for_a_temporary_file_names_the_output(
+    segmenter: Segmenter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args: object, prefix: str = "", **kwargs: object):  # type: ignore[no-untyped-def]
+        if prefix.startswith(".full_overlay.png"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{prefix}abc.tmp")
+        return real_mkstemp(*args, prefix=prefix, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    full = write_png(tmp_path / "in" / "full.png")
+    out = tmp_path / "out"
+    result = batch.predict_files(segmenter, [full], out)[0]
+    msg = one_line(result.error)
+    assert msg.startswith(f"{out / 'full_overlay.png'}: ") and "disk full" in msg
+    assert not any(p.exists() for p in outputs(out, "full"))
+    assert not list(out.glob(".*"))
