@@ -6,7 +6,7 @@ import streamlit as st
 from glandseg_core import annotations, export
 from glandseg_core.errors import ImageError, ModelError
 from glandseg_core.io import label_png_bytes
-from ui import inference, loaders, pickers, safepaths, settings
+from ui import budget, inference, loaders, pickers, safepaths, settings
 
 loaders.ensure_router()
 from streamlit_drawable_canvas import st_canvas
@@ -14,7 +14,7 @@ from streamlit_drawable_canvas import st_canvas
 st.title("Annotate glands")
 names, _ = loaders.model_choices("unet")
 with st.sidebar:
-    kinds = [k for k in settings.ROLES if any(n == k or n.startswith(k) for n in names)]
+    kinds = sorted({budget.model_kind(settings.models_root() / n) for n in names} - {""})
     picked = pickers.pick_image(
         "ann", st.sidebar, limit=pickers.page_limit(kinds or list(settings.ROLES))
     )

@@ -103,9 +103,10 @@ if b[1].button("Resume", disabled=live or not info["has_last"] or info["status"]
         st.rerun()
     except (TrainingBusy, FileNotFoundError, ValueError, OSError) as e:
         st.error(str(e))
-if b[2].button(
-    "Evaluate on Test A + Test B", disabled=not info["has_best"], help="Runs in the background"
-):
+evaluating = runs.evaluation_status(run_dir)["status"] == "running"
+if evaluating and b[2].button("Stop the evaluation", help="Ends the background evaluation"):
+    st.toast("Evaluation stopped." if jobs.stop_evaluation(run_dir) else "No evaluation is running.")
+if not evaluating and b[2].button("Evaluate on Test A + Test B", disabled=not info["has_best"]):
     try:
         jobs.start_evaluation(run_dir, data=str(safepaths.data_folder(data_dir)))
         st.rerun()

@@ -228,6 +228,16 @@ def stop_training(run_dir: str | os.PathLike) -> bool:
     return True
 
 
+def stop_evaluation(run_dir: str | os.PathLike) -> bool:
+    """End a run's background evaluation (SIGTERM); True when one was running."""
+    pid = runs.read_pid(Path(run_dir) / EVAL_PID)
+    if runs.evaluation_status(run_dir)["status"] != "running" or not pid:
+        return False
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).send_signal(signal.SIGTERM)
+    return True
+
+
 def start_evaluation(
     run_dir: str | os.PathLike,
     data: str | os.PathLike | None = None,
@@ -272,5 +282,6 @@ __all__ = [
     "resume_training",
     "start_evaluation",
     "start_training",
+    "stop_evaluation",
     "stop_training",
 ]

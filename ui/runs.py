@@ -61,7 +61,7 @@ def read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _read_pid(path: Path) -> int | None:
+def read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -109,7 +109,7 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     progress = read_json(run_dir / "progress.json")
-    pid_file = _read_pid(run_dir / TRAIN_PID)
+    pid_file = read_pid(run_dir / TRAIN_PID)
     launched = (run_dir / TRAIN_PID).stat().st_mtime if (run_dir / TRAIN_PID).exists() else 0.0
     stale = launched > progress.get("time", 0.0)  # the last launch has not written progress yet
     pid = pid_file if stale or not progress.get("pid") else progress["pid"]
@@ -184,7 +184,7 @@ def evaluation_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     run_dir = Path(run_dir)
     summary_path = run_dir / EVAL_DIR / "summary.json"
     pid_path = run_dir / EVAL_PID
-    if pid_path.exists() and alive(_read_pid(pid_path)):
+    if pid_path.exists() and alive(read_pid(pid_path)):
         return {"status": "running", "summary": None, "error": ""}
     fresh = summary_path.is_file() and (
         not pid_path.exists() or summary_path.stat().st_mtime >= pid_path.stat().st_mtime

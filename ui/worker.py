@@ -38,7 +38,9 @@ def run(job_dir: Path) -> dict[str, float]:
     """Segment ``job_dir/image.npy`` with ``job.json``'s model; writes ``labels.npy``; returns the timings."""
     from glandseg_core.segment import load_segmenter
 
-    (job_dir / "worker.pid").write_text(f"{os.getpid()}\n")  # who works on this job (for tests and admins)
+    (job_dir / "worker.pid").write_text(
+        f"{os.getpid()}\n"
+    )  # who works on this job (for tests and admins)
     job = json.loads((job_dir / "job.json").read_text())
     image = np.load(job_dir / "image.npy")
     segmenter = load_segmenter(job["model_dir"], tta=bool(job.get("tta")), device=job.get("device"))
