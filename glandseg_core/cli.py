@@ -196,7 +196,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             report=report, show_bar=not args.no_bar,
         )  # fmt: skip
     if outcome.interrupted:
-        print(f"{tag}interrupted: {len(outcome.results)} inputs done, listed in {outcome.part}; run the "
+        print(f"{tag}interrupted after {len(outcome.results)} input(s), listed in {outcome.part}; run the "
               "same command again to finish (done inputs are skipped)", file=sys.stderr)  # fmt: skip
         return 130
     if outcome.summary is not None:
@@ -251,7 +251,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
     bar = not args.no_bar
     if args.data_command == "fetch":
-        report = glas_release.fetch(args.dest, show_bar=bar, log=lambda m: print(m, file=sys.stderr))
+        report = glas_release.fetch(args.dest, show_bar=bar, log=print)
     else:
         report = glas_release.import_zip(args.zip, args.dest, show_bar=bar)
     if report.written == 0:

@@ -189,7 +189,11 @@ def test_fetch_failure_is_one_line_saying_where_to_get_the_zip(
     msg = str(info.value)
     assert "\n" not in msg and cause in msg
     assert glas_release.RELEASE_PAGE in msg and f"glandseg data import ZIP --dest {dest}" in msg
-    assert list(dest.iterdir()) == []  # no partial download left behind
+    assert not dest.exists()  # no partial download, no empty folder left behind
+    dest.mkdir()
+    with pytest.raises(DatasetError):
+        fetch(dest, show_bar=False)
+    assert dest.is_dir() and list(dest.iterdir()) == []  # a folder that was there stays
 
 
 def test_cli_data_import_and_offline_fetch(
