@@ -83,11 +83,19 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--model", type=Path, help="model folder")
     which.add_argument("--predictions", type=Path, help="folder of label maps named <image>.png")
     e.add_argument("--data", help="GlaS folder (default: $GLANDSEG_DATA)")
-    e.add_argument("--split", nargs="+", default=["testA", "testB"], choices=[*SPLITS, "all"])
+    e.add_argument(
+        "--split", nargs="+", default=["val"], choices=[*SPLITS, "all"],
+        help="default: val. Scoring testA/testB with --model is recorded in the folder's test_history.jsonl",
+    )  # fmt: skip
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--tta", action="store_true")
     e.add_argument("--save-predictions", action="store_true", help="also write out/predictions/<image>_labels.png")
     e.add_argument("--device", choices=["cpu", "cuda"])
+    e.add_argument("--reason", default="", help="why the test splits are scored (kept in test_history.jsonl)")
+    e.add_argument(
+        "--relabel-gt", action="store_true",
+        help="diagnostic only, beside the official figures: ground-truth ids split into connected components",
+    )  # fmt: skip
 
 
 def _add_model_tools(sub: argparse._SubParsersAction) -> None:
@@ -196,7 +204,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             report=report, show_bar=not args.no_bar,
         )  # fmt: skip
     if outcome.interrupted:
-        print(f"{tag}interrupted after {len(outcome.results)} input(s), listed in {outcome.part}; run the "
+        print(f"{tag}interrupted: {len(outcome.results)} inputs done, listed in {outcome.part}; run the "
               "same command again to finish (done inputs are skipped)", file=sys.stderr)  # fmt: skip
         return 130
     if outcome.summary is not None:
@@ -207,16 +215,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_summary
+    from .evaluate import evaluate, format_summary, read_relabel_summary
     from .segment import load_segmenter
 
     segmenter = load_segmenter(args.model, device=args.device, tta=args.tta) if args.model else None
     _, summary = evaluate(
         args.data, args.split, args.out, segmenter=segmenter, predictions=args.predictions,
-        save_predictions=args.save_predictions,
+        save_predictions=args.save_predictions, relabel_gt=args.relabel_gt, reason=args.reason,
     )  # fmt: skip
+    print("official GlaS figures:")
     print(format_summary(summary))
     print(f"wrote {args.out / 'per_image.csv'} and {args.out / 'summary.json'}")
+    if args.relabel_gt:
+        print("DIAGNOSTIC, not the official figures: ground-truth ids split into connected components")
+        print(format_summary(read_relabel_summary(args.out)))
+        print(f"wrote {args.out / 'per_image_relabel_gt.csv'} and {args.out / 'summary_relabel_gt.json'}")
+    if args.model and {"testA", "testB", "all"} & set(args.split):
+        print(f"recorded in {args.model / 'test_history.jsonl'} (test splits scored)")
     return 0
 
 
@@ -251,7 +266,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
     bar = not args.no_bar
     if args.data_command == "fetch":
-        report = glas_release.fetch(args.dest, show_bar=bar, log=print)
+        report = glas_release.fetch(args.dest, show_bar=bar, log=lambda m: print(m, file=sys.stderr))
     else:
         report = glas_release.import_zip(args.zip, args.dest, show_bar=bar)
     if report.written == 0:
