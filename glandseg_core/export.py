@@ -52,15 +52,17 @@ _RENAME = dict(zip(_SKIMAGE_NAMES, ["id", *GLAND_COLUMNS[3:9]], strict=True))
 # ----------------------------------------------------------------------------------------------- table
 
 
-def gland_table(labels: np.ndarray) -> pd.DataFrame:
+def gland_table(labels: np.ndarray, *, mpp: float | None = None) -> pd.DataFrame:
     """Shape measurements of every gland, one row per id (``skimage.measure.regionprops_table``).
 
     Args:
         labels (int[H, W]): 0=NO masks; 1,2... are mask labels.
+        mpp: micrometres per pixel; when given, ``UM_COLUMNS`` (area in µm², perimeter in µm) follow.
 
     Returns:
         DataFrame with columns ``GLAND_COLUMNS``, sorted by id: area (int pixels), perimeter (pixels),
-        centroid (row, col), bounding box (min inclusive, max exclusive), eccentricity, solidity.
+        centroid (row, col), bounding box (min inclusive, max exclusive), eccentricity, solidity; then
+        ``area_um2`` and ``perimeter_um`` when ``mpp`` is given.
         An empty map gives an empty frame with the same columns.
 
     Raises:
@@ -75,13 +77,24 @@ def gland_table(labels: np.ndarray) -> pd.DataFrame:
     table = table.astype(
         {c: "int64" for c in int_cols} | {c: "float64" for c in GLAND_COLUMNS if c not in int_cols}
     )
-    return table.sort_values("id", ignore_index=True)
+    table = table.sort_values("id", ignore_index=True)
+    if mpp is not None:
+        _check_mpp(mpp)
+        table["area_um2"] = table["area"] * (mpp * mpp)
+        table["perimeter_um"] = table["perimeter"] * mpp
+    return table
+
+
+def _check_mpp(mpp: float) -> None:
+    """Refuse a pixel size that is not a positive finite number of micrometres."""
+    if not (np.isfinite(mpp) and mpp > 0):
+        raise ValueError(f"mpp must be a positive number of micrometres per pixel, got {mpp}")
 
 
 # --------------------------------------------------------------------------------------------- GeoJSON
 
 
-def to_geojson(labels: np.ndarray, *, name: str = "Gland") -> dict[str, Any]:
+def to_geojson(labels: np.ndarray, *, name: str = "Gland", mpp: float | None = None) -> dict[str, Any]:
     """Gland outlines as a GeoJSON FeatureCollection that QuPath imports as annotations.
 
     Coordinates are ``[x, y] = [col, row]`` in pixels on pixel corners, so each polygon covers exactly
@@ -92,6 +105,8 @@ def to_geojson(labels: np.ndarray, *, name: str = "Gland") -> dict[str, Any]:
     Args:
         labels (int[H, W]): 0=NO masks; 1,2... are mask labels.
         name: QuPath classification of every gland.
+        mpp: micrometres per pixel; when given, each feature also carries QuPath ``measurements``
+            (``"Area µm^2"``, the pixel count times ``mpp**2``) and ``area_um2``. Coordinates stay pixels.
 
     Returns:
         ``{"type": "FeatureCollection", "features": [...]}``, one Feature per id in id order, with
@@ -103,6 +118,8 @@ def to_geojson(labels: np.ndarray, *, name: str = "Gland") -> dict[str, Any]:
         ValueError: ``labels`` is not a 2-D non-negative integer array.
     """
     lab = check_labels(labels)
+    if mpp is not None:
+        _check_mpp(mpp)
     ids, compact = compact_ids(lab)
     features = []
     for k, box in enumerate(ndimage.find_objects(compact), start=1):
@@ -123,6 +140,9 @@ def to_geojson(labels: np.ndarray, *, name: str = "Gland") -> dict[str, Any]:
             "gland_id": gid,
             "area": int(mask.sum()),
         }
+        if mpp is not None:
+            area_um2 = properties["area"] * mpp * mpp
+            properties |= {"area_um2": area_um2, "measurements": {"Area µm^2": area_um2}}
         features.append({"type": "Feature", "geometry": geometry, "properties": properties})
     return {"type": "FeatureCollection", "features": features}
 
