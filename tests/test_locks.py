@@ -16,7 +16,14 @@ import pytest
 from glandseg_core.config import save_config
 from glandseg_core.errors import TrainingBusy
 from glandseg_core.train import fit
-from glandseg_core.train.locks import RUN_LOCK, lock_holder, lock_path, run_folder_lock, training_lock
+from glandseg_core.train.locks import (
+    RUN_LOCK,
+    lock_holder,
+    lock_path,
+    run_folder_holder,
+    run_folder_lock,
+    training_lock,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 from tests.helpers import REPO, tiny_unet_config
@@ -56,12 +63,16 @@ def test_holder_record_and_release(lock_dir: Path, tmp_path: Path) -> None:
 def test_run_folder_lock_names_the_holder(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
+    assert run_folder_holder(run) is None and not (run / RUN_LOCK).exists()  # probing creates nothing
+    assert run_folder_holder(tmp_path / "missing") is None
     with run_folder_lock(run):
         assert (run / RUN_LOCK).is_file()
+        assert run_folder_holder(run) == {"pid": os.getpid(), "run_dir": str(run)}
         with pytest.raises(TrainingBusy) as e, run_folder_lock(run):
             pass
         msg = str(e.value)
         assert "\n" not in msg and f"pid {os.getpid()}" in msg and str(run) in msg, msg
+    assert run_folder_holder(run) is None
     with run_folder_lock(run):  # released
         pass
 
@@ -111,7 +122,7 @@ def test_one_training_per_run_folder_whatever_the_lock_folder(
             fit(tiny_unet_config(), fake_glas_dir, run_dir, resume=True, show_bar=False)
         msg = str(e.value)
         assert f"pid {first.pid}" in msg and str(run_dir) in msg and "\n" not in msg, msg
-        assert first.poll() is None
+        assert first.poll() is None and run_folder_holder(run_dir)["pid"] == first.pid
         assert _progress(run_dir)["pid"] == first.pid  # the refused one wrote nothing
     finally:
         first.send_signal(signal.SIGTERM)

@@ -43,7 +43,7 @@ from .tune import tune_run
 log = logging.getLogger(__name__)
 
 
-class _StopFlag:
+class StopFlag:
     """A signal handler that only records that a stop was asked for (the step in progress finishes)."""
 
     def __init__(self) -> None:
@@ -54,9 +54,9 @@ class _StopFlag:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(ctx: RunContext) -> Iterator[_StopFlag]:
+def _stop_on_signals(ctx: RunContext) -> Iterator[StopFlag]:
     """SIGTERM and SIGINT set the yielded flag instead of ending the process (rank 0, main thread)."""
-    flag, old = _StopFlag(), {}
+    flag, old = StopFlag(), {}
     if ctx.rank == 0 and hasattr(signal, "SIGTERM"):
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError):  # not the main thread
@@ -91,9 +91,8 @@ def _losses(state: TrainState, batch: Batch, device: torch.device) -> dict[str, 
         with autocast(device, state.cfg.train_amp):
             logits = state.net(x)
         return unet_loss(logits, y.to(device))
-    images, targets = (
-        batch  # Mask R-CNN: the backbone runs in mixed precision by itself, the heads in fp32
-    )
+    # Mask R-CNN: the backbone runs in mixed precision by itself, the heads in fp32
+    images, targets = batch
     images = [im.to(device) for im in images]
     return state.net(images, [{k: v.to(device) for k, v in t.items()} for t in targets])
 
@@ -119,7 +118,7 @@ def train_step(state: TrainState, batch: Batch, device: torch.device, step: int)
     return {**{k: float(v.detach()) for k, v in losses.items()}, "loss": float(loss.detach())}
 
 
-def train_one_epoch(state: TrainState, ctx: RunContext, stop: _StopFlag) -> dict[str, Any]:
+def train_one_epoch(state: TrainState, ctx: RunContext, stop: StopFlag) -> dict[str, Any]:
     """Train epoch ``state.epoch``; returns its record (``epoch`` 1-based, ``lr``, mean losses).
 
     Raises:
@@ -268,7 +267,7 @@ def _end_epoch(
     return overrun
 
 
-def _train(state: TrainState, ctx: RunContext, val: list[Sample], stop: _StopFlag) -> None:
+def _train(state: TrainState, ctx: RunContext, val: list[Sample], stop: StopFlag) -> None:
     """The epochs from ``state.epoch`` to the end of the schedule (or of the time limit)."""
     state.started, state.t_begin = state.epoch, time.time()
     while state.epoch < state.cfg.train_epochs:

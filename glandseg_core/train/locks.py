@@ -64,6 +64,12 @@ def lock_holder() -> dict | None:
     return _holder(lock_path())
 
 
+def run_folder_holder(run_dir: Path) -> dict | None:
+    """Who trains ``run_dir`` now (``{"pid", "run_dir"}``), or None; a folder never trained has no lock file."""
+    path = Path(run_dir) / RUN_LOCK
+    return _holder(path) if path.is_file() else None
+
+
 @contextlib.contextmanager
 def _hold(path: Path, run_dir: Path, busy: str) -> Iterator[None]:
     """Hold lock ``path`` for the block, recording this process and ``run_dir`` beside it.
