@@ -25,12 +25,6 @@ from tests.helpers import make_glands
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SUFFIXES = (
-    "",
-    "_overlay",
-    "_glands",
-)  # with .png / .png / .csv, and .geojson: the four outputs of an image
-
 
 @pytest.fixture(scope="module")
 def segmenter(untrained_unet_run: Path) -> Segmenter:
@@ -44,6 +38,7 @@ def write_png(path: Path, seed: int = 0) -> Path:
 
 
 def outputs(out_dir: Path, stem: str) -> list[Path]:
+    """Every output of an image (``batch.SUFFIXES``: label map, overlay, gland table, GeoJSON, ...)."""
     return [out_dir / f"{stem}{s}" for s in batch.SUFFIXES]
 
 
