@@ -5,15 +5,14 @@ Everything here is small enough for two CPU cores: images are 64×96, models are
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import make_glands, real_glas, tiny_unet_config, write_fake_glas
-
+from tests.helpers import FAKE_NAMES, make_glands, real_glas, tiny_unet_config, write_fake_glas
 
 # ------------------------------------------------------------------------------------- slow marker
 
@@ -54,6 +53,7 @@ def synthetic_glands() -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------- fake GlaS folder
+
 
 @pytest.fixture
 def fake_glas_dir(tmp_path: Path) -> Path:
