@@ -106,7 +106,8 @@ def export_model(
     if fp16 is None:
         fp16 = sum(v.numel() * v.element_size() for v in state.values()) > FP16_ABOVE_BYTES
     state = {
-        k: v.half() if fp16 and v.is_floating_point() and "running_" not in k else v for k, v in state.items()
+        k: v.half() if fp16 and v.is_floating_point() and "running_" not in k else v
+        for k, v in state.items()
     }
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / (WEIGHTS + ".tmp")

@@ -27,7 +27,9 @@ def has_amx() -> bool:
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
     """Mixed precision: bf16 on CPUs with AMX, bf16 (or fp16) on CUDA; a no-op otherwise."""
     if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        return torch.autocast(
+            "cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        )
     if enabled and device.type == "cpu" and has_amx():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()

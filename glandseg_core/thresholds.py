@@ -54,7 +54,9 @@ def _check_value(kind: str, name: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"{where} must be a number, got {value!r}")
     if isinstance(default, int):
         if value != int(value) or not 0 <= value <= _MAX_AREA:
-            raise ConfigError(f"{where} must be a whole number of pixels in [0, {_MAX_AREA}], got {value!r}")
+            raise ConfigError(
+                f"{where} must be a whole number of pixels in [0, {_MAX_AREA}], got {value!r}"
+            )
         return int(value)
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{where} must lie in [0, 1], got {value!r}")
@@ -70,12 +72,16 @@ def post_from_dict(kind: str, d: dict[str, Any]) -> Post:
     if kind not in _KINDS:
         raise ConfigError(f"unknown model kind {kind!r}; expected one of {', '.join(_KINDS)}")
     if not isinstance(d, dict):
-        raise ConfigError(f"{kind} post-processing settings must be a JSON object, got {type(d).__name__}")
+        raise ConfigError(
+            f"{kind} post-processing settings must be a JSON object, got {type(d).__name__}"
+        )
     cls = _KINDS[kind]
     defaults = cls()
     known = {f.name for f in fields(cls)}
     if set(d) - known:
-        raise ConfigError(f"unknown post-processing keys for {kind}: {', '.join(sorted(set(d) - known))}")
+        raise ConfigError(
+            f"unknown post-processing keys for {kind}: {', '.join(sorted(set(d) - known))}"
+        )
     return cls(**{k: _check_value(kind, k, v, getattr(defaults, k)) for k, v in d.items()})
 
 

@@ -107,6 +107,8 @@ def load_segmenter(
     if isinstance(post, MaskRCNNPost):
         # Detections scoring below the painting threshold are never painted: dropping them in the model skips
         # their mask head and full-size paste. Exact: NMS only lets higher-scoring boxes suppress lower ones.
-        floor = float(np.nextafter(np.float32(post.score_thresh), np.float32(0)))  # keep scores == thresh
+        floor = float(
+            np.nextafter(np.float32(post.score_thresh), np.float32(0))
+        )  # keep scores == thresh
         model.roi_heads.score_thresh = max(model.roi_heads.score_thresh, floor)
     return make_segmenter(model, cfg, post, dev, tta=tta, tiling=tiling, path=model_dir)

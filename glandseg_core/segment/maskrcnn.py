@@ -45,7 +45,9 @@ class MaskRCNNSegmenter:
         ``post.score_thresh``)."""
         check_image(image)
         x = to_tensor(image).to(self.device)[0]
-        with torch.inference_mode():  # the backbone runs in mixed precision by itself (models/maskrcnn.py)
+        with (
+            torch.inference_mode()
+        ):  # the backbone runs in mixed precision by itself (models/maskrcnn.py)
             out = self.model([x])[0]
         return out["scores"].float().cpu().numpy(), out["masks"][:, 0].float().cpu().numpy()
 
@@ -65,7 +67,9 @@ class MaskRCNNSegmenter:
             inst = self.window(image)
         else:
             t = self.tiling
-            inst = tiled_instances(self.window, image, self.post, tile=t.maskrcnn_tile, overlap=t.maskrcnn_overlap)
+            inst = tiled_instances(
+                self.window, image, self.post, tile=t.maskrcnn_tile, overlap=t.maskrcnn_overlap
+            )
         return replace(inst, shape=image.shape[:2])
 
     def labels(self, raw: Instances, post: MaskRCNNPost | None = None) -> np.ndarray:

@@ -127,7 +127,12 @@ def ramp(size: int, start: int, n: int, overlap: int) -> np.ndarray:
 
 
 def blend_windows(
-    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, tile: int, overlap: int, align: int
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    tile: int,
+    overlap: int,
+    align: int,
 ) -> torch.Tensor:
     """A dense forward pass over a large input, window by window, blended without seams.
 

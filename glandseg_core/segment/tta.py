@@ -27,7 +27,12 @@ from .instances import mask_boxes, mask_iou
 Outputs = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # image -> (scores[N], masks[N, H, W])
 
 VIEWS_8 = ((False, 0), (True, 0), (False, 1), (True, 1), (False, 2), (True, 2), (False, 3), (True, 3))
-VIEWS_4 = ((False, 0), (True, 0), (False, 2), (True, 2))  # identity, h-flip, 180 degrees (= both flips), v-flip
+VIEWS_4 = (
+    (False, 0),
+    (True, 0),
+    (False, 2),
+    (True, 2),
+)  # identity, h-flip, 180 degrees (= both flips), v-flip
 
 MATCH_IOU = 0.5  # detections of two views are the same gland above this mask IoU
 
@@ -63,8 +68,6 @@ def unview(
         x0, x1 = w - x1, w - x0
         crop = crop[:, ::-1]
     return np.array([y0, x0, y1, x1], np.int64), np.ascontiguousarray(crop)
-
-
 
 
 def mean_of_views(
@@ -114,7 +117,6 @@ def _detections(
     return np.concatenate(scores).astype(np.float32), np.stack(boxes), crops, np.concatenate(view_ids)
 
 
-
 def cluster(
     scores: np.ndarray, view_ids: np.ndarray, iou: np.ndarray, n_views: int, thresh: float = MATCH_IOU
 ) -> np.ndarray:
@@ -140,7 +142,6 @@ def cluster(
         seeds.append(int(d))
         has_view = np.vstack([has_view, np.eye(1, n_views, int(view_ids[d]), dtype=bool)])
     return out
-
 
 
 def merged_views(
@@ -187,4 +188,3 @@ def merged_views(
     masks /= len(views)
     visible = masks.max(axis=(1, 2), initial=0.0) > post.mask_thresh
     return mean_score[keep][visible], masks[visible]
-
