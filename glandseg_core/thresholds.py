@@ -39,7 +39,7 @@ class MaskRCNNPost:
 
 
 Post = UNetPost | MaskRCNNPost
-_KINDS: dict[str, type[UNetPost] | type[MaskRCNNPost]] = {"unet": UNetPost, "maskrcnn": MaskRCNNPost}
+_KINDS: dict[str, type[UNetPost | MaskRCNNPost]] = {"unet": UNetPost, "maskrcnn": MaskRCNNPost}
 _MAX_AREA = 10**9  # pixels; far above any gland, small enough to stay an exact float
 
 
