@@ -73,7 +73,11 @@ class MaskRCNNSegmenter:
         return replace(inst, shape=image.shape[:2])
 
     def labels(self, raw: Instances, post: MaskRCNNPost | None = None) -> np.ndarray:
-        """int32[H, W] label map (0=background, 1..N glands, ids by decreasing score) of :meth:`raw`'s instances."""
+        """int32[H, W] label map (0=background, 1..N glands, ids by decreasing score) of :meth:`raw`'s instances.
+
+        ``post`` may raise ``score_thresh``, ``min_area`` and ``min_visible``; its ``mask_thresh`` has no effect,
+        because ``raw`` holds masks already thresholded at the segmenter's own ``post.mask_thresh``.
+        """
         if raw.shape is None:
             raise ValueError("instances without an image shape: pass the output of raw()")
         return paint(raw, self.post if post is None else post, raw.shape)
