@@ -5,9 +5,11 @@ half-done), never over an input file, and a bad input is reported in one line wh
 next. An input whose outputs all exist already is skipped (``overwrite=True`` redoes it).
 
 Per image ``<stem>.<ext>``: ``<stem>.png`` (16-bit label map, 0=background, 1..N glands, at the input's size),
-``<stem>_overlay.png``, ``<stem>_glands.csv`` and ``<stem>.geojson``; inputs sharing a stem get ``<stem>-2``,
-... Whole-slide images go to :func:`glandseg_core.slides.predict_slide`. The batch's ``summary.csv`` has one
-row per input (:data:`SUMMARY_COLUMNS`).
+``<stem>_overlay.png``, ``<stem>_glands.csv``, ``<stem>.geojson`` and ``<stem>.ome.tif`` (the label map as
+OME-TIFF, for napari and Fiji); inputs sharing a stem get ``<stem>-2``, ... With a known pixel size (``--mpp``,
+else the file's TIFF/OME metadata) the image is segmented at the model's pixel size (results at the input's
+size) and the outputs carry µm and µm². Whole-slide images go to :func:`glandseg_core.slides.predict_slide`.
+The batch's ``summary.csv`` has one row per input (:data:`SUMMARY_COLUMNS`).
 
 Many processes: under ``torchrun --nproc_per_node N [--nnodes M]`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``
 set), every process lists the inputs the same way and process ``r`` takes inputs ``r, r + N, ...``; sharding
@@ -41,24 +43,14 @@ from .distributed import World, gather_to_main
 from .errors import GlandsegError, ImageError
 from .export import gland_table, overlay, to_geojson
 from .files import atomic_write_bytes
+from .formats import label_tiff_bytes
 from .inputs import check_input, find_inputs, identity, output_stems
 from .io import label_png_bytes, png_bytes, read_image
 from .segment import Segmenter
-from .slides import Progress, is_slide, predict_slide
+from .slides import Progress, image_mpp, is_slide, predict_slide, segment_at_mpp
 from .slides.outputs import output_paths as slide_outputs
 
-try:  # TEMPORARY until the pixel-size functions of issue #13 land (the slides engineer)
-    from .slides import image_mpp, segment_at_mpp
-except ImportError:  # pragma: no cover
-
-    def image_mpp(path: Path) -> float | None:
-        return None
-
-    def segment_at_mpp(segmenter: Segmenter, image: np.ndarray, mpp: float) -> np.ndarray:
-        return segmenter(image)
-
-
-SUFFIXES = (".png", "_overlay.png", "_glands.csv", ".geojson")
+SUFFIXES = (".png", "_overlay.png", "_glands.csv", ".geojson", ".ome.tif")
 SUMMARY = "summary.csv"
 SUMMARY_COLUMNS = ("image", "name", "status", "glands", "area_um2", "mpp", "seconds", "message")
 
@@ -159,12 +151,14 @@ def _os_message(e: OSError) -> str:
     return f"{e.filename or '?'}: cannot write ({cause}); outputs of this image not written"
 
 
-def _encode(image: np.ndarray, labels: np.ndarray) -> list[bytes]:
+def _encode(image: np.ndarray, labels: np.ndarray, mpp: float | None) -> list[bytes]:
+    """The files of :data:`SUFFIXES`; with ``mpp``, the table, GeoJSON and OME-TIFF carry µm measurements."""
     return [
         label_png_bytes(labels),
         png_bytes(overlay(image, labels, ids=True)),
-        gland_table(labels).to_csv(index=False, float_format="%.4g").encode(),
-        json.dumps(to_geojson(labels)).encode(),
+        gland_table(labels, mpp=mpp).to_csv(index=False, float_format="%.4g").encode(),
+        json.dumps(to_geojson(labels, mpp=mpp)).encode(),
+        label_tiff_bytes(labels, mpp=mpp),
     ]
 
 
@@ -189,7 +183,7 @@ def _segment_image(segmenter: Segmenter, path: Path, targets: list[Path], mpp: f
     image = read_image(path)
     mpp = image_mpp(path) if mpp is None else mpp
     labels = segmenter(image) if mpp is None else segment_at_mpp(segmenter, image, mpp)
-    write_together(dict(zip(targets, _encode(image, labels), strict=True)))
+    write_together(dict(zip(targets, _encode(image, labels, mpp), strict=True)))
     glands = int(np.count_nonzero(np.unique(labels)))
     area = None if mpp is None else float(np.count_nonzero(labels)) * mpp * mpp
     return Result(path, glands=glands, output=targets[0], mpp=mpp, area_um2=area)
@@ -207,7 +201,9 @@ def _segment_slide(
     with bar:
         s = predict_slide(segmenter, path, out_dir, name=name, mpp=mpp, progress=progress)
     area = float(s.summary["gland_area_mm2"]) * 1e6
-    return Result(path, glands=s.glands, output=s.outputs["geojson"], mpp=s.summary["slide_mpp"], area_um2=area)
+    return Result(
+        path, glands=s.glands, output=s.outputs["geojson"], mpp=s.summary["slide_mpp"], area_um2=area
+    )
 
 
 def predict_one(

@@ -8,6 +8,7 @@ untrained U-Net exported as a model folder.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 from collections.abc import Callable
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import tifffile
 from PIL import Image
 from scipy import ndimage
 
@@ -26,7 +29,7 @@ from glandseg_core.inputs import find_inputs
 from glandseg_core.io import read_label_map
 from tests.helpers import make_glands
 
-OUTPUTS = ("{}.png", "{}_overlay.png", "{}_glands.csv", "{}.geojson")
+OUTPUTS = ("{}.png", "{}_overlay.png", "{}_glands.csv", "{}.geojson", "{}.ome.tif")
 
 
 @dataclass
@@ -37,9 +40,11 @@ class Threshold:
     kind: str = "unet"
     calls: int = 0
     hook: Callable[[int], None] | None = None
+    shapes: list = field(default_factory=list)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         self.calls += 1
+        self.shapes.append(image.shape[:2])
         if self.hook is not None:
             self.hook(self.calls)
         labels, _ = ndimage.label(image[..., 1] < 110)
@@ -133,12 +138,44 @@ def test_overwrite_never_replaces_an_input(tmp_path: Path) -> None:
 
 def test_mpp_gives_gland_areas_in_square_micrometres(tmp_path: Path) -> None:
     write_images(tmp_path / "in", 1)
-    outcome = run_batch(Threshold(), [tmp_path / "in"], tmp_path / "out", mpp=0.62)  # the model's scale
+    seg = Threshold()
+    outcome = run_batch(seg, [tmp_path / "in"], tmp_path / "out", mpp=0.62)  # the model's own scale
     (r,) = outcome.results
-    pixels = np.count_nonzero(read_label_map(tmp_path / "out" / "img0.png"))
-    assert r.mpp == 0.62 and r.area_um2 == pytest.approx(pixels * 0.62**2)
+    labels = read_label_map(tmp_path / "out" / "img0.png")
+    pixels = np.count_nonzero(labels)
+    assert seg.shapes == [(48, 64)] and r.mpp == 0.62 and r.area_um2 == pytest.approx(pixels * 0.62**2)
     row = summary(outcome.summary)[0]
     assert float(row["area_um2"]) == pytest.approx(pixels * 0.62**2, abs=0.05) and row["mpp"] == "0.62"
+    table = pd.read_csv(tmp_path / "out" / "img0_glands.csv")
+    assert table["area_um2"].sum() == pytest.approx(pixels * 0.62**2, rel=1e-3)
+    with tifffile.TiffFile(tmp_path / "out" / "img0.ome.tif") as tif:  # what napari and Fiji open
+        assert tif.is_ome and 'PhysicalSizeX="0.62"' in tif.ome_metadata
+        assert np.array_equal(tif.asarray(), labels)
+
+
+def test_pixel_size_from_tiff_metadata_brings_the_image_to_the_models_scale(tmp_path: Path) -> None:
+    """A 40x image (0.31 um/px, in its TIFF tags) is segmented at 0.62 um/px, results at the input's size."""
+    (tmp_path / "in").mkdir()
+    img, _ = make_glands(96, 128, n=3, seed=1)
+    tifffile.imwrite(tmp_path / "in" / "x40.tif", img, resolution=(1e4 / 0.31, 1e4 / 0.31),
+                     resolutionunit="CENTIMETER", photometric="rgb")  # fmt: skip
+    Image.fromarray(img).save(tmp_path / "in" / "plain.png")
+    seg = Threshold()
+    outcome = run_batch(seg, [tmp_path / "in"], tmp_path / "out")
+    assert [r.path.name for r in outcome.results] == ["plain.png", "x40.tif"]
+    assert seg.shapes == [(96, 128), (48, 64)]  # the 40x image at half size, the PNG as it is
+    plain, x40 = outcome.results
+    assert plain.mpp is None and plain.area_um2 is None and x40.mpp == pytest.approx(0.31)
+    labels = read_label_map(tmp_path / "out" / "x40.png")
+    assert labels.shape == (96, 128) and x40.glands == len(np.unique(labels)) - 1 > 0
+    assert x40.area_um2 == pytest.approx(np.count_nonzero(labels) * 0.31**2)
+    geo = json.loads((tmp_path / "out" / "x40.geojson").read_text())
+    assert all("Area µm^2" in json.dumps(f["properties"]) for f in geo["features"])
+    seg = Threshold()
+    run_batch(
+        seg, [tmp_path / "in" / "x40.tif"], tmp_path / "out2", mpp=0.62
+    )  # --mpp overrides the tags
+    assert seg.shapes == [(96, 128)]
 
 
 def _interrupt_at(n: int, how: Callable[[], None]) -> Callable[[int], None]:
