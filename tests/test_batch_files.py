@@ -170,7 +170,8 @@ def test_pixel_size_from_tiff_metadata_brings_the_image_to_the_models_scale(tmp_
     assert labels.shape == (96, 128) and x40.glands == len(np.unique(labels)) - 1 > 0
     assert x40.area_um2 == pytest.approx(np.count_nonzero(labels) * 0.31**2)
     geo = json.loads((tmp_path / "out" / "x40.geojson").read_text())
-    assert all("Area µm^2" in json.dumps(f["properties"]) for f in geo["features"])
+    areas = [f["properties"]["measurements"]["Area µm^2"] for f in geo["features"]]
+    assert sum(areas) == pytest.approx(x40.area_um2)  # QuPath's measurement, at the input's pixel size
     seg = Threshold()
     run_batch(
         seg, [tmp_path / "in" / "x40.tif"], tmp_path / "out2", mpp=0.62
