@@ -58,7 +58,8 @@ class Segmentation:
 
 
 class _Store:
-    """A small LRU of finished segmentations, shared by all sessions (a cache resource, thread-safe)."""
+    """A small LRU of finished segmentations, shared by all sessions (a cache resource, thread-safe): callers
+    never change a returned label map in place."""
 
     def __init__(self, max_items: int = 24) -> None:
         self._items: OrderedDict[tuple, Segmentation] = OrderedDict()
@@ -73,7 +74,6 @@ class _Store:
             return hit
 
     def put(self, key: tuple, value: Segmentation) -> None:
-        value.labels.setflags(write=False)  # shared: nobody may change it
         with self._lock:
             self._items[key] = value
             while len(self._items) > self._max:
