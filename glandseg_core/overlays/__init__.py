@@ -3,43 +3,59 @@
 Every function takes label maps: int (H, W), 0=NO masks; 1,2... are mask labels (ids need not be
 consecutive, and one id may cover several pieces). Images are uint8 (H, W, 3) RGB; each function returns a
 new image. No file I/O here. ``glandseg_core.export`` re-exports the public names.
+
+Colours come from :mod:`.palette` (checked against H&E stain colours and colour-blind vision); the merge /
+split classification of the outcome view from :mod:`.outcomes`. Outlines are double: a dark outer ring and
+the gland's colour inside it, so two touching glands always show a dark line between them.
 """
 
 from __future__ import annotations
 
-import colorsys
 import functools
-from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from skimage.segmentation import find_boundaries, relabel_sequential
 
-OUTCOME_COLOURS = {"TP": (40, 200, 80), "FP": (230, 50, 50), "FN": (40, 120, 255)}
-DISAGREEMENT_COLOURS = {"A only": (255, 150, 0), "B only": (0, 220, 255)}
-_UNSCORED = (170, 170, 170)  # predicted ids that an Outcomes object lists neither as TP nor as FP
-_HIGHLIGHT = (255, 225, 0)
+from .outcomes import GlandOutcomes, gland_outcomes
+from .palette import (
+    DISAGREEMENT_COLOURS,
+    GLAND_PALETTE,
+    MODEL_COLOURS,
+    OUTCOME_COLOURS,
+    OUTCOME_NAMES,
+    OUTLINE_DARK,
+    TRUE_OUTLINE,
+)
 
-
-class _Outcomes(Protocol):
-    tp: tuple[int, ...]
-    fp: tuple[int, ...]
-    fn: tuple[int, ...]
+__all__ = [
+    "DISAGREEMENT_COLOURS",
+    "GLAND_PALETTE",
+    "MODEL_COLOURS",
+    "OUTCOME_COLOURS",
+    "OUTCOME_NAMES",
+    "GlandOutcomes",
+    "check_labels",
+    "colour_for",
+    "compact_ids",
+    "disagreement_map",
+    "gland_outcomes",
+    "highlight",
+    "outcome_legend",
+    "outcome_overlay",
+    "overlay",
+]
 
 
 # -------------------------------------------------------------------------------------------- overlays
 
 
-@functools.lru_cache(maxsize=4096)
 def colour_for(label_id: int) -> tuple[int, int, int]:
-    """Stable, bright colour of a gland id.
-
-    How it works: hues step by the golden ratio, so neighbouring ids get well-separated colours;
-    saturation cycles over three levels to separate ids whose hues come close again.
+    """Stable colour of a gland id: ``GLAND_PALETTE`` cycled by id, so consecutive ids always differ.
 
     Args:
-        label_id: Gland id (>= 0).
+        label_id: Gland id (>= 0; 0, the background, gets the last colour).
 
     Returns:
         (r, g, b) in 0..255.
@@ -49,10 +65,7 @@ def colour_for(label_id: int) -> tuple[int, int, int]:
     """
     if label_id < 0:
         raise ValueError(f"gland ids are >= 0, got {label_id}")
-    hue = (0.11 + label_id * 0.618033988749895) % 1.0
-    saturation = (0.85, 0.65, 0.75)[label_id % 3]
-    r, g, b = colorsys.hsv_to_rgb(hue, saturation, 1.0)
-    return round(r * 255), round(g * 255), round(b * 255)
+    return GLAND_PALETTE[(label_id - 1) % len(GLAND_PALETTE)]
 
 
 def overlay(
@@ -70,7 +83,8 @@ def overlay(
         image (uint8[H, W, 3]): RGB image (uint8[H, W] grayscale is accepted too).
         labels (int[H, W]): 0=NO masks; 1,2... are mask labels.
         alpha: Opacity of the filled masks (0 = no fill).
-        outlines: Draw each gland's inner boundary opaque (thicker on images over 1200 pixels).
+        outlines: Draw each gland's double outline opaque (a dark outer ring, then its colour; thicker on
+            images over 600 pixels).
         ids: Write each gland's id at its centroid.
         colours: Colour per id; other ids use :func:`colour_for`.
 
@@ -94,46 +108,63 @@ def outcome_overlay(
     image: np.ndarray,
     pred: np.ndarray,
     gt: np.ndarray,
-    outcomes: _Outcomes,
+    outcomes: object = None,
     *,
     alpha: float = 0.4,
     outlines: bool = True,
+    ids: bool = False,
 ) -> np.ndarray:
-    """Detection outcomes drawn over the image.
+    """Detection outcomes drawn over the image, merges and splits as such (``OUTCOME_COLOURS``).
 
-    Predicted glands in ``outcomes.tp`` are green, those in ``outcomes.fp`` red (``OUTCOME_COLOURS``),
-    predicted ids in neither grey. Missed ground-truth glands (``outcomes.fn``) get a blue outline and a
-    light blue fill (half of ``alpha``) underneath the predictions.
+    Predicted glands are filled by class (:func:`gland_outcomes`): TP green, merge orange, split yellow,
+    FP brown. Missed ground-truth glands get an azure outline and a light fill underneath. The ground-truth
+    glands inside a merge, and the glands a split cuts, are outlined in white over the predictions, so a
+    merge shows the several glands it swallowed and a split the one gland its pieces share.
 
     Args:
         image (uint8[H, W, 3]): RGB image.
         pred (int[H, W]): Predicted label map, 0=NO masks; 1,2... are mask labels.
         gt (int[H, W]): Ground-truth label map, same convention.
-        outcomes: Object with ``tp``, ``fp`` (predicted ids) and ``fn`` (ground-truth ids), e.g.
-            ``glandseg_core.metrics.Outcomes``.
+        outcomes: A precomputed :class:`GlandOutcomes` of (pred, gt); anything else (None, or an old
+            ``metrics.Outcomes``) is ignored and the classification is computed here.
         alpha: Opacity of the filled predicted masks.
-        outlines: Draw opaque outlines.
+        outlines: Draw opaque double outlines (and the white ground-truth outlines).
+        ids: Write each predicted gland's id at its centroid.
 
     Returns:
-        uint8[H, W, 3]: a new image.
+        uint8[H, W, 3]: a new image; pixels outside every gland are unchanged.
 
     Raises:
         ValueError: Shapes or dtypes do not match the contract, or alpha is outside 0..1.
     """
     out = _check_image(image, pred, alpha)
     _check_image(image, gt, alpha)
-    gt_ids, gt_compact = compact_ids(check_labels(gt))
-    missed = np.concatenate([[False], np.isin(gt_ids, np.fromiter(map(int, outcomes.fn), np.int64))])
-    _paint(out, gt_compact, _lut([OUTCOME_COLOURS["FN"]] * gt_ids.size), missed, alpha / 2, outlines)
-
-    pred_ids, pred_compact = compact_ids(check_labels(pred))
-    tp, fp = set(map(int, outcomes.tp)), set(map(int, outcomes.fp))
-    pred_colours = [
-        OUTCOME_COLOURS["TP"] if int(i) in tp else OUTCOME_COLOURS["FP"] if int(i) in fp else _UNSCORED
-        for i in pred_ids
-    ]
-    _paint(out, pred_compact, _lut(pred_colours), np.ones(pred_ids.size + 1, bool), alpha, outlines)
+    pred, gt = check_labels(pred), check_labels(gt)
+    klass = outcomes if isinstance(outcomes, GlandOutcomes) else gland_outcomes(pred, gt)
+    gt_ids, gt_compact = compact_ids(gt)
+    inside = set(klass.merged_or_split_gt())
+    missed = [int(i) in set(klass.missed) - inside for i in gt_ids]
+    _paint(out, gt_compact, _lut([OUTCOME_COLOURS["FN"]] * gt_ids.size), np.array([False, *missed]),
+           alpha / 2, outlines)  # fmt: skip
+    pred_ids, pred_compact = compact_ids(pred)
+    lut = _lut([OUTCOME_COLOURS[klass.pred.get(int(i), "FP")] for i in pred_ids])
+    _paint(out, pred_compact, lut, np.ones(pred_ids.size + 1, bool), alpha, outlines)
+    if outlines and inside:
+        shown = np.isin(gt_compact, 1 + np.flatnonzero(np.isin(gt_ids, list(inside))))
+        out[_rings(np.where(shown, gt_compact, 0), 1)[0]] = TRUE_OUTLINE
+    if ids and pred_ids.size:
+        _draw_ids(out, pred_compact, pred_ids)
     return out
+
+
+def outcome_legend(klass: GlandOutcomes | None = None) -> dict[str, tuple[int, int, int]]:
+    """Legend entries (name -> colour) of :func:`outcome_overlay`, with each class's count when ``klass``
+    is given; the white ground-truth outline is not a fill colour and is left to the caption."""
+    counts = klass.counts() if klass is not None else {}
+    return {
+        OUTCOME_NAMES[k] + (f" ×{counts[k]}" if k in counts else ""): c
+        for k, c in OUTCOME_COLOURS.items()
+    }
 
 
 def disagreement_map(image: np.ndarray, labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
@@ -166,7 +197,7 @@ def disagreement_map(image: np.ndarray, labels_a: np.ndarray, labels_b: np.ndarr
 
 
 def highlight(image: np.ndarray, labels: np.ndarray, gland_id: int) -> np.ndarray:
-    """One gland in focus: everything else dimmed to 35%, the gland outlined in yellow.
+    """One gland in focus: everything else dimmed to 35%, the gland outlined in white over a dark ring.
 
     Args:
         image (uint8[H, W, 3]): RGB image.
@@ -184,7 +215,8 @@ def highlight(image: np.ndarray, labels: np.ndarray, gland_id: int) -> np.ndarra
     if gland_id <= 0 or not mask.any():
         raise ValueError(f"gland {gland_id} is not in the label map")
     out[~mask] = np.rint(out[~mask] * 0.35).astype(np.uint8)
-    out[_outline(mask.astype(np.int32))] = _HIGHLIGHT
+    white, dark = _rings(mask.astype(np.int32), 2)
+    out[white], out[dark] = TRUE_OUTLINE, OUTLINE_DARK
     return out
 
 
@@ -232,13 +264,18 @@ def _lut(colours: list[tuple[int, int, int]]) -> np.ndarray:
     return np.asarray([(0, 0, 0), *colours], np.uint8).reshape(-1, 3)
 
 
-def _outline(compact: np.ndarray) -> np.ndarray:
-    """Inner boundary pixels of every object, about 1 pixel per 1200 pixels of image side thick."""
-    edge = find_boundaries(compact, mode="inner") & (compact > 0)
-    extra = round(max(compact.shape) / 1200) - 1
-    if extra > 0:
-        edge = ndimage.binary_dilation(edge, iterations=extra) & (compact > 0)
-    return edge
+def _rings(compact: np.ndarray, n: int) -> list[np.ndarray]:
+    """``n`` nested rings inside every object, outermost first, each about 1 pixel per 600 pixels of image
+    side thick. Where two objects touch, each gets its own rings on its side of the line."""
+    fg = compact > 0
+    thick = max(1, round(max(compact.shape) / 600))
+    edge = find_boundaries(compact, mode="inner") & fg
+    rings, done = [], np.zeros_like(fg)
+    for k in range(1, n + 1):
+        reach = ndimage.binary_dilation(edge, iterations=k * thick - 1) if k * thick > 1 else edge
+        rings.append(reach & fg & ~done)
+        done |= rings[-1]
+    return rings
 
 
 def _paint(
@@ -249,15 +286,17 @@ def _paint(
     alpha: float,
     outlines: bool,
 ) -> None:
-    """Blend lut colours of the active compact ids into out at alpha, then draw their outlines opaque."""
+    """Blend lut colours of the active compact ids into out at alpha, then draw their double outlines
+    opaque: a dark outer ring, then the object's own colour."""
     sel = active[compact]
     sel &= compact > 0
     if alpha > 0:
         colour = lut[compact[sel]].astype(np.float32)
         out[sel] = np.rint(out[sel] * (1.0 - alpha) + colour * alpha).astype(np.uint8)
     if outlines:
-        edge = _outline(compact) & sel
-        out[edge] = lut[compact[edge]]
+        dark, inner = (ring & sel for ring in _rings(compact, 2))
+        out[dark] = OUTLINE_DARK
+        out[inner] = lut[compact[inner]]
 
 
 @functools.lru_cache(maxsize=16)
