@@ -22,6 +22,7 @@ from .checkpoints import WEIGHTS, read_checkpoint
 from .config import RunConfig, load_config
 from .data import find_items, single_id_annotations
 from .errors import DatasetError
+from .evaluate import TEST_HISTORY, TEST_SPLITS, read_test_history
 from .files import atomic_write_text
 from .stats import POSTER, PUBLISHED, detection_f1
 
@@ -68,7 +69,9 @@ def _single_id_section(per_image: pd.DataFrame, data: str | None) -> list[str]:
         rows = per_image[per_image["split"] == split]
         kept = rows[~rows["image"].isin(names)]
         if len(kept) < len(rows):
-            lines.append(f"| {split} | {len(kept)} of {len(rows)} | {_pooled_f1(rows):.3f} | {_pooled_f1(kept):.3f} |")
+            lines.append(
+                f"| {split} | {len(kept)} of {len(rows)} | {_pooled_f1(rows):.3f} | {_pooled_f1(kept):.3f} |"
+            )
     return lines
 
 
@@ -81,7 +84,11 @@ def _weights_line(weights: Path) -> str:
         return "- Weights: not shipped (scores only; the notes below say why)."
     state = read_checkpoint(weights)["model"]
     n_params = sum(v.numel() for v in state.values())
-    storage = "fp16 storage (BatchNorm statistics fp32)" if any(v.dtype == torch.float16 for v in state.values()) else "fp32"
+    storage = (
+        "fp16 storage (BatchNorm statistics fp32)"
+        if any(v.dtype == torch.float16 for v in state.values())
+        else "fp32"
+    )
     return (f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, {storage}, {n_params / 1e6:.2f} M values), "
             "loaded with `torch.load(..., weights_only=True)`.")  # fmt: skip
 
@@ -104,8 +111,15 @@ def _header(model_dir: Path, run_dir: Path, cfg: RunConfig, command: str, hardwa
     wall = sum(r.get("seconds", 0.0) for r in log)
     tuning = _read_json(run_dir / "tuning.json")
     post = _read_json(model_dir / "postprocess.json")
-    hardware = hardware or f"{platform.machine()} CPU, {os.cpu_count()} cores on the machine that wrote this card"
-    init = f"; fine-tuned from `{cfg.train_init}` (`train_init`), trained as the notes below say." if cfg.train_init else "."
+    hardware = (
+        hardware
+        or f"{platform.machine()} CPU, {os.cpu_count()} cores on the machine that wrote this card"
+    )
+    init = (
+        f"; fine-tuned from `{cfg.train_init}` (`train_init`), trained as the notes below say."
+        if cfg.train_init
+        else "."
+    )
     return [
         _weights_line(model_dir / WEIGHTS),
         f"- Recipe: preset `{cfg.name}` (every hyperparameter below and in `config.json`)" + init,
@@ -115,9 +129,7 @@ def _header(model_dir: Path, run_dir: Path, cfg: RunConfig, command: str, hardwa
         f"- Post-processing tuned on `val` (grid of {tuning.get('grid_size', '?')}): `{json.dumps(post)}`.",
         "",
         "## Data and splits",
-        ("GlaS (Warwick-QU, MICCAI 2015). `train`: 70 images, `val`: 15 images carved from the 85 training images "
-        "(stratified by grade, fixed in `glandseg_core/val_split.txt`), Test A: 60, Test B: 20. Epoch, checkpoint and "
-        "post-processing thresholds were chosen on `val` only; Test A and Test B were scored once for reporting."),
+        data_and_splits(model_dir),
     ]  # fmt: skip
 
 
@@ -140,18 +152,93 @@ def _results(model_dir: Path, run_dir: Path, metrics: dict) -> list[str]:
     return lines
 
 
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
+def data_and_splits(model_dir: Path) -> str:
+    """The card's data paragraph, with how often the test sets were scored (from ``test_history.jsonl``)."""
+    history = read_test_history(model_dir)
+    counts = {s: sum(r["split"] == s for r in history) for s in TEST_SPLITS}
+    looked = (
+        f"Test A was scored {_times(counts['testA'])} and Test B {_times(counts['testB'])} for this folder, each time for a model "
+        'already chosen on `val`; every scoring and its reason is listed under "Test-set history" below.'
+        if history
+        else f"Test A and Test B are scored only for a model already chosen on `val`; each scoring is recorded in `{TEST_HISTORY}`."
+    )
+    return ("GlaS (Warwick-QU, MICCAI 2015). `train`: 70 images, `val`: 15 images carved from the 85 training images "
+            "(stratified by grade, fixed in `glandseg_core/val_split.txt`), Test A: 60, Test B: 20. Epoch, checkpoint and "
+            f"post-processing thresholds were chosen on `val` only. {looked}")  # fmt: skip
+
+
+def history_section(model_dir: Path) -> list[str]:
+    """``## Test-set history``: every recorded scoring of Test A / Test B for this folder, oldest first."""
+    history = read_test_history(model_dir)
+    if not history:
+        return []
+    counts = {s: sum(r["split"] == s for r in history) for s in TEST_SPLITS}
+    backfilled = sum(bool(r.get("backfilled")) for r in history)
+    lines = ["", "## Test-set history", "",
+             (f"From `{TEST_HISTORY}`: Test A scored {_times(counts['testA'])}, Test B {_times(counts['testB'])}"
+              + (f" ({backfilled} records backfilled from the git history of `metrics.json`, `tta/summary.json` and "
+                 "the cards, dated by the commit that recorded them)" if backfilled else "") + "."),
+             "", "| date | commit | split | TTA | pooled F1 | obj. Dice | obj. Hausdorff | why |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in history:
+        f = r.get("figures", {})
+        lines.append(
+            f"| {str(r.get('date', '?'))[:10]} | `{r.get('commit', '?')}` | {r['split']} | {'yes' if r.get('tta') else 'no'} | "
+            f"{_fmt(f.get('pooled_f1'))} | {_fmt(f.get('pooled_object_dice'))} | {_fmt(f.get('pooled_object_hausdorff'), 1)} | "
+            f"{r.get('reason') or '–'} |"
+        )  # fmt: skip
+    return lines
+
+
+def _reproduce(model_dir: Path) -> str:
+    return (f"Reproduce the figures without inference: `glandseg evaluate --predictions {model_dir}/predictions "
+            "--split testA testB --out /tmp/check` (compare with `metrics.json`); re-running the model "
+            f"(`--model {model_dir}`) is a new look at the test sets and is recorded in `{TEST_HISTORY}`.")  # fmt: skip
+
+
+def refresh_card(model_dir: str | Path) -> Path:
+    """Rewrite the test-history parts of an existing ``MODEL_CARD.md`` in place (its data paragraph and its
+    ``## Test-set history`` section), for a folder whose training run is no longer at hand."""
+    path = Path(model_dir) / "MODEL_CARD.md"
+    lines = path.read_text().splitlines()
+    i = lines.index("## Data and splits")
+    lines[i + 1] = data_and_splits(Path(model_dir))
+    if "## Test-set history" in lines:
+        a = lines.index("## Test-set history") - 1
+        b = next((k for k in range(a + 2, len(lines)) if lines[k].startswith("## ")), len(lines))
+        del lines[a : b - 1]
+    at = lines.index("## Beside the poster and published GlaS results") - 1
+    lines[at:at] = history_section(Path(model_dir))
+    old = [k for k, ln in enumerate(lines) if ln.startswith("Reproduce the figures")]
+    if old:
+        lines[old[0]] = _reproduce(Path(model_dir))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
 def _references(display: str, metrics: dict) -> list[str]:
     lines = ["", "## Beside the poster and published GlaS results", ""]
     lines += ["| method | split | F1 | obj. Dice | obj. Hausdorff |", "|---|---|---|---|---|"]
     for p in (r for r in POSTER if str(r["method"]).startswith(display)):
-        lines.append(f"| {p['method']}, per-image means | {p['split']} | {p['f1']:.2f} | – | {p['object_hausdorff']:.0f} |")
+        lines.append(
+            f"| {p['method']}, per-image means | {p['split']} | {p['f1']:.2f} | – | {p['object_hausdorff']:.0f} |"
+        )
     for split in ("testA", "testB"):
         if split in metrics:
             s, label = metrics[split], f"Test {split[-1]}"
-            lines.append(f"| **this model**, pooled | {label} | **{s['pooled_f1']:.3f}** | {s['pooled_object_dice']:.3f} | {s['pooled_object_hausdorff']:.1f} |")
-            lines.append(f"| this model, per-image mean | {label} | {s['mean_f1']:.3f} | {s['mean_object_dice']:.3f} | {s['mean_object_hausdorff']:.1f} |")
+            lines.append(
+                f"| **this model**, pooled | {label} | **{s['pooled_f1']:.3f}** | {s['pooled_object_dice']:.3f} | {s['pooled_object_hausdorff']:.1f} |"
+            )
+            lines.append(
+                f"| this model, per-image mean | {label} | {s['mean_f1']:.3f} | {s['mean_object_dice']:.3f} | {s['mean_object_hausdorff']:.1f} |"
+            )
     for r in PUBLISHED:
-        lines.append(f"| {r['method']} | {r['split']} | {r['f1']:.3f} | {_fmt(r['object_dice'])} | {_fmt(r['object_hausdorff'], 1)} |")
+        lines.append(
+            f"| {r['method']} | {r['split']} | {r['f1']:.3f} | {_fmt(r['object_dice'])} | {_fmt(r['object_hausdorff'], 1)} |"
+        )
     return lines  # fmt: skip
 
 
@@ -168,7 +255,12 @@ def _worst_images(per_image: Path, data: str | None) -> list[str]:
 
 
 def render(
-    model_dir: Path, run_dir: Path, command: str, notes: str = "", data: str | None = None, hardware: str = ""
+    model_dir: Path,
+    run_dir: Path,
+    command: str,
+    notes: str = "",
+    data: str | None = None,
+    hardware: str = "",
 ) -> str:
     """The card's Markdown text. ``hardware`` describes where the run trained (default: this machine)."""
     cfg = load_config(model_dir / "config.json")
@@ -177,6 +269,7 @@ def render(
     lines = [f"# Model card: {model_dir.name} ({display})", ""]
     lines += _header(model_dir, run_dir, cfg, command, hardware)
     lines += _results(model_dir, run_dir, metrics)
+    lines += history_section(model_dir)
     lines += _references(display, metrics)
     lines += _worst_images(model_dir / "per_image.csv", data)
     lines += ["", "## Hyperparameters", "", "| field | value |", "|---|---|"]
@@ -184,8 +277,7 @@ def render(
     if notes:
         lines += ["", notes.strip()]
     if (model_dir / WEIGHTS).is_file():
-        lines += ["", f"Reproduce the figures: `glandseg evaluate --model {model_dir} --split testA testB --out /tmp/check` "
-                  "(compare with `metrics.json`)."]  # fmt: skip
+        lines += ["", _reproduce(model_dir)]
     return "\n".join(lines) + "\n"
 
 

@@ -75,7 +75,14 @@ def test_the_real_release_has_four_single_id_test_b_images(glas_dir: Path) -> No
 
 
 def _summary(f1: float) -> dict:
-    keys = ("pooled_f1", "pooled_object_dice", "pooled_object_hausdorff", "mean_f1", "mean_object_dice", "mean_object_hausdorff")
+    keys = (
+        "pooled_f1",
+        "pooled_object_dice",
+        "pooled_object_hausdorff",
+        "mean_f1",
+        "mean_object_dice",
+        "mean_object_hausdorff",
+    )
     return {**dict.fromkeys(keys, f1), "n_images": 3, "mean_pixel_iou": 0.5, "mean_count_score": 0.5}
 
 
@@ -92,11 +99,61 @@ def test_card_of_a_scores_only_folder(tmp_path: Path) -> None:
     run.mkdir()
     save_config(get_preset("poster-maskrcnn"), model / "config.json")
     (model / "metrics.json").write_text(json.dumps({"testA": _summary(0.2), "testB": _summary(0.25)}))
-    (run / "tuning.json").write_text(json.dumps({"val_f1": 0.283, "val_object_dice": 0.322, "val_object_hausdorff": 284.9, "best_epoch": 6, "grid_size": 24}))
+    (run / "tuning.json").write_text(
+        json.dumps(
+            {
+                "val_f1": 0.283,
+                "val_object_dice": 0.322,
+                "val_object_hausdorff": 284.9,
+                "best_epoch": 6,
+                "grid_size": 24,
+            }
+        )
+    )
     (run / "log.jsonl").write_text(json.dumps({"epoch": 1, "seconds": 36.0}) + "\n")
     card = render(model, run, "the command", notes="## Notes\nwhy", hardware="one H100")
     assert "- Weights: not shipped" in card
     assert "- Hardware: one H100; wall time of the logged epochs 0.01 h over 1 logged epochs." in card
-    assert "`val` (from the tuning, pooled only): F1 0.283, object Dice 0.322, object Hausdorff 284.9." in card
+    assert (
+        "`val` (from the tuning, pooled only): F1 0.283, object Dice 0.322, object Hausdorff 284.9."
+        in card
+    )
     assert "| testA | 3 | 0.200 |" in card and "Best epoch on `val`: 6" in card
     assert "Reproduce the figures" not in card and card.rstrip().endswith("why")
+
+
+def test_card_says_how_often_the_tests_were_scored_and_why(tmp_path: Path) -> None:
+    """The data paragraph counts the recorded test scorings (never "scored once" by assumption), the history
+    section lists each with its reason, and refresh_card rewrites both in an existing card."""
+    import json
+
+    from glandseg_core.config import get_preset, save_config
+    from glandseg_core.evaluate import record_test_scoring
+    from glandseg_core.modelcard import data_and_splits, refresh_card, render
+
+    model, run = tmp_path / "m", tmp_path / "run"
+    model.mkdir()
+    run.mkdir()
+    save_config(get_preset("glandseg-unet"), model / "config.json")
+    (model / "metrics.json").write_text(json.dumps({"testA": _summary(0.8), "testB": _summary(0.6)}))
+    assert "scored once" not in data_and_splits(
+        model
+    ) and "recorded in `test_history.jsonl`" in data_and_splits(model)
+    card = render(model, run, "cmd")
+    assert "## Test-set history" not in card
+    (model / "MODEL_CARD.md").write_text(card)
+
+    record_test_scoring(
+        model, {"testA": _summary(0.8), "testB": _summary(0.6)}, reason="shipped after val chose it"
+    )
+    record_test_scoring(model, {"testA": _summary(0.82)}, tta=True, reason="TTA comparison")
+    card = render(model, run, "cmd")
+    assert "Test A was scored 2 times and Test B once for this folder" in card
+    assert "| testA | yes | 0.820 |" in card and "TTA comparison |" in card
+    assert card.index("## Test-set history") < card.index("## Beside the poster")
+
+    refresh_card(model)
+    refresh_card(model)  # idempotent: one section, up to date
+    text = (model / "MODEL_CARD.md").read_text()
+    assert text.count("## Test-set history") == 1 and "Test A was scored 2 times" in text
+    assert text.index("## Test-set history") < text.index("## Beside the poster")
