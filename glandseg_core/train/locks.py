@@ -50,7 +50,7 @@ def _read_holder(path: Path) -> dict:
 
 def _holder(path: Path) -> dict | None:
     """Who holds lock ``path`` now, or None when it is free (probed by taking it for an instant)."""
-    probe = FileLock(path, preserve_lock_file=True)
+    probe = FileLock(path)
     try:
         probe.acquire(timeout=0)
     except Timeout:
@@ -77,7 +77,7 @@ def _hold(path: Path, run_dir: Path, busy: str) -> Iterator[None]:
     Raises:
         TrainingBusy: ``busy`` (formatted with the holder's ``pid`` and ``run``) when another process holds it.
     """
-    lock = FileLock(path, preserve_lock_file=True)
+    lock = FileLock(path)
     try:
         lock.acquire(timeout=0)
     except Timeout:
