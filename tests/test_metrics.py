@@ -282,6 +282,28 @@ def test_hausdorff_matches_brute_force_on_random_objects() -> None:
                 assert cache.distance(i, j) == pytest.approx(ref, abs=1e-9)
 
 
+@pytest.mark.skipif(
+    not (Path(os.environ.get("GLANDSEG_DATA", "/work/shared/glas")) / "testA_1_anno.bmp").exists(),
+    reason="GlaS data not available",
+)
+def test_hausdorff_matches_scipy_on_real_glands() -> None:
+    # The reason we keep our own pruned search (metrics/hausdorff.py): same values as scipy's
+    # directed_hausdorff on real gland shapes, every partner pair of an annotation and a moved copy.
+    from PIL import Image
+    from scipy import ndimage as ndi
+
+    root = Path(os.environ.get("GLANDSEG_DATA", "/work/shared/glas"))
+    gt = np.asarray(Image.open(root / "testA_1_anno.bmp")).astype(np.int32)
+    pred = ndi.grey_erosion(np.roll(gt, (6, -4), (0, 1)), size=(7, 7))
+    ov = overlap(pred, gt)
+    cache = HausdorffCache(ov)
+    pairs = [(i, int(j)) for i, j in enumerate(ov.pred_partner) if j >= 0]
+    assert len(pairs) >= 5
+    for i, j in pairs:
+        a, b = np.argwhere(ov.pred_map == i + 1), np.argwhere(ov.gt_map == j + 1)
+        assert cache.distance(i, j) == max(directed_hausdorff(a, b)[0], directed_hausdorff(b, a)[0])
+
+
 # ------------------------------------------------------------------------------------- split aggregation
 
 
