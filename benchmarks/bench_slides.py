@@ -49,15 +49,151 @@ def make(path: Path, side: int) -> None:
     )
 
 
+def untiled(model: Path, repeats: int) -> dict:
+    """Seconds (wall, CPU) per megapixel of one whole GlaS image (testA_1, 775x522, no tiling), median of
+    ``repeats`` after a warm-up call, in this process."""
+    from glandseg_core.io import read_image
+    from glandseg_core.segment import load_segmenter
+
+    seg = load_segmenter(model)
+    image = read_image(glas_dir() / "testA_1.bmp")
+    seg(image)
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        seg(image)
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    mp = image.shape[0] * image.shape[1] / 1e6
+    return {"mp": mp, "wall_s": float(np.median(walls)), "cpu_s": float(np.median(cpus))}
+
+
+def slide_run(model: Path, slide: Path, out: Path) -> dict:
+    """`glandseg predict` on the slide in a fresh process under /usr/bin/time -v: wall, CPU, peak RSS."""
+    import json
+    import os
+    import re
+    import shutil
+    import subprocess
+
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "glandseg_core",
+        "predict",
+        "--model",
+        str(model),
+    ]
+    cmd += ["--out", str(out), "--no-bar", str(slide)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t
+    err = proc.stderr
+
+    def field(name: str) -> float:
+        return float(re.search(rf"{re.escape(name)}: ([0-9.:]+)", err).group(1))
+
+    if proc.returncode != 0:
+        raise SystemExit(f"glandseg predict failed ({proc.returncode}): {err[-2000:]}")
+    summary = json.loads((out / f"{slide.stem}_summary.json").read_text())
+    return {
+        "cmd": " ".join(cmd[2:]),
+        "wall_s": wall,
+        "cpu_s": field("User time (seconds)") + field("System time (seconds)"),
+        "peak_rss_mb": field("Maximum resident set size (kbytes)") / 1024,
+        "summary": summary,
+        "geojson": check_geojson(out / f"{slide.stem}.geojson"),
+    }
+
+
+def check_geojson(path: Path) -> dict:
+    """Every feature valid (shapely), and no two glands sharing area."""
+    import json
+
+    import shapely
+    from shapely.geometry import shape
+
+    feats = json.loads(path.read_text())["features"]
+    geoms = [shape(f["geometry"]) for f in feats]
+    valid = all(shapely.is_valid(g) for g in geoms)
+    tree = shapely.STRtree(geoms)
+    pairs = tree.query(geoms, predicate="intersects")
+    overlap = sum(
+        1 for i, j in pairs.T if i < j and shapely.area(shapely.intersection(geoms[i], geoms[j])) > 1e-6
+    )
+    return {"features": len(feats), "all_valid": valid, "overlapping_pairs": overlap}
+
+
+def run(slide: Path, models: list[Path], out: Path, repeats: int) -> None:
+    import json
+
+    from glandseg_core.slides import open_slide
+
+    with open_slide(slide) as s:
+        w0, h0 = s.dimensions
+    results = {}
+    for model in models:
+        ref = untiled(model, repeats)
+        big = slide_run(model, slide, out / model.name)
+        sm = big["summary"]
+        scale = sm["model_mpp"] / sm["slide_mpp"]
+        slide_mp = w0 * h0 / scale**2 / 1e6  # the whole slide at the model's pixel size
+        window_mp = sm["windows"] * 2048**2 / 1e6  # what the windows covered (overlaps counted twice)
+        per = {k: ref[k] / ref["mp"] for k in ("wall_s", "cpu_s")}
+        results[model.name] = {
+            "untiled": ref,
+            "slide": big,
+            "slide_mp": slide_mp,
+            "window_mp": window_mp,
+        }
+        print(
+            f"\n== {model.name}: {slide.name} {w0} x {h0} px at {sm['slide_mpp']} um/px = "
+            f"{slide_mp:.1f} MP at the model's {sm['model_mpp']} um/px; {sm['windows']} windows "
+            f"({sm['windows_skipped']} skipped as background), {sm['glands']} glands"
+        )
+        print(f"   {big['cmd']}")
+        print(
+            f"   peak RSS {big['peak_rss_mb']:.0f} MB; wall {big['wall_s']:.0f} s; CPU {big['cpu_s']:.0f} s; "
+            f"GeoJSON {big['geojson']}"
+        )
+        print(
+            f"   untiled testA_1: {ref['mp'] / ref['wall_s']:.3f} MP/s wall, {ref['mp'] / ref['cpu_s']:.3f} MP/s CPU"
+        )
+        for label, mp in (("slide MP", slide_mp), ("window MP", window_mp)):
+            for k in ("wall_s", "cpu_s"):
+                rate = mp / big[k]
+                ratio = (big[k] / mp) / per[k]
+                print(
+                    f"   tiled per {label:9s} ({k[:-2]:4s}): {rate:.3f} MP/s; cost per MP = {ratio:.2f} x untiled"
+                )
+    (out / "bench_slides.json").write_text(json.dumps(results, indent=2, default=str))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_make = sub.add_parser("make")
     p_make.add_argument("slide", type=Path)
     p_make.add_argument("--side", type=int, default=20_000)
+    p_run = sub.add_parser("run")
+    p_run.add_argument("slide", type=Path)
+    p_run.add_argument(
+        "--models",
+        type=Path,
+        nargs="+",
+        default=[ROOT / "trained_models/unet", ROOT / "trained_models/maskrcnn"],
+    )
+    p_run.add_argument("--out", type=Path, default=Path("/tmp/glandseg_bench/out"))
+    p_run.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     if args.cmd == "make":
         make(args.slide, args.side)
+    else:
+        run(args.slide, args.models, args.out, args.repeats)
 
 
 if __name__ == "__main__":

@@ -133,12 +133,26 @@ def write_slide(
     return path
 
 
-def corrupt_compression(path: Path, value: int = 60000) -> None:
-    """Set the Compression tag of every page of a TIFF to an unknown scheme, in place."""
+def corrupt_compression(path: Path, value: int = 60000, pages: Sequence[int] | None = None) -> None:
+    """Set the Compression tag of the TIFF's ``pages`` (all when None) to an unknown scheme, in place."""
     with tifffile.TiffFile(path) as tif:
-        offsets = [p.tags["Compression"].valueoffset for p in tif.pages]
+        chosen = range(len(tif.pages)) if pages is None else pages
+        offsets = [tif.pages[i].tags["Compression"].valueoffset for i in chosen]
         order = tif.byteorder
     with open(path, "r+b") as fh:
         for off in offsets:
             fh.seek(off)
             fh.write(int(value).to_bytes(2, "little" if order == "<" else "big"))
+
+
+def break_level(path: Path, page: int) -> None:
+    """Point every tile of page ``page`` past the end of the file, in place (a level whose data is missing)."""
+    size = path.stat().st_size
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[page].tags["TileOffsets"]
+        offset, count, order = tag.valueoffset, tag.count, tif.byteorder
+        width = 8 if tif.is_bigtiff else 4
+    values = np.full(count, size + 4096, np.dtype(f"{order}u{width}"))
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(values.tobytes())

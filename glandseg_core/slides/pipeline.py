@@ -187,7 +187,8 @@ def _segment(
         for x in row:
             image = _read_window(slide, choice, y, x, th, tw)
             inst = window_instances(segmenter, image)
-            parts.append(shift(inst, slice(y, y + th), slice(x, x + tw), shape))
+            box = np.array([y, x, y + th, x + tw], np.int64)
+            parts.append((shift(inst, slice(y, y + th), slice(x, x + tw), shape), box))
             done += 1
             if progress is not None:
                 elapsed = time.perf_counter() - start

@@ -167,7 +167,7 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
     except openslide.OpenSlideUnsupportedFormatError:
         raise ImageError(f"{p.name}: {_why_unreadable(p)}") from None
     except openslide.OpenSlideError as e:
-        raise ImageError(f"{p.name}: broken slide ({_brief(e)})") from None
+        raise ImageError(f"{p.name}: broken slide ({_brief(e).replace(os.fspath(p), p.name)})") from None
     slide = Slide(p, osr)
     try:
         for level, (w, h) in enumerate(slide.levels):  # probe a corner and the far corner of every level
