@@ -43,6 +43,6 @@ train maskrcnn --preset glandseg-maskrcnn-gpu --workers 5 &
 poster &
 wait
 for name in unet maskrcnn poster poster-eval; do tail -n 4 "$runs/$name.out"; done
-$PY scripts/gpu_collect.py "$runs" "$out"
+$PY -m scripts.gpu_collect "$runs" "$out"
 ls -la "$out"
 echo "all done after $SECONDS s"
