@@ -1,5 +1,5 @@
-"""Metrics: GlaS F1 / object Dice / object Hausdorff per model beside the poster's and published figures,
-per-image distributions and a paired comparison. Reads each model folder's precomputed per_image.csv and
+"""Metrics: GlaS F1 / object Dice / object Hausdorff per model beside the poster's and published figures (the
+paper's layout, pooled or per-image mean), per-image distributions and a paired comparison. Reads each model folder's precomputed per_image.csv and
 metrics.json; nothing is recomputed."""
 
 from __future__ import annotations
@@ -7,19 +7,21 @@ from __future__ import annotations
 import streamlit as st
 
 from glandseg_core import stats
-from ui import figures, loaders
+from ui import figures, loaders, palette, panels
 from ui import results as ur
 
 loaders.ensure_router()  # a first direct visit to this URL must still go through app.py's router
+palette.style_selected_pills()
 st.title("Metrics")
 st.caption(
     "GlaS object-level F1, object Dice and object Hausdorff (pixels) on the held-out test splits, read "
-    "from each model folder's `per_image.csv` and `metrics.json`. **Pooled** = the official GlaS figure "
-    "(counts and object weights summed over the split); **per-image mean** = the mean of the image "
-    "scores, as on the poster. Click a point in any plot to open that image in the drill-down."
+    "from each model folder's `per_image.csv` and `metrics.json`. Click a point in any plot to open that "
+    "image in the drill-down."
 )
 
 models, tables, summaries = ur.results_or_stop()
+colours = palette.colours_for({label: models[label] for label in tables})
+panels.legend(colours, "**Models:**")
 
 c1, c2 = st.columns(2)
 split_names = c1.pills(
@@ -39,52 +41,67 @@ splits = [s for name in split_names for s in stats.SPLIT_SETS[name]]
 grade_filter = None if set(grades) == set(stats.GRADES) else list(grades)
 
 st.subheader("Results")
-table = stats.results_table(tables, grade_filter, summaries)
-if not st.toggle("Show the poster's and published figures", value=True, key="metrics_refs"):
-    table = table[table["source"] == "ours"]
+c1, c2 = st.columns([3, 2])
+aggregation = c1.segmented_control(
+    "Aggregation", list(ur.AGGREGATIONS), format_func=ur.AGGREGATIONS.get, default="pooled",
+    key="metrics_aggregation", help="Pooled: counts and object weights summed over the split (the official "
+    "GlaS figures). Per-image mean: the mean of the image scores (the poster's figures)."
+) or "pooled"  # fmt: skip
+references = c2.toggle("Show the poster's and published figures", value=True, key="metrics_refs")
+tidy = stats.results_table(tables, grade_filter, summaries, references=references)
+table = ur.paper_table(tidy, aggregation)
 st.dataframe(
     table,
     hide_index=True,
-    height=35 * (len(table) + 1) + 3,
     placeholder="—",
     column_config={
         "method": st.column_config.TextColumn("Method", width="medium"),
-        "split": st.column_config.TextColumn("Split", width="medium"),
-        **{c: c.capitalize() for c in ("source", "aggregation")},
-        "f1": st.column_config.NumberColumn("F1", format="%.3f"),
-        "object_dice": st.column_config.NumberColumn("Object Dice", format="%.3f"),
-        "object_hausdorff": st.column_config.NumberColumn("Object Hausdorff (px)", format="%.1f"),
-        "n_images": st.column_config.NumberColumn("images"),
+        "source": st.column_config.TextColumn("Source", width="small"),
+        **{
+            c: st.column_config.NumberColumn(
+                c.replace(" Hausdorff", " · Hausdorff (px)")
+                .replace(" F1", " · F1")
+                .replace(" Dice", " · Dice"),
+                format="%.1f" if c.endswith("Hausdorff") else "%.3f",
+            )
+            for c in table.columns[2:]
+        },
     },
     key="metrics_table",
 )
-notes = [
-    (
-        "The poster's figures are per-image means over a split it does not name; its Mask R-CNN trained "
-        "200 epochs, its U-Net 15. Published figures are the official pooled GlaS results."
-    ),
-    (
+notes = ["F1: detection; Dice: object Dice; Hausdorff: object Hausdorff, in pixels (lower is better)."]
+if references and aggregation == "pooled":
+    notes.append("Published figures are the official pooled GlaS results.")
+elif references:
+    notes.append(ur.poster_line() + " Its Mask R-CNN trained 200 epochs, its U-Net 15.")
+if aggregation == "pooled" and table.iloc[:, 2:].isna().any().any():
+    notes.append(
         "Pooled object Dice and Hausdorff need per-object sums that only the `evaluate` summary "
         "(metrics.json) holds, so they are blank under a grade filter or without a matching "
         "metrics.json; pooled F1 is always recomputed from the summed TP / FP / FN."
-    ),
-]
+    )
 recipes = [label for label, m in models.items() if ur.is_poster_recipe(m)]
 if recipes:
     notes.append(
-        f"{', '.join(recipes)}: the poster's own recipe, trained by our trainer from scratch (no COCO weights can "
-        "be downloaded), so its learning-rate staircase ends before the network learns; scored on JPEG copies of the "
-        "test images on the GPU machine, without weights to re-run here. Its folder's MODEL_CARD.md says more."
-    )
-quirks = [n for n in loaders.single_id_images() if n.split("_")[0] in splits]
-if quirks:
-    notes.append(
-        f"{', '.join(quirks)}: the annotation gives all glands one id, so each counts as one gland and a model "
-        "that outlines glands one by one scores F1 0 there (the official figures keep them; see docs/METRICS.md)."
+        f"{', '.join(recipes)}: the poster's own recipe (a Mask R-CNN), trained by our trainer from scratch (no "
+        "COCO weights can be downloaded), so its learning-rate staircase ends before the network learns; scored "
+        "on JPEG copies of the test images on the GPU machine, without weights to re-run here. Its folder's "
+        "MODEL_CARD.md says more."
     )
 if grade_filter:
     notes.insert(0, f"Grade filter: {', '.join(grade_filter)} images only.")
 st.caption(" ".join(notes))
+quirks = [n for n in loaders.single_id_images() if n.split("_")[0] in splits]
+with st.expander("How glands are matched, and the images whose annotation gives every gland one id"):
+    st.markdown(ur.MATCHING_RULE)
+    if quirks:
+        st.markdown(
+            f"**{', '.join(quirks)}**: the annotation gives all glands one id, so each counts as one gland and a "
+            "model that outlines glands one by one scores F1 0 there (the official figures keep them; see "
+            "docs/METRICS.md)."
+        )
+if quirks:
+    st.caption(f"{', '.join(quirks)}: the annotation gives all glands one id (see above).")
 
 shown = {m: stats.filter_images(df, splits, grade_filter) for m, df in tables.items()}
 shown = {m: df for m, df in shown.items() if len(df)}
@@ -110,7 +127,7 @@ def _paired(metric: str, a: str, b: str) -> str | None:
     """Differences plot and test of b - a for one metric; returns the clicked image, if any."""
     res = stats.paired_comparison(*(shown[m].set_index("image")[metric] for m in (a, b)))
     event = st.plotly_chart(
-        figures.difference_figure(res, a, b, metric),
+        figures.difference_figure(res, a, b, metric, colours),
         on_select="rerun",
         selection_mode="points",
         key=f"metrics_diff_{metric}",
@@ -133,7 +150,7 @@ for tab, metric in zip(st.tabs([stats.METRICS[m][0] for m in stats.METRICS]), st
         left, right = st.columns(2)
         with left:
             event = st.plotly_chart(
-                figures.distribution_figure(shown, metric),
+                figures.distribution_figure(shown, metric, colours),
                 on_select="rerun",
                 selection_mode="points",
                 key=f"metrics_dist_{metric}",

@@ -14,6 +14,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -79,33 +80,71 @@ def _texts(at: AppTest) -> str:
 # ----------------------------------------------------------------------------------------- metrics
 
 
+PAPER_COLUMNS = ["method", "source"] + [
+    f"{s} {m}" for s in ("Test A", "Test B") for m in ("F1", "Dice", "Hausdorff")
+]
+
+
 def test_metrics_page_shows_table_distributions_and_paired_test(results_env) -> None:
     at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
     assert not at.exception
     assert [p.key for p in at.pills] == ["metrics_splits", "metrics_grades"]
-    table = at.dataframe[0].value
-    ours = table[table["source"] == "ours"]
-    assert set(ours["method"]) == {"U-Net", "Mask R-CNN"}
-    assert set(ours["split"]) == {"Test A", "Test B", "Test A + B"}
-    pooled = ours[(ours["aggregation"] == "pooled") & (ours["split"] == "Test A")].set_index("method")
+    table = at.dataframe[
+        0
+    ].value  # the paper's layout: methods as rows, Test A / Test B metrics as columns
+    assert list(table.columns) == PAPER_COLUMNS
+    ours = table[table["source"] == "ours"].set_index("method")
+    assert list(ours.index) == ["U-Net", "Mask R-CNN"]
     summary = json.loads((results_env["maskrcnn"] / "metrics.json").read_text())
-    assert pooled.loc["Mask R-CNN", "object_dice"] == pytest.approx(
-        summary["testA"]["pooled_object_dice"]
-    )
-    assert pooled.loc["Mask R-CNN", "f1"] == pytest.approx(summary["testA"]["pooled_f1"])
-    assert {"poster", "published"} <= set(table["source"])
+    for split in ("testA", "testB"):
+        name = f"Test {split[-1]}"
+        assert ours.loc["Mask R-CNN", f"{name} Dice"] == pytest.approx(
+            summary[split]["pooled_object_dice"]
+        )
+        assert ours.loc["Mask R-CNN", f"{name} F1"] == pytest.approx(summary[split]["pooled_f1"])
+        assert ours.loc["Mask R-CNN", f"{name} Hausdorff"] == pytest.approx(
+            summary[split]["pooled_object_hausdorff"]
+        )
+    assert "published" in set(table["source"])
     assert len(at.get("plotly_chart")) == 6  # 3 metrics x (distribution + differences)
     text = _texts(at)
     assert "Wilcoxon signed-rank p " in text and "over 5 paired images" in text
+    assert "more than 50%" in text  # the matching rule, where the numbers are
     assert not at.warning
+
+    at.segmented_control(key="metrics_aggregation").set_value("per-image mean").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table.columns) == PAPER_COLUMNS and set(table["source"]) == {"ours"}
+    df = pd.read_csv(results_env["maskrcnn"] / "per_image.csv")
+    mean_b = df[df["split"] == "testB"]["object_hausdorff"].mean()
+    assert table.set_index("method").loc["Mask R-CNN", "Test B Hausdorff"] == pytest.approx(mean_b)
+    assert "The poster's figures (per-image means" in _texts(at)
+
+
+def test_model_colours_and_legends(results_env) -> None:
+    """One colour per model in every plot, named in a legend; the paired plot's band and mean are named."""
+    at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
+    assert not at.exception
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    box = charts[0]["data"]
+    named = {t["name"]: t["marker"]["color"] for t in box if t.get("type") == "box"}
+    assert named == {"U-Net": "#1e82ff", "Mask R-CNN": "#e67800"}
+    assert all(t.get("showlegend", True) for t in box if t.get("type") == "box")
+    paired = {t["name"] for t in charts[1]["data"]}
+    assert {"95% CI of the mean difference (bootstrap)", "mean difference"} <= paired
+    assert "Models:" in _texts(at)
 
 
 def test_metrics_page_filters(results_env) -> None:
     at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
     at.pills(key="metrics_grades").set_value(["benign"]).run()
     assert not at.exception
-    ours = at.dataframe[0].value.query("source == 'ours' and aggregation == 'pooled'")
-    assert ours["object_dice"].isna().all()  # pooled Dice cannot be recomputed under a grade filter
+    ours = at.dataframe[0].value.query("source == 'ours'")
+    assert (
+        ours[["Test A Dice", "Test B Dice"]].isna().all().all()
+    )  # pooled Dice: not under a grade filter
+    assert ours[["Test A F1", "Test B F1"]].notna().all().all()
     assert "Grade filter: benign" in _texts(at)
     at.pills(key="metrics_splits").set_value(["Test B"]).run()
     assert not at.exception
@@ -131,8 +170,11 @@ def test_metrics_page_sets_the_poster_recipe_beside_ours(results_env, tmp_path) 
     at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
     assert not at.exception and not at.warning
     ours = at.dataframe[0].value.query("source == 'ours'")
-    assert set(ours["method"]) == {"U-Net", "Mask R-CNN (maskrcnn)", "Mask R-CNN (poster-maskrcnn)"}
-    assert "Mask R-CNN (poster-maskrcnn): the poster's own recipe" in _texts(at)
+    assert list(ours["method"]) == ["U-Net", "Mask R-CNN", "Poster recipe"]
+    assert "Poster recipe: the poster's own recipe (a Mask R-CNN)" in _texts(at)
+    box = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    colours = [t["marker"]["color"] for t in box if t.get("type") == "box"]
+    assert len(set(colours)) == 3  # the poster's recipe has its own colour and its own legend entry
     drill = AppTest.from_file(DRILL_PAGE, default_timeout=60).run()
     assert not drill.exception
     assert "no weights.pt" not in _texts(drill)

@@ -12,32 +12,48 @@ import plotly.graph_objects as go
 
 from glandseg_core import stats
 
-from .settings import ROLES
+from . import palette
 
-COLOURS = {ROLES["unet"]: "#1f77b4", ROLES["maskrcnn"]: "#d62728"}
-
-
-def _colour(label: str, k: int) -> str:
-    """Fixed colour per model label, else a plotly default."""
-    return COLOURS.get(label.split(" (")[0], ("#2ca02c", "#9467bd", "#8c564b", "#e377c2")[k % 4])
+_BAND = "#9aa5b1"  # the confidence band: a neutral grey-blue, no model's colour
+_MEAN = "#2d2430"
+_LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "title": None}
 
 
-def distribution_figure(tables: dict[str, pd.DataFrame], metric: str) -> go.Figure:
-    """Box per model with every image as a jittered point (hover: image, grade; customdata: image)."""
+def _colours(labels: list[str], colours: dict[str, str] | None) -> dict[str, str]:
+    """Label -> colour: the given ones, else the palette's by label (U-Net, Mask R-CNN, ...), else greys."""
+    given = colours or {}
+    kinds = {
+        "U-Net": "unet",
+        "Mask R-CNN": "maskrcnn",
+        "Poster recipe": "poster-maskrcnn",
+        "Fusion": "fusion",
+    }
+    return {
+        lab: given.get(lab) or palette.model_colour(kinds.get(lab.split(" (")[0], ""), k=k)
+        for k, lab in enumerate(labels)
+    }
+
+
+def distribution_figure(
+    tables: dict[str, pd.DataFrame], metric: str, colours: dict[str, str] | None = None
+) -> go.Figure:
+    """Box per model with every image as a jittered point (hover: image, grade; customdata: image), one
+    colour per model (``colours``: label -> colour, else :mod:`ui.palette`) and a legend."""
     label, higher_better = stats.METRICS[metric]
     fig = go.Figure()
     rng = np.random.default_rng(0)
+    colour_of = _colours(list(tables), colours)
     for k, (model, df) in enumerate(tables.items()):
-        colour = _colour(model, k)
+        colour = colour_of[model]
         fig.add_trace(
             go.Box(
                 x=[k] * len(df),
                 y=df[metric],
                 name=model,
+                legendgroup=model,
                 boxpoints=False,
                 marker_color=colour,
                 hoverinfo="skip",
-                showlegend=False,
                 width=0.6,
             )
         )
@@ -47,6 +63,7 @@ def distribution_figure(tables: dict[str, pd.DataFrame], metric: str) -> go.Figu
                 y=df[metric],
                 mode="markers",
                 name=model,
+                legendgroup=model,
                 marker={
                     "color": colour,
                     "size": 7,
@@ -56,7 +73,8 @@ def distribution_figure(tables: dict[str, pd.DataFrame], metric: str) -> go.Figu
                 customdata=np.stack([df["image"], df["grade"]], axis=1),
                 hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>"
                 + label
-                + ": %{y:.3f}<extra>"
+                + (": %{y:.1f}" if metric == "object_hausdorff" else ": %{y:.3f}")
+                + "<extra>"
                 + model
                 + "</extra>",
                 showlegend=False,
@@ -64,54 +82,84 @@ def distribution_figure(tables: dict[str, pd.DataFrame], metric: str) -> go.Figu
         )
     arrow = "higher is better" if higher_better else "lower is better"
     fig.update_layout(
-        title=f"{label} per image ({arrow})",
-        height=380,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title={"text": f"{label} per image ({arrow})", "y": 0.98},
+        height=400,
+        margin={"l": 10, "r": 10, "t": 70, "b": 10},
         xaxis={
             "tickvals": list(range(len(tables))),
             "ticktext": list(tables),
             "range": [-0.6, len(tables) - 0.4],
         },
         yaxis_title=label,
+        legend=_LEGEND,
         dragmode=False,
     )
     return fig
 
 
-def difference_figure(res: stats.PairedResult, label_a: str, label_b: str, metric: str) -> go.Figure:
-    """Per-image differences b - a, sorted, with the mean and its bootstrap 95% CI band."""
+def difference_figure(
+    res: stats.PairedResult,
+    label_a: str,
+    label_b: str,
+    metric: str,
+    colours: dict[str, str] | None = None,
+) -> go.Figure:
+    """Per-image differences b - a, sorted, each point in the colour of the model it favours, with the mean
+    difference and its bootstrap 95% CI band, all named in the legend."""
     label, higher_better = stats.METRICS[metric]
     d = res.diffs.sort_values()
-    better = label_b if higher_better else label_a
-    colours = np.where(
-        d.to_numpy() > 0, _colour(better, 0), _colour(label_a if better == label_b else label_b, 1)
-    )
-    fig = go.Figure(
-        go.Scatter(
-            x=list(range(len(d))),
-            y=d.to_numpy(),
-            mode="markers",
-            customdata=d.index.to_numpy()[:, None],
-            marker={"color": np.where(d.to_numpy() == 0, "#888888", colours), "size": 7},
-            hovertemplate="<b>%{customdata[0]}</b><br>difference: %{y:+.3f}<extra></extra>",
-            showlegend=False,
+    colour_of = _colours([label_a, label_b], colours)
+    values = d.to_numpy()
+    b_better = values > 0 if higher_better else values < 0
+    fig = go.Figure()
+    groups = ((b_better, f"{label_b} better", colour_of[label_b]),
+              ((values != 0) & ~b_better, f"{label_a} better", colour_of[label_a]),
+              (values == 0, "no difference", "#888888"))  # fmt: skip
+    fmt = "%{y:+.1f}" if metric == "object_hausdorff" else "%{y:+.3f}"
+    for sel, name, colour in groups:
+        if not sel.any():
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=np.flatnonzero(sel),
+                y=values[sel],
+                mode="markers",
+                name=name,
+                customdata=d.index.to_numpy()[sel][:, None],
+                marker={"color": colour, "size": 7},
+                hovertemplate="<b>%{customdata[0]}</b><br>difference: " + fmt + "<extra></extra>",
+            )
         )
-    )
     if np.isfinite(res.ci_low):
-        fig.add_hrect(y0=res.ci_low, y1=res.ci_high, fillcolor="orange", opacity=0.25, line_width=0)
+        fig.add_hrect(y0=res.ci_low, y1=res.ci_high, fillcolor=_BAND, opacity=0.35, line_width=0)
+        fig.add_trace(_legend_entry("95% CI of the mean difference (bootstrap)", _BAND, "square"))
     if np.isfinite(res.mean_diff):
-        fig.add_hline(y=res.mean_diff, line_color="orange", annotation_text="mean")
+        fig.add_hline(y=res.mean_diff, line_color=_MEAN, line_width=2)
+        fig.add_trace(_legend_entry("mean difference", _MEAN, "line-ew-open"))
     fig.add_hline(y=0, line_color="grey", line_dash="dot")
     fig.update_layout(
-        title=f"{label}: {label_b} − {label_a} per image",
-        height=380,
+        title={"text": f"{label}: {label_b} − {label_a} per image", "y": 0.98},
+        height=400,
         dragmode=False,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        margin={"l": 10, "r": 10, "t": 70, "b": 10},
         xaxis_title="images, sorted by difference",
         yaxis_title=f"difference ({'> 0' if higher_better else '< 0'}: {label_b} better)",
         xaxis_showticklabels=False,
+        legend=_LEGEND,
     )
     return fig
+
+
+def _legend_entry(name: str, colour: str, symbol: str) -> go.Scatter:
+    """A legend-only trace (no data) for a shape drawn with add_hrect / add_hline."""
+    return go.Scatter(
+        x=[None],
+        y=[None],
+        mode="markers",
+        name=name,
+        hoverinfo="skip",
+        marker={"color": colour, "size": 12, "symbol": symbol, "line": {"width": 2, "color": colour}},
+    )
 
 
 def clicked_image(event: object) -> str | None:

@@ -16,8 +16,8 @@ from glandseg_core.io import label_png_bytes, png_bytes
 
 from . import budget
 
-SWATCH = ('<span style="display:inline-block;width:.9em;height:.9em;background:rgb{};border-radius:2px;'
-          'vertical-align:-.1em"></span>')  # fmt: skip
+SWATCH = ('<span style="display:inline-block;width:.9em;height:.9em;background:{};border-radius:2px;'
+          'border:1px solid #14141480;vertical-align:-.1em"></span>')  # fmt: skip
 
 
 def count(labels: np.ndarray) -> int:
@@ -25,12 +25,13 @@ def count(labels: np.ndarray) -> int:
     return int(np.count_nonzero(np.unique(labels)))
 
 
-def legend(items: dict[str, tuple[int, int, int]]) -> None:
-    """One line of colour swatches with their names."""
-    st.markdown(
-        " &nbsp; ".join(f"{SWATCH.format(c)} {name}" for name, c in items.items()),
-        unsafe_allow_html=True,
-    )
+def legend(items: dict[str, tuple[int, int, int] | str], title: str = "") -> None:
+    """One line of colour swatches with their names (colours as (r, g, b) or ``#rrggbb``)."""
+    cells = [
+        f"{SWATCH.format(c if isinstance(c, str) else f'rgb{tuple(c)}')} {name}"
+        for name, c in items.items()
+    ]
+    st.markdown((f"{title} " if title else "") + " &nbsp; ".join(cells), unsafe_allow_html=True)
 
 
 def scores(labels: np.ndarray, gt: np.ndarray, scale: float) -> None:

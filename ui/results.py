@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from glandseg_core import stats
 from glandseg_core.checkpoints import WEIGHTS
 from glandseg_core.data import item_by_name, load_item
 from glandseg_core.errors import DatasetError, ImageError, ModelError
@@ -42,8 +43,10 @@ class ModelFolder:
 
 
 def _kind_and_preset(folder: Path) -> tuple[str, str]:
-    """The model kind ("unet" / "maskrcnn") and preset name from config.json; the kind is guessed from the
-    folder name when config.json does not say."""
+    """The model kind ("unet" / "maskrcnn" / "fusion") and preset name from config.json (a folder with
+    fusion.json is a fusion); the kind is guessed from the folder name when config.json does not say."""
+    if (folder / "fusion.json").is_file():
+        return "fusion", ""
     try:
         config = json.loads((folder / "config.json").read_text())
         kind, preset = str(config.get("model", "")), str(config.get("name", ""))
@@ -55,17 +58,25 @@ def _kind_and_preset(folder: Path) -> tuple[str, str]:
     return ("maskrcnn" if "mask" in low else "unet" if "unet" in low else ""), preset
 
 
+def _label(kind: str, preset: str, name: str) -> str:
+    """Display name of a model folder: "Poster recipe" for a ``poster-*`` preset, "Fusion", the role's
+    name (``ROLES``), else the folder name."""
+    if preset.startswith("poster-"):
+        return "Poster recipe"
+    return "Fusion" if kind == "fusion" else ROLES.get(kind, name)
+
+
 @st.cache_data(show_spinner=False, ttl=60)
 def _scan(root: str, stamp: float) -> list[ModelFolder]:
     folders = []
     for d in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
         if d.is_dir() and any(
-            (d / f).exists() for f in ("per_image.csv", "metrics.json", "config.json")
+            (d / f).exists() for f in ("per_image.csv", "metrics.json", "config.json", "fusion.json")
         ):
             kind, preset = _kind_and_preset(d)
-            folders.append(ModelFolder(ROLES.get(kind, d.name), kind, str(d), preset))
-    order = list(ROLES)
-    folders.sort(key=lambda f: (order.index(f.kind) if f.kind in order else len(order), f.path))
+            folders.append(ModelFolder(_label(kind, preset, d.name), kind, str(d), preset))
+    order = [*ROLES.values(), "Poster recipe", "Fusion"]
+    folders.sort(key=lambda f: (order.index(f.label) if f.label in order else len(order), f.path))
     labels = [f.label for f in folders]
     return [
         ModelFolder(f"{f.label} ({Path(f.path).name})", f.kind, f.path, f.preset)
@@ -84,7 +95,7 @@ def find_models() -> tuple[dict[str, ModelFolder], list[str]]:
     """Model folders under the models root by label, and a plain message per expected model not found."""
     root = models_root()
     folders = {f.label: f for f in _scan(str(root), mtime(root))}
-    kinds = {f.kind for f in folders.values()}
+    kinds = {f.kind for f in folders.values() if not is_poster_recipe(f)}
     missing = [
         f"No {label} model folder in `{root}` (a sub-folder whose config.json says "
         f'`"model": "{kind}"`); showing the other model only.'
@@ -216,3 +227,65 @@ def results_or_stop() -> tuple[dict[str, ModelFolder], dict[str, pd.DataFrame], 
         st.error(f"No model results to show. Put model folders with per_image.csv in `{models_root()}`.")
         st.stop()
     return models, tables, summaries
+
+
+# ------------------------------------------------------------------------------------ the results table
+
+#: How GlaS decides that a gland was found, said where the numbers appear (shared/GLAS_METRICS.md).
+MATCHING_RULE = (
+    "**How a gland counts as found.** Each predicted gland is paired with the ground-truth gland it "
+    "overlaps most; it is a true positive only when it covers **more than 50%** of that gland. A prediction "
+    "that overlaps a gland well but covers half of it or less (even with Dice 0.57) is a false positive, "
+    "and the gland is missed. A **merge** (one prediction over several glands) finds at most one of them; a "
+    "**split** (one gland cut into pieces) finds at most one piece, the others are false positives. Object "
+    "Dice and Hausdorff pair every gland with its largest overlap, weighted by area."
+)
+AGGREGATIONS = {
+    "pooled": "Pooled (official GlaS)",
+    "per-image mean": "Per-image mean (as on the poster)",
+}
+PAPER_METRICS = {"f1": "F1", "object_dice": "Dice", "object_hausdorff": "Hausdorff"}
+
+
+def paper_table(
+    tidy: pd.DataFrame, aggregation: str, splits: tuple[str, ...] = ("Test A", "Test B")
+) -> pd.DataFrame:
+    """The results in the paper's layout: one row per method, and per split its F1, object Dice and object
+    Hausdorff (columns ``"<split> F1"``, ``"<split> Dice"``, ``"<split> Hausdorff"``).
+
+    Args:
+        tidy: :func:`glandseg_core.stats.results_table` rows (method, source, split, aggregation, ...).
+        aggregation: "pooled" or "per-image mean"; rows of the other aggregation are left out.
+        splits: The split names to show, in order.
+
+    Returns:
+        Columns method, source, then the split columns; methods in their first order of appearance.
+    """
+    rows = tidy[(tidy["aggregation"] == aggregation) & tidy["split"].isin(splits)]
+    wide = rows.pivot_table(
+        index=["method", "source"], columns="split", values=list(PAPER_METRICS), aggfunc="first", sort=False,
+        dropna=False,
+    )  # fmt: skip
+    columns = [f"{s} {name}" for s in splits for name in PAPER_METRICS.values()]
+    out = pd.DataFrame(index=wide.index, columns=columns, dtype=float)
+    for s in splits:
+        for metric, name in PAPER_METRICS.items():
+            if (metric, s) in wide:
+                out[f"{s} {name}"] = wide[(metric, s)]
+    order = list(dict.fromkeys(zip(rows["method"], rows["source"], strict=True)))
+    return out.reindex(order).reset_index()
+
+
+def poster_line() -> str:
+    """The poster's own figures in one line (per-image means over a split it does not name)."""
+    parts = []
+    for row in stats.POSTER:
+        figures = [f"F1 {row['f1']:.3f}"] + [
+            f"{name} {row[m]:.3f}" if m != "object_hausdorff" else f"Hausdorff {row[m]:.1f} px"
+            for m, name in (("object_dice", "Dice"), ("object_hausdorff", ""))
+            if pd.notna(row[m])
+        ]
+        parts.append(f"{row['method']}: {', '.join(figures)}")
+    return (
+        "The poster's figures (per-image means over a split it does not name): " + "; ".join(parts) + "."
+    )

@@ -1,0 +1,59 @@
+"""One colour per model on every page and plot, as ``#rrggbb`` for plotly and HTML legends.
+
+The colours themselves live in :mod:`glandseg_core.overlays.palette` (``MODEL_COLOURS``, checked against H&E
+stain colours and colour-blind vision): U-Net azure, Mask R-CNN orange, the poster's recipe brown, a fusion
+green. A model is known by its folder name (``poster-maskrcnn``), else by its kind (``maskrcnn``); anything
+else gets a grey.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import streamlit as st
+
+from glandseg_core.overlays.palette import MODEL_COLOURS, hex_colour
+
+#: Neutral greys for model folders the palette does not know (never a stain-like hue).
+OTHER = ("#6b6b6b", "#a0a0a0", "#3d3d3d")
+
+
+def model_colour(folder: str, kind: str = "", k: int = 0) -> str:
+    """The colour of a model folder (its name or path), else of its kind, else the ``k``-th grey."""
+    name = Path(folder).name.lower() if folder else ""
+    if name in MODEL_COLOURS:
+        return hex_colour(MODEL_COLOURS[name])
+    if name.startswith("poster"):
+        return hex_colour(MODEL_COLOURS["poster-maskrcnn"])
+    if kind in MODEL_COLOURS:
+        return hex_colour(MODEL_COLOURS[kind])
+    return OTHER[k % len(OTHER)]
+
+
+def colours_for(models: Mapping[str, object]) -> dict[str, str]:
+    """Display label -> colour for model folders (objects with ``path`` and ``kind``, e.g.
+    :class:`ui.results.ModelFolder`; a ``poster-*`` preset is the poster's recipe). Two folders of one kind keep distinct colours: the second falls back
+    to a grey."""
+    out: dict[str, str] = {}
+    for k, (label, m) in enumerate(models.items()):
+        folder = str(getattr(m, "path", ""))
+        if str(getattr(m, "preset", "")).startswith("poster-"):
+            folder = "poster-maskrcnn"  # the poster's recipe, whatever its folder is called
+        colour = model_colour(folder, str(getattr(m, "kind", "")), k)
+        out[label] = colour if colour not in out.values() else OTHER[k % len(OTHER)]
+    return out
+
+
+_PILLS_CSS = """<style>
+[data-testid="stBaseButton-pillsActive"] {
+  background-color: #2d2430 !important; border-color: #2d2430 !important; color: #ffffff !important;
+}
+[data-testid="stBaseButton-pillsActive"] p::before { content: "✓ "; }
+[data-testid="stBaseButton-pills"] { background-color: #ffffff !important; color: #6b6b6b !important; }
+</style>"""
+
+
+def style_selected_pills() -> None:
+    """Make selected filter pills unmistakable: dark with white text and a tick; unselected ones white and grey."""
+    st.html(_PILLS_CSS)
