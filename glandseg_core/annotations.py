@@ -3,13 +3,15 @@
 Label maps are int32 (H, W): 0=NO masks; 1,2... are mask labels. The canvas shows the image scaled by
 ``(sx, sy) = (canvas_width / W, canvas_height / H)``; canvas coordinates are pixel-corner coordinates, so image
 pixel ``(row, col)`` covers canvas ``[col * sx, (col + 1) * sx) x [row * sy, (row + 1) * sy)``.
-No streamlit here: the page passes ``CanvasResult.json_data`` / ``.image_data`` in.
+No streamlit here: the page passes ``CanvasResult.json_data`` / ``.image_data`` in. Corrections of a label map
+(erase, merge, split along a cut line) are pure functions at the end; each returns a new map.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +51,7 @@ def drawing_to_labels(
     end back to their start. Lines, points, text and shapes with fewer than 3 points are ignored.
 
     Args:
-        drawing: ``CanvasResult.json_data`` (``{"objects": [...]}``) or None.
-        shape: (H, W) of the image.
+        drawing: ``CanvasResult.json_data`` (``{"objects": [...]}``) or None. shape: (H, W) of the image.
         size: (width, height) of the canvas; default the image's own size (scale 1).
 
     Returns:
@@ -71,18 +72,15 @@ def drawing_to_labels(
             continue
         labels[mask] = next_id
         next_id += 1
-    return _drop_empty_ids(labels)
+    # ids 1..N in order, without ids that later shapes covered completely
+    return relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 
 def fill_polygon(xs: np.ndarray, ys: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
     """Pixels whose centres lie inside a closed polygon, as a mask (``skimage.draw.polygon``).
 
-    Vertices are in pixel-centre coordinates (pixel (r, c) is at y=r, x=c); the polygon may extend past the
-    image, which clips it. Inside is decided by the even-odd rule, and centres exactly on an edge count as
-    inside (a closed polygon: corners at pixel centres (0, 0) and (4, 4) fill 5 x 5 pixels). The scanline
-    fill this replaced gave the same pixels on 2,000 random polygons, but on such edges it kept the top and
-    left edge pixels only (4 x 5 there). Canvas drawings rarely put a vertex on a pixel centre: at scale 1
-    the canvas's integer corner coordinates land between centres.
+    Vertices are in pixel-centre coordinates (pixel (r, c) is at y=r, x=c); the image clips the polygon. Even-odd
+    rule; centres exactly on an edge count as inside (corners at centres (0, 0) and (4, 4) fill 5 x 5 pixels).
 
     Returns:
         bool[H, W] mask, or None when no pixel centre is inside.
@@ -101,8 +99,7 @@ def image_data_to_labels(rgba: np.ndarray | None, shape: tuple[int, int]) -> np.
     Touching shapes merge here, so prefer :func:`drawing_to_labels`. Filled holes count as painted.
 
     Args:
-        rgba: uint8[h, w, 4] canvas pixels, or None.
-        shape: (H, W) of the image; the canvas is resized to it (nearest neighbour).
+        rgba: uint8[h, w, 4] canvas pixels, or None. shape: (H, W) of the image (canvas resized to it).
 
     Returns:
         labels (int32[H, W]): 0=NO masks; 1,2... are mask labels.
@@ -245,12 +242,6 @@ def _cubic_extrema(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarra
     return _cubic(p0, p1, p2, p3, np.asarray(ts)[:, None])
 
 
-def _drop_empty_ids(labels: np.ndarray) -> np.ndarray:
-    """Renumber ids 1..N in order (``skimage.segmentation.relabel_sequential``), removing ids that later
-    shapes covered completely."""
-    return relabel_sequential(labels)[0].astype(np.int32, copy=False)
-
-
 # ------------------------------------------------------------------------------------ labels -> canvas
 
 
@@ -271,10 +262,8 @@ def labels_to_drawing(
     (pieces under ``min_area`` pixels are dropped), so it comes back as several glands.
 
     Args:
-        labels (int[H, W]): 0=NO masks; 1,2... are mask labels.
-        size: (width, height) of the canvas; default the image's own size.
-        tolerance: simplification tolerance in image pixels.
-        min_area: pieces smaller than this (pixels) are left out.
+        labels (int[H, W]): 0=NO masks; 1,2... are mask labels. size: (width, height) of the canvas (default
+            the image's). tolerance: in image pixels. min_area: smaller pieces (pixels) are left out.
         stroke, fill, stroke_width: fabric styling of every polygon.
 
     Returns:
@@ -305,20 +294,12 @@ def _fabric_polygon(ring: np.ndarray, style: dict[str, Any]) -> dict[str, Any]:
     lo, hi = ring.min(0), ring.max(0)
     centre = (lo + hi) / 2
     return {
-        "type": "Polygon",
-        "version": FABRIC_VERSION,
-        "originX": "center",
-        "originY": "center",
-        "left": float(centre[0]),
-        "top": float(centre[1]),
-        "width": float(hi[0] - lo[0]),
-        "height": float(hi[1] - lo[1]),
-        **style,
-        "scaleX": 1,
-        "scaleY": 1,
-        "angle": 0,
+        "type": "Polygon", "version": FABRIC_VERSION, "originX": "center", "originY": "center",
+        "left": float(centre[0]), "top": float(centre[1]),
+        "width": float(hi[0] - lo[0]), "height": float(hi[1] - lo[1]),
+        **style, "scaleX": 1, "scaleY": 1, "angle": 0,
         "points": [{"x": round(float(x), 2), "y": round(float(y), 2)} for x, y in ring],
-    }
+    }  # fmt: skip
 
 
 def _ring_area(ring: np.ndarray) -> float:
@@ -348,3 +329,72 @@ def save_annotation(labels: np.ndarray, path: str | Path, *, overwrite: bool = F
     path.parent.mkdir(parents=True, exist_ok=True)
     write_label_png(path, labels)
     return path
+
+
+# ---------------------------------------------------------------------------------- label-map corrections
+
+
+def canvas_points(obj: dict, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray | None:
+    """float[N, 2] (row, col) image pixel-centre coordinates of a canvas object's outline or stroke (a click
+    of the point tool is a small circle: pass it to :func:`ids_at` as its centre, ``pts.mean(0)``)."""
+    pts = object_outline(obj)
+    if pts is None or len(pts) == 0:
+        return None
+    sx, sy = size[0] / shape[1], size[1] / shape[0]
+    return np.stack([pts[:, 1] / sy - 0.5, pts[:, 0] / sx - 0.5], axis=1)
+
+
+def ids_at(labels: np.ndarray, points: np.ndarray) -> list[int]:
+    """Gland ids under (row, col) points, each once, in click order (background and outside skipped)."""
+    rc = np.rint(np.asarray(points, float).reshape(-1, 2)).astype(int)
+    rc = rc[(rc >= 0).all(1) & (rc[:, 0] < labels.shape[0]) & (rc[:, 1] < labels.shape[1])]
+    return list(dict.fromkeys(int(v) for v in labels[rc[:, 0], rc[:, 1]] if v))
+
+
+def erase_ids(labels: np.ndarray, ids: list[int]) -> np.ndarray:
+    """int32 label map without the glands ``ids`` (their pixels become background)."""
+    return np.where(np.isin(labels, ids), 0, labels).astype(np.int32)
+
+
+def merge_ids(labels: np.ndarray, ids: list[int]) -> np.ndarray:
+    """int32 label map where the glands ``ids`` are one gland, with the smallest of their ids."""
+    ids = [i for i in ids if i]
+    return np.where(np.isin(labels, ids), min(ids), labels).astype(np.int32) if ids else labels.copy()
+
+
+def add_labels(labels: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+    """``drawn`` glands (a label map of new shapes) painted over ``labels`` with new ids (above the largest)."""
+    out = labels.astype(np.int32, copy=True)
+    out[drawn > 0] = drawn[drawn > 0] + int(labels.max(initial=0))
+    return out
+
+
+def split_along(labels: np.ndarray, polyline: np.ndarray) -> np.ndarray:
+    """Cut every gland the polyline crosses: each 4-connected piece left of a crossed gland becomes its own
+    gland (the largest keeps the id), and the cut pixels go to the nearest piece. A line that does not cut
+    a gland through leaves it whole.
+
+    Args:
+        labels (int[H, W]): 0=NO masks; 1,2... are mask labels.
+        polyline: float[N, 2] (row, col) points of the cut, in image pixel coordinates.
+    """
+    pts = np.rint(np.asarray(polyline, float).reshape(-1, 2)).astype(int)
+    cut = np.zeros(labels.shape, bool)
+    for (r0, c0), (r1, c1) in pairwise(pts):
+        rr, cc = draw.line(r0, c0, r1, c1)
+        keep = (rr >= 0) & (rr < labels.shape[0]) & (cc >= 0) & (cc < labels.shape[1])
+        cut[rr[keep], cc[keep]] = True
+    out = labels.astype(np.int32, copy=True)
+    next_id = int(labels.max(initial=0)) + 1
+    for gid in np.unique(labels[cut & (labels > 0)]):
+        gland = labels == gid
+        pieces, n = ndimage.label(gland & ~cut)  # 4-connected: an 8-connected cut line separates them
+        if n < 2:
+            continue
+        sizes = np.bincount(pieces.ravel())[1:]
+        idx = ndimage.distance_transform_edt(pieces == 0, return_distances=False, return_indices=True)
+        nearest = pieces[idx[0], idx[1]]  # every pixel's nearest piece
+        new_ids = np.array([0, *[gid if k == sizes.argmax() else next_id + k for k in range(n)]])
+        out[gland] = new_ids[nearest[gland]]
+        next_id += n
+    return out
