@@ -169,14 +169,17 @@ def _outputs(out_dir: Path, name: str) -> list[Path]:
     return [out_dir / f"{name}{s}" for s in SUFFIXES]
 
 
-def _existing_glands(targets: list[Path]) -> int | None:
-    """Glands of a finished output (rows of its gland table), without reading the label map."""
-    table = next((t for t in targets if t.suffix == ".csv"), None)
+def _existing(targets: list[Path]) -> tuple[int | None, float | None]:
+    """Glands and total µm² (when measured) of finished outputs, from their gland table (no image read)."""
+    table = next((t for t in targets if t.name.endswith("_glands.csv")), None)
     try:
-        with open(table, encoding="utf-8") as fh:  # type: ignore[arg-type]
-            return max(0, sum(1 for line in fh if line.strip()) - 1)
-    except (OSError, TypeError):
-        return None
+        with open(table, newline="", encoding="utf-8") as fh:  # type: ignore[arg-type]
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            measured = "area_um2" in (reader.fieldnames or ())
+        return len(rows), sum(float(r["area_um2"]) for r in rows) if measured else None
+    except (OSError, TypeError, ValueError, csv.Error):
+        return None, None
 
 
 def _segment_image(segmenter: Segmenter, path: Path, targets: list[Path], mpp: float | None) -> Result:
@@ -235,7 +238,8 @@ def predict_one(
                 f"{clash[0]}: is an input of this run; refusing to overwrite it (choose another --out)"
             )
         if not overwrite and all(t.is_file() for t in targets):
-            result = Result(path, glands=_existing_glands(targets), output=targets[0], skipped=True)
+            glands, area = _existing(targets)
+            result = Result(path, glands=glands, output=targets[0], skipped=True, area_um2=area)
         elif slide:
             result = _segment_slide(segmenter, path, name, out_dir, mpp, show_bar)
         else:

@@ -146,6 +146,8 @@ def test_mpp_gives_gland_areas_in_square_micrometres(tmp_path: Path) -> None:
     assert seg.shapes == [(48, 64)] and r.mpp == 0.62 and r.area_um2 == pytest.approx(pixels * 0.62**2)
     row = summary(outcome.summary)[0]
     assert float(row["area_um2"]) == pytest.approx(pixels * 0.62**2, abs=0.05) and row["mpp"] == "0.62"
+    (again,) = run_batch(Threshold(), [tmp_path / "in"], tmp_path / "out").results  # skipped: area kept
+    assert again.skipped and again.area_um2 == pytest.approx(r.area_um2, rel=1e-3)
     table = pd.read_csv(tmp_path / "out" / "img0_glands.csv")
     assert table["area_um2"].sum() == pytest.approx(pixels * 0.62**2, rel=1e-3)
     with tifffile.TiffFile(tmp_path / "out" / "img0.ome.tif") as tif:  # what napari and Fiji open
