@@ -22,6 +22,7 @@ MODEL_KINDS = ("unet", "maskrcnn")
 AUGMENT_POLICIES = ("none", "flip", "strong")
 SCHEDULES = ("step", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
+UNET_ENCODERS = ("none", "resnet18", "resnet34", "resnet50")
 MASKRCNN_BACKBONES = ("resnet50", "resnet34", "resnet18", "mobilenet_v3_large")
 
 
@@ -40,6 +41,7 @@ class RunConfig:
     )
     unet_scale: float = 0.5  # images are resized by this factor before the U-Net (GlaS glands are large)
     unet_contour_width: int = 2  # contour band width in pixels, at the U-Net's scale
+    unet_encoder: str = "none"  # or resnet18/34/50: a torchvision ResNet encoder (models/unet.py)
     # --- Mask R-CNN
     maskrcnn_backbone: str = "resnet50"
     maskrcnn_min_size: int = 522
@@ -130,6 +132,7 @@ _RULES: dict[str, _Rule] = {
     "unet_instance": _Rule(bool),
     "unet_scale": _float(0.05, 2.0),
     "unet_contour_width": _int(1, 32),
+    "unet_encoder": _Rule(str, choices=UNET_ENCODERS),
     "maskrcnn_backbone": _Rule(str, choices=MASKRCNN_BACKBONES),
     "maskrcnn_min_size": _int(16, 2048),
     "maskrcnn_max_size": _int(16, 4096),

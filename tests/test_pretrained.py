@@ -149,6 +149,24 @@ def test_imagenet_backbone_is_loaded(torch_home: Path) -> None:
     assert model.roi_heads.box_predictor.cls_score.out_features == 2
 
 
+def test_unet_resnet_encoder_from_imagenet(torch_home: Path) -> None:
+    cfg = dataclasses.replace(
+        PRESETS["glandseg-unet"], unet_encoder="resnet18", pretrained="imagenet", train_amp=False
+    )
+    state = _randomise(resnet18(weights=None), seed=6)
+    assert _fabricate(cfg, state).name == "resnet18-f37072fd.pth"
+    model = build_model(cfg)
+    head = model.head.weight.clone()
+    assert "encoder resnet18" in load_pretrained(model, cfg, download=False)
+    assert torch.equal(model.encoder.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    assert torch.equal(model.encoder.bn1.running_var, state["bn1.running_var"])
+    assert torch.equal(model.head.weight, head)  # decoder and head are new
+    out = model(torch.rand(1, 3, 64, 96))  # sides: multiples of 32
+    assert out.shape == (1, 2, 64, 96)
+    out.mean().backward()
+    assert model.encoder.conv1.weight.grad is not None  # the encoder is fine-tuned, not frozen
+
+
 def test_offline_without_the_file_is_one_line_naming_it(torch_home: Path) -> None:
     cfg = _poster()
     available, message = pretrained_status(cfg)
@@ -194,7 +212,7 @@ def test_a_local_file_loads_what_fits(tmp_path: Path, torch_home: Path) -> None:
 @pytest.mark.parametrize(
     ("fields", "needs"),
     [
-        ({"model": "unet", "pretrained": "imagenet"}, "no ImageNet encoder"),
+        ({"model": "unet", "pretrained": "imagenet"}, "unet_encoder=resnet18"),
         ({"model": "unet", "pretrained": "coco"}, "model=maskrcnn"),
         (
             {"model": "maskrcnn", "maskrcnn_backbone": "resnet18", "pretrained": "coco"},

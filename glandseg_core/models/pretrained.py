@@ -3,8 +3,8 @@
 ``none`` trains from scratch. ``coco`` and ``coco-v2`` start a ResNet-50-FPN Mask R-CNN from torchvision's COCO
 weights (``MaskRCNN_ResNet50_FPN_Weights.COCO_V1`` / ``MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1``) and replace
 the box and mask predictors for two classes, as the torchvision fine-tuning tutorial that the poster follows
-does. ``imagenet`` starts the Mask R-CNN's backbone (ResNet-18/34/50, MobileNetV3) from torchvision's ImageNet
-weights. Any other value is a local file: a state dict, or a checkpoint holding one under ``"model"``, whose
+does. ``imagenet`` starts the Mask R-CNN's backbone (ResNet-18/34/50, MobileNetV3), or the U-Net's ResNet
+encoder (``unet_encoder``), from torchvision's ImageNet weights. Any other value is a local file: a state dict, or a checkpoint holding one under ``"model"``, whose
 tensors are loaded where name and shape fit this network (the rest, e.g. heads for other classes, stay new).
 
 Weights come through torchvision's weights API, so the standard torch cache is used:
@@ -84,10 +84,10 @@ def check_start(cfg: RunConfig) -> None:
                 f"pretrained=coco has a 1024-wide box head; set maskrcnn_box_head_dim=1024 "
                 f"(got {cfg.maskrcnn_box_head_dim})"
             )
-    if kind == "imagenet" and cfg.model != "maskrcnn":
+    if kind == "imagenet" and cfg.model == "unet" and cfg.unet_encoder == "none":
         raise ConfigError(
-            "pretrained=imagenet starts a Mask R-CNN backbone; the U-Net has no ImageNet encoder: use "
-            "pretrained=none, or a file holding U-Net weights"
+            "pretrained=imagenet needs a ResNet encoder in the U-Net: set unet_encoder=resnet18, resnet34 or "
+            "resnet50 (our own encoder has no ImageNet weights), or use pretrained=none"
         )
 
 
@@ -104,7 +104,7 @@ def weights_for(cfg: RunConfig) -> WeightsEnum | None:
     if kind in _COCO:
         return _COCO[kind]
     if kind == "imagenet":
-        return _IMAGENET[cfg.maskrcnn_backbone]
+        return _IMAGENET[cfg.unet_encoder if cfg.model == "unet" else cfg.maskrcnn_backbone]
     return None
 
 
@@ -247,14 +247,18 @@ def load_pretrained(model: nn.Module, cfg: RunConfig, *, download: bool = True) 
     elif kind == "imagenet":
         assert weights is not None
         state = _fetch(cfg, weights, download)
-        if cfg.maskrcnn_backbone == "mobilenet_v3_large":
+        unet = cfg.model == "unet"
+        name = cfg.unet_encoder if unet else cfg.maskrcnn_backbone
+        if name == "mobilenet_v3_large":
             state = {
                 k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")
             }
         else:
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        n = _load_strict(model.backbone.body, state, f"{cache_file(weights).name}", ())
-        msg = f"backbone {cfg.maskrcnn_backbone} from {cache_file(weights)} ({n} tensors)"
+        n = _load_strict(
+            model.encoder if unet else model.backbone.body, state, cache_file(weights).name, ()
+        )
+        msg = f"{'encoder' if unet else 'backbone'} {name} from {cache_file(weights)} ({n} tensors)"
     else:
         assert weights is not None
         n = _load_strict(

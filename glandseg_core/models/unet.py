@@ -1,4 +1,7 @@
-"""U-Net (Ronneberger et al. 2015) built from small blocks, with BatchNorm and a configurable depth and width.
+"""U-Net (Ronneberger et al. 2015) built from small blocks, with BatchNorm and a configurable depth and width;
+or, with ``cfg.unet_encoder`` = resnet18/34/50, a torchvision ResNet as the encoder (smp's ``Unet(encoder_name=
+"resnet34")`` layout: skips at strides 2-16, a decoder of upsample + concatenate + two convolutions), which
+``pretrained=imagenet`` fills with ImageNet weights (models/pretrained.py).
 
 Output: logits[B, 2, H, W]: channel 0 = gland, channel 1 = gland contour (see ``transforms.unet_targets``).
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models import resnet18, resnet34, resnet50
 
 from ..config import RunConfig
 from ._api import register_model
@@ -88,8 +92,73 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+_RESNETS = {"resnet18": (resnet18, 64), "resnet34": (resnet34, 64), "resnet50": (resnet50, 256)}
+DECODER_WIDTHS = (256, 128, 64, 32, 16)
+
+
+class UpBlock(nn.Module):
+    """Upsample x2 (nearest), concatenate the skip connection when there is one, then a ConvBlock."""
+
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.block = ConvBlock(in_ch + skip_ch, out_ch)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.block(x if skip is None else torch.cat([x, skip], dim=1))
+
+
+class ResNetUNet(nn.Module):
+    """U-Net with a torchvision ResNet encoder (``encoder.*`` keys are torchvision's, without ``fc``).
+
+    Skips: the stem (stride 2) and layers 1-3 (strides 4-16); layer 4 (stride 32) is the bottleneck.
+    """
+
+    def __init__(self, *, encoder: str = "resnet34", out_channels: int = 2) -> None:
+        super().__init__()
+        if encoder not in _RESNETS:
+            raise ValueError(f"unknown U-Net encoder {encoder!r}; available: {', '.join(_RESNETS)}")
+        make, width = _RESNETS[encoder]
+        self.encoder = make(weights=None)
+        self.encoder.fc = nn.Identity()  # unused: no classifier tensors in the state dict
+        skips = [64, width, width * 2, width * 4]  # stem, layer1, layer2, layer3
+        ins = [width * 8, *DECODER_WIDTHS[:-1]]
+        self.decoders = nn.ModuleList(
+            UpBlock(i, s, o) for i, s, o in zip(ins, [*reversed(skips), 0], DECODER_WIDTHS, strict=True)
+        )
+        self.head = nn.Conv2d(DECODER_WIDTHS[-1], out_channels, 1)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this (five stride-2 steps)."""
+        return 32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [B, out_channels, H, W] of images float32[B, 3, H, W] in [0, 1] (normalised here)."""
+        h, w = x.shape[-2:]
+        if h % self.multiple or w % self.multiple:
+            raise ValueError(
+                f"U-Net input is {h}x{w}; sides must be multiples of {self.multiple}. Consider pad your images to "
+                f"shape ({-(-h // self.multiple) * self.multiple}, {-(-w // self.multiple) * self.multiple})"
+            )
+        e = self.encoder
+        stem = e.relu(e.bn1(e.conv1((x - self.mean) / self.std)))
+        l1 = e.layer1(e.maxpool(stem))
+        l2 = e.layer2(l1)
+        l3 = e.layer3(l2)
+        x = e.layer4(l3)
+        for dec, skip in zip(self.decoders, (l3, l2, l1, stem, None), strict=True):
+            x = dec(x, skip)
+        return self.head(x)
+
+
 @register_model("unet")
-def build_unet(cfg: RunConfig) -> UNet:
-    """U-Net with 2 output channels (gland, contour), width ``cfg.unet_base``, depth ``cfg.unet_depth``."""
-    check_start(cfg)  # a U-Net starts from scratch or from a file (no ImageNet encoder)
+def build_unet(cfg: RunConfig) -> nn.Module:
+    """U-Net with 2 output channels (gland, contour): our own, of width ``cfg.unet_base`` and depth
+    ``cfg.unet_depth``, or one with a torchvision ResNet encoder (``cfg.unet_encoder``)."""
+    check_start(cfg)
+    if cfg.unet_encoder != "none":
+        return ResNetUNet(encoder=cfg.unet_encoder, out_channels=2)
     return UNet(base=cfg.unet_base, depth=cfg.unet_depth, out_channels=2)
