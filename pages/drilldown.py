@@ -1,15 +1,14 @@
-"""Image drill-down: images sorted by any metric, one image's ground truth and predictions with
-TP / FP / missed colouring, and each gland's own Dice and Hausdorff. Reads per_image.csv and
+"""Image drill-down: images sorted by any metric, one image's ground truth and predictions coloured by outcome
+(TP, FP, missed, merges and splits), and each gland's own Dice and Hausdorff. Reads per_image.csv and
 predictions/<image>_labels.png."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from glandseg_core import stats
-from ui import drilldown, loaders, settings
+from glandseg_core import overlays
+from ui import drilldown, loaders, palette, panels, settings
 from ui import results as ur
 
 loaders.ensure_router()  # a first direct visit to this URL must still go through app.py's router
@@ -24,7 +23,7 @@ if settings.glas_dir() is None:
     )
     samples = images["image"].isin(ur.sample_names())
     images = images[samples] if samples.any() else images
-metric_cols = {f"{m} {label}": higher for m in tables for label, higher in stats.METRICS.values()}
+metric_cols = drilldown.metric_columns(tables)
 c1, c2 = st.columns([2, 1])
 sort_col = c1.selectbox("Sort images by", list(metric_cols), key="drill_sort")
 worst = (
@@ -50,7 +49,8 @@ def _on_pick() -> None:
 
 table_key = f"drill_table_{sort_col}_{worst}"
 fmt = {
-    c: st.column_config.NumberColumn(format="%.1f" if "Hausdorff" in c else "%.3f") for c in metric_cols
+    "glands": st.column_config.NumberColumn(help="Glands in the ground truth"),
+    **{c: st.column_config.NumberColumn(format=drilldown.number_format(c)) for c in metric_cols},
 }
 st.dataframe(
     ordered,
@@ -61,21 +61,14 @@ st.dataframe(
     selection_mode="single-row",
     key=table_key,
 )
+panels.legend(palette.colours_for({m: models[m] for m in tables}), "**Models:**")
 st.session_state["drill_pick"] = st.session_state["drill_image"]
 name = st.selectbox("Image (or select a row above)", names, key="drill_pick", on_change=_on_pick)
 
 row = ordered.loc[ordered["image"] == name].iloc[0]
-n_gt = int(row["n_gt"])
-st.subheader(
-    f"{name} — {row['split']}, {row['grade']}, {n_gt} gland{'' if n_gt == 1 else 's'} annotated"
-)
-st.caption(
-    " · ".join(
-        f"**{m}**: " + ", ".join(f"{lab} {row[f'{m} {lab}']:.3g}" for lab, _ in stats.METRICS.values())
-        for m in tables
-        if pd.notna(row.get(f"{m} F1"))
-    )
-)
+n_gt = int(row["glands"])
+st.subheader(f"{name} — {row['grade']}, {n_gt} gland{'' if n_gt == 1 else 's'} annotated")
+st.caption(drilldown.score_line(row, list(tables)))
 if name in loaders.single_id_images():
     st.info(
         "This annotation gives all its glands one id: the official metrics count it as one gland, so a "
@@ -98,7 +91,7 @@ for label in tables:
 for note in notes:
     st.caption(note)
 
-glands = drilldown.gland_rows({label: p[2] for label, p in preds.items()})
+glands = drilldown.gland_rows({label: (p[1], p[2]) for label, p in preds.items()})
 gland_ids = [int(g) for g in glands["gland"]] if len(glands) else [int(i) for i in np.unique(gt) if i]
 gland_key = f"drill_gland_{name}"
 
@@ -108,33 +101,45 @@ def _on_gland_row() -> None:
     st.session_state[gland_key] = gland_ids[rows[0]] if rows else None
 
 
-gland = st.selectbox(
+c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+gland = c1.selectbox(
     "Highlight a gland (or select a row in the gland table below)",
     [None, *gland_ids],
     key=gland_key,
     format_func=lambda g: "none" if g is None else f"gland {g}",
 )
-
-cells = drilldown.views(image, gt, preds, gland)
+by_outcome = c2.toggle(
+    "Colour by outcome", value=True, key="drill_outcome", help="Off: one colour per gland"
+)
+show_ids = c3.toggle("Prediction ids", value=False, key="drill_ids", help="Each predicted gland's id")
+if by_outcome:
+    panels.legend(overlays.outcome_legend())
+cells = drilldown.views(image, gt, preds, gland, by_outcome=by_outcome, ids=show_ids)
 for start in range(0, len(cells), 2):
     cols = st.columns(2)
     for col, (caption, view) in zip(cols, cells[start : start + 2]):
         col.image(view, caption=caption, width="stretch")
 st.caption(
-    f"Source: {source}. Model views: green = true positive, red = false positive, "
-    "blue = missed ground-truth gland; yellow outline = the highlighted gland."
+    f"Source: {source}. "
+    + ("White lines: the true glands inside a merge or cut by a split. " if by_outcome else "")
+    + "Dark lines separate touching glands; a white outline marks the highlighted gland."
 )
+with st.expander("How glands are matched (the 50% rule)"):
+    st.markdown(ur.MATCHING_RULE)
+for label, (pred, _, rows) in preds.items():
+    if near := drilldown.near_misses(pred, gt, rows):
+        st.caption(
+            f"**{label}** missed {'; '.join(near)}: a prediction overlaps it well but covers only half of it "
+            "or less, so it does not count as found (the 50% rule)."
+        )
 
 if len(glands):
     st.markdown(
-        "**Glands of the ground truth**: each one's partner prediction, outcome, Dice and Hausdorff "
-        "(pixels) per model."
+        "**Glands of the ground truth**: per model, what happened to each (found / missed, merges, splits), "
+        "its Dice and Hausdorff (pixels) with its partner prediction."
     )
-    gfmt = {
-        c: st.column_config.NumberColumn(format="%.1f" if "hausdorff" in c else "%.3f")
-        for c in glands.columns
-        if c.endswith(("dice", "hausdorff"))
-    }
+    gfmt = {c: st.column_config.NumberColumn(format=drilldown.number_format(c)) for c in glands.columns[2:]
+            if c.endswith(("Dice", "Hausdorff"))}  # fmt: skip
     st.dataframe(
         glands,
         hide_index=True,
@@ -143,6 +148,11 @@ if len(glands):
         on_select=_on_gland_row,
         selection_mode="single-row",
     )
-    for label, (_, _, rows) in preds.items():
-        with st.expander(f"{label}: predicted glands (TP / FP, partner, Dice, Hausdorff)"):
-            st.dataframe(drilldown.pred_rows(rows), hide_index=True, key=f"drill_pred_{label}_{name}")
+    pfmt = {
+        c: st.column_config.NumberColumn(format=drilldown.number_format(c))
+        for c in ("Dice", "Hausdorff")
+    }
+    for label, (_, klass, rows) in preds.items():
+        with st.expander(f"{label}: predicted glands (outcome, partner, Dice, Hausdorff)"):
+            table = drilldown.pred_rows(klass, rows)
+            st.dataframe(table, hide_index=True, column_config=pfmt, key=f"drill_pred_{label}_{name}")

@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from glandseg_core.data import find_items, load_item
 from glandseg_core.evaluate import evaluate
 from glandseg_core.io import write_label_png
-from ui import figures, inference, settings
+from ui import drilldown, figures, inference, settings
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS_PAGE = str(REPO / "pages" / "metrics.py")
@@ -199,7 +199,7 @@ def test_drilldown_shows_views_and_glands(results_env) -> None:
     assert name == images.sort_values("U-Net F1").iloc[0]["image"]  # worst first
     assert len(at.image) == 4  # image, ground truth, two models
     glands = at.dataframe[1].value
-    assert {"gland", "U-Net dice", "Mask R-CNN hausdorff", "Mask R-CNN outcome"} <= set(glands.columns)
+    assert {"gland", "U-Net Dice", "Mask R-CNN Hausdorff", "Mask R-CNN outcome"} <= set(glands.columns)
     gland = int(glands["gland"].iloc[0])
     at.selectbox(key=f"drill_gland_{name}").set_value(gland).run()
     assert not at.exception
@@ -221,7 +221,7 @@ def test_drilldown_opens_requested_image_and_resorts(results_env) -> None:
     assert not at.exception
     assert at.selectbox(key="drill_pick").value == "testB_2"
     assert "testB_2" in at.subheader[0].value
-    at.selectbox(key="drill_sort").set_value("Mask R-CNN Object Hausdorff (px)").run()
+    at.selectbox(key="drill_sort").set_value("Mask R-CNN Hausdorff").run()
     at.radio(key="drill_order").set_value("best first").run()
     assert not at.exception
     assert at.selectbox(key="drill_pick").value == "testB_2"  # the chosen image stays
@@ -299,3 +299,73 @@ def test_single_id_annotations_are_pointed_out(results_env) -> None:
     assert not drill.exception and "gives all its glands one id" in _texts(drill)
     drill.selectbox(key="drill_pick").set_value("testA_1").run()
     assert not drill.exception and "one id" not in _texts(drill)
+
+
+def test_drilldown_table_is_narrow_and_formatted(results_env) -> None:
+    """Both models' columns fit: image, grade, glands, then F1 / Dice / Hausdorff per model (3 and 1 decimals)."""
+    at = AppTest.from_file(DRILL_PAGE, default_timeout=60).run()
+    assert not at.exception
+    images = at.dataframe[0].value
+    assert list(images.columns) == ["image", "grade", "glands"] + [
+        f"{m} {n}" for m in ("U-Net", "Mask R-CNN") for n in ("F1", "Dice", "Hausdorff")
+    ]
+    config = json.loads(at.dataframe[0].proto.columns)
+    assert config["U-Net Hausdorff"]["type_config"]["format"] == "%.1f"
+    assert config["Mask R-CNN Dice"]["type_config"]["format"] == "%.3f"
+    caption = at.caption[0].value
+    assert "**U-Net**: F1 " in caption and " px" in caption
+    hausdorff = caption.split("Hausdorff ")[1].split(" px")[0]
+    assert len(hausdorff.split(".")[1]) == 1  # one decimal, not 206.1286
+    assert "more than 50%" in _texts(at)  # the matching rule where the numbers are
+
+
+def test_drilldown_toggles_work_in_every_mode(results_env) -> None:
+    at = AppTest.from_file(DRILL_PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert any("merge: one prediction over several glands" in m.value for m in at.markdown)  # legend
+
+    def model_views() -> list[str]:
+        return [img.proto.imgs[0].url for img in at.image[2:]]
+
+    outcome = model_views()
+    at.toggle(key="drill_ids").set_value(True).run()
+    assert not at.exception
+    outcome_ids = model_views()
+    assert all(a != b for a, b in zip(outcome, outcome_ids, strict=True))  # ids drawn in outcome mode
+    at.toggle(key="drill_outcome").set_value(False).run()
+    assert not at.exception
+    plain_ids = model_views()
+    assert not any("merge: one prediction" in m.value for m in at.markdown)
+    at.toggle(key="drill_ids").set_value(False).run()
+    assert all(a != b for a, b in zip(plain_ids, model_views(), strict=True))  # and without it
+
+
+def test_gland_and_prediction_tables_name_merges_and_splits() -> None:
+    gt = np.zeros((30, 40), np.int32)
+    gt[2:8, 2:8], gt[2:8, 9:15] = 1, 2  # merged by prediction 5
+    gt[12:22, 2:12] = 3  # split 60 / 40 into 7 and 8
+    pred = np.zeros_like(gt)
+    pred[2:8, 2:15] = 5
+    pred[12:22, 2:8], pred[12:22, 8:12] = 7, 8
+    klass, rows = drilldown.analyse(pred, gt)
+    glands = drilldown.gland_rows({"M": (klass, rows)}).set_index("gland")
+    assert glands["M outcome"].to_dict() == {
+        1: "found, in a merge",
+        2: "missed, in a merge",
+        3: "found, split in 2",
+    }
+    preds = drilldown.pred_rows(klass, rows).set_index("prediction")
+    assert preds["outcome"].to_dict() == {5: "merge (TP)", 7: "split (TP)", 8: "split (FP)"}
+    assert (
+        drilldown.number_format("M Hausdorff") == "%.1f" and drilldown.number_format("M Dice") == "%.3f"
+    )
+
+
+def test_near_misses_name_the_50_percent_rule() -> None:
+    gt = np.zeros((10, 10), np.int32)
+    gt[:, :] = 2
+    pred = np.zeros_like(gt)
+    pred[:, :5] = 4  # covers exactly half: Dice 2*50/150 = 0.667, missed
+    rows = drilldown.analyse(pred, gt)[1]
+    assert drilldown.near_misses(pred, gt, rows) == ["gland 2: Dice 0.667, covers 50%"]
+    assert drilldown.near_misses(pred, gt, rows, min_dice=0.7) == []
