@@ -285,7 +285,7 @@ def fetch(
     dest, sums = Path(dest), read_sums() if sums is None else sums
     if dest.is_dir() and check_folder(dest, sums) == ([], []):
         return Report(dest, 0, len(sums))
-    created = not dest.exists()
+    created = [p for p in (dest, *dest.parents) if not p.exists()]  # deepest first
     dest.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".glas-download-", suffix=".zip", dir=dest)
     os.close(fd)
@@ -308,6 +308,6 @@ def fetch(
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if created:
+        for folder in created:  # only when empty: a failed fetch leaves no empty folder behind
             with contextlib.suppress(OSError):
-                dest.rmdir()  # only when empty: a failed fetch leaves no empty folder behind
+                folder.rmdir()

@@ -183,13 +183,13 @@ def test_fetch_failure_is_one_line_saying_where_to_get_the_zip(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, urlopen: Callable, cause: str
 ) -> None:
     monkeypatch.setattr(glas_release, "urlopen", urlopen)
-    dest = tmp_path / "glas"
+    dest = tmp_path / "data" / "glas"
     with pytest.raises(DatasetError) as info:
         fetch(dest, show_bar=False)
     msg = str(info.value)
     assert "\n" not in msg and cause in msg
     assert glas_release.RELEASE_PAGE in msg and f"glandseg data import ZIP --dest {dest}" in msg
-    assert not dest.exists()  # no partial download, no empty folder left behind
+    assert not dest.exists() and not dest.parent.exists()  # no partial download, no empty folders
     dest.mkdir()
     with pytest.raises(DatasetError):
         fetch(dest, show_bar=False)
