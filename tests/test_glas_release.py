@@ -190,7 +190,7 @@ def test_fetch_failure_is_one_line_saying_where_to_get_the_zip(
     assert "\n" not in msg and cause in msg
     assert glas_release.RELEASE_PAGE in msg and f"glandseg data import ZIP --dest {dest}" in msg
     assert not dest.exists() and not dest.parent.exists()  # no partial download, no empty folders
-    dest.mkdir()
+    dest.mkdir(parents=True)
     with pytest.raises(DatasetError):
         fetch(dest, show_bar=False)
     assert dest.is_dir() and list(dest.iterdir()) == []  # a folder that was there stays
