@@ -221,4 +221,4 @@ def _read_window(slide: Slide, choice: LevelChoice, y: int, x: int, h: int, w: i
     ix1, iy1 = math.ceil(lx1), math.ceil(ly1)
     region = slide.read(choice.level, round(ix0 * d), round(iy0 * d), ix1 - ix0, iy1 - iy0)
     box = (lx0 - ix0, ly0 - iy0, lx1 - ix0, ly1 - iy0)
-    return np.asarray(Image.fromarray(region).resize((w, h), Image.BILINEAR, box=box))
+    return np.array(Image.fromarray(region).resize((w, h), Image.BILINEAR, box=box))

@@ -42,7 +42,7 @@ def segment_at_mpp(segmenter: Segmenter, image: np.ndarray, mpp: float) -> np.nd
         return segmenter(image)
     h, w = image.shape[:2]
     size = (max(8, round(w * f)), max(8, round(h * f)))
-    small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    small = np.array(Image.fromarray(image).resize(size, Image.BILINEAR))
     labels = segmenter(small).astype(np.int32)
     back = np.array(Image.fromarray(labels).resize((w, h), Image.NEAREST), dtype=np.int32)
     return relabel_sequential(back)[0].astype(np.int32, copy=False)
