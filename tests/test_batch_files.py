@@ -284,3 +284,12 @@ def test_slides_go_to_predict_slide_and_bad_slides_take_one_line(
     assert [r.status for r in again.results] == ["skipped"] and again.results[0].glands == int(
         rows["s.svs"]["glands"]
     )
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "nan", "abc", "1e6"])
+def test_cli_refuses_a_pixel_size_that_is_not_one(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predict", "--model", "m", "--mpp", value, "x.png"])
+    assert info.value.code == 2 and "--mpp" in capsys.readouterr().err
