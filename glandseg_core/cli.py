@@ -204,14 +204,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             report=report, show_bar=not args.no_bar,
         )  # fmt: skip
     if outcome.interrupted:
-        print(f"{tag}interrupted: {len(outcome.results)} inputs done, listed in {outcome.part}; run the "
+        print(f"{tag}interrupted after {len(outcome.results)} input(s), listed in {outcome.part}; run the "
               "same command again to finish (done inputs are skipped)", file=sys.stderr)  # fmt: skip
         return 130
-    if outcome.summary is not None:
-        c = outcome.counts
-        print(f"{outcome.total} inputs: {c['ok']} ok, {c['skipped']} skipped, {c['error']} failed; "
-              f"summary: {outcome.summary}")  # fmt: skip
-    return 1 if outcome.counts["error"] else 0
+    if outcome.summary is None:  # a torchrun rank other than 0: rank 0 reports for the batch
+        return 0
+    c = outcome.counts
+    print(f"{outcome.total} inputs: {c['ok']} ok, {c['skipped']} skipped, {c['error']} failed; "
+          f"summary: {outcome.summary}")  # fmt: skip
+    return 1 if c["error"] else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -266,7 +267,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
     bar = not args.no_bar
     if args.data_command == "fetch":
-        report = glas_release.fetch(args.dest, show_bar=bar, log=lambda m: print(m, file=sys.stderr))
+        report = glas_release.fetch(args.dest, show_bar=bar, log=print)
     else:
         report = glas_release.import_zip(args.zip, args.dest, show_bar=bar)
     if report.written == 0:
