@@ -2,21 +2,20 @@
 ``references/detection/engine.py``): a :class:`RunContext` that stays fixed during a run, and a
 :class:`TrainState` that :func:`train_one_epoch` advances and ``last.pt`` checkpoints.
 
-A run folder holds ``config.json``, ``log.jsonl`` (one JSON object per epoch), ``progress.json`` (live step
-progress), ``last.pt`` (everything needed to resume exactly) and ``best.pt`` (best on ``val``), and at the end
+A run folder holds ``config.json``, ``log.jsonl`` (one JSON object per epoch), ``progress.json`` (the live
+progress of each phase: epoch steps, validation, tuning; see :mod:`.phases`), ``last.pt`` (everything needed to
+resume exactly) and ``best.pt`` (best on ``val``), and at the end
 ``postprocess.json`` and ``tuning.json`` (thresholds tuned on ``val``). Checkpoints are written atomically.
 Runs under ``torchrun`` with DistributedDataParallel when ``WORLD_SIZE > 1``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,45 +26,22 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ..config import RunConfig, save_config
-from ..device import autocast, pick_device
+from ..device import autocast
 from ..errors import TrainingStopped
 from ..metrics import pool_scores, score_image
 from ..segment import make_segmenter
 from ..thresholds import default_post
 from .batches import Batch, Sample
 from .context import Progress, RunContext, TrainState
-from .locks import run_folder_lock, training_lock
+from .phases import PhaseReport, StopFlag, stop_on_signals
 from .runfiles import append_log, save_checkpoint, try_write_progress, write_progress, writing
 from .schedule import epochs_within, lr_lambda
-from .setup import load_data, new_state, run_config, start_state
-from .tune import tune_run
+from .setup import dist_setup, hold_locks, load_data, new_state, run_config, start_state
+from .tune import save_tuning, tune_checkpoint
+
+__all__ = ["StopFlag", "fit", "train_one_epoch", "train_step", "validate"]
 
 log = logging.getLogger(__name__)
-
-
-class StopFlag:
-    """A signal handler that only records that a stop was asked for (the step in progress finishes)."""
-
-    def __init__(self) -> None:
-        self.raised = False
-
-    def __call__(self, *_: object) -> None:
-        self.raised = True
-
-
-@contextlib.contextmanager
-def _stop_on_signals(ctx: RunContext) -> Iterator[StopFlag]:
-    """SIGTERM and SIGINT set the yielded flag instead of ending the process (rank 0, main thread)."""
-    flag, old = StopFlag(), {}
-    if ctx.rank == 0 and hasattr(signal, "SIGTERM"):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError):  # not the main thread
-                old[sig] = signal.signal(sig, flag)
-    try:
-        yield flag
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def unet_loss(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -118,48 +94,65 @@ def train_step(state: TrainState, batch: Batch, device: torch.device, step: int)
     return {**{k: float(v.detach()) for k, v in losses.items()}, "loss": float(loss.detach())}
 
 
-def train_one_epoch(state: TrainState, ctx: RunContext, stop: StopFlag) -> dict[str, Any]:
+def train_one_epoch(
+    state: TrainState, ctx: RunContext, stop: StopFlag, report: PhaseReport | None = None
+) -> dict[str, Any]:
     """Train epoch ``state.epoch``; returns its record (``epoch`` 1-based, ``lr``, mean losses).
 
+    A stop interrupts the step in progress (its result is thrown away; resuming repeats the epoch). ``report``
+    writes the ``train`` phase's progress (a new one when None).
+
     Raises:
-        TrainingStopped: a stop was asked for (after the step in progress).
+        TrainingStopped: a stop was asked for.
     """
     cfg, steps = state.cfg, state.batches.steps()
+    report = report or PhaseReport(ctx, stop)
     state.net.train()
     sums: dict[str, float] = {}
-    if ctx.workers:
-        source = state.batches.loader(state.epoch, ctx.workers)
-    else:
-        source = state.batches.epoch(state.rng, state.epoch)
-    desc = f"epoch {state.epoch + 1}/{cfg.train_epochs}"
-    bar = tqdm(source, total=steps, desc=desc, disable=not ctx.show_bar or ctx.rank != 0, leave=False)
-    for i, batch in enumerate(bar):
-        for k, v in train_step(state, batch, ctx.device, i).items():
-            sums[k] = sums.get(k, 0.0) + v
-        bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.3f}")
-        if i % 5 == 0 or i == steps - 1:
+    report.begin("train", steps, "steps", event="step", epoch=state.epoch + 1, epochs=cfg.train_epochs,
+                 step=0, steps=steps, loss=None)  # fmt: skip
+    with stop.armed(f"stopped during epoch {state.epoch + 1}; resume repeats it"):
+        if ctx.workers:
+            source = state.batches.loader(state.epoch, ctx.workers)
+        else:
+            source = state.batches.epoch(state.rng, state.epoch)
+        desc = f"epoch {state.epoch + 1}/{cfg.train_epochs}"
+        bar = tqdm(
+            source, total=steps, desc=desc, disable=not ctx.show_bar or ctx.rank != 0, leave=False
+        )
+        for i, batch in enumerate(bar):
+            for k, v in train_step(state, batch, ctx.device, i).items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.3f}")
             rec = {"event": "step", "epoch": state.epoch + 1, "epochs": cfg.train_epochs, "step": i + 1}
             rec.update(steps=steps, loss=sums["loss"] / (i + 1), status="running")
-            ctx.report(rec, **rec)
-        if stop.raised:
-            raise TrainingStopped(f"stopped during epoch {state.epoch + 1}; resume repeats it")
+            report.advance(i + 1, rec, step=i + 1, loss=rec["loss"])
     record: dict[str, Any] = {"epoch": state.epoch + 1, "lr": state.optimizer.param_groups[0]["lr"]}
     record.update({("train_" + k if k == "loss" else k): v / steps for k, v in sums.items()})
     return record
 
 
 def validate(
-    model: torch.nn.Module, cfg: RunConfig, val: list[Sample], device: torch.device
+    model: torch.nn.Module,
+    cfg: RunConfig,
+    val: list[Sample],
+    device: torch.device,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Pooled GlaS F1, object Dice and object Hausdorff on ``val`` with untuned post-processing.
 
     Args:
         model: the bare network (put in eval mode here, back in train mode after). cfg: its config.
         val: (uint8[H, W, 3] image, int32[H, W] label map) pairs. device: where ``model`` is.
+        progress: called as ``progress(done, n_images)`` after each image.
     """
     model.eval()
     segmenter = make_segmenter(model, cfg, default_post(cfg), device)
-    scores = [score_image(segmenter(img), lab) for img, lab in val]
+    scores = []
+    for i, (img, lab) in enumerate(val):
+        scores.append(score_image(segmenter(img), lab))
+        if progress:
+            progress(i + 1, len(val))
     model.train()
     s = pool_scores(scores)
     return {
@@ -238,9 +231,22 @@ def _save_epoch(
     save_checkpoint(last, run_dir / "last.pt")
 
 
+def _validate_epoch(
+    state: TrainState, ctx: RunContext, record: dict[str, Any], val: list[Sample], report: PhaseReport
+) -> None:
+    """Rank 0: score the finished epoch on ``val`` into ``record`` (``val_seconds`` too); a stop interrupts it
+    at once and resuming repeats the epoch (its steps are not checkpointed yet)."""
+    t0, epoch = time.time(), state.epoch + 1
+    report.begin("validate", len(val), "images", epoch=epoch, step=state.batches.steps())
+    with report.stop.armed(f"stopped while validating epoch {epoch}; resume repeats the epoch"):
+        record.update(validate(state.model, state.cfg, val, ctx.device, report.progress))
+    record["val_seconds"] = round(time.time() - t0, 2)
+
+
 def _end_epoch(
-    state: TrainState, ctx: RunContext, record: dict[str, Any], val: list[Sample], t0: float
-) -> bool:
+    state: TrainState, ctx: RunContext, record: dict[str, Any], val: list[Sample], t0: float,
+    report: PhaseReport,
+) -> bool:  # fmt: skip
     """Validate, checkpoint and report a finished epoch. Returns True when the time limit is overrun (stop)."""
     cfg, epoch = state.cfg, state.epoch
     rng_states = _rng_states(state, ctx)
@@ -255,66 +261,67 @@ def _end_epoch(
         record["stopped_at_time_limit"] = True
     if ctx.rank == 0:
         if (epoch + 1) % cfg.train_val_every == 0 or epoch + 1 == cfg.train_epochs or overrun:
-            record.update(validate(state.model, cfg, val, ctx.device))
+            _validate_epoch(state, ctx, record, val, report)
         record["seconds"] = round(time.time() - t0, 2)
         _save_epoch(state, ctx, record, rng_states)
         steps = state.batches.steps()
-        ctx.report({"event": "epoch", **record}, event="epoch", epoch=epoch + 1, epochs=cfg.train_epochs,
-                   step=steps, steps=steps, loss=record["train_loss"], status="running")  # fmt: skip
+        report.begin(
+            "train", steps, "steps", event="epoch", step=steps, steps=steps, loss=record["train_loss"]
+        )
+        report.advance(steps, {"event": "epoch", **record})
         log.info("epoch %d: %s", epoch + 1, record)
     if ctx.world > 1:
         dist.barrier()
     return overrun
 
 
-def _train(state: TrainState, ctx: RunContext, val: list[Sample], stop: StopFlag) -> None:
+def _train(state: TrainState, ctx: RunContext, val: list[Sample], report: PhaseReport) -> None:
     """The epochs from ``state.epoch`` to the end of the schedule (or of the time limit)."""
     state.started, state.t_begin = state.epoch, time.time()
     while state.epoch < state.cfg.train_epochs:
         _fit_to_time_limit(state, ctx)
         t0 = time.time()
-        record = train_one_epoch(state, ctx, stop)
-        overrun = _end_epoch(state, ctx, record, val, t0)
+        record = train_one_epoch(state, ctx, report.stop, report)
+        overrun = _end_epoch(state, ctx, record, val, t0, report)
         state.epoch += 1
         if overrun:
             break
 
 
-def _run(ctx: RunContext, state: TrainState, val: list[Sample]) -> dict[str, Any]:
+def _tune(ctx: RunContext, val: list[Sample], report: PhaseReport) -> None:
+    """Rank 0: tune post-processing on ``val``; a stop interrupts it at once, writes nothing, and leaves the run
+    resumable (``--resume`` on a trained run redoes only the tuning)."""
+    report.begin("tune", len(val), "val images (model outputs)")
+    progress = report.callback({"outputs": "val images (model outputs)", "grid": "grid points"})
+    with report.stop.armed("stopped while tuning post-processing; resume redoes the tuning"):
+        post, result = tune_checkpoint(ctx.run_dir, val, ctx.device, progress)
+    save_tuning(ctx.run_dir, post, result)
+
+
+def _run(ctx: RunContext, state: TrainState, val: list[Sample], report: PhaseReport) -> dict[str, Any]:
     """Train, then tune post-processing on ``val``; ``progress.json`` says how it ended."""
-    steps = state.batches.steps()
-    with _stop_on_signals(ctx) as stop:
-        try:
-            _train(state, ctx, val, stop)
-            if ctx.rank == 0:
-                tune_run(ctx.run_dir, val, ctx.device)
-                n = state.cfg.train_epochs
-                write_progress(ctx.run_dir, event="done", epoch=n, epochs=n, step=steps, steps=steps, loss=None,
-                               status="finished")  # fmt: skip
-            return state.best
-        except TrainingStopped:
-            if ctx.rank == 0:
-                try_write_progress(ctx.run_dir, event="stopped", epoch=None, epochs=state.cfg.train_epochs,
-                                   step=None, steps=steps, loss=None, status="stopped")  # fmt: skip
-            raise
-        except Exception as e:
-            if ctx.rank == 0:
-                first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                try_write_progress(ctx.run_dir, event="failed", status="failed", error=first)
-            raise
-
-
-def _dist_setup(device_name: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); joins the process group when ``WORLD_SIZE > 1``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(device_name)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return rank, world, device
+    steps, n = state.batches.steps(), state.cfg.train_epochs
+    try:
+        _train(state, ctx, val, report)
+        if ctx.rank == 0:
+            _tune(ctx, val, report)
+            n = state.cfg.train_epochs
+            write_progress(ctx.run_dir, event="done", epoch=n, epochs=n, step=steps, steps=steps, loss=None,
+                           status="finished", phase="done")  # fmt: skip
+        return state.best
+    except TrainingStopped as e:
+        if ctx.rank == 0:
+            try_write_progress(ctx.run_dir, event="stopped", epoch=None, epochs=state.cfg.train_epochs,
+                               step=None, steps=steps, loss=None, status="stopped", phase=report.phase,
+                               message=str(e))  # fmt: skip
+        raise
+    except Exception as e:
+        if ctx.rank == 0:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            try_write_progress(
+                ctx.run_dir, event="failed", status="failed", error=first, phase=report.phase
+            )
+        raise
 
 
 def fit(
@@ -349,35 +356,29 @@ def fit(
 
     Raises:
         TrainingBusy: another training holds the machine's lock or trains this run folder.
-        TrainingStopped: SIGTERM/SIGINT arrived. DatasetError: the GlaS folder is incomplete.
+        TrainingStopped: SIGTERM/SIGINT arrived; the phase in progress (steps, validation, tuning) ends at once
+            and ``last.pt`` stays the last finished epoch's (resume repeats the epoch, or redoes the tuning).
+        DatasetError: the GlaS folder is incomplete.
         FileExistsError / FileNotFoundError: a new run in a used folder / nothing to resume.
         OSError: a file of the run folder could not be written (one line naming it, e.g. disk full).
         ValueError: negative ``workers`` or ``time_limit``; an unreadable ``log.jsonl`` line (names it).
     """
     if workers < 0 or time_limit < 0:
         raise ValueError("workers and time_limit cannot be negative")
-    rank, world, dev = _dist_setup(device)
+    rank, world, dev = dist_setup(device)
     ctx = RunContext(Path(run_dir), dev, rank, world, progress, show_bar, workers, time_limit)
     try:
-        with _locks(ctx):
-            cfg = run_config(ctx, cfg, resume)
-            torch.manual_seed(cfg.train_seed + rank)
-            train_data, val_data = load_data(cfg, data, rank)
-            state = new_state(cfg, train_data, ctx)
-            start_state(state, ctx, resume)
-            return _run(ctx, state, val_data)
+        with stop_on_signals(rank) as stop, hold_locks(ctx):
+            report = PhaseReport(ctx, stop)
+            with stop.armed("stopped while setting up (nothing trained yet)"):
+                cfg = run_config(ctx, cfg, resume)
+                torch.manual_seed(cfg.train_seed + rank)
+                train_data, val_data = load_data(cfg, data, rank)
+                state = new_state(cfg, train_data, ctx)
+            start_state(
+                state, ctx, resume
+            )  # writes config.json: not cut by a stop (checked right after)
+            return _run(ctx, state, val_data, report)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-
-
-@contextlib.contextmanager
-def _locks(ctx: RunContext) -> Iterator[None]:
-    """Rank 0 holds the machine's training lock, then the run folder's own (created here)."""
-    with contextlib.ExitStack() as stack:
-        if ctx.rank == 0:
-            stack.enter_context(training_lock(ctx.run_dir))
-        ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        if ctx.rank == 0:
-            stack.enter_context(run_folder_lock(ctx.run_dir))
-        yield

@@ -7,18 +7,23 @@ cannot start leaves the folder as it found it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import distributed as dist
 
 from ..checkpoints import load_weights, read_checkpoint
 from ..config import RunConfig, load_config, save_config
 from ..data import find_items
+from ..device import pick_device
 from ..models import build_model, load_pretrained
 from .batches import Batches, Sample, load_split
 from .context import RunContext, TrainState
+from .locks import run_folder_lock, training_lock
 from .runfiles import LOG, trim_log, writing
 from .schedule import lr_lambda, make_optimizer
 
@@ -110,3 +115,28 @@ def start_state(state: TrainState, ctx: RunContext, resume: bool) -> None:
             (ctx.run_dir / LOG).unlink(missing_ok=True)
     if ctx.world > 1:
         state.net = torch.nn.parallel.DistributedDataParallel(state.model)
+
+
+def dist_setup(device_name: str | None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the process group when ``WORLD_SIZE > 1``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_name)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+@contextlib.contextmanager
+def hold_locks(ctx: RunContext) -> Iterator[None]:
+    """Rank 0 holds the machine's training lock, then the run folder's own (created here)."""
+    with contextlib.ExitStack() as stack:
+        if ctx.rank == 0:
+            stack.enter_context(training_lock(ctx.run_dir))
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.rank == 0:
+            stack.enter_context(run_folder_lock(ctx.run_dir))
+        yield

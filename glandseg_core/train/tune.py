@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ UNET_GRID = {
     "min_area": (100, 300, 600),
 }
 UNET_SEMANTIC_GRID = {"fg_thresh": (0.4, 0.5, 0.6), "min_area": (100, 300, 600)}
+TuneProgress = Callable[[str, int, int], None]  # (stage: "outputs" | "grid", done, total)
 MASKRCNN_GRID = {
     "score_thresh": (0.3, 0.5, 0.7, 0.85),
     "min_area": (100, 300, 600),
@@ -54,13 +56,17 @@ def base_post(cfg: RunConfig) -> tuple[Post, list[dict[str, Any]]]:
     return MaskRCNNPost(score_thresh=min(MASKRCNN_GRID["score_thresh"])), _grid(MASKRCNN_GRID)
 
 
-def tune(segmenter: Segmenter, val: list[tuple[np.ndarray, np.ndarray]]) -> tuple[Post, dict[str, Any]]:
+def tune(
+    segmenter: Segmenter, val: list[tuple[np.ndarray, np.ndarray]], progress: TuneProgress | None = None
+) -> tuple[Post, dict[str, Any]]:
     """Grid-search post-processing on ``val`` (uint8[H, W, 3] image, int32[H, W] label map) pairs.
 
     Args:
         segmenter: built with :func:`base_post`'s settings (its raw outputs must cover the whole grid); each
             grid point replaces some of them.
         val: the validation pairs.
+        progress: called as ``progress("outputs", done, n_images)`` after each raw output, then
+            ``progress("grid", done, n_points)`` after each grid point.
 
     Returns:
         The best settings and a report ``{"objective", "val_f1", "val_object_dice", "val_object_hausdorff",
@@ -68,10 +74,14 @@ def tune(segmenter: Segmenter, val: list[tuple[np.ndarray, np.ndarray]]) -> tupl
     """
     base = segmenter.post
     _, grid = base_post(segmenter.cfg)
-    raws = [segmenter.raw(img) for img, _ in val]
+    raws = []
+    for i, (img, _) in enumerate(val):
+        raws.append(segmenter.raw(img))
+        if progress:
+            progress("outputs", i + 1, len(val))
     gts = [lab for _, lab in val]
     best_post, best = base, None
-    for params in grid:
+    for i, params in enumerate(grid):
         post = dataclasses.replace(base, **params)
         s = pool_scores([score_image(segmenter.labels(r, post=post), g) for r, g in zip(raws, gts)])
         objective = s.pooled_f1 + s.pooled_object_dice
@@ -83,10 +93,48 @@ def tune(segmenter: Segmenter, val: list[tuple[np.ndarray, np.ndarray]]) -> tupl
                 "val_object_dice": s.pooled_object_dice,
                 "val_object_hausdorff": s.pooled_object_hausdorff,
             }
+        if progress:
+            progress("grid", i + 1, len(grid))
     if best is None:
         raise ValueError("empty tuning grid")
     best["grid_size"] = len(grid)
     return best_post, best
+
+
+def tune_checkpoint(
+    run_dir: Path,
+    val: list[tuple[np.ndarray, np.ndarray]],
+    device: torch.device,
+    progress: TuneProgress | None = None,
+) -> tuple[Post, dict[str, Any]]:
+    """Tune the run's ``best.pt`` on ``val`` without writing anything: (best settings, report with
+    ``best_epoch``). ``progress`` as in :func:`tune`.
+
+    Raises:
+        ModelError: ``best.pt`` is missing or unusable.
+    """
+    cfg = load_config(run_dir / "config.json")
+    ckpt = read_checkpoint(run_dir / "best.pt")
+    post, _ = base_post(cfg)
+    segmenter = make_segmenter(
+        model_from_state(cfg, ckpt["model"], device), cfg, post, device, path=run_dir
+    )
+    post, report = tune(segmenter, val, progress)
+    report["best_epoch"] = int(ckpt.get("epoch", -1)) + 1
+    return post, report
+
+
+def save_tuning(run_dir: Path, post: Post, report: dict[str, Any]) -> None:
+    """Write ``postprocess.json`` and ``tuning.json`` (report and settings) in ``run_dir``.
+
+    Raises:
+        OSError: a file could not be written (names it).
+    """
+    with writing(run_dir / "postprocess.json"):
+        save_post(post, run_dir / "postprocess.json")
+    text = json.dumps({**report, "post": dataclasses.asdict(post)}, indent=2) + "\n"
+    with writing(run_dir / "tuning.json"):
+        atomic_write_text(run_dir / "tuning.json", text)
 
 
 def tune_run(
@@ -97,17 +145,6 @@ def tune_run(
     Raises:
         ModelError: ``best.pt`` is missing or unusable. OSError: a file could not be written (names it).
     """
-    cfg = load_config(run_dir / "config.json")
-    ckpt = read_checkpoint(run_dir / "best.pt")
-    post, _ = base_post(cfg)
-    segmenter = make_segmenter(
-        model_from_state(cfg, ckpt["model"], device), cfg, post, device, path=run_dir
-    )
-    post, report = tune(segmenter, val)
-    with writing(run_dir / "postprocess.json"):
-        save_post(post, run_dir / "postprocess.json")
-    report["best_epoch"] = int(ckpt.get("epoch", -1)) + 1
-    text = json.dumps({**report, "post": dataclasses.asdict(post)}, indent=2) + "\n"
-    with writing(run_dir / "tuning.json"):
-        atomic_write_text(run_dir / "tuning.json", text)
+    post, report = tune_checkpoint(run_dir, val, device)
+    save_tuning(run_dir, post, report)
     return report
