@@ -304,3 +304,6 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before a command could set up its own handling (imports, model loading)
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -132,7 +132,7 @@ def test_predict(trained: Trained, tmp_path: Path) -> None:
     err = lines(proc.stderr)
     assert len(err) == 1 and "bad.png" in err[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    assert len(lines(proc.stdout)) == 2
+    assert len(lines(proc.stdout)) == 3  # two images, then the batch line
     for stem, (h, w) in (("testA_1", (64, 96)), ("odd", (67, 131))):
         with Image.open(out / f"{stem}.png") as im:
             assert im.mode.startswith("I;16") and im.size == (w, h)
