@@ -22,7 +22,6 @@ MODEL_KINDS = ("unet", "maskrcnn")
 AUGMENT_POLICIES = ("none", "flip", "strong")
 SCHEDULES = ("step", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
-UNET_ENCODERS = ("none", "resnet18", "resnet34", "resnet50")
 MASKRCNN_BACKBONES = ("resnet50", "resnet34", "resnet18", "mobilenet_v3_large")
 
 
@@ -75,9 +74,7 @@ class RunConfig:
     train_init: str = (
         ""  # start from these weights (a run's best.pt/last.pt or a model's weights.pt); "" = scratch
     )
-    # a fresh run's starting weights (models/pretrained.py): none, coco, coco-v2 (Mask R-CNN R50-FPN), imagenet
-    # (Mask R-CNN backbone), or a local file; read from torchvision's cache ($TORCH_HOME/hub/checkpoints)
-    pretrained: str = "none"
+    pretrained: str = "none"  # or coco, coco-v2, imagenet, a file: models/pretrained.py
 
     def __post_init__(self) -> None:
         for f in fields(
@@ -132,7 +129,7 @@ _RULES: dict[str, _Rule] = {
     "unet_instance": _Rule(bool),
     "unet_scale": _float(0.05, 2.0),
     "unet_contour_width": _int(1, 32),
-    "unet_encoder": _Rule(str, choices=UNET_ENCODERS),
+    "unet_encoder": _Rule(str, choices=("none", "resnet18", "resnet34", "resnet50")),
     "maskrcnn_backbone": _Rule(str, choices=MASKRCNN_BACKBONES),
     "maskrcnn_min_size": _int(16, 2048),
     "maskrcnn_max_size": _int(16, 4096),
