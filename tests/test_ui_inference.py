@@ -4,6 +4,7 @@ browser session ends and gives its memory back when it ends (issue #15, item 4).
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,20 +48,20 @@ def sample() -> np.ndarray:
 
 
 def test_a_job_runs_in_a_child_that_exits(tiny_models: Path, workers: list[subprocess.Popen]) -> None:
-    polls: list[tuple[float, bool]] = []
+    polls: list[tuple[float, bool, dict | None]] = []
     result = inference.run_job(
-        str(tiny_models / "unet"), sample(), False, lambda t, w: polls.append((t, w))
+        str(tiny_models / "unet"), sample(), False, lambda t, w, p: polls.append((t, w, p))
     )
     assert result.labels.shape == (256, 320) and result.labels.dtype == np.int32 and result.seconds > 0
     [proc] = workers
     assert proc.returncode == 0 and not psutil.pid_exists(proc.pid)  # its memory went back with it
-    assert polls and all(not waiting for _, waiting in polls)
+    assert polls and all(not waiting for _, waiting, _ in polls)
 
 
 def test_cancel_kills_the_worker_and_frees_the_slot(
     tiny_models: Path, workers: list[subprocess.Popen]
 ) -> None:
-    def cancel(elapsed: float, waiting: bool) -> None:
+    def cancel(elapsed: float, waiting: bool, progress: dict | None) -> None:
         raise Stop
 
     with pytest.raises(Stop):
@@ -79,7 +80,7 @@ def test_a_closed_browser_session_stops_the_job(
     monkeypatch.setattr(inference, "GONE_GRACE_S", 0.0)
 
     class Box:
-        def caption(self, text: str) -> None:
+        def progress(self, fraction: float, text: str) -> None:
             raise AssertionError("no progress is drawn for a session that has gone")
 
     with pytest.raises(inference.SessionEnded, match="browser session ended"):
@@ -91,5 +92,73 @@ def test_a_closed_browser_session_stops_the_job(
 def test_a_broken_model_folder_is_one_line(tmp_path: Path, workers: list[subprocess.Popen]) -> None:
     (tmp_path / "weights.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError) as info:
-        inference.run_job(str(tmp_path), sample(), False, lambda t, w: None)
+        inference.run_job(str(tmp_path), sample(), False, lambda *_: None)
     assert "\n" not in str(info.value) and "weights.pt" in str(info.value)
+
+
+def test_the_worker_reports_each_forward_pass_and_the_poll_draws_it(
+    tiny_models: Path, workers: list[subprocess.Popen]
+) -> None:
+    """#14: progress with the step (window, TTA view) and the time left, from the worker's progress.json."""
+    seen: list[dict] = []
+
+    def poll(elapsed: float, waiting: bool, progress: dict | None) -> None:
+        if progress and (not seen or progress != seen[-1]):
+            seen.append(progress)
+
+    image = np.tile(read_image(REPO / "samples" / "testA_1.png"), (2, 2, 1))[:600, :1100]  # 4 windows
+    result = inference.run_job(str(tiny_models / "maskrcnn"), image, False, poll)
+    assert result.labels.shape == (600, 1100)
+    last = seen[-1]
+    assert last["views"] == 1 and last["windows"] == 4 and last["total"] == 4
+    assert last["done"] == 4 and last["phase"] == "post-processing"
+    dones = [p["done"] for p in seen]
+    assert dones == sorted(dones) and len(set(dones)) >= 3  # seen while it ran, in order
+    seen.clear()
+    inference.run_job(str(tiny_models / "unet"), sample(), True, poll)  # TTA: 8 views of one window
+    assert seen[-1]["views"] == 8 and seen[-1]["total"] == 8 and seen[-1]["done"] == 8
+
+
+def test_describe_names_the_step_and_the_time_left() -> None:
+    p = {"phase": "segmenting", "done": 10, "total": 72, "views": 8, "windows": 9, "started": 100.0}
+    fraction, line = inference.describe(25.0, False, p, now=120.0)
+    assert fraction == pytest.approx(10 / 72)
+    assert "window 2 of 9" in line and "TTA view 3 of 8" in line and "about 2 min left" in line
+    assert "waiting" in inference.describe(3.0, True, None, 0.0)[1]
+    assert "loading" in inference.describe(1.0, False, None, 0.0)[1]
+    p1 = {**p, "done": 0, "total": 1, "views": 1, "windows": 1, "started": None}
+    assert inference.describe(2.0, False, p1, 0.0) == (0.0, "2 s elapsed, estimating the time left")
+    assert inference.describe(2.0, False, {**p, "done": 72}, 0.0)[0] == 1.0
+
+
+def test_the_disk_cache_keeps_a_result_by_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ui import diskcache
+
+    monkeypatch.setenv("GLANDSEG_CACHE", str(tmp_path))
+    key = ("models/unet", 12.5, False, None, "abc")
+    assert diskcache.load(key) is None
+    labels = np.arange(12, dtype=np.int32).reshape(3, 4)
+    diskcache.save(key, labels, 1.5)
+    got = diskcache.load(key)
+    assert got is not None and (got[0] == labels).all() and got[0].dtype == np.int32 and got[1] == 1.5
+    assert (
+        diskcache.load(("models/unet", 13.0, False, None, "abc")) is None
+    )  # new weights: computed again
+    next(diskcache.cache_dir().glob("*.npz")).write_bytes(b"torn")
+    assert diskcache.load(key) is None
+
+
+def test_warm_computes_once_per_process_and_keeps_on_disk(
+    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ui import diskcache
+
+    monkeypatch.setenv("GLANDSEG_CACHE", str(tmp_path))
+    model = str(tiny_models / "unet")
+    assert inference.warm("test-samples", [(model, sample())])
+    assert not inference.warm("test-samples", [(model, sample())])
+    [thread] = [t for t in threading.enumerate() if t.name == "glandseg-warm-test-samples"]
+    thread.join(timeout=300)
+    hit = inference.kept(model, sample(), persist=True)
+    assert hit is not None and hit.labels.shape == (256, 320)
+    assert len(list(diskcache.cache_dir().glob("*.npz"))) == 1

@@ -6,7 +6,11 @@ the page or changing a widget stops the script run (Streamlit raises inside the 
 the child. A browser session that ends (tab closed) is noticed in the poll as well. When a job ends its process
 exits, so its memory goes back to the operating system. A spare worker waits with torch already imported, so a
 job does not wait for the imports. Results are kept in a small store shared by all sessions, keyed by model
-folder, weights' mtime, TTA and the image's digest.
+folder, weights' mtime, TTA, pixel size and the image's digest; those of bundled samples and GlaS images also on
+disk (:mod:`ui.diskcache`), where the samples are computed ahead of the first visit (:func:`warm`).
+
+Progress: the worker rewrites ``progress.json`` in its job folder after each forward pass (:mod:`ui.worker`);
+the poll draws it as a progress bar with the step (model, window, TTA view) and the time left.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import streamlit as st
 from glandseg_core.checkpoints import WEIGHTS
 from glandseg_core.errors import ModelError
 
-from . import budget
+from . import budget, diskcache
 from .settings import APP_DIR, mtime
 
 POLL_S = 0.25
@@ -155,32 +159,52 @@ def _outcome(proc: subprocess.Popen, job_dir: Path) -> Segmentation:
     raise InferenceFailed(f"the segmentation process ended without a result ({why})")
 
 
+def read_progress(job_dir: Path) -> dict | None:
+    """The worker's ``progress.json`` (None before it wrote one, or while it is being replaced)."""
+    try:
+        return json.loads((job_dir / "progress.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+Poll = Callable[[float, bool, "dict | None"], None]
+
+
 def run_job(
-    model_dir: str, image: np.ndarray, tta: bool, poll: Callable[[float, bool], None]
+    model_dir: str,
+    image: np.ndarray,
+    tta: bool,
+    poll: Poll,
+    *,
+    mpp: float | None = None,
+    done: Callable[[], Segmentation | None] | None = None,
+    workers: _Workers | None = None,
 ) -> Segmentation:
-    """Segment ``image`` with ``model_dir`` in a worker process; ``poll(elapsed_s, waiting)`` runs every
-    ``POLL_S`` while it waits for its turn (``waiting``) or runs. Whatever ``poll`` raises stops the job: the
-    worker is killed before the exception goes on.
+    """Segment ``image`` with ``model_dir`` in a worker process; ``poll(elapsed_s, waiting, progress)`` runs
+    every ``POLL_S`` while it waits for its turn (``waiting``) or runs (``progress``: the worker's
+    ``progress.json``). Whatever ``poll`` raises stops the job: the worker is killed before the exception goes
+    on. ``done()``, asked once the turn has come, may return the result computed meanwhile by another job.
 
     Raises:
         ModelError: the model folder or the image cannot be used (the worker's one-line message).
         InferenceFailed: the worker died without a result.
     """
-    workers = _workers()
+    workers = workers or _workers()
     t0 = time.monotonic()
     while not workers.slot.acquire(timeout=POLL_S):
-        poll(time.monotonic() - t0, True)
+        poll(time.monotonic() - t0, True, None)
     try:
+        if done is not None and (hit := done()) is not None:
+            return hit
         with tempfile.TemporaryDirectory(prefix="glandseg-job-") as tmp:
             job_dir = Path(tmp)
             np.save(job_dir / "image.npy", np.ascontiguousarray(image))
-            (job_dir / "job.json").write_text(
-                json.dumps({"model_dir": str(model_dir), "tta": bool(tta)})
-            )
+            job = {"model_dir": str(model_dir), "tta": bool(tta), "mpp": mpp}
+            (job_dir / "job.json").write_text(json.dumps(job))
             proc = workers.start(job_dir)
             try:
                 while proc.poll() is None:
-                    poll(time.monotonic() - t0, False)
+                    poll(time.monotonic() - t0, False, read_progress(job_dir))
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         proc.wait(timeout=POLL_S)
             finally:
@@ -208,10 +232,34 @@ def digest(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _poller(box: st.delta_generator.DeltaGenerator, what: str) -> Callable[[float, bool], None]:
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
+
+
+def describe(elapsed: float, waiting: bool, progress: dict | None, now: float) -> tuple[float, str]:
+    """(fraction done, one line: the step and the time left) of a job's poll."""
+    if waiting:
+        return 0.0, f"waiting for another segmentation to finish ({_duration(elapsed)})"
+    phase = (progress or {}).get("phase", "loading")
+    if phase == "loading" or not progress or not progress.get("total"):
+        return 0.0, f"loading the model ({_duration(elapsed)})"
+    done, total, views = int(progress["done"]), int(progress["total"]), max(1, int(progress["views"]))
+    if phase == "post-processing" or done >= total:
+        return 1.0, f"post-processing the network's output into glands ({_duration(elapsed)})"
+    step = [f"window {done // views + 1} of {total // views}"] if total > views else []
+    step += [f"TTA view {done % views + 1} of {views}"] if views > 1 else []
+    started = progress.get("started")
+    if done and started:
+        left = f"about {_duration((now - started) / done * (total - done))} left"
+    else:
+        left = "estimating the time left"
+    return done / total, " · ".join([*step, f"{_duration(elapsed)} elapsed, {left}"])
+
+
+def _poller(box: st.delta_generator.DeltaGenerator, what: str) -> Poll:
     gone_since: list[float] = []
 
-    def poll(elapsed: float, waiting: bool) -> None:
+    def poll(elapsed: float, waiting: bool, progress: dict | None = None) -> None:
         if not session_active():
             gone_since.append(time.monotonic())
             if time.monotonic() - gone_since[0] >= GONE_GRACE_S:
@@ -219,50 +267,113 @@ def _poller(box: st.delta_generator.DeltaGenerator, what: str) -> Callable[[floa
                 raise SessionEnded(f"Segmenting {what}: the browser session ended.")  # if stop() returns
         else:
             gone_since.clear()
-        state = "waiting for another segmentation to finish" if waiting else "running"
-        box.caption(f"Segmenting {what}… {elapsed:.0f} s ({state}; Cancel stops it)")
+        fraction, line = describe(elapsed, waiting, progress, time.time())
+        box.progress(fraction, text=f"Segmenting {what}: {line}")
 
     return poll
 
 
+def _key(model_dir: str, tta: bool, mpp: float | None, image_id: str) -> tuple:
+    return (model_dir, mtime(Path(model_dir) / WEIGHTS), bool(tta), mpp, image_id)
+
+
+def _kept(key: tuple, persist: bool) -> Segmentation | None:
+    if (hit := _store().get(key)) is not None:
+        return hit
+    if persist and (disk := diskcache.load(key)) is not None:
+        _store().put(key, Segmentation(*disk))
+        return _store().get(key)
+    return None
+
+
+def _keep(key: tuple, result: Segmentation, persist: bool) -> None:
+    _store().put(key, result)
+    if persist:
+        diskcache.save(key, result.labels, result.seconds)
+
+
+def kept(model_dir: str | Path, image: np.ndarray, *, tta: bool = False, mpp: float | None = None,
+         persist: bool = False) -> Segmentation | None:  # fmt: skip
+    """The kept result of a segmentation, without running one (None when there is none)."""
+    return _kept(_key(str(model_dir), tta, mpp, digest(image)), persist)
+
+
+def cancelled(image: np.ndarray) -> bool:
+    """Whether the user cancelled the segmentation of ``image`` (until :func:`offer_again`'s button)."""
+    return st.session_state.get("seg_cancelled") == digest(image)
+
+
+def offer_again(image: np.ndarray, label: str = "Segment again") -> None:
+    """A button that clears a cancellation of ``image`` and runs the page again."""
+    if st.button(label, key=f"seg_again_{digest(image)}", type="primary"):
+        st.session_state.pop("seg_cancelled", None)
+        st.rerun()
+
+
+def warm(name: str, jobs: list[tuple[str, np.ndarray]]) -> bool:
+    """Compute (model folder, image) segmentations in the background, once per server process, and keep them
+    in memory and on disk; see :mod:`ui.diskcache`. Returns whether this call started them."""
+    store, workers = _store(), _workers()  # fetched in the script thread
+
+    def job(model_dir: str, image: np.ndarray) -> None:
+        key = _key(model_dir, False, None, digest(image))
+        if _kept(key, True) is None:
+            result = run_job(model_dir, image, False, lambda *_: None, done=lambda: _kept(key, True),
+                             workers=workers)  # fmt: skip
+            store.put(key, result)
+            diskcache.save(key, result.labels, result.seconds)
+
+    return diskcache.warm(name, [lambda m=m, im=im: job(m, im) for m, im in jobs])
+
+
 def segment(
-    model_dir: str | Path, image: np.ndarray, *, tta: bool = False, what: str = ""
+    model_dir: str | Path,
+    image: np.ndarray,
+    *,
+    tta: bool = False,
+    mpp: float | None = None,
+    what: str = "",
+    persist: bool = False,
 ) -> Segmentation:
-    """The label map of ``image`` by ``model_dir``: kept result, else a cancellable job drawn on the page.
+    """The label map of ``image`` by ``model_dir``: kept result, else a cancellable job drawn on the page as a
+    progress bar (step and time left) with a Cancel button.
+
+    Args:
+        mpp: the image's µm per pixel (None: the model's own); it is then segmented at the model's pixel size.
+        persist: keep the result on disk too (bundled samples and GlaS images; never an upload).
 
     Raises:
-        Cancelled: the user cancelled it (a "Segment again" button is drawn in its place).
+        Cancelled: the user cancelled it (the page may draw :func:`offer_again`).
         ModelError: the model cannot be used, or the image is above the pixel budget.
         InferenceFailed: the worker died without a result.
     """
     model_dir = str(model_dir)
     what = what or Path(model_dir).name
     image_id = digest(image)
-    key = (model_dir, mtime(Path(model_dir) / WEIGHTS), bool(tta), image_id)
-    if (hit := _store().get(key)) is not None:
+    key = _key(model_dir, tta, mpp, image_id)
+    if (hit := _kept(key, persist)) is not None:
         return hit
-    job = hashlib.blake2b(repr(key).encode(), digest_size=6).hexdigest()
     if st.session_state.get("seg_cancelled") == image_id:
-        if not st.button(f"Segment {what} again", key=f"seg_again_{job}"):
-            raise Cancelled(f"Segmenting {what} was cancelled.")
-        del st.session_state["seg_cancelled"]
+        raise Cancelled(f"Segmenting {what} was cancelled.")
     kind = budget.model_kind(model_dir)
     limit = budget.current_budget().max_pixels(kind, tta)
     if image.shape[0] * image.shape[1] > limit:
         raise ModelError(
             f"{image.shape[1]}×{image.shape[0]} px is above this machine's budget of {limit:,} px"
         )
+    job = hashlib.blake2b(repr(key).encode(), digest_size=6).hexdigest()
+    status = st.empty()
     box = st.empty()
     with box.container():
-        if st.button("Cancel", key=f"seg_cancel_{job}"):
+        if st.button("Cancel", key=f"seg_cancel_{job}", icon=":material/cancel:"):
             st.session_state["seg_cancelled"] = image_id
             box.empty()
             raise Cancelled(f"Segmenting {what} was cancelled.")
-    status = st.empty()
     try:
-        result = run_job(model_dir, image, tta, _poller(status, what))
+        result = run_job(model_dir, image, tta, _poller(status, what), mpp=mpp,
+                         done=lambda: _kept(key, persist))  # fmt: skip
     finally:
         status.empty()
         box.empty()
-    _store().put(key, result)
+    _keep(key, result, persist)
     return result
