@@ -29,7 +29,8 @@ train() {
   echo "$name: exit $? after $SECONDS s"
 }
 poster() {  # the poster's recipe, then its test scores: they travel back, its weights (R50-FPN, 84 MiB) cannot
-  train poster --preset poster-maskrcnn --epochs 30 --set train_val_every=3 --workers 1
+  # pretrained=none: the device cannot download the COCO weights (carry them in $TORCH_HOME to start from COCO)
+  train poster --preset poster-maskrcnn --epochs 30 --set train_val_every=3 pretrained=none --workers 1
   [ -f "$runs/poster/tuning.json" ] || return
   $PY -m glandseg_core export "$runs/poster" "$runs/poster-model" --overwrite --fp16
   $PY -m glandseg_core evaluate --model "$runs/poster-model" --data "$data" --split testA testB \
