@@ -113,10 +113,12 @@ def test_compare_shows_both_models_scores_and_downloads_on_the_default_sample(
     at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
     assert not at.exception
     assert not at.error
-    assert at.sidebar.radio(key="cmp_kind").value == "Bundled sample"
+    assert at.selectbox(key="cmp_source").value == "sample:testA_1"  # a bundled test sample, at once
     assert "testA_1" in texts(at, "caption") and "9 glands" in texts(at, "caption")
     labels = metric_labels(at)
     assert labels.count("Glands") == 2 and labels.count("Inference") == 2
+    assert labels.count("Mean gland area") == 2 and "µm²" in at.metric[1].value
+    assert "more than 50 %" in texts(at, "caption") and "more than half" in texts(at, "info")
     assert (
         labels.count("F1") == 2
         and labels.count("Object Dice") == 2
@@ -127,6 +129,7 @@ def test_compare_shows_both_models_scores_and_downloads_on_the_default_sample(
     assert "agree on" in texts(at, "caption")
     assert "found (TP)" in texts(at, "markdown") and "only U-Net" in texts(at, "markdown")
     assert at.selectbox(key="cmp_model_unet").value == "unet"
+    assert at.number_input(key="cmp_mpp_sample:testA_1").value == pytest.approx(0.62)
 
 
 def test_compare_display_options_tta_and_another_sample(env: dict[str, Path]) -> None:
@@ -140,7 +143,7 @@ def test_compare_display_options_tta_and_another_sample(env: dict[str, Path]) ->
     assert not at.exception and not at.error
     assert metric_labels(at).count("Glands") == 2
     at.sidebar.checkbox(key="cmp_tta").uncheck()
-    at.sidebar.selectbox(key="cmp_Bundle").set_value("sample:testB_2").run()
+    at.selectbox(key="cmp_source").set_value("sample:testB_2").run()
     at.sidebar.selectbox(key="cmp_gt_sample:testB_2").set_value("none").run()
     assert not at.exception
     assert "testB_2" in texts(at, "caption") and "no ground truth" in texts(at, "caption")
@@ -169,10 +172,37 @@ def test_compare_without_any_model(env: dict[str, Path], monkeypatch: pytest.Mon
     assert "Glands" not in metric_labels(at)
 
 
-def test_compare_upload_source_waits_for_a_file(env: dict[str, Path]) -> None:
+def test_compare_offers_a_drop_zone_in_the_main_area(env: dict[str, Path]) -> None:
+    """#14: the upload field is on the page itself on arrival, not behind a sidebar radio button."""
     at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
-    at.sidebar.radio(key="cmp_kind").set_value("Upload").run()
-    assert not at.exception and "Upload an H&E image" in texts(at, "info")
+    assert not at.exception
+    uploaders = list(at.main.get("file_uploader"))
+    assert uploaders and not at.sidebar.get("file_uploader") and not at.sidebar.get("radio")
+    assert "Drop your own H&E image" in str(uploaders[0].proto.label)
+
+
+def test_compare_pixel_size_changes_the_areas(env: dict[str, Path]) -> None:
+    at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
+    area = next(m for m in at.metric if m.label == "Mean gland area").value
+    at.number_input(key="cmp_mpp_sample:testA_1").set_value(0.31).run()  # segmented at the model's 0.62
+    assert not at.exception and not at.error
+    assert next(m for m in at.metric if m.label == "Mean gland area").value != area
+
+
+def test_compare_marks_training_images_and_explains_single_id_annotations(
+    env: dict[str, Path], monkeypatch: pytest.MonkeyPatch, glas_dir: Path
+) -> None:
+    """#14: a GlaS train_* image says the models have seen it; testB_3's one-id annotation is explained."""
+    monkeypatch.setenv("GLANDSEG_DATA", str(glas_dir))
+    at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
+    options = at.selectbox(key="cmp_source").options
+    first_train = next(i for i, o in enumerate(options) if "training image" in o)
+    assert all("Test" in o or "bundled" in o for o in options[:first_train])  # test images first
+    at.selectbox(key="cmp_source").set_value("glas:train_1").run()
+    assert not at.exception and "is a GlaS training image" in texts(at, "warning")
+    at.selectbox(key="cmp_source").set_value("glas:testB_3").run()
+    assert not at.exception
+    assert "one id" in texts(at, "warning") and "F1 0.000" in texts(at, "warning")
 
 
 def test_bad_uploads_give_one_line_errors() -> None:
@@ -328,7 +358,8 @@ def test_train_lists_runs_with_curves_and_promotes_with_confirmation(
     assert (
         buttons["Stop"].disabled
         and buttons["Resume"].disabled
-        and not buttons["Evaluate on Test A + Test B"].disabled
+        and not buttons["Evaluate on val"].disabled  # issue #12: val first
+        and buttons["Evaluate on Test A + Test B (recorded)"].disabled  # only after val, and confirmed
     )
     # the target folder holds a model: Promote waits for the box that names what it replaces
     assert at.text_input(key="promote_tiny-run").value == "unet"

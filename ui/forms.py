@@ -1,4 +1,5 @@
-"""The Train page's run form: one widget per RunConfig field, generated from the dataclass, and progress wording.
+"""The Train page's run form: one widget per RunConfig field, generated from the dataclass, with human labels,
+units and help lines (:mod:`ui.field_help`), and progress wording.
 
 ``field_specs`` and ``config_from_values`` are plain functions (tested on their own); ``config_widget`` draws
 one spec as a Streamlit widget.
@@ -7,6 +8,7 @@ one spec as a Streamlit widget.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import streamlit as st
@@ -20,6 +22,8 @@ from glandseg_core.config import (
     RunConfig,
     config_from_dict,
 )
+
+from . import field_help
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": MODEL_KINDS,
@@ -90,46 +94,89 @@ def config_from_values(values: dict[str, Any]) -> RunConfig:
     return config_from_dict(d)
 
 
+PHASE_WORDS = {"setup": "setting up", "train": "training steps", "validate": "validating on val",
+               "tune": "tuning post-processing on val", "done": "done"}  # fmt: skip
+
+
 def progress_text(status: dict[str, Any]) -> tuple[float, str]:
-    """(fraction done in 0..1, one-line wording) of a :func:`ui.runs.run_status` dict."""
+    """(fraction of the run done in 0..1, one-line wording) of a :func:`ui.runs.run_status` dict."""
     epochs, epoch = status.get("epochs") or 0, status.get("epoch") or 0
     steps, step = status.get("steps") or 0, status.get("step") or 0
-    if status["status"] in ("running", "dead") and epochs and steps:
+    phase, word = status.get("phase"), status["status"]
+    if word == "running" and phase in ("validate", "tune"):
+        frac = (epoch / epochs) if epochs else 0.0
+        text = f"epoch {epoch}/{epochs} · {PHASE_WORDS[phase]}"
+        if phase == "tune":
+            frac, text = 1.0, f"all {epochs} epochs trained · {PHASE_WORDS[phase]}"
+    elif word in ("running", "dead") and epochs and steps:
         frac, text = (
             (max(epoch, 1) - 1 + step / steps) / epochs,
             f"epoch {epoch}/{epochs} · step {step}/{steps}",
         )
-    elif status["status"] == "starting":
+    elif word == "starting":
         frac, text = (epoch / epochs if epochs else 0.0), "starting (loading data and model)"
     else:
-        frac = 1.0 if status["status"] == "finished" else epoch / epochs if epochs else 0.0
+        frac = 1.0 if word == "finished" else epoch / epochs if epochs else 0.0
         text = f"{epoch}/{epochs or '?'} epochs done"
-    return min(1.0, max(0.0, frac)), f"{status['status']} · {text}"
+        if word == "stopped" and phase in PHASE_WORDS:
+            text = f"{text} · stopped while {PHASE_WORDS[phase]}"
+    return min(1.0, max(0.0, frac)), f"{word} · {text}"
 
 
-def config_widget(spec: dict[str, Any], key: str) -> Any:
-    """One widget for a :func:`field_specs` entry, by its kind; returns the widget's value."""
+def phase_progress(status: dict[str, Any]) -> tuple[float, str] | None:
+    """(fraction, wording) of the phase in progress (``done`` of ``total`` ``unit``), or None when none runs."""
+    total, done = status.get("total") or 0, status.get("done") or 0
+    if status["status"] != "running" or not total or status.get("phase") not in PHASE_WORDS:
+        return None
+    text = f"{PHASE_WORDS[status['phase']]}: {done}/{total} {status.get('unit') or ''}".strip()
+    return min(1.0, done / total), text
+
+
+def duration(seconds: float | None) -> str:
+    """``"about 40 s"``, ``"about 12 min"``, ``"about 3 h 20 min"``; ``"?"`` when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} min"
+    return f"about {int(seconds // 3600)} h {round(seconds % 3600 / 60)} min"
+
+
+def config_widget(spec: dict[str, Any], key: str, model: str = "") -> Any:
+    """One widget for a :func:`field_specs` entry, by its kind, with its human label, unit and help line
+    (:mod:`ui.field_help`; "· poster" marks the poster's values of a ``model`` run); returns the widget's value."""
     name, kind, value = spec["name"], spec["kind"], spec["value"]
+    model = model or str(spec.get("model", ""))
+    label, help_ = field_help.label(name, value, model), field_help.help_text(name, value, model)
     if kind == "bool":
-        return st.checkbox(name, value, key=key)
+        return st.checkbox(label, value, key=key, help=help_)
     if kind == "choice":
-        return st.selectbox(name, spec["choices"], index=spec["choices"].index(value), key=key)
+        return st.selectbox(
+            label, spec["choices"], index=spec["choices"].index(value), key=key, help=help_
+        )
     if kind in ("int", "float"):
         fmt = {"step": 1} if kind == "int" else {"format": "%g"}
-        return st.number_input(name, value=value, key=key, **fmt)
-    return st.text_input(name, value, key=key, help="comma-separated" if kind == "ints" else None)
+        return st.number_input(label, value=value, key=key, help=help_, **fmt)
+    return st.text_input(label, value, key=key, help=help_)
 
 
 def run_form(
     preset: str, cfg: RunConfig, gpu: bool, cpus: int
-) -> tuple[dict[str, Any], int, float, bool]:
-    """The form of a new run, prefilled from ``cfg``: (field values, workers, time budget minutes, submitted)."""
+) -> tuple[dict[str, Any], int, float, bool, bool]:
+    """The form of a new run, prefilled from ``cfg``: (field values, workers, time budget minutes, Start
+    clicked, Estimate clicked)."""
     with st.form(f"train_form_{preset}"):
+        st.caption(
+            "Hover over ⓘ for what a field does. **· poster** marks a value copied from the poster "
+            "(Mask R-CNN: ResNet-50, SGD 0.005, momentum 0.9, weight decay 0.0005, ×0.1 every 3 epochs, "
+            "batch 2, 200 epochs; U-Net: 15 epochs); the help line names the poster's value where it differs."
+        )
         tabs = dict(zip(GROUPS, st.tabs(list(GROUPS)), strict=True))
         values = {}
         for spec in field_specs(cfg):
             with tabs[spec["group"]]:
-                values[spec["name"]] = config_widget(spec, f"cfg_{preset}_{spec['name']}")
+                values[spec["name"]] = config_widget(spec, f"cfg_{preset}_{spec['name']}", cfg.model)
         c1, c2 = st.columns(2)
         workers = c1.number_input(
             "Augmentation workers", min_value=0, max_value=64, step=1, key=f"workers_{preset}",
@@ -140,8 +187,12 @@ def run_form(
             "Time budget (minutes, 0 = none)", min_value=0.0, step=5.0, format="%g", key=f"budget_{preset}",
             help="after two epochs the run times itself and shortens its schedule to end within the budget",
         )  # fmt: skip
-        submitted = st.form_submit_button("Start training", type="primary")
-    return values, int(workers), float(budget), submitted
+        c1, c2 = st.columns(2)
+        submitted = c1.form_submit_button("Start training", type="primary")
+        estimate = c2.form_submit_button(
+            "Estimate time per epoch", help="times 2-3 training steps of these values in a child process"
+        )
+    return values, int(workers), float(budget), submitted, estimate
 
 
 def confirm_replace(found: list[str], where: str, key: str) -> bool:

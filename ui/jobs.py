@@ -12,6 +12,7 @@ Process checks use ``psutil``. No streamlit here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import sys
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 from filelock import FileLock
@@ -28,6 +30,7 @@ from filelock import FileLock
 from glandseg_core.config import RunConfig, save_config
 from glandseg_core.data import data_root, find_items
 from glandseg_core.errors import DatasetError, TrainingBusy
+from glandseg_core.evaluate import TEST_HISTORY
 from glandseg_core.files import atomic_write_text
 from glandseg_core.train.locks import lock_holder, lock_path
 
@@ -40,7 +43,9 @@ TRAIN_OUT, TRAIN_PID = runs.TRAIN_OUT, runs.TRAIN_PID
 EVAL_DIR, EVAL_OUT, EVAL_PID = runs.EVAL_DIR, runs.EVAL_OUT, runs.EVAL_PID
 # What a launch writes or a trainer leaves in a run folder; a new start into a folder replaces them (confirmed).
 ATTEMPT_FILES = (REQUESTED_CONFIG, "config.json", "progress.json", "log.jsonl", TRAIN_PID, TRAIN_OUT,
-                 "best.pt", "tuning.json", "postprocess.json", EVAL_DIR, EVAL_PID, EVAL_OUT)  # fmt: skip
+                 "best.pt", "tuning.json", "postprocess.json", EVAL_DIR, EVAL_PID, EVAL_OUT, runs.VAL_EVAL_DIR,
+                 runs.VAL_EVAL_PID, runs.VAL_EVAL_OUT, TEST_HISTORY)  # fmt: skip
+ESTIMATE_TIMEOUT_S = 600
 
 
 def _launch(args: list[str], out: Path) -> int:
@@ -194,27 +199,35 @@ def start_training(
         raise
 
 
-def resume_training(run_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> int:
-    """Continue a stopped, failed or killed run from its ``last.pt``, in the background.
+def resume_training(
+    run_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, restart: bool = False
+) -> int:
+    """Continue a stopped, failed or killed run from its ``last.pt``, in the background (a run stopped while
+    tuning redoes only the tuning). With ``restart``, a run stopped before its first finished epoch starts
+    again from its requested config (it has no ``last.pt``: there is nothing to resume).
 
     Raises:
         TrainingBusy: another training runs or is starting.
-        FileNotFoundError: the run has no ``last.pt`` yet (nothing to resume).
+        FileNotFoundError: the run has no ``last.pt`` yet (nothing to resume), and no config to restart from.
         DatasetError: the data folder is not a usable GlaS folder.
     """
     run_dir = Path(run_dir).resolve()
     if runs.run_status(run_dir)["alive"]:
         raise TrainingBusy(f"{run_dir.name} is running already")
-    if not (run_dir / "last.pt").is_file():
-        raise FileNotFoundError(
-            f"{run_dir.name} has no last.pt yet (no finished epoch); nothing to resume"
-        )
     root = check_data(data)
+    if not (run_dir / "last.pt").is_file():
+        if not restart or not (run_dir / REQUESTED_CONFIG).is_file():
+            raise FileNotFoundError(
+                f"{run_dir.name} has no last.pt yet (no finished epoch); nothing to resume"
+            )
+        args = ["train", "--config", str(run_dir / REQUESTED_CONFIG), "--out", str(run_dir), "--no-bar"]
+        return _start(run_dir, [*args, "--data", str(root)])
     return _start(run_dir, ["train", "--out", str(run_dir), "--resume", "--no-bar", "--data", str(root)])
 
 
 def stop_training(run_dir: str | os.PathLike) -> bool:
-    """Ask a run's trainer to stop (SIGTERM): it finishes the current step and keeps ``last.pt``.
+    """Ask a run's trainer to stop (SIGTERM): whatever it does (steps, validation, tuning) ends within seconds,
+    and ``last.pt`` stays the last finished epoch's (see ``glandseg_core.train.phases``).
 
     Returns:
         True when a running trainer was signalled, False when none runs for this folder.
@@ -228,10 +241,10 @@ def stop_training(run_dir: str | os.PathLike) -> bool:
     return True
 
 
-def stop_evaluation(run_dir: str | os.PathLike) -> bool:
-    """End a run's background evaluation (SIGTERM); True when one was running."""
-    pid = runs.read_pid(Path(run_dir) / EVAL_PID)
-    if runs.evaluation_status(run_dir)["status"] != "running" or not pid:
+def stop_evaluation(run_dir: str | os.PathLike, kind: str = "test") -> bool:
+    """End a run's background ``val`` or ``test`` evaluation (SIGTERM); True when one was running."""
+    pid = runs.read_pid(Path(run_dir) / runs.eval_files(kind)[2])
+    if runs.evaluation_status(run_dir, kind)["status"] != "running" or not pid:
         return False
     with contextlib.suppress(psutil.NoSuchProcess):
         psutil.Process(pid).send_signal(signal.SIGTERM)
@@ -242,35 +255,69 @@ def start_evaluation(
     run_dir: str | os.PathLike,
     data: str | os.PathLike | None = None,
     splits: tuple[str, ...] = ("testA", "testB"),
+    reason: str = "",
 ) -> int:
-    """Score a run's ``best.pt`` on ``splits`` in the background, into ``run_dir/eval/``.
+    """Score a run's ``best.pt`` on ``splits`` in the background: ``val`` alone into ``run_dir/eval_val/``, test
+    splits into ``run_dir/eval/`` (what Promote copies). Scoring a test split is recorded in the run's
+    ``test_history.jsonl`` with ``reason`` (``glandseg_core.evaluate``), and Promote carries that history over.
 
     Raises:
         FileNotFoundError: the run has no ``best.pt`` yet.
-        RuntimeError: an evaluation of this run is still running.
+        RuntimeError: an evaluation of this kind is still running.
         DatasetError: the data folder lacks the images of ``splits``.
     """
     run_dir = Path(run_dir).resolve()
+    kind = "val" if tuple(splits) == ("val",) else "test"
+    out, log, pid_name = runs.eval_files(kind)
     if not (run_dir / "best.pt").is_file():
         raise FileNotFoundError(f"{run_dir.name} has no best.pt yet (no validated epoch)")
-    if runs.evaluation_status(run_dir)["status"] == "running":
+    if runs.evaluation_status(run_dir, kind)["status"] == "running":
         raise RuntimeError(f"{run_dir.name} is being evaluated already")
     root = check_data(data, splits)
-    out = run_dir / EVAL_DIR
-    args = [
-        "evaluate",
-        "--model",
-        str(run_dir),
-        "--split",
-        *splits,
-        "--out",
-        str(out),
-        "--data",
-        str(root),
-    ]
-    pid = _launch(args, run_dir / EVAL_OUT)
-    atomic_write_text(run_dir / EVAL_PID, f"{pid}\n")
+    total = len(find_items(root, splits))
+    args = ["evaluate", "--model", str(run_dir), "--split", *splits, "--out", str(run_dir / out),
+            "--data", str(root), "--save-predictions"]  # fmt: skip
+    args += ["--reason", reason] if reason and kind == "test" else []
+    pid = _launch(args, run_dir / log)
+    atomic_write_text(run_dir / pid_name, f"{pid} {total}\n")
     return pid
+
+
+def estimate_epoch(
+    cfg: RunConfig,
+    data: str | os.PathLike | None,
+    *,
+    steps: int = 3,
+    timeout: float = ESTIMATE_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Time ``steps`` training steps of ``cfg`` in a child process (``glandseg_core.train.estimate``), so
+    the page stays responsive and the model's memory goes away after.
+
+    Returns:
+        The estimate's dict (``step_seconds``, ``steps_per_epoch``, ``train_seconds``, ``val_seconds``,
+        ``epoch_seconds``, ``measured_steps``).
+
+    Raises:
+        DatasetError: the data folder is unusable. RuntimeError: the measurement failed or took too long.
+    """
+    root = check_data(data)
+    code = ("import json, sys; from glandseg_core.config import config_from_dict; "
+            "from glandseg_core.train.estimate import estimate_epoch; "
+            "cfg = config_from_dict(json.loads(sys.argv[1])); "
+            "print(json.dumps(estimate_epoch(cfg, sys.argv[2], steps=int(sys.argv[3]))))")  # fmt: skip
+    cmd = [sys.executable, "-c", code, json.dumps(dataclasses.asdict(cfg)), str(root), str(steps)]
+    try:
+        done = subprocess.run(
+            cmd, cwd=APP_DIR, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"the measurement took over {timeout:.0f} s; the machine is very busy"
+        ) from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the measurement failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 __all__ = [
@@ -278,6 +325,7 @@ __all__ = [
     "TrainingBusy",
     "busy_message",
     "check_data",
+    "estimate_epoch",
     "previous_attempt",
     "resume_training",
     "start_evaluation",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from glandseg_core.checkpoints import POSTPROCESS, WEIGHTS, export_model
 from glandseg_core.errors import ModelError
+from glandseg_core.evaluate import TEST_HISTORY
 from glandseg_core.files import atomic_write_text
 from glandseg_core.modelcard import render
 
@@ -23,7 +24,7 @@ from .runs import EVAL_DIR, TRAIN_OUT
 from .safepaths import existing
 
 CARD = "MODEL_CARD.md"
-WRITTEN = (WEIGHTS, "config.json", POSTPROCESS, CARD, "metrics.json", "per_image.csv")
+WRITTEN = (WEIGHTS, "config.json", POSTPROCESS, CARD, "metrics.json", "per_image.csv", TEST_HISTORY)
 # Results of the model being replaced (drill-down predictions, val and TTA scores read by the card): removed.
 STALE = ("predictions", "val", "tta")
 
@@ -49,8 +50,9 @@ def promote(
 ) -> Path:
     """Export a run's best checkpoint to a model folder, with its evaluation and its model card.
 
-    Copies ``eval/summary.json`` as ``metrics.json`` and ``eval/per_image.csv`` when the run was evaluated;
-    scores and predictions of a model being replaced are removed, never left beside the new weights.
+    Copies ``eval/summary.json`` as ``metrics.json`` and ``eval/per_image.csv`` when the run was evaluated on
+    Test A / B, and the run's ``test_history.jsonl`` (every scoring of a test split, so the card counts them);
+    scores, history and predictions of a model being replaced are removed, never left beside the new weights.
 
     Args:
         run_dir: the training run (``best.pt``, ``config.json``, ``log.jsonl``).
@@ -72,9 +74,10 @@ def promote(
         raise ModelError(f"{model_dir} holds {', '.join(unconfirmed)}; confirm replacing them")
     export_model(run_dir, model_dir, overwrite=bool(found))
     ev = run_dir / EVAL_DIR
-    for src, dst in (("summary.json", "metrics.json"), ("per_image.csv", "per_image.csv")):
-        if (ev / src).is_file():
-            atomic_write_text(model_dir / dst, (ev / src).read_text())
+    copies = [(ev / "summary.json", "metrics.json"), (ev / "per_image.csv", "per_image.csv")]
+    for src, dst in [*copies, (run_dir / TEST_HISTORY, TEST_HISTORY)]:
+        if src.is_file():
+            atomic_write_text(model_dir / dst, src.read_text())
         else:
             (model_dir / dst).unlink(missing_ok=True)  # never leave another model's scores behind
     for name in STALE:

@@ -1,41 +1,243 @@
-"""The Train page's live view of one run: status, progress bar, loss and validation curves, evaluation scores."""
+"""The Train page's live parts: the Runs table, one run's phases with time left, its curves, Stop / Resume,
+evaluation (``val`` first, Test A + B as a recorded second step) and Promote.
+
+Everything below the form is one fragment that reruns every 3 s while any training or evaluation runs, so the
+table, the progress and the buttons follow the run's real state (issue #14: the table said "starting / None"
+and "need a best.pt" stayed after best.pt existed, because only the progress bar refreshed).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from . import figures, forms, runs
+from glandseg_core.config import RunConfig
+from glandseg_core.errors import DatasetError, ModelError, TrainingBusy
+from glandseg_core.evaluate import TEST_HISTORY, read_test_history
+from glandseg_core.models.pretrained import NAMED_STARTS, pretrained_status
+
+from . import figures, forms, inference, jobs, promote, runs, safepaths, settings
+
+LIVE = ("running", "starting")
+SCORES = ["n_images", "pooled_f1", "pooled_object_dice", "pooled_object_hausdorff"]
+FORMATS = {
+    "pooled_f1": st.column_config.NumberColumn("F1", format="%.3f"),
+    "pooled_object_dice": st.column_config.NumberColumn("object Dice", format="%.3f"),
+    "pooled_object_hausdorff": st.column_config.NumberColumn("object Hausdorff (px)", format="%.1f"),
+    "best_val_f1": st.column_config.NumberColumn("best val F1", format="%.3f"),
+}
 
 
-def progress(run_dir: Path, live: bool) -> None:
-    """Draw the run's state; refreshes every 3 s while a training or an evaluation of it runs (``live``)."""
+def pretrained_starts(cfg: RunConfig) -> None:
+    """Whether each pretrained start of ``cfg``'s model can be loaded now (no download), before Start."""
+    lines = []
+    for start in dict.fromkeys([*NAMED_STARTS, cfg.pretrained]):
+        ok, why = pretrained_status(dataclasses.replace(cfg, pretrained=start))
+        if not ok and "not in the torch cache" not in why and start != cfg.pretrained:
+            continue  # does not fit this model at all (e.g. coco for a U-Net): not an option here
+        chosen = " ← this preset" if start == cfg.pretrained else ""
+        lines.append(f"- {'✅' if ok else '⚠️'} **{start}**{chosen}: {why}")
+    st.markdown(
+        "**Pretrained starts available now** (set *Pretrained start* in the form):\n" + "\n".join(lines)
+    )
+
+
+def estimate(values: dict[str, Any], data: Callable[[], str], clicked: bool, preset: str) -> None:
+    """Time 2-3 training steps of the form's config in a child process, scaled to one epoch (on request)."""
+    key = f"estimate_{preset}"
+    if clicked:
+        try:
+            cfg = forms.config_from_values(values)
+            with st.spinner(
+                "Timing 3 training steps and one val image (a minute or two on a busy CPU)…"
+            ):
+                st.session_state[key] = {"cfg": cfg, **jobs.estimate_epoch(cfg, data())}
+        except (DatasetError, ValueError, RuntimeError) as e:
+            st.session_state.pop(key, None)
+            st.error(f"No estimate: {e}")
+    est = st.session_state.get(key)
+    if not est:
+        st.caption("**Estimate time per epoch** times a few steps of this config before you start.")
+        return
+    cfg = est["cfg"]
+    st.info(
+        f"**Estimated time per epoch: {forms.duration(est['epoch_seconds'])}** — {est['steps_per_epoch']} steps × "
+        f"{est['step_seconds']:.1f} s ({est['measured_steps']} steps timed after a warm-up) + validation "
+        f"{forms.duration(est['val_seconds'])} ({est['val_images']} images). {cfg.train_epochs} epochs: "
+        f"{forms.duration(est['train_seconds'] * cfg.train_epochs + est['val_seconds'] * cfg.train_epochs / cfg.train_val_every)}"
+        ", then post-processing tuning. An estimate: a busy machine or another training changes it."
+    )
+
+
+def _progress(run_dir: Path, s: dict[str, Any]) -> None:
+    """The run's overall bar, its phase bar with time left, and why it stopped or failed."""
+    frac, text = forms.progress_text(s)
+    loss = f" · loss {s['loss']:.4f}" if s["loss"] is not None and s.get("phase") == "train" else ""
+    st.progress(frac, text=f"**{text}**{loss}")
+    phase = forms.phase_progress(s)
+    if phase:
+        left = runs.time_left(s, runs.load_run_config(run_dir), runs.read_log(run_dir))
+        st.progress(phase[0], text=f"{phase[1]} · {forms.duration(left['phase'])} left in this phase")
+        if left["training"] is not None:
+            st.caption(f"Training: {forms.duration(left['training'])} left at the pace so far "
+                       "(an estimate; post-processing tuning follows).")  # fmt: skip
+    if s["status"] == "stopped":
+        st.info(f"Stopped{': ' + s['message'] if s['message'] else ''}. "
+                + ("Resume continues from the last finished epoch (last.pt)." if s["has_last"]
+                   else "No epoch had finished: Restart trains it from the start."))  # fmt: skip
+    if s["status"] in ("failed", "dead") and s["error"]:
+        st.error(f"{s['status']}: {s['error']}")
+
+
+def _curves(run_dir: Path) -> None:
+    log = runs.read_log(run_dir)
+    if log.empty:
+        st.caption("Curves appear after the first epoch.")
+        return
+    left, right = st.columns(2)
+    left.plotly_chart(figures.loss_figure(log), key="loss_chart")
+    right.plotly_chart(figures.validation_figure(log), key="val_chart")
+
+
+def _stop_resume(run_dir: Path, s: dict[str, Any], data: Callable[[], str]) -> None:
+    b = st.columns(3)
+    if b[0].button("Stop", disabled=s["status"] not in LIVE, key="train_stop",
+                   help="Ends the run within seconds in any phase; last.pt keeps the last finished epoch"):  # fmt: skip
+        st.toast("Stopping…" if jobs.stop_training(run_dir) else "No trainer is running for this run.")
+    can_go_on = s["status"] in ("stopped", "failed", "dead") and not s["alive"]
+    label = "Resume" if s["has_last"] or not can_go_on else "Restart"
+    if b[1].button(label, disabled=not can_go_on, key="train_resume",
+                   help="Continue from last.pt (a run stopped while tuning redoes only the tuning)"):  # fmt: skip
+        try:
+            st.toast(f"{label}d (pid {jobs.resume_training(run_dir, data=data(), restart=True)}).")
+            st.rerun(scope="app")
+        except (TrainingBusy, FileNotFoundError, DatasetError, ValueError, OSError) as e:
+            st.error(str(e))
+
+
+def _eval_state(run_dir: Path, kind: str, title: str) -> None:
+    ev = runs.evaluation_status(run_dir, kind)
+    if ev["status"] == "running":
+        frac = ev["done"] / ev["total"] if ev["total"] else 0.0
+        st.progress(min(1.0, frac), text=f"{title}: image {ev['done']}/{ev['total'] or '?'}")
+        if st.button("Stop the evaluation", key=f"eval_stop_{kind}"):
+            st.toast(
+                "Evaluation stopped." if jobs.stop_evaluation(run_dir, kind) else "None is running."
+            )
+    elif ev["status"] == "failed":
+        st.error(f"{title} failed: {ev['error']}")
+    elif ev["summary"]:
+        table = pd.DataFrame(ev["summary"]).T
+        st.dataframe(table[[c for c in SCORES if c in table]], column_config=FORMATS)
+
+
+def _evaluate(run_dir: Path, s: dict[str, Any], data: Callable[[], str]) -> None:
+    """Step 1: ``val`` (as often as needed). Step 2: Test A + B, only on request, and recorded."""
+    st.subheader("Evaluate")
+    val, test = runs.evaluation_status(run_dir, "val"), runs.evaluation_status(run_dir, "test")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**1 · On val** (the split that chooses models; score it as often as you like)")
+        if st.button(
+            "Evaluate on val", disabled=not s["has_best"] or val["status"] == "running", key="eval_val"
+        ):
+            _launch_eval(run_dir, data, ("val",), "")
+        _eval_state(run_dir, "val", "val")
+    with c2:
+        looks = read_test_history(run_dir)
+        st.markdown("**2 · On Test A + Test B** (recorded)")
+        st.caption(f"Each scoring is appended to this run's `{TEST_HISTORY}` ({len(looks)} so far) and carried into "
+                   "the model card by Promote. Score the tests once, for a model already chosen on val.")  # fmt: skip
+        sure = st.checkbox("I chose this model on val: record this look at Test A and B", key=f"eval_ok_{run_dir.name}",
+                           disabled=val["status"] != "done")  # fmt: skip
+        ready = s["has_best"] and sure and val["status"] == "done" and test["status"] != "running"
+        if st.button("Evaluate on Test A + Test B (recorded)", disabled=not ready, key="eval_test"):
+            f1 = (val["summary"] or {}).get("val", {}).get("pooled_f1")
+            _launch_eval(
+                run_dir,
+                data,
+                ("testA", "testB"),
+                f"Train page, chosen on val (F1 {f1:.3f})" if f1 else "Train page",
+            )
+        _eval_state(run_dir, "test", "Test A + B")
+    if not s["has_best"]:
+        st.caption("Evaluate and Promote need a best.pt (written after the first validated epoch).")
+
+
+def _launch_eval(run_dir: Path, data: Callable[[], str], splits: tuple[str, ...], reason: str) -> None:
+    try:
+        jobs.start_evaluation(run_dir, data=data(), splits=splits, reason=reason)
+        st.rerun(scope="app")
+    except (FileNotFoundError, RuntimeError, DatasetError, ValueError, OSError) as e:
+        st.error(str(e))
+
+
+def _promote(run_dir: Path, info: dict[str, Any]) -> None:
+    name = run_dir.name
+    st.subheader(f"Promote to {settings.models_root().name}/")
+    cols = st.columns([2, 3, 1], vertical_alignment="bottom")
+    default_target = info["model"] if info["model"] in settings.ROLES else name
+    target_name = cols[0].text_input("Model folder name", default_target, key=f"promote_{name}",
+                                     help=f"a folder in {settings.models_root()}")  # fmt: skip
+    try:
+        target = safepaths.inside(settings.models_root(), target_name, "Model folder name")
+        found = promote.replaced(target)
+    except ValueError as e:
+        target, found = None, []
+        st.error(str(e))
+    with cols[1]:
+        confirm = forms.confirm_replace(found, f"{target_name}/", f"promote_ok_{name}_{target_name}")
+    if cols[2].button(
+        "Promote", disabled=not info["has_best"] or not confirm or target is None, type="primary"
+    ):
+        try:
+            promote.promote(run_dir, target, confirmed=found)
+            inference.clear()
+            st.success(f"Promoted {name} to {target}.")
+        except (ModelError, ValueError, OSError) as e:
+            st.error(str(e))
+    if found and not confirm:
+        st.caption(f"`{target}` already holds these files: tick the box to replace them.")
+
+
+def _any_live(root: Path) -> bool:
+    rows = runs.list_runs(root)
+    return any(r["status"] in LIVE for r in rows) or any(
+        runs.evaluation_status(Path(r["path"]), k)["status"] == "running"
+        for r in rows
+        for k in runs.EVALS
+    )
+
+
+def runs_section(root: Path, data: Callable[[], str]) -> None:
+    """The Runs table and the selected run (``data()`` gives the checked GlaS folder, or raises ValueError)."""
+    live = _any_live(root)
 
     @st.fragment(run_every=3 if live else None)
-    def panel() -> None:
-        s, ev = runs.run_status(run_dir), runs.evaluation_status(run_dir)
-        if live and s["status"] not in ("running", "starting") and ev["status"] != "running":
-            st.rerun()  # finished, stopped or failed: refresh the buttons too
-        frac, text = forms.progress_text(s)
-        loss = f" · loss {s['loss']:.4f}" if s["loss"] is not None else ""
-        st.progress(frac, text=f"**{text}**{loss}")
-        if s["status"] in ("failed", "dead") and s["error"]:
-            st.error(f"{s['status']}: {s['error']}")
-        log = runs.read_log(run_dir)
-        if log.empty:
-            st.caption("Curves appear after the first epoch.")
-        else:
-            left, right = st.columns(2)
-            left.plotly_chart(figures.loss_figure(log), key="loss_chart")
-            right.plotly_chart(figures.validation_figure(log), key="val_chart")
-        if ev["status"] == "running":
-            st.info("Evaluating on Test A and Test B…")
-        elif ev["status"] == "failed":
-            st.error(f"Evaluation failed: {ev['error']}")
-        elif ev["summary"]:
-            cols = ["n_images", "pooled_f1", "pooled_object_dice", "pooled_object_hausdorff"]
-            st.dataframe(pd.DataFrame(ev["summary"]).T[cols])
+    def section() -> None:
+        if _any_live(root) != live:
+            st.rerun(scope="app")  # a run started or ended: refresh everything, and the refresh rate
+        st.header("Runs")
+        rows = runs.list_runs(root)
+        if not rows:
+            st.info(f"No runs yet in `{root}`.")
+            return
+        st.dataframe(runs.runs_table(rows), hide_index=True, column_config=FORMATS)
+        names = [r["name"] for r in rows]
+        if st.session_state.get("train_selected") not in names:
+            st.session_state["train_selected"] = names[0]
+        name = st.selectbox("Run", names, key="train_selected")
+        run_dir, info = root / name, next(r for r in rows if r["name"] == name)
+        s = runs.run_status(run_dir)
+        _progress(run_dir, s)
+        _stop_resume(run_dir, s, data)
+        _curves(run_dir)
+        _evaluate(run_dir, s, data)
+        _promote(run_dir, info)
 
-    panel()
+    section()

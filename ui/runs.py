@@ -18,15 +18,21 @@ import pandas as pd
 import psutil
 
 from glandseg_core.config import RunConfig, load_config
+from glandseg_core.files import atomic_write_text
 
 REQUESTED_CONFIG = "requested_config.json"
 TRAIN_OUT, TRAIN_PID = "train.out", "train.pid"
-EVAL_DIR, EVAL_OUT, EVAL_PID = "eval", "eval.out", "eval.pid"
+EVAL_DIR, EVAL_OUT, EVAL_PID = "eval", "eval.out", "eval.pid"  # Test A + B (copied by Promote)
+VAL_EVAL_DIR, VAL_EVAL_OUT, VAL_EVAL_PID = "eval_val", "eval_val.out", "eval_val.pid"
+EVALS = {"test": (EVAL_DIR, EVAL_OUT, EVAL_PID), "val": (VAL_EVAL_DIR, VAL_EVAL_OUT, VAL_EVAL_PID)}
+PHASE_KEYS = ("phase", "unit", "done", "total", "phase_started", "time")
+PREFS = ".dashboard.json"  # the Train page's remembered data folder and preset, in the runs root
 RUN_COLUMNS = [
     "name",
     "model",
     "recipe",
     "status",
+    "phase",
     "epoch",
     "epochs",
     "best_val_f1",
@@ -89,12 +95,15 @@ def read_log(run_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _status_word(progress: dict[str, Any], stale: bool, pid_file: int | None, is_alive: bool) -> str:
+def _status_word(
+    progress: dict[str, Any], stale: bool, pid_file: int | None, is_alive: bool, last_line: str
+) -> str:
     status = progress.get("status")
     if stale and is_alive:
         return "starting"
     if stale and pid_file:
-        return "failed"  # the last launch ended before its first step (bad data folder, lock taken, ...)
+        # the last launch ended before its first step: stopped while setting up, or failed (bad data, lock taken)
+        return "stopped" if last_line.startswith("stopped:") else "failed"
     if status == "running" and not is_alive:
         return "dead"
     return status or "new"
@@ -104,8 +113,9 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The state of one run folder.
 
     Returns:
-        ``{"status", "alive", "pid", "epoch", "epochs", "step", "steps", "loss", "error", "updated"}``
-        (status: see the module docstring).
+        ``{"status", "alive", "pid", "epoch", "epochs", "step", "steps", "loss", "error", "updated", "phase",
+        "unit", "done", "total", "phase_started", "time", "message", "has_best", "has_last"}`` (status: see the
+        module docstring; phase and its ``done`` of ``total`` ``unit``: see ``glandseg_core.train.phases``).
     """
     run_dir = Path(run_dir)
     progress = read_json(run_dir / "progress.json")
@@ -114,7 +124,8 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     stale = launched > progress.get("time", 0.0)  # the last launch has not written progress yet
     pid = pid_file if stale or not progress.get("pid") else progress["pid"]
     is_alive = alive(pid)
-    status = _status_word(progress, stale, pid_file, is_alive)
+    last_line = _last_line(run_dir / TRAIN_OUT) if stale and not is_alive else ""
+    status = _status_word(progress, stale, pid_file, is_alive, last_line)
     error = progress.get("error") or ""
     if status in ("failed", "dead") and (run_dir / TRAIN_OUT).exists():
         error = _last_line(run_dir / TRAIN_OUT) or error
@@ -123,6 +134,7 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     if epoch is None and not log.empty:
         epoch = int(log["epoch"].iloc[-1])
     updated = max((p.stat().st_mtime for p in run_dir.glob("*") if p.is_file()), default=0.0)
+    fresh = {} if stale else progress  # a new launch: the previous attempt's phase is not this one's
     return {
         "status": status,
         "alive": bool(is_alive),
@@ -134,6 +146,11 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
         "loss": progress.get("loss"),
         "error": error,
         "updated": updated,
+        **{k: fresh.get(k) for k in PHASE_KEYS},
+        "message": fresh.get("message")
+        or (last_line[len("stopped:") :].strip() if status == "stopped" else ""),
+        "has_best": (run_dir / "best.pt").is_file(),
+        "has_last": (run_dir / "last.pt").is_file(),
     }
 
 
@@ -155,8 +172,9 @@ def _run_row(d: Path) -> dict[str, Any]:
         "best_val_object_dice": None
         if best is None
         else float(best.get("val_object_dice", float("nan"))),
-        "has_best": (d / "best.pt").is_file(),
-        "has_last": (d / "last.pt").is_file(),
+        "has_best": st["has_best"],
+        "has_last": st["has_last"],
+        "phase": st["phase"] if st["status"] in ("running", "stopped") else "",
         "updated": st["updated"],
     }
 
@@ -179,21 +197,41 @@ def runs_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return table
 
 
-def evaluation_status(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """``{"status": none|running|done|failed, "summary": dict|None, "error": str}`` of a run's evaluation."""
+def eval_files(kind: str = "test") -> tuple[str, str, str]:
+    """(output folder, log, pid file) of a run's ``val`` or ``test`` (Test A + B) evaluation."""
+    return EVALS[kind]
+
+
+def evaluation_status(run_dir: str | os.PathLike, kind: str = "test") -> dict[str, Any]:
+    """``{"status": none|running|done|failed, "summary": dict|None, "error": str, "done": int, "total": int}`` of
+    a run's ``val`` or ``test`` evaluation (``done``: images scored so far, counted by their saved predictions)."""
     run_dir = Path(run_dir)
-    summary_path = run_dir / EVAL_DIR / "summary.json"
-    pid_path = run_dir / EVAL_PID
+    out, log, pid_name = EVALS[kind]
+    summary_path = run_dir / out / "summary.json"
+    pid_path = run_dir / pid_name
     if pid_path.exists() and alive(read_pid(pid_path)):
-        return {"status": "running", "summary": None, "error": ""}
+        since = pid_path.stat().st_mtime
+        preds = (run_dir / out / "predictions").glob("*.png")
+        done = sum(1 for p in preds if p.stat().st_mtime >= since)
+        total = _job_total(pid_path)
+        return {"status": "running", "summary": None, "error": "", "done": done, "total": total}
     fresh = summary_path.is_file() and (
         not pid_path.exists() or summary_path.stat().st_mtime >= pid_path.stat().st_mtime
     )
+    idle = {"done": 0, "total": 0}
     if fresh:
-        return {"status": "done", "summary": read_json(summary_path), "error": ""}
+        return {"status": "done", "summary": read_json(summary_path), "error": "", **idle}
     if pid_path.exists():
-        return {"status": "failed", "summary": None, "error": _last_line(run_dir / EVAL_OUT)}
-    return {"status": "none", "summary": None, "error": ""}
+        return {"status": "failed", "summary": None, "error": _last_line(run_dir / log), **idle}
+    return {"status": "none", "summary": None, "error": "", **idle}
+
+
+def _job_total(pid_path: Path) -> int:
+    """The image count an evaluation's pid file holds after its pid (``"<pid> <images>"``); 0 if none."""
+    try:
+        return int(pid_path.read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def load_run_config(run_dir: str | os.PathLike) -> RunConfig | None:
@@ -212,3 +250,50 @@ def device_info() -> dict[str, Any]:
     if torch.cuda.is_available():
         return {"cuda": True, "device": "cuda", "name": torch.cuda.get_device_name(0), "cpus": cpus}
     return {"cuda": False, "device": "cpu", "name": "CPU", "cpus": cpus}
+
+
+def time_left(
+    status: dict[str, Any], cfg: RunConfig | None, log: pd.DataFrame
+) -> dict[str, float | None]:
+    """Estimated seconds left ``{"phase", "training"}`` of a running run, from its own pace so far.
+
+    ``phase``: the phase in progress at the pace of its items so far. ``training`` (during epoch steps): the
+    steps left at the current step pace plus the validations left at the last validation's pace (None when
+    unknown). Post-processing tuning comes after and is not included.
+    """
+    out: dict[str, float | None] = {"phase": None, "training": None}
+    done, total = status.get("done") or 0, status.get("total") or 0
+    started, when = status.get("phase_started"), status.get("time")
+    if status.get("status") != "running" or not done or not total or not started or not when:
+        return out
+    pace = max(0.0, when - started) / done
+    out["phase"] = (total - done) * pace
+    if (
+        status.get("phase") == "train"
+        and cfg is not None
+        and status.get("epochs")
+        and status.get("epoch")
+    ):
+        epoch, epochs = int(status["epoch"]), int(status["epochs"])
+        steps_left = (total - done) + (epochs - epoch) * total
+        vals = [e for e in range(epoch, epochs + 1) if e % cfg.train_val_every == 0 or e == epochs]
+        val_pace = log["val_seconds"].dropna() if "val_seconds" in log else pd.Series(dtype=float)
+        if vals and val_pace.empty:
+            return out
+        out["training"] = steps_left * pace + (len(vals) * float(val_pace.iloc[-1]) if vals else 0.0)
+    return out
+
+
+def remembered(root: str | os.PathLike) -> dict[str, Any]:
+    """The Train page's settings kept across browser sessions (``<runs root>/.dashboard.json``); {} if none."""
+    return read_json(Path(root) / PREFS)
+
+
+def remember(root: str | os.PathLike, **values: Any) -> None:
+    """Keep ``values`` (e.g. ``data_dir``, ``preset``) in ``<runs root>/.dashboard.json`` (merged; best effort:
+    a read-only runs folder only means nothing is remembered)."""
+    path = Path(root) / PREFS
+    merged = {**remembered(root), **values}
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(merged, indent=1) + "\n")
