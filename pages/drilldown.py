@@ -12,9 +12,13 @@ from ui import drilldown, loaders, palette, panels, settings
 from ui import results as ur
 
 loaders.ensure_router()  # a first direct visit to this URL must still go through app.py's router
+palette.style_selected_pills()
 st.title("Image drill-down")
 
-models, tables, _ = ur.results_or_stop()
+models, all_tables, _ = ur.results_or_stop()
+chosen = st.pills("Models", list(all_tables), selection_mode="multi", key="drill_models",
+                  default=drilldown.default_models(list(all_tables)))  # fmt: skip
+tables = {m: t for m, t in all_tables.items() if m in chosen} or all_tables
 images = drilldown.image_table(tables)
 if settings.glas_dir() is None:
     st.info(
@@ -61,7 +65,6 @@ st.dataframe(
     selection_mode="single-row",
     key=table_key,
 )
-panels.legend(palette.colours_for({m: models[m] for m in tables}), "**Models:**")
 st.session_state["drill_pick"] = st.session_state["drill_image"]
 name = st.selectbox("Image (or select a row above)", names, key="drill_pick", on_change=_on_pick)
 

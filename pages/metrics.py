@@ -69,12 +69,15 @@ st.dataframe(
     },
     key="metrics_table",
 )
-notes = ["F1: detection; Dice: object Dice; Hausdorff: object Hausdorff, in pixels (lower is better)."]
+notes = [
+    "F1: detection (a gland counts as found when one prediction covers more than 50% of it); Dice: object "
+    "Dice; Hausdorff: object Hausdorff, in pixels (lower is better)."
+]
 if references and aggregation == "pooled":
     notes.append("Published figures are the official pooled GlaS results.")
 elif references:
     notes.append(ur.poster_line() + " Its Mask R-CNN trained 200 epochs, its U-Net 15.")
-if aggregation == "pooled" and table.iloc[:, 2:].isna().any().any():
+if aggregation == "pooled" and table[table["source"] == "ours"].iloc[:, 2:].isna().any().any():
     notes.append(
         "Pooled object Dice and Hausdorff need per-object sums that only the `evaluate` summary "
         "(metrics.json) holds, so they are blank under a grade filter or without a matching "

@@ -177,6 +177,11 @@ def test_metrics_page_sets_the_poster_recipe_beside_ours(results_env, tmp_path) 
     assert len(set(colours)) == 3  # the poster's recipe has its own colour and its own legend entry
     drill = AppTest.from_file(DRILL_PAGE, default_timeout=60).run()
     assert not drill.exception
+    assert drill.pills(key="drill_models").value == ["U-Net", "Mask R-CNN"]  # the recipe: one click away
+    assert len(drill.dataframe[0].value.columns) == 3 + 2 * 3 and len(drill.image) == 4
+    drill.pills(key="drill_models").set_value(["U-Net", "Mask R-CNN", "Poster recipe"]).run()
+    assert not drill.exception and len(drill.image) == 5
+    assert "Poster recipe F1" in drill.dataframe[0].value.columns
     assert "no weights.pt" not in _texts(drill)
 
 
@@ -199,7 +204,9 @@ def test_drilldown_shows_views_and_glands(results_env) -> None:
     assert name == images.sort_values("U-Net F1").iloc[0]["image"]  # worst first
     assert len(at.image) == 4  # image, ground truth, two models
     glands = at.dataframe[1].value
-    assert {"gland", "U-Net Dice", "Mask R-CNN Hausdorff", "Mask R-CNN outcome"} <= set(glands.columns)
+    assert {"gland", "U-Net Dice", "Mask R-CNN Hausdorff", "Mask R-CNN outcome (partner)"} <= set(
+        glands.columns
+    )
     gland = int(glands["gland"].iloc[0])
     at.selectbox(key=f"drill_gland_{name}").set_value(gland).run()
     assert not at.exception
@@ -349,10 +356,10 @@ def test_gland_and_prediction_tables_name_merges_and_splits() -> None:
     pred[12:22, 2:8], pred[12:22, 8:12] = 7, 8
     klass, rows = drilldown.analyse(pred, gt)
     glands = drilldown.gland_rows({"M": (klass, rows)}).set_index("gland")
-    assert glands["M outcome"].to_dict() == {
-        1: "found, in a merge",
-        2: "missed, in a merge",
-        3: "found, split in 2",
+    assert glands["M outcome (partner)"].to_dict() == {
+        1: "found, in a merge (5)",
+        2: "missed, in a merge (5)",
+        3: "found, split in 2 (7)",
     }
     preds = drilldown.pred_rows(klass, rows).set_index("prediction")
     assert preds["outcome"].to_dict() == {5: "merge (TP)", 7: "split (TP)", 8: "split (FP)"}

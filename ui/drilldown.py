@@ -33,6 +33,11 @@ def image_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return merged.drop(columns="split")
 
 
+def default_models(labels: list[str]) -> list[str]:
+    """The models shown at first: all but the poster's recipe (it stays one click away)."""
+    return [m for m in labels if m != "Poster recipe"] or labels
+
+
 def metric_columns(tables: dict[str, pd.DataFrame]) -> dict[str, bool]:
     """The image table's metric columns -> higher is better."""
     return {f"{m} {name}": name != "Hausdorff" for m in tables for name in IMAGE_METRICS.values()}
@@ -44,18 +49,20 @@ def number_format(column: str) -> str:
 
 
 def _gt_outcome(row: dict, klass: GlandOutcomes) -> str:
-    """What happened to one ground-truth gland: found / missed, and whether a merge or split was involved."""
+    """What happened to one ground-truth gland: found / missed, whether a merge or split was involved, and its
+    partner prediction in brackets ("found, in a merge (5)")."""
     gid = row["id"]
     words = ["found" if row["outcome"] == "matched" else "missed"]
     if any(gid in gts for gts in klass.merges.values()):
         words.append("in a merge")
     if gid in klass.splits:
         words.append(f"split in {len(klass.splits[gid])}")
-    return ", ".join(words)
+    return ", ".join(words) + (f" ({row['partner']})" if row["partner"] else "")
 
 
 def gland_rows(scores: dict[str, tuple[GlandOutcomes, list[dict]]]) -> pd.DataFrame:
-    """One row per ground-truth gland: gland, area, then per model its outcome, Dice, Hausdorff and partner.
+    """One row per ground-truth gland: gland, area, then per model its outcome (with its partner prediction),
+    Dice and Hausdorff.
 
     Args:
         scores: Model label -> (its :class:`GlandOutcomes`, ``metrics.per_object_scores(pred, gt)`` rows).
@@ -67,10 +74,9 @@ def gland_rows(scores: dict[str, tuple[GlandOutcomes, list[dict]]]) -> pd.DataFr
             {
                 "gland": [r["id"] for r in gt],
                 "area (px)": [r["area"] for r in gt],
-                f"{model} outcome": [_gt_outcome(r, klass) for r in gt],
+                f"{model} outcome (partner)": [_gt_outcome(r, klass) for r in gt],
                 f"{model} Dice": [r["dice"] for r in gt],
                 f"{model} Hausdorff": [r["hausdorff"] for r in gt],
-                f"{model} partner": [r["partner"] or None for r in gt],
             }
         )
         merged = part if merged is None else merged.merge(part, on=["gland", "area (px)"], how="outer")

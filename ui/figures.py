@@ -139,13 +139,13 @@ def difference_figure(
     fig.add_hline(y=0, line_color="grey", line_dash="dot")
     fig.update_layout(
         title={"text": f"{label}: {label_b} − {label_a} per image", "y": 0.98},
-        height=400,
+        height=460,
         dragmode=False,
-        margin={"l": 10, "r": 10, "t": 70, "b": 10},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
         xaxis_title="images, sorted by difference",
         yaxis_title=f"difference ({'> 0' if higher_better else '< 0'}: {label_b} better)",
         xaxis_showticklabels=False,
-        legend=_LEGEND,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0, "title": None},
     )
     return fig
 

@@ -46,14 +46,18 @@ def colours_for(models: Mapping[str, object]) -> dict[str, str]:
 
 
 _PILLS_CSS = """<style>
-[data-testid="stBaseButton-pillsActive"] {
+button[data-variant="pills"][data-selected="true"],
+button[data-variant="segmented_control"][data-selected="true"] {
   background-color: #2d2430 !important; border-color: #2d2430 !important; color: #ffffff !important;
 }
-[data-testid="stBaseButton-pillsActive"] p::before { content: "✓ "; }
-[data-testid="stBaseButton-pills"] { background-color: #ffffff !important; color: #6b6b6b !important; }
+button[data-variant="pills"][data-selected="true"] p::before { content: "✓ "; }
+button[data-variant="pills"]:not([data-selected="true"]) {
+  background-color: #ffffff !important; color: #77707a !important; border-style: dashed !important;
+}
 </style>"""
 
 
 def style_selected_pills() -> None:
-    """Make selected filter pills unmistakable: dark with white text and a tick; unselected ones white and grey."""
+    """Make selected filter pills (and segmented controls) unmistakable: dark with white text and a tick;
+    unselected pills white, grey and dashed (Streamlit marks the selected button ``data-selected="true"``)."""
     st.html(_PILLS_CSS)
