@@ -24,6 +24,7 @@ import openslide
 from PIL import Image
 
 from ..errors import ImageError
+from ..io import MAX_PIXELS
 
 # Extensions that are slides whatever their content; .tif/.tiff are slides when pyramidal, tiled or OME.
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".vms", ".vmu", ".mrxs", ".scn", ".bif", ".svslide", ".dcm")
@@ -34,8 +35,8 @@ SAME_MPP = 0.02  # a level within 2% of the target pixel size is used as it is (
 def is_slide(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a whole-slide image (to be read by :func:`open_slide`, not as a plain image).
 
-    By extension: .svs .ndpi .vms .vmu .mrxs .scn .bif .svslide .dcm always; .tif/.tiff when the file is
-    pyramidal (more than one level), tiled, OME-TIFF or SVS. Plain (striped, single-level) TIFFs are images.
+    By extension: .svs .ndpi .vms .vmu .mrxs .scn .bif .svslide .dcm always; .tif/.tiff when the file is an
+    Aperio SVS, or tiled and pyramidal, OME-TIFF or above ``io.MAX_PIXELS``. Other TIFFs are plain images.
     """
     p = Path(path)
     suffix = p.suffix.lower()
@@ -48,7 +49,9 @@ def is_slide(path: str | os.PathLike[str]) -> bool:
     try:
         with tifffile.TiffFile(p) as tif:
             page = tif.pages.first
-            return bool(tif.is_ome or tif.is_svs or page.is_tiled or len(tif.series[0].levels) > 1)
+            pyramid = len(tif.series[0].levels) > 1 or len(tif.pages) > 1 and tif.pages[1].is_reduced
+            big = page.imagewidth * page.imagelength > MAX_PIXELS
+            return bool(tif.is_svs or page.is_tiled and (tif.is_ome or pyramid or big))
     except Exception:  # noqa: BLE001  anything tifffile cannot parse is not a slide (read_image will say why)
         return False
 
