@@ -216,7 +216,7 @@ def _path_points(path: list) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]
             cur = start
         else:
             return None
-    if len(pts) < 3:
+    if len(pts) < 2:  # a cut line may be one straight segment; a shape needs 3 (drawing_to_labels)
         return None
     b = np.asarray(bounds or pts, float)
     return np.asarray(pts, float), (b.min(0), b.max(0))

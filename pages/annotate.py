@@ -1,12 +1,13 @@
-"""Annotate: draw gland outlines (or correct a model's prediction) and save them as an instance label map."""
+"""Annotate: turn a model's prediction (or a blank canvas) into ground truth: add, erase, split and merge glands,
+then save them as an instance label map."""
 
 import numpy as np
 import streamlit as st
 
-from glandseg_core import annotations, export
+from glandseg_core import annotations, overlays
 from glandseg_core.errors import ImageError, ModelError
 from glandseg_core.io import label_png_bytes
-from ui import budget, inference, loaders, pickers, safepaths, settings
+from ui import annotate_tools, budget, inference, loaders, pickers, safepaths, settings
 
 loaders.ensure_router()
 from streamlit_drawable_canvas import st_canvas
@@ -18,6 +19,7 @@ with st.sidebar:
     picked = pickers.pick_image(
         "ann", st.sidebar, limit=pickers.page_limit(kinds or list(settings.ROLES))
     )
+    show_ids = st.toggle("Gland ids on the canvas", value=True, key="ann_ids")
 if picked is None:
     st.info("Upload an H&E image (PNG, JPEG, TIFF or BMP) in the sidebar, or pick a bundled sample.")
     st.stop()
@@ -36,61 +38,68 @@ if picked.anno_path is not None:
 if saved.exists():
     starts["saved"] = f"Saved annotation ({saved.parent.name}/{saved.name})"
 
-c = st.columns([2, 3])
-mode = c[0].radio(
-    "Tool",
-    ["polygon", "freedraw"],
-    horizontal=True,
-    key="ann_mode",
-    format_func={"polygon": "Polygon", "freedraw": "Freehand"}.get,
-)
+c = st.columns([3, 2])
+tool = c[0].radio("Tool", list(annotate_tools.TOOLS), horizontal=True, key="ann_mode",
+                  format_func=annotate_tools.TOOLS.get)  # fmt: skip
 start = c[1].selectbox("Start from", list(starts), format_func=starts.get, key=f"ann_start_{picked.key}")
-st.caption(
-    "**Polygon**: click each vertex and click the first one again to close the gland. **Freehand**: trace the "
-    "outline in one stroke; the enclosed area becomes the gland. Every closed shape is one gland. The canvas "
-    "toolbar has undo/redo and an edit toggle to move, reshape (drag vertices) or delete shapes."
-)
+st.caption(annotate_tools.HELP[tool] + " Undo takes back the last change.")
 
 initial = None
 try:
     if start.startswith("model:"):
         name = start.split(":", 1)[1]
         seg = inference.segment(settings.models_root() / name, image, what=f"{picked.stem} with {name}")
-        initial = loaders.initial_drawing(seg.labels, size)
+        initial = seg.labels
     elif start in ("anno", "saved"):
         path = picked.anno_path if start == "anno" else saved
-        labels0 = loaders.load_labels(str(path), None, settings.mtime(path))
-        initial = loaders.initial_drawing(pickers.fit_labels(labels0, picked), size)
+        initial = pickers.fit_labels(loaders.load_labels(str(path), None, settings.mtime(path)), picked)
 except inference.Cancelled as e:
     st.info(str(e))
+    inference.offer_again(image)
+    st.stop()
 except (ModelError, ImageError, inference.InferenceFailed, ValueError, OSError) as e:
     st.error(f"Cannot start from {starts[start]}: {e}")
 
+editor = annotate_tools.Editor(f"ann_edit_{picked.key}_{start}", initial, shape)
+labels = editor.labels
 if size[0] < shape[1]:
     st.caption(
-        f"The {shape[1]}×{shape[0]} image is shown at {size[0]}×{size[1]}; outlines are mapped back to full resolution."
+        f"The {shape[1]}×{shape[0]} image is shown at {size[0]}×{size[1]}; edits are mapped back to full resolution."
     )
 st.write("")  # room for the canvas toolbar, which floats above the canvas
 result = st_canvas(
     fill_color=annotations.FILL,
-    stroke_width=2,
-    stroke_color=annotations.STROKE,
-    background_image=loaders.canvas_background(image, size),
+    stroke_width=3 if tool == "split" else 2,
+    stroke_color="#ffffff" if tool == "split" else annotations.STROKE,
+    background_image=loaders.canvas_background(
+        overlays.overlay(image, labels, alpha=0.35, ids=show_ids), size
+    ),
     width=size[0],
     height=size[1],
-    drawing_mode=mode,
-    initial_drawing=initial,
-    return_image_data=True,
-    key=f"canvas_{picked.key}_{start}",
+    drawing_mode=annotate_tools.CANVAS_MODE[tool],
+    point_display_radius=5,
+    key=editor.canvas_key,
 )
-if result.json_data is not None:
-    labels = annotations.drawing_to_labels(result.json_data, shape, size)
-else:
-    labels = annotations.image_data_to_labels(result.image_data, shape)
+changed = annotate_tools.apply(tool, result.json_data, labels, size)
+if changed is not None:
+    editor.set(changed)
+    st.rerun()
+if tool == "split" and (result.json_data or {}).get("objects"):
+    st.warning(
+        "That line cuts no gland through: draw it from background to background across the gland."
+    )
 n = int(np.count_nonzero(np.unique(labels)))
-st.metric("Glands drawn", n)
-if st.toggle("Preview the label map (each gland with its id)", key="ann_preview"):
-    st.image(export.overlay(image, labels, alpha=0.45, ids=True), width="stretch")
+cols = st.columns([1, 2, 1, 1], vertical_alignment="bottom")
+cols[0].metric("Glands drawn", n)
+if tool == "merge":
+    ids = annotate_tools.clicked_ids(result.json_data, labels, size)
+    cols[1].caption(f"Clicked glands: {', '.join(map(str, ids)) or 'none yet'}")
+    if cols[2].button("Merge", type="primary", disabled=len(ids) < 2, key="ann_merge"):
+        editor.set(annotations.merge_ids(labels, ids))
+        st.rerun()
+if cols[3].button("Undo", disabled=not editor.can_undo(), key="ann_undo", icon=":material/undo:"):
+    editor.undo()
+    st.rerun()
 
 st.subheader("Save")
 if "ann_message" in st.session_state:

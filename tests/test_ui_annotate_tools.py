@@ -1,0 +1,60 @@
+"""Tests for ui.annotate_tools: one canvas action (fabric.js JSON) turns a label map into the next (#14)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ui import annotate_tools
+
+SIZE = (40, 20)  # canvas (width, height) = twice the 20 x 10 image
+
+
+def gland_map() -> np.ndarray:
+    labels = np.zeros((10, 20), np.int32)
+    labels[1:9, 1:9] = 1
+    labels[1:9, 11:19] = 2
+    return labels
+
+
+def click(x: float, y: float) -> dict:
+    """The point tool's object: a small circle centred on the click (canvas coordinates)."""
+    return {"type": "circle", "left": x - 5, "top": y - 5, "radius": 5, "originX": "left", "originY": "top",
+            "strokeWidth": 0}  # fmt: skip
+
+
+def stroke(points: list[tuple[float, float]]) -> dict:
+    path = [["M", *points[0]], *[["L", *p] for p in points[1:]]]
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return {"type": "path", "path": path, "left": min(xs) - 1, "top": min(ys) - 1, "originX": "left",
+            "originY": "top", "width": max(xs) - min(xs), "height": max(ys) - min(ys), "strokeWidth": 2}  # fmt: skip
+
+
+def test_erase_click_removes_the_gland_under_it() -> None:
+    out = annotate_tools.apply("erase", {"objects": [click(10, 10)]}, gland_map(), SIZE)
+    assert out is not None and set(np.unique(out)) == {0, 2}
+    assert (
+        annotate_tools.apply("erase", {"objects": [click(20, 2)]}, gland_map(), SIZE) is None
+    )  # background
+
+
+def test_merge_clicks_name_the_glands_and_apply_waits_for_the_button() -> None:
+    drawing = {"objects": [click(10, 10), click(30, 10)]}
+    assert annotate_tools.clicked_ids(drawing, gland_map(), SIZE) == [1, 2]
+    assert annotate_tools.apply("merge", drawing, gland_map(), SIZE) is None
+
+
+def test_a_cut_across_a_gland_splits_it() -> None:
+    cut = stroke([(10, 0), (10, 20)])  # canvas x 10 = image column 4.5, top to bottom
+    out = annotate_tools.apply("split", {"objects": [cut]}, gland_map(), SIZE)
+    assert out is not None and len(np.unique(out[1:9, 1:9])) == 2 and (out[1:9, 11:19] == 2).all()
+    assert (
+        annotate_tools.apply("split", {"objects": [stroke([(30, 0), (30, 6)])]}, gland_map(), SIZE)
+        is None
+    )
+
+
+def test_a_freehand_shape_is_added_filled_with_a_new_id() -> None:
+    loop = stroke([(20, 4), (24, 4), (24, 14), (20, 14), (20, 4)])
+    out = annotate_tools.apply("freedraw", {"objects": [loop]}, gland_map(), SIZE)
+    assert out is not None and out[4, 12] == 2 and (out[3:6, 10] == 3).all()  # filled, not an outline
+    assert annotate_tools.apply("polygon", {"objects": []}, gland_map(), SIZE) is None

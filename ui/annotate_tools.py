@@ -1,0 +1,97 @@
+"""The Annotate page's editing state: a label map per image and start, changed by one canvas action at a time
+(add a drawn gland, erase, split along a cut line, merge), with an undo history.
+
+The label map (int32[H, W]: 0=background, 1..N glands) lives in ``st.session_state``; the canvas shows it
+filled, one colour per gland, under an empty drawing layer. Each action is applied as soon as the canvas sends
+it (merge: when the button is pressed), then the canvas is mounted afresh (its key carries a version number).
+The label-map operations are ``glandseg_core.annotations``' pure functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from glandseg_core import annotations
+
+TOOLS = {
+    "polygon": "Add: polygon",
+    "freedraw": "Add: freehand",
+    "erase": "Erase",
+    "split": "Split: draw a cut",
+    "merge": "Merge",
+}
+CANVAS_MODE = {"polygon": "polygon", "freedraw": "freedraw", "erase": "point", "split": "freedraw",
+               "merge": "point"}  # fmt: skip
+HELP = {
+    "polygon": "Click each vertex of a new gland; click the first vertex again to close it. It is filled.",
+    "freedraw": "Trace a new gland's outline in one stroke; the enclosed area is filled and becomes the gland.",
+    "erase": "Click a gland to delete it (a false detection).",
+    "split": "Draw a line across a gland to cut it in two (merged glands): each side becomes its own gland.",
+    "merge": "Click the glands that are one gland (a gland cut in pieces), then press Merge.",
+}
+HISTORY = 20
+
+
+class Editor:
+    """The label map being edited for one image and start (``name``), in the session state."""
+
+    def __init__(self, name: str, start: np.ndarray | None, shape: tuple[int, int]) -> None:
+        self.name = name
+        if name not in st.session_state:
+            first = np.zeros(shape, np.int32) if start is None else start.astype(np.int32, copy=True)
+            st.session_state[name] = {"labels": first, "undo": [], "version": 0}
+        self.state = st.session_state[name]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.state["labels"]
+
+    @property
+    def canvas_key(self) -> str:
+        return f"{self.name}_canvas{self.state['version']}"
+
+    def set(self, labels: np.ndarray) -> None:
+        """Replace the label map (the previous one goes on the undo history) and clear the canvas."""
+        self.state["undo"] = [*self.state["undo"], self.state["labels"]][-HISTORY:]
+        self.state["labels"] = labels
+        self.state["version"] += 1
+
+    def undo(self) -> None:
+        if self.state["undo"]:
+            self.state["labels"] = self.state["undo"].pop()
+            self.state["version"] += 1
+
+    def can_undo(self) -> bool:
+        return bool(self.state["undo"])
+
+
+def clicked_ids(drawing: dict | None, labels: np.ndarray, size: tuple[int, int]) -> list[int]:
+    """Gland ids under the point tool's clicks, in click order."""
+    centres = []
+    for obj in (drawing or {}).get("objects", []) or []:
+        pts = annotations.canvas_points(obj, labels.shape, size)
+        if pts is not None:
+            centres.append(pts.mean(0))
+    return annotations.ids_at(labels, np.asarray(centres).reshape(-1, 2))
+
+
+def apply(
+    tool: str, drawing: dict | None, labels: np.ndarray, size: tuple[int, int]
+) -> np.ndarray | None:
+    """The label map after the canvas's action with ``tool``, or None when there is nothing to apply yet."""
+    objects = (drawing or {}).get("objects", []) or []
+    if not objects or tool == "merge":
+        return None
+    if tool in ("polygon", "freedraw"):
+        drawn = annotations.drawing_to_labels(drawing, labels.shape, size)
+        return annotations.add_labels(labels, drawn) if drawn.any() else None
+    if tool == "erase":
+        ids = clicked_ids(drawing, labels, size)
+        return annotations.erase_ids(labels, ids) if ids else None
+    out = labels
+    for obj in objects:  # split: every stroke is a cut
+        pts = annotations.canvas_points(obj, labels.shape, size)
+        if pts is not None and len(pts) >= 2:
+            out = annotations.split_along(out, pts)
+    return out if not np.array_equal(out, labels) else None
