@@ -71,12 +71,8 @@ def distribution_figure(
                     "line": {"width": 0.5, "color": "white"},
                 },
                 customdata=np.stack([df["image"], df["grade"]], axis=1),
-                hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>"
-                + label
-                + (": %{y:.1f}" if metric == "object_hausdorff" else ": %{y:.3f}")
-                + "<extra>"
-                + model
-                + "</extra>",
+                hovertemplate=f"<b>%{{customdata[0]}}</b> (%{{customdata[1]}})<br>{label}: {_y(metric)}"
+                f"<extra>{model}</extra>",
                 showlegend=False,
             )
         )
@@ -115,7 +111,7 @@ def difference_figure(
     groups = ((b_better, f"{label_b} better", colour_of[label_b]),
               ((values != 0) & ~b_better, f"{label_a} better", colour_of[label_a]),
               (values == 0, "no difference", "#888888"))  # fmt: skip
-    fmt = "%{y:+.1f}" if metric == "object_hausdorff" else "%{y:+.3f}"
+    fmt = _y(metric, "+")
     for sel, name, colour in groups:
         if not sel.any():
             continue
@@ -148,6 +144,11 @@ def difference_figure(
         legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0, "title": None},
     )
     return fig
+
+
+def _y(metric: str, sign: str = "") -> str:
+    """Plotly's hover format of a metric value: Hausdorff with 1 decimal, F1 and Dice with 3."""
+    return f"%{{y:{sign}.1f}}" if metric == "object_hausdorff" else f"%{{y:{sign}.3f}}"
 
 
 def _legend_entry(name: str, colour: str, symbol: str) -> go.Scatter:
