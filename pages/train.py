@@ -28,10 +28,8 @@ if busy:
 runs_root = settings.runs_root()
 prefs = runs.remembered(
     runs_root
-)  # the last started run's data folder and preset (<runs>/.dashboard.json)
-if "train_data" not in st.session_state:
-    st.session_state["train_data"] = prefs.get("data_dir") or os.environ.get("GLANDSEG_DATA", "")
-data_dir = st.text_input("GlaS folder", key="train_data",
+)  # the last started run's data folder and preset (runs/.dashboard.json)
+data_dir = st.text_input("GlaS folder", prefs.get("data_dir") or os.environ.get("GLANDSEG_DATA", ""), key="train_data",
                          help=f"inside {settings.data_root()} (relative paths start there); remembered once a run starts",
                          placeholder="the folder holding train_1.bmp, testA_1.bmp, … (or set GLANDSEG_DATA)")  # fmt: skip
 
@@ -43,11 +41,8 @@ def glas_folder() -> str:
 
 with st.expander("New training run", expanded=not busy):
     presets = list(PRESETS)
-    if "train_preset" not in st.session_state:
-        st.session_state["train_preset"] = (
-            prefs.get("preset") if prefs.get("preset") in presets else "poster-maskrcnn"
-        )
-    preset = st.selectbox("Preset", presets, key="train_preset",
+    remembered_preset = prefs.get("preset") if prefs.get("preset") in presets else "poster-maskrcnn"
+    preset = st.selectbox("Preset", presets, index=presets.index(remembered_preset), key="train_preset",
                           help="poster-* copy the poster's hyperparameters; glandseg-* are our tuned recipes")  # fmt: skip
     run_panel.pretrained_starts(PRESETS[preset])
     run_name = st.text_input("Run folder name", f"{preset}-{datetime.date.today():%Y%m%d}", key=f"run_{preset}",

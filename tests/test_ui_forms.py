@@ -1,16 +1,18 @@
-"""Tests for ui.forms (config form specs, progress wording), ui.runs_table and ui.figures' training curves."""
+"""Tests for ui.forms (config form specs, progress wording, time left), ui.field_help (labels, units, help,
+the poster's values), ui.runs_table and settings, and ui.figures' training curves."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from glandseg_core.config import PRESETS, RunConfig
-from ui import figures
+from ui import field_help, figures
 from ui import forms as dashboard
-from ui.runs import RUN_COLUMNS, runs_table
+from ui.runs import RUN_COLUMNS, remember, remembered, runs_table, time_left
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -80,3 +82,79 @@ def test_runs_table_and_figures() -> None:
     assert [t.name for t in val.data][:2] == ["F1", "object Dice"] and len(val.data[0].x) == 1
     assert val.layout.yaxis2.range == (0, pytest.approx(99.0))
     assert len(figures.validation_figure(log[["epoch", "train_loss"]]).data) == 1  # no validation yet
+
+
+# ----------------------------------------------------------------------------- issue #14: words and phases
+
+
+def test_every_field_has_a_human_label_and_a_help_line() -> None:
+    assert field_help.missing_fields() == []
+    for spec in dashboard.field_specs(PRESETS["glandseg-maskrcnn"]):
+        label = field_help.label(spec["name"], spec["value"], "maskrcnn")
+        assert "_" not in label, label  # never a bare field name
+        assert field_help.help_text(spec["name"], spec["value"], "maskrcnn").strip()
+    assert field_help.label("maskrcnn_rpn_post_nms_top_n_train", 2000, "maskrcnn") == (
+        "Proposals kept per image in training (boxes)"
+    )
+    assert field_help.label("train_crop_size", 256, "unet") == "Training crop side (px)"
+
+
+def test_the_posters_values_are_marked() -> None:
+    poster = PRESETS["poster-maskrcnn"]
+    marked = {
+        s["name"]
+        for s in dashboard.field_specs(poster)
+        if field_help.label(s["name"], s["value"], "maskrcnn").endswith("· poster")
+    }
+    assert {"train_lr", "train_momentum", "train_weight_decay", "train_batch_size", "train_epochs",
+            "train_optimizer", "train_lr_step_epochs", "train_lr_gamma", "maskrcnn_backbone"} <= marked  # fmt: skip
+    assert "train_grad_clip" not in marked and "train_augment" not in marked  # not on the poster
+    ours = PRESETS["glandseg-maskrcnn"]
+    assert not field_help.label("train_lr", ours.train_lr, "maskrcnn").endswith("poster")
+    assert "the poster used 0.005" in field_help.help_text("train_lr", ours.train_lr, "maskrcnn")
+    assert "this is the poster's value" in field_help.help_text("train_lr", 0.005, "maskrcnn")
+    assert field_help.label("train_epochs", 15, "unet").endswith("· poster")
+
+
+def test_progress_wording_of_each_phase() -> None:
+    base = {"status": "running", "epoch": 2, "epochs": 4, "step": 10, "steps": 10, "phase": "validate",
+            "unit": "images", "done": 5, "total": 15}  # fmt: skip
+    frac, text = dashboard.progress_text(base)
+    assert frac == pytest.approx(0.5) and text == "running · epoch 2/4 · validating on val"
+    assert dashboard.phase_progress(base) == (pytest.approx(1 / 3), "validating on val: 5/15 images")
+    tune = {**base, "epoch": 4, "phase": "tune", "unit": "grid points", "done": 27, "total": 54}
+    assert (
+        dashboard.progress_text(tune)[1]
+        == "running · all 4 epochs trained · tuning post-processing on val"
+    )
+    assert dashboard.phase_progress(tune)[1] == "tuning post-processing on val: 27/54 grid points"
+    stopped = {"status": "stopped", "epoch": 4, "epochs": 4, "phase": "tune", "step": None, "steps": 10}
+    assert dashboard.progress_text(stopped)[1] == (
+        "stopped · 4/4 epochs done · stopped while tuning post-processing on val"
+    )
+    assert dashboard.phase_progress(stopped) is None
+    assert [dashboard.duration(s) for s in (None, 12.4, 600, 7500)] == [
+        "?", "about 12 s", "about 10 min", "about 2 h 5 min"]  # fmt: skip
+
+
+def test_time_left_from_the_runs_own_pace() -> None:
+    cfg = RunConfig(train_epochs=4, train_val_every=2)
+    now = 1000.0
+    s = {"status": "running", "phase": "train", "epoch": 2, "epochs": 4, "done": 10, "total": 40,
+         "phase_started": now - 20, "time": now}  # fmt: skip
+    log = pd.DataFrame([{"epoch": 1, "val_seconds": None}, {"epoch": 0, "val_seconds": 30.0}])
+    left = time_left(s, cfg, log)
+    assert left["phase"] == pytest.approx(60.0)  # 30 steps at 2 s
+    assert left["training"] == pytest.approx(
+        (30 + 2 * 40) * 2.0 + 2 * 30.0
+    )  # + validations after 2 and 4
+    assert time_left(s, cfg, pd.DataFrame())["training"] is None  # no validation timed yet: unknown
+    assert time_left({**s, "status": "stopped"}, cfg, log) == {"phase": None, "training": None}
+
+
+def test_settings_are_remembered_in_the_runs_root(tmp_path: Path) -> None:
+    assert remembered(tmp_path / "runs") == {}
+    remember(tmp_path / "runs", data_dir="/data/glas")
+    remember(tmp_path / "runs", preset="glandseg-unet")
+    assert remembered(tmp_path / "runs") == {"data_dir": "/data/glas", "preset": "glandseg-unet"}
+    assert (tmp_path / "runs" / ".dashboard.json").is_file()
