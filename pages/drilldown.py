@@ -141,8 +141,13 @@ if len(glands):
         "**Glands of the ground truth**: per model, what happened to each (found / missed, merges, splits), "
         "its Dice and Hausdorff (pixels) with its partner prediction."
     )
-    gfmt = {c: st.column_config.NumberColumn(format=drilldown.number_format(c)) for c in glands.columns[2:]
-            if c.endswith(("Dice", "Hausdorff"))}  # fmt: skip
+    gfmt = {c: st.column_config.NumberColumn(format=drilldown.number_format(c))
+            for c in glands.columns[2:] if c.endswith(("Dice", "Hausdorff"))}  # fmt: skip
+    gfmt |= {"gland": st.column_config.NumberColumn(width="small"), "area (px)": st.column_config.NumberColumn(
+        "area", width="small", help="pixels")}  # fmt: skip
+    gfmt |= {c: st.column_config.TextColumn(c.removesuffix(" (partner)"), help="Found or missed, in a merge or "
+             "split, and (in brackets) its partner: the prediction covering most of it") for c in glands.columns
+             if c.endswith(" (partner)")}  # fmt: skip
     st.dataframe(
         glands,
         hide_index=True,

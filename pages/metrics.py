@@ -70,13 +70,15 @@ st.dataframe(
     key="metrics_table",
 )
 notes = [
-    "F1: detection (a gland counts as found when one prediction covers more than 50% of it); Dice: object "
-    "Dice; Hausdorff: object Hausdorff, in pixels (lower is better)."
+    (
+        "F1: detection (a gland counts as found when one prediction covers more than 50% of it); Dice: "
+        "object Dice; Hausdorff: object Hausdorff, in pixels (lower is better)."
+    )
 ]
 if references and aggregation == "pooled":
     notes.append("Published figures are the official pooled GlaS results.")
 elif references:
-    notes.append(ur.poster_line() + " Its Mask R-CNN trained 200 epochs, its U-Net 15.")
+    notes.append(ur.poster_line())
 if aggregation == "pooled" and table[table["source"] == "ours"].iloc[:, 2:].isna().any().any():
     notes.append(
         "Pooled object Dice and Hausdorff need per-object sums that only the `evaluate` summary "
@@ -94,7 +96,8 @@ if recipes:
 if grade_filter:
     notes.insert(0, f"Grade filter: {', '.join(grade_filter)} images only.")
 st.caption(" ".join(notes))
-quirks = [n for n in loaders.single_id_images() if n.split("_")[0] in splits]
+in_view = {n for df in tables.values() for n in stats.filter_images(df, splits, grade_filter)["image"]}
+quirks = [n for n in loaders.single_id_images() if n in in_view]
 with st.expander("How glands are matched, and the images whose annotation gives every gland one id"):
     st.markdown(ur.MATCHING_RULE)
     if quirks:
