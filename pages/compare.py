@@ -1,113 +1,107 @@
-"""Compare: U-Net and Mask R-CNN side by side on one image, with their disagreement and, when known, scores."""
+"""Compare: U-Net and Mask R-CNN side by side on one image, with their disagreement and, when known, scores.
+
+Opens on a bundled test sample (its results computed ahead, see ``ui.diskcache``), with a drop zone for one's
+own image. While the models run, a progress bar with a Cancel button stands where the results will be.
+"""
 
 import streamlit as st
 
-from glandseg_core import export, metrics
-from glandseg_core.errors import ImageError, ModelError
-from ui import inference, loaders, panels, pickers, settings
+from glandseg_core import overlays
+from ui import compare_view, inference, loaders, panels, pickers, settings
 
 loaders.ensure_router()
 st.title("Compare U-Net and Mask R-CNN")
+tta = st.session_state.get("cmp_tta", False)
+with st.container():  # one slot: an error line here never shifts the results' place (see below)
+    picked = pickers.pick_arrival("cmp", limit=pickers.page_limit(list(settings.ROLES), tta=tta))
+root = settings.models_root()
+samples = [s for s in loaders.sample_sources() if s.image_path is not None]
+inference.warm(  # the bundled samples' results, ahead of the first visit (kept on disk)
+    f"samples:{root}",
+    [(str(root / r), loaders.load_image(str(s.image_path), settings.mtime(s.image_path)))
+     for s in samples for r in settings.ROLES if (root / r).is_dir()],
+)  # fmt: skip
 with st.sidebar:
-    limit = pickers.page_limit(list(settings.ROLES), tta=True)
-    picked = pickers.pick_image("cmp", st.sidebar, limit=limit)
     gt, gt_name = pickers.pick_ground_truth(picked, "cmp", st.sidebar) if picked else (None, "none")
     st.subheader("Display")
     alpha = st.slider("Mask opacity", 0.0, 1.0, 0.4, 0.05, key="cmp_alpha")
     outlines = st.toggle("Outlines", value=True, key="cmp_outlines")
     show_ids = st.toggle("Gland ids", value=False, key="cmp_ids")
     by_outcome = gt is not None and st.toggle(
-        "Colour by outcome",
-        value=True,
-        key="cmp_outcome",
-        help="Green: found (TP), red: false (FP), blue: missed",
-    )
-    tta = st.checkbox(
-        "Test-time augmentation", key="cmp_tta", help="Average 8 flips/rotations (8× slower)"
-    )
-
-if picked is None:
-    st.info("Upload an H&E image (PNG, JPEG, TIFF or BMP) in the sidebar, or pick a bundled sample.")
-    st.stop()
-
-image, scale = picked.image, picked.scale
-h, w = picked.original_shape
-facts = [f"**{picked.stem}**", f"{w}×{h} px"]
-if scale != 1.0:
-    facts.append(
-        f"worked on downsampled to {image.shape[1]}×{image.shape[0]} (sizes in original pixels)"
-    )
-if picked.grade != "unknown":
-    facts.append(f"GlaS grade: {picked.grade}")
-n_truth = None if gt is None else panels.count(gt)
-facts.append("no ground truth" if gt is None else f"ground truth: {gt_name} ({n_truth} glands)")
-st.caption(" · ".join(facts))
-
-if by_outcome:
-    colours = export.OUTCOME_COLOURS
-    panels.legend(
-        {"found (TP)": colours["TP"], "false (FP)": colours["FP"], "missed (FN)": colours["FN"]}
-    )
-results: dict[str, tuple] = {}
-root = settings.models_root()
-for col, (role, title) in zip(st.columns(2, gap="medium"), settings.ROLES.items(), strict=True):
-    with col:
-        st.subheader(title)
+        "Colour by outcome", value=True, key="cmp_outcome",
+        help="Found, merged, split, false and missed glands in their own colours (legend above the images)",
+    )  # fmt: skip
+    st.checkbox("Test-time augmentation", key="cmp_tta", help="Average 8 flips/rotations (8× slower)")
+    st.subheader("Models")
+    chosen: dict[str, str | None] = {}
+    for role, title in settings.ROLES.items():
         names, default = loaders.model_choices(role)
-        if default is None:
-            st.warning(
-                f"No {title} model: the folder `{root / role}` is missing or has no `weights.pt`."
-            )
-        name = st.selectbox("Model folder", names, index=default, key=f"cmp_model_{role}",
-                            placeholder="Pick another model folder") if names else None  # fmt: skip
-        if name is None:
-            st.caption("Train one on the Train page and promote it, or set GLANDSEG_MODELS.")
-            continue
-        try:
-            seg = inference.segment(root / name, image, tta=tta, what=f"{picked.stem} with {name}")
-        except inference.Cancelled as e:
-            st.info(str(e))
-            continue
-        except (ModelError, ImageError, inference.InferenceFailed, OSError) as e:
-            st.error(f"{name}: {e}")
-            continue
-        labels = seg.labels
-        results[role] = (title if name == role else f"{title} ({name})", labels)
-        if by_outcome:
-            outcome = metrics.object_outcomes(labels, gt)
-            view = export.outcome_overlay(image, labels, gt, outcome, alpha=alpha, outlines=outlines)
-        else:
-            view = export.overlay(image, labels, alpha=alpha, outlines=outlines, ids=show_ids)
-        st.image(view, caption=f"{name}: {title} overlay", width="stretch")
-        m = st.columns(2)
-        delta = None if n_truth is None else f"{panels.count(labels) - n_truth:+d} vs ground truth"
-        m[0].metric("Glands", panels.count(labels), delta=delta, delta_color="off", delta_arrow="off")
-        m[1].metric(
-            "Inference", f"{seg.seconds:.2f} s", help="Model time on this machine; kept for reruns"
-        )
-        if gt is not None:
-            panels.scores(labels, gt, scale)
-        panels.downloads(labels, view, f"{picked.stem}_{name}", key=role, scale=scale)
+        chosen[role] = (
+            st.selectbox(f"{title} model folder", names, index=default, key=f"cmp_model_{role}",
+                         placeholder="Pick another model folder") if names else None
+        )  # fmt: skip
 
-st.divider()
-left, right = st.columns(2, gap="medium")
-with left:
-    st.subheader("Where the models disagree")
-    if len(results) == 2:
-        (name_a, lab_a), (name_b, lab_b) = results["unet"], results["maskrcnn"]
-        st.image(export.disagreement_map(image, lab_a, lab_b), width="stretch")
-        colours = export.DISAGREEMENT_COLOURS
-        panels.legend({f"only {name_a}": colours["A only"], f"only {name_b}": colours["B only"],
-                       "both (darkened)": (110, 80, 110)})  # fmt: skip
-        agree = ((lab_a > 0) == (lab_b > 0)).mean()
-        st.caption(f"The models agree on {agree:.1%} of the pixels (gland vs background).")
-    else:
-        st.info("Needs both models' results.")
-with right:
+header = st.container()
+area = st.empty()  # the results; emptied at once when a new image or setting needs the models again
+if picked is None:
+    st.stop()
+with header:
+    h, w = picked.original_shape
+    facts = [f"**{picked.stem}**", f"{w}×{h} px"]
+    if picked.scale != 1.0:
+        facts.append(f"worked on downsampled to {picked.image.shape[1]}×{picked.image.shape[0]}")
+    if picked.grade != "unknown":
+        facts.append(f"GlaS grade: {picked.grade}")
+    n_truth = None if gt is None else panels.count(gt)
+    facts.append("no ground truth" if gt is None else f"ground truth: {gt_name} ({n_truth} glands)")
+    left, right = st.columns([4, 1], vertical_alignment="bottom")
+    left.caption(" · ".join(facts))
+    mpp = right.number_input(
+        "Pixel size (µm/px)", 0.05, 10.0, compare_view.GLAS_MPP, 0.01, format="%.3f",
+        key=f"cmp_mpp_{picked.key}",
+        help="Micrometres per pixel of this image (GlaS: 0.62 at 20×). The image is segmented at the models' "
+        "pixel size, and areas are given in µm².",
+    )  # fmt: skip
+    if note := pickers.split_note(picked):
+        st.warning(note, icon=":material/school:")
     if gt is not None:
-        st.subheader("Ground truth")
-        view = export.overlay(image, gt, alpha=alpha, outlines=outlines, ids=show_ids)
-        st.image(view, caption=gt_name, width="stretch")
-    else:
-        st.subheader("Input image")
-        st.image(image, width="stretch")
+        compare_view.explain_single_id(compare_view.single_id(gt, picked.stem))
+
+with area.container():
+    results, stopped = compare_view.run_models(picked, chosen, tta, mpp)
+with area.container():
+    if stopped:
+        st.info("Segmentation cancelled.")
+        inference.offer_again(picked.image, "Run the models again")
+    if by_outcome:
+        panels.legend(overlays.outcome_legend(), title="Colours:")
+        st.caption("White outlines: the true glands inside a merge or cut by a split.")
+    for col, (role, title) in zip(st.columns(2, gap="medium"), settings.ROLES.items(), strict=True):
+        with col:
+            st.subheader(title)
+            if chosen[role] is None:
+                st.warning(
+                    f"No {title} model: the folder `{root / role}` is missing or has no `weights.pt`."
+                )
+                st.caption("Train one on the Train page and promote it, or set GLANDSEG_MODELS.")
+            elif role in results:
+                compare_view.panel(results[role], picked, gt, alpha=alpha, outlines=outlines, ids=show_ids,
+                                   by_outcome=by_outcome, mpp=mpp)  # fmt: skip
+    if gt is not None:
+        st.info(compare_view.MATCHING_RULE, icon=":material/rule:")
+    st.divider()
+    left, right = st.columns(2, gap="medium")
+    with left:
+        st.subheader("Where the models disagree")
+        if len(results) == 2:
+            compare_view.disagreement(picked.image, results["unet"], results["maskrcnn"])
+        else:
+            st.info("Needs both models' results.")
+    with right:
+        st.subheader("Ground truth" if gt is not None else "Input image")
+        view = (
+            overlays.overlay(picked.image, gt, alpha=alpha, outlines=outlines, ids=show_ids)
+            if gt is not None
+            else picked.image
+        )
+        st.image(view, caption=gt_name if gt is not None else None, width="stretch")  # fmt: skip

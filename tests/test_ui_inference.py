@@ -162,3 +162,10 @@ def test_warm_computes_once_per_process_and_keeps_on_disk(
     hit = inference.kept(model, sample(), persist=True)
     assert hit is not None and hit.labels.shape == (256, 320)
     assert len(list(diskcache.cache_dir().glob("*.npz"))) == 1
+
+
+def test_a_pixel_size_segments_at_the_models_scale_and_answers_at_the_images(
+    tiny_models: Path, workers: list[subprocess.Popen]
+) -> None:
+    result = inference.run_job(str(tiny_models / "unet"), sample(), False, lambda *_: None, mpp=0.31)
+    assert result.labels.shape == (256, 320) and result.labels.dtype == np.int32

@@ -67,6 +67,22 @@ class Source:
     image_path: Path | None
     anno_path: Path | None
     grade: str = "unknown"
+    split: str = ""  # testA, testB, val, train ("" for an upload)
+
+
+SPLIT_NAMES = {
+    "testA": "Test A",
+    "testB": "Test B",
+    "val": "validation image",
+    "train": "training image, seen by the models",
+}
+SPLIT_ORDER = ("testA", "testB", "val", "train")  # test images first
+
+
+def split_of(stem: str) -> str:
+    """The GlaS split a sample's name tells (``testA_1`` -> ``testA``), else ``""``."""
+    head = stem.split("_", 1)[0]
+    return head if head in ("testA", "testB", "train") else ""
 
 
 def sample_sources() -> list[Source]:
@@ -76,24 +92,20 @@ def sample_sources() -> list[Source]:
         if p.stem.endswith("_anno"):
             continue
         anno = p.with_name(f"{p.stem}_anno.png")
-        grade = SAMPLE_GRADES.get(p.stem, "unknown")
-        out.append(
-            Source(
-                f"sample:{p.stem}",
-                f"{p.stem} ({grade})",
-                p.stem,
-                p,
-                anno if anno.exists() else None,
-                grade,
-            )
+        grade, split = SAMPLE_GRADES.get(p.stem, "unknown"), split_of(p.stem)
+        label = (
+            f"{p.stem} (bundled sample, {', '.join(x for x in (SPLIT_NAMES.get(split), grade) if x)})"
         )
-    return out
+        out.append(
+            Source(f"sample:{p.stem}", label, p.stem, p, anno if anno.exists() else None, grade, split)
+        )
+    return sorted(out, key=lambda s: SPLIT_ORDER.index(s.split) if s.split in SPLIT_ORDER else 9)
 
 
 @st.cache_data(ttl=300, show_spinner=False)
 def _glas_items(root: str) -> list[GlasItem]:
     items: list[GlasItem] = []
-    for split in ("train", "val", "testA", "testB"):
+    for split in SPLIT_ORDER:
         try:
             items += find_items(root, (split,))
         except DatasetError:
@@ -102,18 +114,20 @@ def _glas_items(root: str) -> list[GlasItem]:
 
 
 def glas_sources() -> list[Source]:
-    """Every image of ``$GLANDSEG_DATA`` (empty when it is not set or not a GlaS folder)."""
+    """Every image of ``$GLANDSEG_DATA``, test images first, training images marked as such in their label
+    (empty when it is not set or not a GlaS folder)."""
     root = settings.glas_dir()
     if root is None:
         return []
     return [
         Source(
             f"glas:{it.name}",
-            f"{it.name} ({it.split}, {it.grade})",
+            f"{it.name} ({SPLIT_NAMES.get(it.split, it.split)}, {it.grade})",
             it.name,
             it.image_path,
             it.anno_path,
             it.grade,
+            it.split,
         )
         for it in _glas_items(str(root.resolve()))
     ]

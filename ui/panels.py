@@ -34,28 +34,66 @@ def legend(items: dict[str, tuple[int, int, int] | str], title: str = "") -> Non
     st.markdown((f"{title} " if title else "") + " &nbsp; ".join(cells), unsafe_allow_html=True)
 
 
+MATCHING_HELP = (
+    "A predicted gland is found (TP) when it covers more than half (50 %) of the true gland it overlaps most; "
+    "a merge of several true glands finds at most one of them."
+)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _score(labels: np.ndarray, gt: np.ndarray) -> metrics.ImageScores:
+    return metrics.score_image(labels, gt)
+
+
 def scores(labels: np.ndarray, gt: np.ndarray, scale: float) -> None:
-    """F1, object Dice and object Hausdorff (original pixels) of a label map against its ground truth."""
-    s = metrics.score_image(labels, gt)
+    """F1, object Dice and object Hausdorff (original pixels) of a label map against its ground truth, with
+    the counts and the GlaS matching rule they follow."""
+    s = _score(labels, gt)
     m = st.columns(3)
-    m[0].metric("F1", f"{s.f1:.3f}", help=f"TP {s.tp} · FP {s.fp} · missed {s.fn}")
+    m[0].metric("F1", f"{s.f1:.3f}", help=f"TP {s.tp} · FP {s.fp} · missed {s.fn}. {MATCHING_HELP}")
     m[1].metric("Object Dice", f"{s.object_dice:.3f}")
     m[2].metric("Object Hausdorff", f"{s.object_hausdorff * scale:.1f} px")
+    st.caption(
+        f"Found {s.tp} · false {s.fp} · missed {s.fn}. Found = a prediction covering **more than 50 %** of a "
+        "true gland (GlaS rule)."
+    )
 
 
-def downloads(labels: np.ndarray, view: np.ndarray, stem: str, *, key: str, scale: float = 1.0) -> None:
-    """Label map, overlay, gland CSV and GeoJSON download buttons (measurements in original pixels)."""
-    h, w = labels.shape
-    size_note = f" ({w}×{h}, downsampled)" if scale != 1.0 else ""
-    table = budget.to_original(export.gland_table(labels), scale)
-    geo = budget.geojson_to_original(export.to_geojson(labels), scale)
-    items = [
-        ("Label map", label_png_bytes(labels), f"{stem}_labels.png", "image/png", f"16-bit PNG, 0 = background, 1..N = glands{size_note}"),
-        ("Overlay", png_bytes(view), f"{stem}_overlay.png", "image/png", f"The overlay as shown{size_note}"),
-        ("CSV", table.to_csv(index=False), f"{stem}_glands.csv", "text/csv", "One row per gland: area, perimeter, centroid, bbox, shape"),
-        ("GeoJSON", json.dumps(geo), f"{stem}.geojson", "application/geo+json", "Gland outlines for QuPath"),
-    ]  # fmt: skip
+def downloads(
+    labels: np.ndarray,
+    view: np.ndarray,
+    stem: str,
+    *,
+    key: str,
+    scale: float = 1.0,
+    mpp: float | None = None,
+) -> None:
+    """Label map, overlay, gland CSV and GeoJSON download buttons (measurements in original pixels; with
+    ``mpp``, the original image's µm per pixel, areas in µm² and perimeters in µm as well)."""
+    items = _files(labels, view, stem, scale, mpp)
     for c, (label, data, fname, mime, hint) in zip(st.columns(4), items, strict=True):
         c.download_button(
             label, data, fname, mime, key=f"dl_{label}_{key}", on_click="ignore", help=hint
         )
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _files(
+    labels: np.ndarray, view: np.ndarray, stem: str, scale: float, mpp: float | None
+) -> list[tuple[str, bytes | str, str, str, str]]:
+    """(button label, data, file name, MIME type, help) of each download (kept: a revisit draws at once)."""
+    h, w = labels.shape
+    size_note = f" ({w}×{h}, downsampled)" if scale != 1.0 else ""
+    table = budget.to_original(export.gland_table(labels), scale)
+    if mpp is not None:  # µm columns of the working image's pixels (mpp * scale µm each)
+        um = export.gland_table(labels, mpp=mpp * scale)
+        table = table.assign(
+            area_um2=um["area_um2"].to_numpy(), perimeter_um=um["perimeter_um"].to_numpy()
+        )
+    geo = budget.geojson_to_original(export.to_geojson(labels), scale)
+    return [
+        ("Label map", label_png_bytes(labels), f"{stem}_labels.png", "image/png", f"16-bit PNG, 0 = background, 1..N = glands{size_note}"),
+        ("Overlay", png_bytes(view), f"{stem}_overlay.png", "image/png", f"The overlay as shown{size_note}"),
+        ("CSV", table.to_csv(index=False), f"{stem}_glands.csv", "text/csv", "One row per gland: area (px and µm²), perimeter, centroid, bbox, shape"),
+        ("GeoJSON", json.dumps(geo), f"{stem}.geojson", "application/geo+json", "Gland outlines for QuPath"),
+    ]  # fmt: skip

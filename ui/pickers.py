@@ -18,6 +18,7 @@ from glandseg_core.errors import ImageError
 from . import budget
 from .loaders import (
     UPLOAD_TYPES,
+    Source,
     decode_upload,
     decode_upload_labels,
     glas_grade,
@@ -44,6 +45,8 @@ class Picked:
     grade: str
     original_shape: tuple[int, int] = (0, 0)
     scale: float = 1.0
+    split: str = ""  # testA, testB, val, train; "" for an upload
+    source: str = ""  # sample, glas or upload
 
 
 def page_limit(kinds: list[str] | tuple[str, ...], tta: bool = False) -> int:
@@ -113,28 +116,77 @@ def pick_image(
     if kind == "Upload":
         up = box.file_uploader("H&E image (PNG, JPEG, TIFF, BMP)", type=UPLOAD_TYPES, key=f"{prefix}_upload",
                                help="Up to 50 MB and 100 megapixels.")  # fmt: skip
-        if up is None:
-            return None
-        key, stem, src, name, anno, grade = (
-            f"upload:{up.name}:{up.size}",
-            Path(up.name).stem,
-            up.getvalue(),
-            up.name,
-            None,
-            None,
-        )
-    else:
-        options = {s.key: s for s in (samples if kind == "Bundled sample" else glas)}
-        choice = box.selectbox("Sample" if kind == "Bundled sample" else "GlaS image", list(options),
-                               key=f"{prefix}_{kind[:6]}", format_func=lambda k: options[k].label)  # fmt: skip
-        s = options[choice]
-        key, stem, src, name, anno, grade = s.key, s.stem, str(s.image_path), "", s.anno_path, s.grade
+        return None if up is None else _from_upload(up, limit)
+    options = {s.key: s for s in (samples if kind == "Bundled sample" else glas)}
+    choice = box.selectbox("Sample" if kind == "Bundled sample" else "GlaS image", list(options),
+                           key=f"{prefix}_{kind[:6]}", format_func=lambda k: options[k].label)  # fmt: skip
+    return _from_source(options[choice], limit)
+
+
+def pick_arrival(prefix: str, *, limit: int) -> Picked | None:
+    """The Compare page's arrival: a drop zone for one's own image beside a list of bundled samples and GlaS
+    images (test images first, training images marked). An upload wins while it is there.
+
+    Returns:
+        The picked image, or None (an unreadable upload: ``st.error`` says why).
+    """
+    sources = sample_sources() + glas_sources()
+    left, right = st.columns([3, 2], gap="medium")
+    up = left.file_uploader(
+        "Drop your own H&E image here, or browse (PNG, JPEG, TIFF, BMP; up to 50 MB and 100 megapixels)",
+        type=UPLOAD_TYPES,
+        key=f"{prefix}_upload",
+    )
+    options = {s.key: s for s in sources}
+    choice = right.selectbox(
+        "…or look at a bundled sample or a GlaS image",
+        list(options),
+        key=f"{prefix}_source",
+        format_func=lambda k: options[k].label,
+        disabled=up is not None,
+        help="Test images first: the models never saw them. Training images are marked: the models learnt "
+        "from them, so their scores flatter the models. Remove the uploaded file to pick one.",
+    )
+    if up is not None:
+        return _from_upload(up, limit)
+    return None if choice is None else _from_source(options[choice], limit)
+
+
+def _from_upload(up, limit: int) -> Picked | None:
+    key, stem = f"upload:{up.name}:{up.size}", Path(up.name).stem
     try:
-        image, shape, scale = _load(key, src, name, limit, 0.0 if isinstance(src, bytes) else mtime(src))
+        image, shape, scale = _load(key, up.getvalue(), up.name, limit, 0.0)
     except ImageError as e:
         st.error(str(e))
         return None
-    return Picked(key, stem, image, anno, grade or glas_grade(stem), shape, scale)
+    return Picked(key, stem, image, None, glas_grade(stem), shape, scale, "", "upload")
+
+
+def _from_source(s: Source, limit: int) -> Picked | None:
+    try:
+        image, shape, scale = _load(s.key, str(s.image_path), "", limit, mtime(s.image_path))
+    except ImageError as e:
+        st.error(str(e))
+        return None
+    source = s.key.split(":", 1)[0]
+    return Picked(
+        s.key, s.stem, image, s.anno_path, s.grade or glas_grade(s.stem), shape, scale, s.split, source
+    )
+
+
+def split_note(picked: Picked) -> str | None:
+    """What a reader must know about the picked image's GlaS split (None for test images and uploads)."""
+    if picked.split == "train":
+        return (
+            f"**{picked.stem} is a GlaS training image**: both models learnt from it, so its scores are "
+            "better than on glands they have never seen. Pick a Test A or Test B image to judge them."
+        )
+    if picked.split == "val":
+        return (
+            f"**{picked.stem} is a GlaS validation image**: held out of training, but used "
+            "to choose the checkpoint and the post-processing thresholds, so its scores are slightly flattering."
+        )
+    return None
 
 
 def drawn_annotations() -> dict[str, np.ndarray]:
