@@ -87,6 +87,8 @@ with area.container():
             elif role in results:
                 compare_view.panel(results[role], picked, gt, alpha=alpha, outlines=outlines, ids=show_ids,
                                    by_outcome=by_outcome, mpp=mpp)  # fmt: skip
+            elif stopped:
+                st.caption("Not segmented: cancelled.")
     if gt is not None:
         st.info(compare_view.MATCHING_RULE, icon=":material/rule:")
     st.divider()

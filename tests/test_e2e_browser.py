@@ -1,9 +1,12 @@
-"""End to end in a real browser: ``streamlit run app.py`` + headless Chromium (Playwright, sync API).
+"""End to end in a real browser: ``streamlit run app.py`` + headless Chromium (Playwright, sync API), with the
+shipped models (``trained_models/``) and the kept segmentations of the bundled samples (``cache/``, computed by
+the server's first page run when missing: the first run of this file takes minutes, later ones about two).
 
-Compare: a bad upload shows a one-line error and the app stays up; a sample image uploaded from disk gets both
-overlays and both gland counts; a long segmentation stops when its browser tab closes (issue #15, item 4).
-Annotate: a polygon clicked on the canvas becomes one gland. Train: the form and the device line render.
-Screenshots go to ``artifacts/`` (gitignored) for a human look.
+Issue #14's flows, with screenshots in ``artifacts/screenshots/`` (gitignored) for a human look:
+arrive (a bundled test sample with both models' results, first paint timed) and upload on the page's own drop
+zone; a long job with its progress bar (step, time left) and Cancel; the outcome view with a merge; a U-Net
+prediction corrected into an annotation (split, erase, merge, save). Also (issue #15): a bad upload is one line,
+a long segmentation stops when its tab closes, page URLs go through the router, Annotate's polygon, Train.
 Skipped when /usr/bin/chromium is missing.
 """
 
@@ -23,18 +26,26 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.test_app import make_tiny_models
+from glandseg_core import annotations
+from glandseg_core.io import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "artifacts"
+ARTIFACTS = REPO / "artifacts" / "screenshots"
+MODELS = REPO / "trained_models"
 CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]  # fmt: skip
 STARTUP_S, RESULT_MS = 120, 300_000  # two shared cores
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt install chromium)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt install chromium)"
+    ),
+    pytest.mark.skipif(
+        not all((MODELS / r / "weights.pt").is_file() for r in ("unet", "maskrcnn")),
+        reason="the shipped models are missing",
+    ),
+]
 
 
 def free_port() -> int:
@@ -45,15 +56,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A streamlit server on a free port with tiny models and private folders; yields its URL and the folder
-    where its segmentation jobs are made."""
+    """A streamlit server on a free port with the shipped models, the repository's kept segmentations and
+    private folders otherwise; yields its URL and the folder where its segmentation jobs are made."""
     tmp = tmp_path_factory.mktemp("e2e")
     env = dict(os.environ)
     env.pop("GLANDSEG_DATA", None)
     (tmp / "jobs").mkdir()
     env.update(
-        GLANDSEG_MODELS=str(make_tiny_models(tmp / "models")), GLANDSEG_RUNS=str(tmp / "runs"),
-        GLANDSEG_ANNOTATIONS=str(tmp / "annotations"), GLANDSEG_LOCK_DIR=str(tmp / "locks"), OMP_NUM_THREADS="1",
+        GLANDSEG_MODELS=str(MODELS), GLANDSEG_RUNS=str(tmp / "runs"), GLANDSEG_CACHE=str(REPO / "cache"),
+        GLANDSEG_ANNOTATIONS=str(tmp / "annotations"), GLANDSEG_LOCK_DIR=str(tmp / "locks"),
         GLANDSEG_MEMORY_BUDGET_MB="8192", TMPDIR=str(tmp / "jobs"),  # segmentation jobs' folders land here
     )  # fmt: skip
     port = free_port()
@@ -106,7 +117,7 @@ def page(browser):
 
 
 def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
@@ -132,8 +143,7 @@ def test_compare_upload_bad_then_good_image(server: tuple[str, Path], page, tmp_
     server, _ = server
     page.goto(server)
     page.get_by_text("Compare U-Net and Mask R-CNN").wait_for()
-    page.locator('[data-testid="stSidebar"]').get_by_text("Upload", exact=True).click()
-    uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').first
+    uploader = page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').first
     bad = tmp_path / "not_really.png"
     bad.write_bytes(b"this is a text file, not a PNG\n" * 10)
     uploader.set_input_files(str(bad))
@@ -176,6 +186,7 @@ def test_annotate_polygon_becomes_a_gland(server: tuple[str, Path], page) -> Non
     wait_idle(page)
     box = canvas.bounding_box()
     assert box is not None and box["width"] > 700  # the 775-px sample at full size
+    page.get_by_text("Add: polygon").click()
     x0, y0 = box["x"], box["y"]
     for dx, dy in (
         (100, 100),
@@ -213,8 +224,9 @@ def test_closing_the_tab_stops_a_long_segmentation(
     Image.fromarray(np.tile(tile, (6, 4, 1))).save(big)  # 3132x3100: many windows, slow enough
     page.goto(url)
     page.get_by_text("Compare U-Net and Mask R-CNN").wait_for()
-    page.locator('[data-testid="stSidebar"]').get_by_text("Upload", exact=True).click()
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(big))
+    page.locator(
+        '[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]'
+    ).first.set_input_files(str(big))
     page.get_by_text("Segmenting big with").first.wait_for()
     deadline = time.time() + 120
     while not list(jobs.glob("glandseg-job-*/worker.pid")) and time.time() < deadline:
@@ -233,3 +245,213 @@ def test_closing_the_tab_stops_a_long_segmentation(
         time.sleep(0.5)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not pid_file.parent.exists()  # the job's folder is cleaned up too
+
+
+# ------------------------------------------------------------------------------ issue #14: the four flows
+
+
+def overlays_shown(page) -> None:
+    page.get_by_text("unet: U-Net overlay").wait_for()
+    page.get_by_text("maskrcnn: Mask R-CNN overlay").wait_for()
+    page.locator('[data-testid="stMetric"]').filter(has_text="Object Hausdorff").nth(1).wait_for()
+
+
+def test_flow_arrive_on_a_sample_with_results_then_upload(server: tuple[str, Path], browser) -> None:
+    """#14: Compare opens on a bundled test sample with both models' results (first paint timed on a warm
+    server), and the drop zone is on the page itself."""
+    url, jobs = server
+    warm = browser.new_context(viewport={"width": 1440, "height": 1800})
+    pg = warm.new_page()
+    pg.set_default_timeout(RESULT_MS)
+    pg.goto(url)
+    overlays_shown(pg)  # the samples' results: from cache/, or computed now (the first run only)
+    warm.close()
+    deadline = time.monotonic() + 600
+    while list(jobs.glob("glandseg-job-*")) and time.monotonic() < deadline:
+        time.sleep(1)  # the other samples' results, computed in the background at the first run
+    time.sleep(2)
+    ctx = browser.new_context(viewport={"width": 1440, "height": 1800})
+    page = ctx.new_page()
+    page.set_default_timeout(RESULT_MS)
+    t0 = time.monotonic()
+    page.goto(url)
+    overlays_shown(page)
+    first_paint = time.monotonic() - t0
+    (ARTIFACTS / "first_paint.txt").write_text(f"{first_paint:.2f} s\n")
+    print(f"warm first paint of Compare: {first_paint:.2f} s")
+    wait_idle(page)
+    main = page.locator('[data-testid="stMain"]')
+    assert main.locator('[data-testid="stFileUploaderDropzone"]').count() == 1
+    assert "testA_1" in main.inner_text() and "more than half" in main.inner_text()
+    shot(page, "flow1_arrival.png")
+    assert (
+        first_paint < 30
+    )  # the target is 5 s on two idle cores (report the measured time); shared machine
+    main.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        str(REPO / "samples" / "testB_2.png")
+    )
+    page.get_by_text("**testB_2**").or_(page.get_by_text("testB_2", exact=True)).first.wait_for()
+    overlays_shown(page)
+    wait_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    shot(page, "flow1_uploaded.png")
+    ctx.close()
+
+
+def test_flow_long_job_shows_progress_and_cancels_in_seconds(
+    server: tuple[str, Path], page, tmp_path: Path
+) -> None:
+    """#14: a progress bar names the model, the window and the time left; Cancel kills the worker at once and
+    the previous image's results are gone from under the new title."""
+    url, jobs = server
+    big = tmp_path / "wide.png"
+    Image.fromarray(np.tile(read_image(REPO / "samples" / "testA_1.png"), (2, 2, 1))).save(
+        big
+    )  # 1550x1044
+    page.goto(url)
+    overlays_shown(page)
+    page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        str(big)
+    )
+    bar = page.locator('[data-testid="stProgress"]')
+    bar.filter(has_text="window").wait_for()  # the Mask R-CNN's windows
+    assert page.get_by_text("unet: U-Net overlay").count() == 0  # testA_1's results were cleared
+    text = bar.inner_text()
+    assert "wide with Mask R-CNN (model 2 of 2)" in text and "left" in text
+    shot(page, "flow2_progress.png")
+    [pid_file] = list(jobs.glob("glandseg-job-*/worker.pid"))
+    pid = int(pid_file.read_text())
+    t0 = time.monotonic()
+    page.get_by_role("button", name="Cancel").click()
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() - t0 < 10, "the worker still runs 10 s after Cancel"
+        time.sleep(0.05)
+    cancel_s = time.monotonic() - t0
+    (ARTIFACTS / "cancel.txt").write_text(f"{cancel_s:.2f} s\n")
+    print(f"Cancel to worker gone: {cancel_s:.2f} s")
+    page.get_by_text("Segmentation cancelled").wait_for()
+    page.get_by_role("button", name="Run the models again").wait_for()
+    wait_idle(page)
+    shot(page, "flow2_cancelled.png")
+    assert cancel_s < 10  # 1-2 s on an idle machine; the printed time is the one to report
+
+
+def test_flow_outcome_view_shows_a_merge(server: tuple[str, Path], page) -> None:
+    """#14: testA_1 with its annotation, coloured by outcome: the merges are named and drawn as such."""
+    url, _ = server
+    page.goto(url)
+    overlays_shown(page)
+    page.get_by_text("Merges").first.wait_for()
+    wait_idle(page)
+    assert "covers true glands" in page.locator('[data-testid="stMain"]').inner_text()
+    assert page.get_by_text("merge: one prediction over several glands").count() >= 1
+    page.get_by_text("unet: U-Net overlay").scroll_into_view_if_needed()
+    shot(page, "flow3_outcome_merge.png")
+
+
+def unet_labels() -> np.ndarray:
+    """The U-Net's testA_1 label map the server shows (its kept result)."""
+    from glandseg_core.checkpoints import WEIGHTS
+    from ui import diskcache, inference
+
+    image = read_image(REPO / "samples" / "testA_1.png")
+    model = MODELS / "unet"
+    key = (str(model), (model / WEIGHTS).stat().st_mtime, False, None, inference.digest(image))
+    hit = diskcache.load(key)
+    assert hit is not None, "the U-Net's testA_1 result is not in cache/"
+    return hit[0]
+
+
+def a_cut(labels: np.ndarray) -> tuple[int, int, int]:
+    """(column, top row, bottom row) of a vertical line that splits the largest gland."""
+    gid = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    rows, cols = np.nonzero(labels == gid)
+    middle = (cols.min() + cols.max()) / 2
+    for c in sorted(
+        np.linspace(cols.min() + 10, cols.max() - 10, 15).astype(int), key=lambda c: abs(c - middle)
+    ):
+        top, bottom = max(0, rows.min() - 8), min(labels.shape[0] - 1, rows.max() + 8)
+        cut = annotations.split_along(labels, np.array([[top, c], [bottom, c]]))
+        if len(np.unique(cut)) > len(np.unique(labels)):
+            return int(c), int(top), int(bottom)
+    raise AssertionError("no vertical cut splits the largest gland")
+
+
+def glands_drawn(page) -> int:
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="Glands drawn")
+    return int(metric.locator('[data-testid="stMetricValue"]').inner_text())
+
+
+def wait_glands(page, test, timeout_s: float = 120) -> int:
+    """Until the "Glands drawn" count passes ``test``; returns it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            n = glands_drawn(page)
+            if test(n):
+                return n
+        except (ValueError, Exception):  # noqa: BLE001  between reruns the metric may be missing
+            n = -1
+        assert time.monotonic() < deadline, f"Glands drawn is {n}"
+        page.wait_for_timeout(300)
+
+
+def test_flow_prediction_corrected_into_an_annotation(server: tuple[str, Path], page) -> None:
+    """#14: start from the U-Net's prediction, cut a merged gland, erase one, merge two, save."""
+    url, _ = server
+    labels = unet_labels()
+    n0 = len(np.unique(labels)) - 1
+    page.goto(f"{url}/annotate")
+    page.get_by_text("Annotate glands").wait_for()
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Start from").click()
+    page.get_by_role("option", name="Prediction of unet").click()
+    wait_glands(page, lambda n: n == n0)
+    canvas = page.locator("canvas.upper-canvas").first
+    wait_idle(page)
+    box = canvas.bounding_box()
+    assert box is not None
+    x0, y0 = box["x"] + 0.5, box["y"] + 0.5  # image pixel (r, c) centre is canvas (c + 0.5, r + 0.5)
+    shot(page, "flow4_start.png")
+
+    page.get_by_text("Split: draw a cut").click()
+    wait_idle(page)
+    c, top, bottom = a_cut(labels)
+    page.mouse.move(x0 + c, y0 + top)
+    page.mouse.down()
+    for r in np.linspace(top, bottom, 25):
+        page.mouse.move(x0 + c, y0 + r)
+    page.mouse.up()
+    n1 = wait_glands(page, lambda n: n > n0)
+    wait_idle(page)
+    shot(page, "flow4_split.png")
+
+    split = annotations.split_along(labels, np.array([[top, c], [bottom, c]]))
+    sizes = np.bincount(split.ravel())
+    sizes[0] = 0
+    small = int(np.argsort(sizes)[-1])  # erase the largest remaining piece, for a visible change
+    rows, cols = np.nonzero(split == small)
+    i = len(rows) // 2
+    page.get_by_text("Erase", exact=True).click()
+    wait_idle(page)
+    page.mouse.click(x0 + cols[i], y0 + rows[i])
+    wait_glands(page, lambda n: n == n1 - 1)
+    wait_idle(page)
+    shot(page, "flow4_erased.png")
+
+    rest = annotations.erase_ids(split, [small])
+    ids = [g for g in np.unique(rest) if g][:2]
+    page.get_by_text("Merge", exact=True).first.click()
+    wait_idle(page)
+    for g in ids:
+        rows, cols = np.nonzero(rest == g)
+        i = len(rows) // 2
+        page.mouse.click(x0 + cols[i], y0 + rows[i])
+        page.wait_for_timeout(800)
+    page.get_by_text(f"Clicked glands: {ids[0]}, {ids[1]}").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Merge").click()
+    wait_glands(page, lambda n: n == n1 - 2)
+    wait_idle(page)
+    shot(page, "flow4_merged.png")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_text(f"Saved {n1 - 2} glands").wait_for()
+    shot(page, "flow4_saved.png")
