@@ -79,7 +79,6 @@ FIELDS: dict[str, FieldWords] = {
 
 # The poster's values (poster.md) and the words they come from; poster-maskrcnn copies them verbatim.
 POSTER_MASKRCNN: dict[str, tuple[Any, str]] = {
-    "model": ("maskrcnn", "Mask R-CNN"),
     "maskrcnn_backbone": ("resnet50", "Mask R-CNN with a ResNet-50 backbone"),
     "train_optimizer": ("sgd", "Optimizer: SGD"),
     "train_lr": (0.005, "initial learning rate 0.005"),

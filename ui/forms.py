@@ -168,7 +168,7 @@ def run_form(
     clicked, Estimate clicked)."""
     with st.form(f"train_form_{preset}"):
         st.caption(
-            "Hover over ⓘ for what a field does. **· poster** marks a value copied from the poster "
+            "The **?** beside a field says what it does. **· poster** marks a value copied from the poster "
             "(Mask R-CNN: ResNet-50, SGD 0.005, momentum 0.9, weight decay 0.0005, ×0.1 every 3 epochs, "
             "batch 2, 200 epochs; U-Net: 15 epochs); the help line names the poster's value where it differs."
         )

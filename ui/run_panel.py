@@ -41,7 +41,9 @@ def pretrained_starts(cfg: RunConfig) -> None:
         if not ok and "not in the torch cache" not in why and start != cfg.pretrained:
             continue  # does not fit this model at all (e.g. coco for a U-Net): not an option here
         chosen = " ← this preset" if start == cfg.pretrained else ""
-        lines.append(f"- {'✅' if ok else '⚠️'} **{start}**{chosen}: {why}")
+        lines.append(
+            f"- **{start}**{chosen}: {':green[available]' if ok else ':orange[not available]'} · {why}"
+        )
     st.markdown(
         "**Pretrained starts available now** (set *Pretrained start* in the form):\n" + "\n".join(lines)
     )
@@ -68,7 +70,8 @@ def estimate(values: dict[str, Any], data: Callable[[], str], clicked: bool, pre
     st.info(
         f"**Estimated time per epoch: {forms.duration(est['epoch_seconds'])}** — {est['steps_per_epoch']} steps × "
         f"{est['step_seconds']:.1f} s ({est['measured_steps']} steps timed after a warm-up) + validation "
-        f"{forms.duration(est['val_seconds'])} ({est['val_images']} images). {cfg.train_epochs} epochs: "
+        f"{forms.duration(est['val_seconds'])} ({est['val_images']} images). {cfg.train_epochs} epoch"
+        f"{'s' if cfg.train_epochs != 1 else ''}: "
         f"{forms.duration(est['train_seconds'] * cfg.train_epochs + est['val_seconds'] * cfg.train_epochs / cfg.train_val_every)}"
         ", then post-processing tuning. An estimate: a busy machine or another training changes it."
     )
