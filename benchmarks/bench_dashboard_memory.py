@@ -1,12 +1,14 @@
 """The dashboard's peak memory for the largest image it accepts (issue #15, item 4).
 
 Builds an H&E mosaic (tiles of ``samples/testA_1.png``) of exactly the largest size the Compare page accepts under
-a memory budget, offers it as a GlaS image, runs the Compare page on it (Streamlit's AppTest, in this process,
-so this process stands for the dashboard server) and reports:
+a memory budget (:func:`ui.pickers.page_limit` with TTA, as the page asks), then does in this process what the
+Compare page does for it: both models segment it in their worker processes (:func:`ui.inference.run_job`), and
+the overlays, the disagreement map and the downloads (label map PNG, overlay PNG, gland CSV, GeoJSON) are made
+here. This process stands for the dashboard server; it reports:
 
-- the dashboard process: resident memory before, its peak, and after the page finished;
-- the segmentation workers (child processes): the largest peak, and whether any is left running;
-- the worker's own measurements for each model (peak, seconds).
+- the dashboard process: resident memory before, its peak, and after the work (the image and results dropped);
+- the segmentation workers (child processes): the largest peak, and what is left running (the one spare);
+- each model's time in its worker.
 
 Usage: ``python benchmarks/bench_dashboard_memory.py [--budget-mb 2048] [--models unet maskrcnn]``
 (``--budget-mb 0`` uses the machine's budget: ``GLANDSEG_MEMORY_FRACTION`` of the available memory).
@@ -16,17 +18,16 @@ Prints one JSON object; see benchmarks/README.md for the figures.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
 import resource
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
-from PIL import Image
 
 from glandseg_core.io import read_image
 
@@ -42,51 +43,35 @@ def mosaic(pixels: int, aspect: float = 11000 / 9000) -> np.ndarray:
     return np.ascontiguousarray(np.tile(tile, reps)[:h, :w])
 
 
-def prepare(tmp: Path, args: argparse.Namespace) -> tuple[int, tuple[int, int]]:
-    """Environment, models root and data folder for the page; returns (page limit, image shape)."""
+def largest_image(args: argparse.Namespace) -> tuple[int, np.ndarray]:
+    """(page limit in pixels, the mosaic of that size) under the budget of ``args``."""
     if args.budget_mb:
         os.environ["GLANDSEG_MEMORY_BUDGET_MB"] = str(args.budget_mb)
     from ui import pickers, settings
 
-    limit = pickers.page_limit(list(settings.ROLES), tta=False)
-    models = tmp / "models"
-    models.mkdir()
-    for name in args.models:
-        (models / name).symlink_to((REPO / "trained_models" / name).resolve())
-    data = tmp / "glas"
-    data.mkdir()
-    image = mosaic(limit)
-    Image.fromarray(image).save(data / "testA_1.png")
-    Image.fromarray(np.zeros(image.shape[:2], np.uint8)).save(data / "testA_1_anno.png")
-    os.environ.update(GLANDSEG_MODELS=str(models), GLANDSEG_DATA=str(data))
-    return limit, image.shape[:2]
+    limit = pickers.page_limit(list(settings.ROLES), tta=True)  # as the Compare page asks
+    return limit, mosaic(limit)
 
 
-def run_page() -> dict[str, object]:
-    """Run the Compare page on the GlaS image; the figures of this process and its workers."""
-    from streamlit.testing.v1 import AppTest
+def dashboard_work(image: np.ndarray, models: list[str]) -> dict[str, object]:
+    """Both segmentations in workers, then the Compare page's drawings and downloads in this process."""
+    from glandseg_core import export
+    from glandseg_core.io import label_png_bytes, png_bytes
+    from ui import inference
 
-    me = psutil.Process()
-    before = me.memory_info().rss
-    t0 = time.perf_counter()
-    at = AppTest.from_file(str(REPO / "pages" / "compare.py"), default_timeout=24 * 3600)
-    at.run()
-    at.sidebar.radio(key="cmp_kind").set_value("GlaS dataset").run()
-    at.sidebar.selectbox(key="cmp_gt_glas:testA_1").set_value("none").run()
-    seconds = time.perf_counter() - t0
-    errors = [str(e.value) for e in at.error] + [str(e.value) for e in at.exception]
-    workers = [p for p in me.children(recursive=True) if "ui.worker" in " ".join(p.cmdline())]
+    labels, seconds = {}, {}
+    for name in models:
+        result = inference.run_job(str(REPO / "trained_models" / name), image, False, lambda t, w: None)
+        labels[name], seconds[name] = result.labels, round(result.seconds, 1)
+    for lab in labels.values():
+        view = export.overlay(image, lab, alpha=0.4, outlines=True)
+        png_bytes(view), label_png_bytes(lab)
+        export.gland_table(lab).to_csv(index=False), json.dumps(export.to_geojson(lab))
+    if len(labels) == 2:
+        png_bytes(export.disagreement_map(image, *labels.values()))
     return {
-        "page_seconds": round(seconds, 1),
-        "glands": [m.value for m in at.metric if m.label == "Glands"],
-        "inference_s": [m.value for m in at.metric if m.label == "Inference"],
-        "errors": errors,
-        "dashboard_rss_before_mib": round(before / 2**20),
-        "dashboard_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "dashboard_rss_after_mib": round(me.memory_info().rss / 2**20),
-        "worker_peak_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
-        "workers_left": len(workers),  # the one spare, waiting with its imports done
-        "workers_left_rss_mib": round(sum(p.memory_info().rss for p in workers) / 2**20),
+        "glands": {k: int(np.count_nonzero(np.unique(v))) for k, v in labels.items()},
+        "model_s": seconds,
     }
 
 
@@ -95,10 +80,25 @@ def main() -> None:
     ap.add_argument("--budget-mb", type=float, default=2048, help="fixed budget (0: the machine's)")
     ap.add_argument("--models", nargs="+", default=["unet", "maskrcnn"], choices=["unet", "maskrcnn"])
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="glandseg-bench-") as tmp:
-        limit, shape = prepare(Path(tmp), args)
-        result = {"budget_mb": args.budget_mb, "page_limit_px": limit, "image": f"{shape[1]}x{shape[0]}",
-                  "megapixels": round(shape[0] * shape[1] / 1e6, 2), "models": args.models, **run_page()}  # fmt: skip
+    me = psutil.Process()
+    before = me.memory_info().rss
+    limit, image = largest_image(args)
+    h, w = image.shape[:2]
+    t0 = time.perf_counter()
+    work = dashboard_work(image, args.models)
+    wall = time.perf_counter() - t0
+    del image
+    gc.collect()
+    workers = [p for p in me.children() if "ui.worker" in " ".join(p.cmdline())]
+    result = {
+        "budget_mb": args.budget_mb, "page_limit_px": limit, "image": f"{w}x{h}", "megapixels": round(h * w / 1e6, 2),
+        **work, "wall_s": round(wall, 1),
+        "dashboard_rss_before_mib": round(before / 2**20),
+        "dashboard_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "dashboard_rss_after_mib": round(me.memory_info().rss / 2**20),
+        "worker_peak_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+        "workers_left": len(workers), "workers_left_rss_mib": round(sum(p.memory_info().rss for p in workers) / 2**20),
+    }  # fmt: skip
     print(json.dumps(result))
 
 
