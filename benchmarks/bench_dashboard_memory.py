@@ -61,7 +61,9 @@ def dashboard_work(image: np.ndarray, models: list[str]) -> dict[str, object]:
 
     labels, seconds = {}, {}
     for name in models:
-        result = inference.run_job(str(REPO / "trained_models" / name), image, False, lambda t, w: None)
+        result = inference.run_job(
+            str(REPO / "trained_models" / name), image, False, lambda *progress: None
+        )
         labels[name], seconds[name] = result.labels, round(result.seconds, 1)
     for lab in labels.values():
         view = export.overlay(image, lab, alpha=0.4, outlines=True)
