@@ -186,8 +186,10 @@ def test_a_training_run_stopped_mid_epoch_and_mid_tuning(server, page) -> None:
     assert took < STOPPED_WITHIN_S, took
     progress = json.loads((runs / "stop-mid-epoch" / "progress.json").read_text())
     assert progress["status"] == "stopped" and progress["phase"] == "train"
-    main(page).get_by_role("button", name="Restart").wait_for()  # no finished epoch: nothing to resume
+    page.wait_for_timeout(4000)  # the next refresh
     shot(page, "train_stopped_mid_epoch.png")
+    main(page).get_by_text("No epoch had finished: Restart").wait_for(timeout=60_000)
+    main(page).get_by_role("button", name="Restart").wait_for(timeout=30_000)  # nothing to resume
 
     # 2. Stop in the middle of the post-processing tuning, then resume: only the tuning is redone
     page.get_by_role("tab", name="Training").click()

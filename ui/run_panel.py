@@ -209,6 +209,9 @@ def _promote(run_dir: Path, info: dict[str, Any]) -> None:
 
 
 def _any_live(root: Path) -> bool:
+    """Whether a training or an evaluation runs, or a trainer process is still starting or finishing."""
+    if jobs.busy_message() is not None:
+        return True
     rows = runs.list_runs(root)
     return any(r["status"] in LIVE for r in rows) or any(
         runs.evaluation_status(Path(r["path"]), k)["status"] == "running"
