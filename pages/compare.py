@@ -13,7 +13,8 @@ loaders.ensure_router()
 st.title("Compare U-Net and Mask R-CNN")
 tta = st.session_state.get("cmp_tta", False)
 with st.container():  # one slot: an error line here never shifts the results' place (see below)
-    picked = pickers.pick_arrival("cmp", limit=pickers.page_limit(list(settings.ROLES), tta=tta))
+    # the budget with TTA: turning TTA on never asks again
+    picked = pickers.pick_arrival("cmp", limit=pickers.page_limit(list(settings.ROLES), tta=True))
 root = settings.models_root()
 samples = [s for s in loaders.sample_sources() if s.image_path is not None]
 inference.warm(  # the bundled samples' results, ahead of the first visit (kept on disk)

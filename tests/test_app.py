@@ -200,7 +200,8 @@ def test_compare_marks_training_images_and_explains_single_id_annotations(
     at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
     options = at.selectbox(key="cmp_source").options
     first_train = next(i for i, o in enumerate(options) if "training image" in o)
-    assert all("Test" in o or "bundled" in o for o in options[:first_train])  # test images first
+    first_val = next(i for i, o in enumerate(options) if "validation image" in o)
+    assert all("Test" in o for o in options[:first_val]) and first_val < first_train  # test images first
     at.selectbox(key="cmp_source").set_value("glas:train_1").run()
     assert not at.exception and "is a GlaS training image" in texts(at, "warning")
     at.selectbox(key="cmp_source").set_value("glas:testB_3").run()
