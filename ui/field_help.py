@@ -90,10 +90,7 @@ POSTER_MASKRCNN: dict[str, tuple[Any, str]] = {
     "train_batch_size": (2, "Batch size 2"),
     "train_epochs": (200, "200 epochs"),
 }
-POSTER_UNET: dict[str, tuple[Any, str]] = {
-    "model": ("unet", "U-Net"),
-    "train_epochs": (15, "U-Net (15 epochs)"),
-}
+POSTER_UNET: dict[str, tuple[Any, str]] = {"train_epochs": (15, "U-Net (15 epochs)")}
 
 
 def words(name: str) -> FieldWords:
