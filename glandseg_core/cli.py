@@ -30,13 +30,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", type=Path, help="run folder (default: runs/<preset>)")
     t.add_argument("--epochs", type=int, help="override train_epochs")
     t.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     t.add_argument(
-        "--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="override any config field"
+        "--resume", action="store_true", help="continue the run in --out exactly where it stopped"
+    )
+    t.add_argument(
+        "--set",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field",
     )
     t.add_argument("--no-bar", action="store_true", help="no progress bar")
     t.add_argument(
-        "--workers", type=int, default=0, help="processes that build augmented batches (default 0: in-process)"
+        "--workers",
+        type=int,
+        default=0,
+        help="processes that build augmented batches (default 0: in-process)",
     )
     t.add_argument(
         "--time-limit", type=float, default=0.0, metavar="MINUTES",
@@ -78,7 +88,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    e = sub.add_parser("evaluate", help="score a model or a folder of label maps with the official GlaS metrics")
+    e = sub.add_parser(
+        "evaluate", help="score a model or a folder of label maps with the official GlaS metrics"
+    )
     which = e.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", type=Path, help="model folder")
     which.add_argument("--predictions", type=Path, help="folder of label maps named <image>.png")
@@ -89,9 +101,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--tta", action="store_true")
-    e.add_argument("--save-predictions", action="store_true", help="also write out/predictions/<image>_labels.png")
+    e.add_argument(
+        "--save-predictions", action="store_true", help="also write out/predictions/<image>_labels.png"
+    )
     e.add_argument("--device", choices=["cpu", "cuda"])
-    e.add_argument("--reason", default="", help="why the test splits are scored (kept in test_history.jsonl)")
+    e.add_argument(
+        "--reason", default="", help="why the test splits are scored (kept in test_history.jsonl)"
+    )
     e.add_argument(
         "--relabel-gt", action="store_true",
         help="diagnostic only, beside the official figures: ground-truth ids split into connected components",
@@ -114,7 +130,9 @@ def _add_model_tools(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--notes", type=Path, help="a Markdown file appended to the card")
     c.add_argument("--data", help="GlaS folder, to flag annotation quirks (default: $GLANDSEG_DATA)")
     c.add_argument("--hardware", default="", help="where the run trained (default: this machine's CPU)")
-    a = sub.add_parser("tta", help="evaluate a model without and with test-time augmentation, side by side")
+    a = sub.add_parser(
+        "tta", help="evaluate a model without and with test-time augmentation, side by side"
+    )
     a.add_argument("--model", type=Path, required=True)
     a.add_argument("--data", help="GlaS folder (default: $GLANDSEG_DATA)")
     a.add_argument("--split", nargs="+", default=["val", "testA", "testB"], choices=SPLITS)
@@ -123,19 +141,29 @@ def _add_model_tools(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_pack(sub: argparse._SubParsersAction) -> None:
-    pk = sub.add_parser("pack", help="write a compact copy of GlaS (lossless WebP / JPEG) to carry to a GPU machine")
+    pk = sub.add_parser(
+        "pack", help="write a compact copy of GlaS (lossless WebP / JPEG) to carry to a GPU machine"
+    )
     pk.add_argument("--data", help="GlaS folder (default: $GLANDSEG_DATA)")
     pk.add_argument("--out", type=Path, required=True, help="folder for the copy")
     pk.add_argument("--split", nargs="+", default=["train", "val"], choices=SPLITS)
     pk.add_argument(
-        "--lossless", nargs="*", default=["val"], choices=SPLITS, help="splits kept pixel-exact (default: val)"
+        "--lossless",
+        nargs="*",
+        default=["val"],
+        choices=SPLITS,
+        help="splits kept pixel-exact (default: val)",
     )
-    pk.add_argument("--quality", type=int, default=95, help="JPEG quality of the other splits (default 95)")
+    pk.add_argument(
+        "--quality", type=int, default=95, help="JPEG quality of the other splits (default 95)"
+    )
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of the sub-commands."""
-    p = argparse.ArgumentParser(prog="glandseg", description="Gland segmentation on GlaS: U-Net and Mask R-CNN.")
+    p = argparse.ArgumentParser(
+        prog="glandseg", description="Gland segmentation on GlaS: U-Net and Mask R-CNN."
+    )
     sub = p.add_subparsers(dest="verb", required=True)
     for add in (_add_train, _add_predict, _add_evaluate, _add_model_tools, _add_pack, _add_data):
         add(sub)
@@ -156,7 +184,9 @@ def _train_config(args: argparse.Namespace):
         if args.out is None:
             raise ValueError("--resume needs --out RUN_DIR")
         if args.set or args.epochs is not None or args.config or args.preset:
-            raise ValueError("--resume continues the run's saved config.json; drop --set/--epochs/--config/--preset")
+            raise ValueError(
+                "--resume continues the run's saved config.json; drop --set/--epochs/--config/--preset"
+            )
         return load_config(args.out / "config.json")
     base = load_config(args.config) if args.config else get_preset(args.preset or "glandseg-unet")
     bad = [kv for kv in args.set if "=" not in kv]
@@ -230,7 +260,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.relabel_gt:
         print("DIAGNOSTIC, not the official figures: ground-truth ids split into connected components")
         print(format_summary(read_relabel_summary(args.out)))
-        print(f"wrote {args.out / 'per_image_relabel_gt.csv'} and {args.out / 'summary_relabel_gt.json'}")
+        print(
+            f"wrote {args.out / 'per_image_relabel_gt.csv'} and {args.out / 'summary_relabel_gt.json'}"
+        )
     if args.model and {"testA", "testB", "all"} & set(args.split):
         print(f"recorded in {args.model / 'test_history.jsonl'} (test splits scored)")
     return 0
@@ -248,7 +280,9 @@ def _cmd_card(args: argparse.Namespace) -> int:
     from .modelcard import write_card
 
     notes = args.notes.read_text() if args.notes else ""
-    path = write_card(args.model_dir, args.run, args.command, notes=notes, data=args.data, hardware=args.hardware)
+    path = write_card(
+        args.model_dir, args.run, args.command, notes=notes, data=args.data, hardware=args.hardware
+    )
     print(f"wrote {path}")
     return 0
 

@@ -115,5 +115,3 @@ def tiny_unet_config(**overrides: object):
     }
     base.update(overrides)
     return dataclasses.replace(PRESETS["glandseg-unet"], **base)
-
-

@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tests.helpers import REPO, make_glands, write_fake_glas
 from PIL import Image
 
-from glandseg_core.export import GLAND_COLUMNS
 from glandseg_core.checkpoints import export_model
+from glandseg_core.export import GLAND_COLUMNS
 from glandseg_core.io import read_label_map, write_label_png
 from glandseg_core.train.locks import training_lock
+from tests.helpers import REPO, make_glands, write_fake_glas
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -436,14 +436,30 @@ def test_more_errors_in_process(
         "resume without a run": ["train", "--resume", "--out", str(tmp_path / "r")],
         "resume with --set": ["train", "--resume", "--out", str(trained.run), "--set", "train_lr=1"],
         "train_init missing": [
-            "train", "--data", glas, "--out", str(tmp_path / "r"), *tiny, f"train_init={tmp_path / 'nope.pt'}",
+            "train",
+            "--data",
+            glas,
+            "--out",
+            str(tmp_path / "r"),
+            *tiny,
+            f"train_init={tmp_path / 'nope.pt'}",
         ],
         "train_init of another shape": [
-            "train", "--data", glas, "--out", str(tmp_path / "r"), *tiny, "unet_base=6",
+            "train",
+            "--data",
+            glas,
+            "--out",
+            str(tmp_path / "r"),
+            *tiny,
+            "unet_base=6",
             f"train_init={trained.run / 'best.pt'}",
         ],
         "output folder is a file": [
-            "predict", "--model", str(trained.model), "--out", str(tmp_path / "predict_here" / "sub"),
+            "predict",
+            "--model",
+            str(trained.model),
+            "--out",
+            str(tmp_path / "predict_here" / "sub"),
             str(trained.glas / "testA_1.bmp"),
         ],
         "training lock held": ["train", "--data", glas, "--out", str(tmp_path / "r"), *tiny],
@@ -479,11 +495,16 @@ def test_export_card_and_tta_are_verbs_of_the_one_command(trained: Trained, tmp_
     assert {"weights.pt", "config.json", "postprocess.json"} <= {p.name for p in model.iterdir()}
     again = cli("export", trained.run, model, lock_dir=trained.lock_dir)
     assert again.returncode == 2 and "already holds a model" in again.stderr
-    assert cli("export", trained.run, model, "--overwrite", "--fp16", lock_dir=trained.lock_dir).returncode == 0
+    assert (
+        cli("export", trained.run, model, "--overwrite", "--fp16", lock_dir=trained.lock_dir).returncode
+        == 0
+    )
     ckpt = torch.load(model / "weights.pt", map_location="cpu", weights_only=True)
     assert any(v.dtype == torch.float16 for v in ckpt["model"].values())
 
-    proc = cli("card", model, "--run", trained.run, "--command", "glandseg train ...", lock_dir=trained.lock_dir)
+    proc = cli(
+        "card", model, "--run", trained.run, "--command", "glandseg train ...", lock_dir=trained.lock_dir
+    )
     assert proc.returncode == 0, proc.stderr
     card = (model / "MODEL_CARD.md").read_text()
     assert card.startswith("# Model card: mine (U-Net)") and "`glandseg train ...`" in card
