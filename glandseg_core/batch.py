@@ -193,7 +193,7 @@ def _segment_image(segmenter: Segmenter, path: Path, targets: list[Path], mpp: f
 
 
 def _segment_slide(
-    segmenter: Segmenter, path: Path, name: str, out_dir: Path, mpp: float | None, show_bar: bool
+    segmenter: Segmenter, path: Path, name: str, out_dir: Path, *, mpp: float | None, show_bar: bool
 ) -> Result:
     bar = tqdm(desc=path.name, unit="window", leave=False, disable=None if show_bar else True)
 
@@ -241,7 +241,7 @@ def predict_one(
             glands, area = _existing(targets)
             result = Result(path, glands=glands, output=targets[0], skipped=True, area_um2=area)
         elif slide:
-            result = _segment_slide(segmenter, path, name, out_dir, mpp, show_bar)
+            result = _segment_slide(segmenter, path, name, out_dir, mpp=mpp, show_bar=show_bar)
         else:
             result = _segment_image(segmenter, path, targets, mpp)
     except GlandsegError as e:

@@ -258,6 +258,7 @@ def render(
     model_dir: Path,
     run_dir: Path,
     command: str,
+    *,
     notes: str = "",
     data: str | None = None,
     hardware: str = "",
@@ -293,5 +294,7 @@ def write_card(
     """Write ``model_dir/MODEL_CARD.md`` (atomically) from :func:`render`; returns its path."""
     model_dir, run_dir = Path(model_dir), Path(run_dir)
     path = model_dir / "MODEL_CARD.md"
-    atomic_write_text(path, render(model_dir, run_dir, command, notes, data, hardware))
+    atomic_write_text(
+        path, render(model_dir, run_dir, command, notes=notes, data=data, hardware=hardware)
+    )
     return path

@@ -123,15 +123,11 @@ def _union(
 
 
 def _first_duplicate(
-    b: np.ndarray,
-    m: np.ndarray,
-    area: int,
-    boxes: np.ndarray,
-    masks: list,
-    areas: np.ndarray,
-    share: float,
+    b: np.ndarray, m: np.ndarray, area: int, kept: tuple[np.ndarray, list, np.ndarray], share: float
 ) -> int:
-    """Index of the first kept instance sharing more than ``share`` of the smaller mask with (b, m), or -1."""
+    """Index of the first kept instance (``kept`` = their boxes, masks, areas) sharing more than ``share`` of the
+    smaller mask with (b, m), or -1."""
+    boxes, masks, areas = kept
     near = (boxes[:, 0] < b[2]) & (boxes[:, 2] > b[0]) & (boxes[:, 1] < b[3]) & (boxes[:, 3] > b[1])
     for j in np.flatnonzero(near):
         if _intersection(b, m, boxes[j], masks[j]) > share * max(1, min(area, int(areas[j]))):
@@ -159,7 +155,7 @@ def merge_duplicates(inst: Instances, dup_overlap: float = DUP_OVERLAP) -> Insta
     for i in order:
         b, m = inst.boxes[i], inst.masks[i]
         area = int(np.count_nonzero(m))
-        dup = _first_duplicate(b, m, area, boxes[:n], masks, areas, dup_overlap)
+        dup = _first_duplicate(b, m, area, (boxes[:n], masks, areas), dup_overlap)
         if dup < 0:
             boxes[n], areas[n], keep_of[n] = b, area, i
             masks.append(m)
