@@ -382,6 +382,15 @@ def a_cut(labels: np.ndarray) -> tuple[int, int, int]:
     raise AssertionError("no vertical cut splits the largest gland")
 
 
+def inside(labels: np.ndarray, gid: int) -> tuple[int, int]:
+    """(row, col) of the pixel of gland ``gid`` farthest from its border (a safe place to click)."""
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(labels == gid)
+    r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return int(r), int(c)
+
+
 def glands_drawn(page) -> int:
     metric = page.locator('[data-testid="stMetric"]').filter(has_text="Glands drawn")
     return int(metric.locator('[data-testid="stMetricValue"]').inner_text())
@@ -437,11 +446,10 @@ def test_flow_prediction_corrected_into_an_annotation(server: tuple[str, Path], 
     sizes = np.bincount(split.ravel())
     sizes[[0, *pieces]] = 0
     small = int(np.argmax(sizes))  # erase the largest other gland, a visible change
-    rows, cols = np.nonzero(split == small)
-    i = len(rows) // 2
+    r, c = inside(split, small)
     page.get_by_text("Erase", exact=True).click()
     wait_idle(page)
-    page.mouse.click(x0 + cols[i], y0 + rows[i])
+    page.mouse.click(x0 + c, y0 + r)
     wait_glands(page, lambda n: n == n1 - 1)
     wait_idle(page)
     shot(page, "flow4_erased.png")
@@ -451,9 +459,8 @@ def test_flow_prediction_corrected_into_an_annotation(server: tuple[str, Path], 
     page.get_by_text("Merge", exact=True).first.click()
     wait_idle(page)
     for g in ids:
-        rows, cols = np.nonzero(rest == g)
-        i = len(rows) // 2
-        page.mouse.click(x0 + cols[i], y0 + rows[i])
+        r, c = inside(rest, g)
+        page.mouse.click(x0 + c, y0 + r)
         page.wait_for_timeout(800)
     merge = page.get_by_role("button", name="Merge")
     deadline = time.monotonic() + 60
