@@ -37,7 +37,10 @@ CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
                "--disable-sync", "--no-first-run"]  # fmt: skip
 STARTUP_S, RESULT_MS = 120, 300_000  # two shared cores
 
+# The browser flows take minutes with the shipped models on two cores and wait on a real Chromium: they run
+# with --runslow (bash scripts/run_tests.sh --runslow), not in the default suite.
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(
         not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt install chromium)"
     ),

@@ -35,7 +35,11 @@ STOPPED_WITHIN_S = (
     20  # Stop click -> "stopped" on the page (the trainer itself stops at once; the page polls)
 )
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
+# A real training run driven in Chromium (minutes on two cores): runs with --runslow, not in the default suite.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
+]
 
 
 def _free_port() -> int:
