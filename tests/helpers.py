@@ -115,3 +115,13 @@ def tiny_unet_config(**overrides: object):
     }
     base.update(overrides)
     return dataclasses.replace(PRESETS["glandseg-unet"], **base)
+
+
+class Evil:
+    """Unpickling this runs a shell command: ``weights_only=True`` loading must refuse it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.marker}",))

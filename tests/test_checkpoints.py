@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -22,18 +21,9 @@ from glandseg_core.config import load_config
 from glandseg_core.errors import ModelError
 from glandseg_core.segment import load_segmenter
 from glandseg_core.thresholds import UNetPost
+from tests.helpers import Evil
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class Evil:
-    """Unpickling this runs a shell command: ``weights_only=True`` loading must refuse it."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture(scope="module")

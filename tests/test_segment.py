@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -25,19 +24,9 @@ from glandseg_core.segment import (
     make_segmenter,
 )
 from glandseg_core.thresholds import MaskRCNNPost, UNetPost
-from tests.helpers import make_glands
+from tests.helpers import Evil, make_glands
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class Evil:
-    """Unpickling this runs a shell command: ``weights_only=True`` loading must refuse it."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (os.system, (f"touch {self.marker}",))
 
 
 def write_evil_checkpoint(path: Path, marker: Path) -> None:
