@@ -1,4 +1,5 @@
-"""Tests for glandseg_core.segment.instances: compact instances, the one painter, merging, mask IoU."""
+"""Tests for glandseg_core.segment.instances (compact instances, the one painter, mask IoU) and
+glandseg_core.segment.views (merging the views of one gland)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from glandseg_core.segment.instances import (
     mask_boxes,
     mask_iou,
     masks_to_labels,
-    merge_duplicates,
     paint,
     shift,
     survivors,
 )
+from glandseg_core.segment.views import merge_views
 from glandseg_core.thresholds import MaskRCNNPost
 
 
@@ -28,7 +29,8 @@ def test_duplicates_keep_the_whole_view_and_paint_respects_min_visible() -> None
         masks=[whole, cut, whole.copy()],
         cut=np.array([False, True, False]),
     )
-    merged = merge_duplicates(inst)
+    windows = np.array([[0, 0, 60, 100], [0, 0, 60, 25], [0, 0, 60, 100]], np.int64)
+    merged = merge_views(inst, windows)[0]
     assert len(merged) == 2  # the higher-scoring cut view of gland 1 is dropped for its whole view
     np.testing.assert_array_equal(np.sort(merged.scores), np.array([0.6, 0.8], np.float32))
     labels = paint(merged, MaskRCNNPost(score_thresh=0.5, min_area=10, min_visible=0.5), (60, 100))
@@ -138,8 +140,10 @@ def test_two_cut_pieces_of_one_gland_are_joined() -> None:
         [piece, piece.copy()],
         np.array([True, True]),
     )
-    merged = merge_duplicates(inst)
+    windows = np.array([[0, 0, 20, 30], [0, 10, 20, 40]], np.int64)
+    merged, wins = merge_views(inst, windows)
     assert len(merged) == 1 and merged.cut.tolist() == [True]
+    np.testing.assert_array_equal(wins, [[0, 0, 20, 40]])
     np.testing.assert_array_equal(merged.boxes, [[0, 0, 20, 40]])
     assert merged.masks[0].shape == (20, 40) and merged.masks[0].all()
 
@@ -152,3 +156,59 @@ def test_masks_to_labels_is_compact_then_paint() -> None:
     np.testing.assert_array_equal(
         masks_to_labels(scores, masks, post), paint(compact(scores, masks, post), post, (30, 40))
     )
+
+
+def test_a_gland_larger_than_the_overlap_is_joined_not_cut() -> None:
+    """A gland 300 px wide seen by two windows overlapping by 40 px: each view holds ~half of it, and they
+    share only the 40 overlap columns (~13% of the smaller view). Compared inside the area both windows saw,
+    they are the same gland (all of each view's part there is shared), so they are joined."""
+    gland = np.zeros((60, 400), bool)
+    gland[10:50, 50:350] = True
+    left, right = gland[:, 0:220], gland[:, 180:400]
+    inst = Instances(
+        np.array([0.9, 0.8], np.float32),
+        np.array([[10, 50, 50, 220], [10, 180, 50, 350]], np.int64),
+        [left[10:50, 50:220], right[10:50, 0:170]],
+        np.array([True, True]),
+    )
+    windows = np.array([[0, 0, 60, 220], [0, 180, 60, 400]], np.int64)
+    merged = merge_views(inst, windows)[0]
+    assert len(merged) == 1
+    np.testing.assert_array_equal(merged.boxes, [[10, 50, 50, 350]])
+    assert merged.masks[0].all()
+
+
+def test_two_glands_meeting_in_the_overlap_stay_two() -> None:
+    """Two cut glands that touch along a thin band inside the overlap share little of their overlap parts
+    (100 of 1,000 pixels): kept apart."""
+    a = np.ones((20, 100), bool)  # rows 0..20, cols 100..200: cut by window 1's right border
+    b = np.ones((22, 150), bool)  # rows 18..40, cols 150..300: cut by window 2's left border
+    inst = Instances(
+        np.array([0.9, 0.8], np.float32),
+        np.array([[0, 100, 20, 200], [18, 150, 40, 300]], np.int64),
+        [a, b],
+        np.array([True, True]),
+    )
+    windows = np.array([[0, 0, 40, 200], [0, 150, 40, 400]], np.int64)
+    merged = merge_views(inst, windows)[0]
+    assert len(merged) == 2
+
+
+def test_a_cut_gland_that_another_window_saw_whole_without_finding_is_dropped() -> None:
+    """Window A (cols 0..100) sees a gland cut by its right border; window B (cols 40..200) holds that whole
+    area with context and found nothing there: B's reading wins. A cut gland no window holds whole stays."""
+    from glandseg_core.segment.views import drop_unconfirmed, seen_whole
+
+    inst = Instances(
+        np.array([0.9, 0.8], np.float32),
+        np.array([[10, 60, 30, 100], [10, 0, 30, 100]], np.int64),
+        [np.ones((20, 40), bool), np.ones((20, 100), bool)],
+        np.array([True, True]),
+    )
+    wins = np.array([[0, 0, 40, 100], [0, 0, 40, 100]], np.int64)
+    every = np.array([[0, 0, 40, 100], [0, 40, 40, 200]], np.int64)
+    assert seen_whole(inst.boxes, every, (40, 200)).tolist() == [True, False]
+    kept, kept_wins = drop_unconfirmed(inst, wins, every, (40, 200))
+    assert len(kept) == 1 and kept.boxes.tolist() == [[10, 0, 30, 100]] and len(kept_wins) == 1
+    # a box reaching B's inner border (within CUT_MARGIN of col 40) is not held whole by B
+    assert not seen_whole(np.array([[10, 42, 30, 100]]), every[1:], (40, 200)).any()

@@ -63,5 +63,9 @@ def check_image(image: np.ndarray) -> None:
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8[H, W, 3] -> float32[1, 3, H, W] in [0, 1]."""
     return (
-        torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        torch.from_numpy(np.require(image, requirements=["C", "W"]))
+        .permute(2, 0, 1)
+        .unsqueeze(0)
+        .float()
+        .div_(255.0)
     )

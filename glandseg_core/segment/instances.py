@@ -3,8 +3,8 @@
 An :class:`Instances` holds N detections, each mask cropped to its bounding box (never a full-image mask), so
 many windows' or views' detections fit in memory. :func:`paint` is the only place where instances become a
 label map (int32[H, W]: 0=background, 1..N glands): by decreasing score, a pixel goes to the first instance
-claiming it, and an instance left with too little of its own mask is dropped. Window merging
-(:func:`merge_duplicates`, :func:`survivors`) and view clustering (:func:`mask_iou`) work on the same objects.
+claiming it, and an instance left with too little of its own mask is dropped. Window painting
+(:func:`survivors`), window merging (``views.py``) and view clustering (:func:`mask_iou`) work on the same objects.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from scipy import sparse
 
 from ..thresholds import MaskRCNNPost
 
-CUT_MARGIN = 2  # a mask within this many pixels of an inner window border counts as cut by it
-DUP_OVERLAP = 0.5  # two masks are one gland when they share more than this part of the smaller one
+CUT_MARGIN = (
+    8  # a mask within this many pixels of an inner window border counts as cut by it (Mask R-CNN
+)
+# masks of a gland running off a window often stop a few pixels short of its edge)
 
 
 @dataclass
@@ -97,74 +99,6 @@ def concat(parts: list[Instances]) -> Instances:
         [m for p in parts for m in p.masks],
         np.concatenate([p.cut for p in parts]),
     )
-
-
-def _intersection(b1: np.ndarray, m1: np.ndarray, b2: np.ndarray, m2: np.ndarray) -> int:
-    """Pixels shared by two box-cropped masks."""
-    y0, x0, y1, x1 = max(b1[0], b2[0]), max(b1[1], b2[1]), min(b1[2], b2[2]), min(b1[3], b2[3])
-    if y0 >= y1 or x0 >= x1:
-        return 0
-    a = m1[y0 - b1[0] : y1 - b1[0], x0 - b1[1] : x1 - b1[1]]
-    b = m2[y0 - b2[0] : y1 - b2[0], x0 - b2[1] : x1 - b2[1]]
-    return int(np.count_nonzero(a & b))
-
-
-def _union(
-    b1: np.ndarray, m1: np.ndarray, b2: np.ndarray, m2: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The union of two box-cropped masks, cropped to the union box."""
-    box = np.array(
-        [min(b1[0], b2[0]), min(b1[1], b2[1]), max(b1[2], b2[2]), max(b1[3], b2[3])], np.int64
-    )
-    out = np.zeros((box[2] - box[0], box[3] - box[1]), bool)
-    for b, m in ((b1, m1), (b2, m2)):
-        out[b[0] - box[0] : b[2] - box[0], b[1] - box[1] : b[3] - box[1]] |= m
-    return box, out
-
-
-def _first_duplicate(
-    b: np.ndarray, m: np.ndarray, area: int, kept: tuple[np.ndarray, list, np.ndarray], share: float
-) -> int:
-    """Index of the first kept instance (``kept`` = their boxes, masks, areas) sharing more than ``share`` of the
-    smaller mask with (b, m), or -1."""
-    boxes, masks, areas = kept
-    near = (boxes[:, 0] < b[2]) & (boxes[:, 2] > b[0]) & (boxes[:, 1] < b[3]) & (boxes[:, 3] > b[1])
-    for j in np.flatnonzero(near):
-        if _intersection(b, m, boxes[j], masks[j]) > share * max(1, min(area, int(areas[j]))):
-            return int(j)
-    return -1
-
-
-def merge_duplicates(inst: Instances, dup_overlap: float = DUP_OVERLAP) -> Instances:
-    """Merge the views of one gland seen by several windows.
-
-    How it works: instances are visited whole-before-cut, then by decreasing score. One whose mask shares more
-    than ``dup_overlap`` of the smaller mask with a kept instance is the same gland: a cut view of a gland that
-    some window saw whole is dropped; two cut views of a gland larger than the overlap (no window saw it whole)
-    are joined into their union. Only pairs whose boxes intersect are compared.
-
-    Returns:
-        The merged instances (cut flags of joined glands stay True).
-    """
-    order = np.lexsort((-inst.scores, inst.cut))
-    boxes = np.zeros((len(order), 4), np.int64)  # kept instances occupy the first n rows
-    masks: list[np.ndarray] = []
-    areas = np.zeros(len(order), np.int64)
-    keep_of = np.zeros(len(order), np.int64)  # input index of each kept instance
-    n = 0
-    for i in order:
-        b, m = inst.boxes[i], inst.masks[i]
-        area = int(np.count_nonzero(m))
-        dup = _first_duplicate(b, m, area, (boxes[:n], masks, areas), dup_overlap)
-        if dup < 0:
-            boxes[n], areas[n], keep_of[n] = b, area, i
-            masks.append(m)
-            n += 1
-        elif inst.cut[i] and inst.cut[keep_of[dup]]:
-            boxes[dup], masks[dup] = _union(boxes[dup], masks[dup], b, m)
-            areas[dup] = int(np.count_nonzero(masks[dup]))
-    kept = keep_of[:n]
-    return Instances(inst.scores[kept], boxes[:n].copy(), masks, inst.cut[kept])
 
 
 def paint(inst: Instances, post: MaskRCNNPost, shape: tuple[int, int]) -> np.ndarray:

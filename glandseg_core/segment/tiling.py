@@ -9,8 +9,9 @@ Wrappers around any segmenter's forward pass; this module never imports a segmen
 * Instances (Mask R-CNN): :func:`tiled_instances` runs a detector on windows of :attr:`Tiling.maskrcnn_tile`
   native pixels (the GlaS image size, so torchvision resizes each window exactly as it resized the training
   images) overlapping by at least the largest gland. Each window is painted on its own first
-  (:func:`instances.survivors`); its survivors move to image coordinates as box-cropped masks, and duplicates
-  across windows are merged (:func:`instances.merge_duplicates`).
+  (:func:`instances.survivors`); its survivors move to image coordinates as box-cropped masks, and the views
+  of one gland in several windows are merged (:func:`views.merge_views`: cut views compared only inside the
+  area both windows saw, so a gland larger than the overlap is joined, not cut straight at a border).
 
 Label maps are int32[H, W]: 0=background, 1..N glands.
 """
@@ -25,7 +26,8 @@ import numpy as np
 import torch
 
 from ..thresholds import MaskRCNNPost
-from .instances import Instances, concat, merge_duplicates, shift, survivors
+from .instances import Instances, concat, shift, survivors
+from .views import drop_unconfirmed, merge_views
 
 TILE_ABOVE = 1024  # tile when either side of the image exceeds this many native pixels
 UNET_TILE = 768  # U-Net window side, in pixels at the U-Net's input scale (cfg.unet_scale)
@@ -170,7 +172,7 @@ def tiled_instances(
     overlap: int,
 ) -> Instances:
     """Detections of a large image, window by window: each window's :func:`instances.survivors`, in image
-    coordinates, merged across windows (:func:`instances.merge_duplicates`).
+    coordinates, merged across windows (:func:`views.merge_views`).
 
     Args:
         detect: maps a uint8[h, w, 3] window to its compact detections (:class:`Instances`).
@@ -179,9 +181,13 @@ def tiled_instances(
         tile: window (height, width) in native pixels. overlap: at least the largest gland.
     """
     shape = image.shape[:2]
-    parts = []
-    for rows, cols in tiles(shape, tile, overlap):
+    parts, windows = [], []
+    grid = tiles(shape, tile, overlap)
+    for rows, cols in grid:
         window = image[rows, cols]
         window_inst = survivors(detect(window), post, window.shape[:2])
         parts.append(shift(window_inst, rows, cols, shape))
-    return merge_duplicates(concat(parts))
+        windows += [[rows.start, cols.start, rows.stop, cols.stop]] * len(window_inst)
+    merged, wins = merge_views(concat(parts), np.asarray(windows, np.int64).reshape(-1, 4))
+    every = np.asarray([[r.start, c.start, r.stop, c.stop] for r, c in grid], np.int64)
+    return drop_unconfirmed(merged, wins, every, shape)[0]
