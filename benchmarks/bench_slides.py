@@ -1,7 +1,7 @@
 """Whole-slide benchmark: `glandseg predict` on a generated slide of at least 20,000 x 20,000 pixels.
 
-    .venv/bin/python benchmarks/bench_slides.py make /tmp/glandseg_bench/big.svs        # the slide (once)
-    .venv/bin/python benchmarks/bench_slides.py run /tmp/glandseg_bench/big.svs         # both models
+    .venv/bin/python -m benchmarks.bench_slides make /tmp/glandseg_bench/big.svs        # the slide (once)
+    .venv/bin/python -m benchmarks.bench_slides run /tmp/glandseg_bench/big.svs         # both models
 
 See benchmarks/README.md ("Whole slides") for what each figure means.
 """
@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from tests.helpers_slides import Mosaic, write_slide
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SLIDE_MPP = 0.25  # an Aperio 40x scan: the pipeline reads level 0 and shrinks it by 0.62 / 0.25 = 2.48
 MARGIN = 4000  # level-0 pixels of glass around the tissue, as around a section on a slide
@@ -132,6 +131,7 @@ def run(slide: Path, models: list[Path], out: Path, repeats: int) -> None:
     import json
 
     from glandseg_core.slides import open_slide
+    from glandseg_core.slides.pipeline import OVERLAP, WINDOW, even_spans
 
     with open_slide(slide) as s:
         w0, h0 = s.dimensions
@@ -142,7 +142,9 @@ def run(slide: Path, models: list[Path], out: Path, repeats: int) -> None:
         sm = big["summary"]
         scale = sm["model_mpp"] / sm["slide_mpp"]
         slide_mp = w0 * h0 / scale**2 / 1e6  # the whole slide at the model's pixel size
-        window_mp = sm["windows"] * 2048**2 / 1e6  # what the windows covered (overlaps counted twice)
+        th = even_spans(round(h0 / scale), WINDOW, OVERLAP)[1]
+        tw = even_spans(round(w0 / scale), WINDOW, OVERLAP)[1]
+        window_mp = sm["windows"] * th * tw / 1e6  # what the windows covered (overlaps counted twice)
         per = {k: ref[k] / ref["mp"] for k in ("wall_s", "cpu_s")}
         results[model.name] = {
             "untiled": ref,

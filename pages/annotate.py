@@ -92,8 +92,12 @@ n = int(np.count_nonzero(np.unique(labels)))
 cols = st.columns([1, 2, 1, 1], vertical_alignment="bottom")
 cols[0].metric("Glands drawn", n)
 if tool == "merge":
-    ids = annotate_tools.clicked_ids(result.json_data, labels, size)
+    editor.pick(annotate_tools.clicked_ids(result.json_data, labels, size))
+    ids = editor.picked
     cols[1].caption(f"Clicked glands: {', '.join(map(str, ids)) or 'none yet'}")
+    if ids and cols[1].button("Clear the clicks", key="ann_merge_clear"):
+        editor.clear_picked()
+        st.rerun()
     if cols[2].button("Merge", type="primary", disabled=len(ids) < 2, key="ann_merge"):
         editor.set(annotations.merge_ids(labels, ids))
         st.rerun()

@@ -118,7 +118,7 @@ def test_compare_shows_both_models_scores_and_downloads_on_the_default_sample(
     assert "testA_1" in texts(at, "caption") and "9 glands" in texts(at, "caption")
     labels = metric_labels(at)
     assert labels.count("Glands") == 2 and labels.count("Inference") == 2
-    assert labels.count("Mean gland area (µm²)") == 2
+    assert labels.count("Mean area µm²") == 2
     assert "more than 50 %" in texts(at, "caption") and "more than half" in texts(at, "info")
     assert (
         labels.count("F1") == 2
@@ -184,11 +184,11 @@ def test_compare_offers_a_drop_zone_in_the_main_area(env: dict[str, Path]) -> No
 
 def test_compare_pixel_size_changes_the_areas(env: dict[str, Path]) -> None:
     at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
-    area = next(m for m in at.metric if m.label == "Mean gland area (µm²)")
+    area = next(m for m in at.metric if m.label == "Mean area µm²")
     assert "0.62 µm per pixel" in area.help
     at.number_input(key="cmp_mpp_sample:testA_1").set_value(0.31).run()  # segmented at the model's 0.62
     assert not at.exception and not at.error
-    area = next(m for m in at.metric if m.label == "Mean gland area (µm²)")
+    area = next(m for m in at.metric if m.label == "Mean area µm²")
     assert "0.31 µm per pixel" in area.help and metric_labels(at).count("Glands") == 2
 
 

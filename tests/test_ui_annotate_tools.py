@@ -58,3 +58,25 @@ def test_a_freehand_shape_is_added_filled_with_a_new_id() -> None:
     out = annotate_tools.apply("freedraw", {"objects": [loop]}, gland_map(), SIZE)
     assert out is not None and out[4, 12] == 2 and (out[3:6, 10] == 3).all()  # filled, not an outline
     assert annotate_tools.apply("polygon", {"objects": []}, gland_map(), SIZE) is None
+
+
+class _State(dict):
+    """``st.session_state`` stand-in."""
+
+
+def test_merge_clicks_add_up_across_reruns_and_clear_after_a_change(monkeypatch) -> None:
+    """Each click may arrive from a freshly mounted canvas holding only that click (the browser flow saw only
+    the first of two glands register): the editor keeps the selection itself."""
+    monkeypatch.setattr(annotate_tools.st, "session_state", _State())
+    labels = gland_map()
+    editor = annotate_tools.Editor("e", labels, labels.shape)
+    editor.pick(annotate_tools.clicked_ids({"objects": [click(10, 10)]}, labels, SIZE))
+    editor = annotate_tools.Editor("e", None, labels.shape)  # the next rerun
+    editor.pick(annotate_tools.clicked_ids({"objects": [click(10, 10), click(30, 10)]}, labels, SIZE))
+    editor.pick([])
+    assert editor.picked == [1, 2]
+    editor.set(labels.copy())
+    assert editor.picked == []
+    editor.pick([2])
+    editor.clear_picked()
+    assert editor.picked == []

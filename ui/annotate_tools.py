@@ -40,8 +40,9 @@ class Editor:
         self.name = name
         if name not in st.session_state:
             first = np.zeros(shape, np.int32) if start is None else start.astype(np.int32, copy=True)
-            st.session_state[name] = {"labels": first, "undo": [], "version": 0}
+            st.session_state[name] = {"labels": first, "undo": [], "version": 0, "picked": []}
         self.state = st.session_state[name]
+        self.state.setdefault("picked", [])
 
     @property
     def labels(self) -> np.ndarray:
@@ -56,11 +57,26 @@ class Editor:
         self.state["undo"] = [*self.state["undo"], self.state["labels"]][-HISTORY:]
         self.state["labels"] = labels
         self.state["version"] += 1
+        self.state["picked"] = []
 
     def undo(self) -> None:
         if self.state["undo"]:
             self.state["labels"] = self.state["undo"].pop()
             self.state["version"] += 1
+            self.state["picked"] = []
+
+    @property
+    def picked(self) -> list[int]:
+        """The glands clicked for a merge so far, in click order."""
+        return list(self.state["picked"])
+
+    def pick(self, ids: list[int]) -> None:
+        """Add clicked glands to the merge selection. The selection lives here, not in the canvas: the canvas
+        may be mounted afresh between two clicks (a rerun), which would forget the first one."""
+        self.state["picked"] = list(dict.fromkeys([*self.state["picked"], *ids]))
+
+    def clear_picked(self) -> None:
+        self.state["picked"] = []
 
     def can_undo(self) -> bool:
         return bool(self.state["undo"])

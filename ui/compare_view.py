@@ -136,7 +136,9 @@ def panel(
     m[0].metric("Glands", n, delta=delta, delta_color="off", delta_arrow="off")
     um2 = (mpp * scale) ** 2
     area = float(np.count_nonzero(r.labels)) * um2 / n if n else 0.0
-    m[1].metric("Mean gland area (µm²)", f"{area:,.0f}", help=f"At {mpp:g} µm per pixel (set above)")
+    m[1].metric(
+        "Mean area µm²", f"{area:,.0f}", help=f"Mean gland area, at {mpp:g} µm per pixel (set above)"
+    )
     m[2].metric("Inference", f"{r.seconds:.2f} s", help="Model time on this machine; kept for reruns")
     if gt is not None:
         panels.scores(r.labels, gt, scale)
