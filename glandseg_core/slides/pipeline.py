@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,18 +181,24 @@ def _segment(
     post = segmenter.post
     stitcher = Stitcher(int(post.min_area), float(getattr(post, "min_visible", 0.0)), shape)
     done = 0
-    for r, (y, row) in enumerate(zip(ys, todo, strict=True)):
-        parts = []
-        for x in row:
-            image = _read_window(slide, choice, y, x, th, tw)
-            inst = window_instances(segmenter, image)
-            box = np.array([y, x, y + th, x + tw], np.int64)
-            parts.append((shift(inst, slice(y, y + th), slice(x, x + tw), shape), box))
-            done += 1
-            if progress is not None:
-                elapsed = time.perf_counter() - start
-                progress(Progress(done, total, elapsed, elapsed / done * (total - done)))
-        writer.add(stitcher.add_row(parts, ys[r + 1] if r + 1 < len(ys) else None))
+    jobs = [(y, x) for y, row in zip(ys, todo, strict=True) for x in row]
+    # the next window is read (OpenSlide decodes outside the GIL) while this one is segmented
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        ahead = reader.submit(_read_window, slide, choice, *jobs[0], th, tw) if jobs else None
+        for r, (y, row) in enumerate(zip(ys, todo, strict=True)):
+            parts = []
+            for x in row:
+                image = ahead.result()
+                if done + 1 < len(jobs):
+                    ahead = reader.submit(_read_window, slide, choice, *jobs[done + 1], th, tw)
+                inst = window_instances(segmenter, image)
+                box = np.array([y, x, y + th, x + tw], np.int64)
+                parts.append((shift(inst, slice(y, y + th), slice(x, x + tw), shape), box))
+                done += 1
+                if progress is not None:
+                    elapsed = time.perf_counter() - start
+                    progress(Progress(done, total, elapsed, elapsed / done * (total - done)))
+            writer.add(stitcher.add_row(parts, ys[r + 1] if r + 1 < len(ys) else None))
     return done, len(ys) * len(xs) - total
 
 
