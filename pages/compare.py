@@ -103,8 +103,8 @@ with area.container():
     with right:
         st.subheader("Ground truth" if gt is not None else "Input image")
         view = (
-            overlays.overlay(picked.image, gt, alpha=alpha, outlines=outlines, ids=show_ids)
+            compare_view.ground_truth_view(picked.image, gt, alpha, outlines, show_ids)
             if gt is not None
             else picked.image
         )
-        st.image(view, caption=gt_name if gt is not None else None, width="stretch")  # fmt: skip
+        st.image(view, caption=gt_name if gt is not None else None, width="stretch", output_format="JPEG")  # fmt: skip

@@ -122,14 +122,8 @@ def panel(
 ) -> None:
     """One model's column: overlay, counts, areas in µm², scores with their rule, merges, downloads."""
     image, scale = picked.image, picked.scale
-    klass = overlays.gland_outcomes(r.labels, gt) if gt is not None else None
-    if by_outcome and klass is not None:
-        view = overlays.outcome_overlay(
-            image, r.labels, gt, klass, alpha=alpha, outlines=outlines, ids=ids
-        )
-    else:
-        view = overlays.overlay(image, r.labels, alpha=alpha, outlines=outlines, ids=ids)
-    st.image(view, caption=f"{r.name}: {r.title} overlay", width="stretch")
+    klass, view = drawn(image, r.labels, gt, alpha, outlines, ids, by_outcome)
+    st.image(view, caption=f"{r.name}: {r.title} overlay", width="stretch", output_format="JPEG")
     n, n_truth = panels.count(r.labels), None if gt is None else panels.count(gt)
     m = st.columns(3)
     delta = None if n_truth is None else f"{n - n_truth:+d} vs ground truth"
@@ -155,7 +149,7 @@ def panel(
 
 def disagreement(image: np.ndarray, a: Result, b: Result) -> None:
     view, agree = _disagreement(image, a.labels, b.labels)
-    st.image(view, width="stretch")
+    st.image(view, width="stretch", output_format="JPEG")
     colours = overlays.DISAGREEMENT_COLOURS
     panels.legend({f"only {a.title}": colours["A only"], f"only {b.title}": colours["B only"],
                    "both (darkened)": (110, 80, 110)})  # fmt: skip
