@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from glandseg_core import annotations
-from glandseg_core.io import read_image
+from glandseg_core.io import read_image, read_label_map
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -389,7 +389,9 @@ def inside(labels: np.ndarray, gid: int) -> tuple[int, int]:
     """(row, col) of the pixel of gland ``gid`` farthest from its border (a safe place to click)."""
     from scipy import ndimage
 
-    dist = ndimage.distance_transform_edt(labels == gid)
+    dist = ndimage.distance_transform_edt(np.pad(labels == gid, 1))[
+        1:-1, 1:-1
+    ]  # the image's edge is a border
     r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return int(r), int(c)
 
@@ -457,14 +459,27 @@ def test_flow_prediction_corrected_into_an_annotation(server: tuple[str, Path], 
     wait_idle(page)
     shot(page, "flow4_erased.png")
 
-    rest = annotations.erase_ids(split, [small])
-    ids = pieces[:2]  # and join the cut pieces again
+    # the app's own label map now (a freehand stroke is smoothed: its cut may differ from the straight line)
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download").click()
+    rest = read_label_map(dl.value.path())
+    cut_gland = labels == labels[split != labels][0]
+    ids = [
+        int(g) for g in np.argsort(np.bincount(rest[cut_gland], minlength=rest.max() + 1))[::-1] if g
+    ][:2]
     page.get_by_text("Merge", exact=True).first.click()
     wait_idle(page)
-    for g in ids:
+    clicked = page.get_by_text("Clicked glands")
+    for k, g in enumerate(ids):
         r, c = inside(rest, g)
         page.mouse.click(x0 + c, y0 + r)
-        page.wait_for_timeout(800)
+        wait_idle(page)  # as a user does: the caption names the gland before the next click
+        deadline = time.monotonic() + 30
+        while (
+            len(clicked.inner_text().split(":")[1].split(",")) < k + 1 or "none" in clicked.inner_text()
+        ):
+            assert time.monotonic() < deadline, clicked.inner_text()
+            page.wait_for_timeout(300)
     merge = page.get_by_role("button", name="Merge")
     deadline = time.monotonic() + 60
     while not merge.is_enabled():  # two glands clicked
