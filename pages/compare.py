@@ -68,6 +68,12 @@ with header:
     if gt is not None:
         compare_view.explain_single_id(compare_view.single_id(gt, picked.stem))
 
+job = (picked.key, tuple(chosen.items()), tta, mpp)
+if (
+    st.session_state.get("cmp_last_job") != job
+):  # a new image or model: no earlier result stays on screen
+    area.empty()
+    st.session_state["cmp_last_job"] = job
 with area.container():
     results, stopped = compare_view.run_models(picked, chosen, tta, mpp)
 with area.container():
