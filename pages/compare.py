@@ -43,7 +43,8 @@ with st.sidebar:
         )  # fmt: skip
 
 header = st.container()
-area = st.empty()  # the results; emptied at once when a new image or setting needs the models again
+running = st.empty()  # the progress bar and Cancel while the models run
+shown = st.empty()  # the results; emptied at once when a new image or setting needs the models again
 if picked is None:
     st.stop()
 with header:
@@ -72,11 +73,12 @@ job = (picked.key, tuple(chosen.items()), tta, mpp)
 if (
     st.session_state.get("cmp_last_job") != job
 ):  # a new image or model: no earlier result stays on screen
-    area.empty()
+    shown.empty()  # sent while the models run (the progress goes to its own slot, not this one)
     st.session_state["cmp_last_job"] = job
-with area.container():
+with running.container():
     results, stopped = compare_view.run_models(picked, chosen, tta, mpp)
-with area.container():
+running.empty()
+with shown.container():
     if stopped:
         st.info("Segmentation cancelled.")
         inference.offer_again(picked.image, "Run the models again")

@@ -298,7 +298,8 @@ def test_flow_arrive_on_a_sample_with_results_then_upload(server: tuple[str, Pat
         str(REPO / "samples" / "testB_2.png")
     )
     page.get_by_text("**testB_2**").or_(page.get_by_text("testB_2", exact=True)).first.wait_for()
-    overlays_shown(page)
+    page.get_by_text("unet: U-Net overlay").first.wait_for()  # scores only with a ground truth
+    page.get_by_text("maskrcnn: Mask R-CNN overlay").first.wait_for()
     wait_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.get_by_text("unet: U-Net overlay").count() == 1  # testA_1's results are gone
