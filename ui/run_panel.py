@@ -69,7 +69,7 @@ def estimate(values: dict[str, Any], data: Callable[[], str], clicked: bool, pre
     cfg = est["cfg"]
     st.info(
         f"**Estimated time per epoch: {forms.duration(est['epoch_seconds'])}** — {est['steps_per_epoch']} steps × "
-        f"{est['step_seconds']:.1f} s ({est['measured_steps']} steps timed after a warm-up) + validation "
+        f"{est['step_seconds']:.{2 if est['step_seconds'] < 1 else 1}f} s ({est['measured_steps']} steps timed after a warm-up) + validation "
         f"{forms.duration(est['val_seconds'])} ({est['val_images']} images). {cfg.train_epochs} epoch"
         f"{'s' if cfg.train_epochs != 1 else ''}: "
         f"{forms.duration(est['train_seconds'] * cfg.train_epochs + est['val_seconds'] * cfg.train_epochs / cfg.train_val_every)}"
