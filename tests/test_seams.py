@@ -1,4 +1,4 @@
-"""Seams, with the shipped models: an image segmented window by window (GlaS-sized Mask R-CNN windows, small
+"""Seams, with the shipped models: an image segmented window by window (Mask R-CNN windows forced small, small
 U-Net windows) gives the glands that segmenting it in one window at the model's scale gives.
 
 The reference is :func:`slides.windows.window_instances` on the whole image: the detector sees everything at
@@ -43,13 +43,14 @@ def one_window(seg, image: np.ndarray) -> np.ndarray:
 
 def test_testa_5_at_twice_glas_scale_tiled_matches_one_window(glas_dir: Path) -> None:
     """The issue's case: testA_5 resized to 1500 px wide, segmented as if at the model's pixel size, so the
-    Mask R-CNN cuts it into 522 x 775 windows overlapping by 256 px, less than its largest glands now.
+    Mask R-CNN, with windows forced down to 775 px (the default, 2048, would take it whole), cuts it into six
+    windows overlapping by 256 px, less than its largest glands now.
     Every gland away from the image's edge is found as one whole-image window finds it (measured: 10 of 10;
     before cut views were compared inside the windows' shared area, and a view ending a few pixels short of
     a border counted as cut, 8 of 10)."""
     src = Image.open(glas_dir / "testA_5.bmp").convert("RGB")
     image = np.asarray(src.resize((1500, round(src.height * 1500 / src.width)), Image.BICUBIC))
-    seg = load_segmenter(MODELS / "maskrcnn")
+    seg = load_segmenter(MODELS / "maskrcnn", tiling=Tiling(maskrcnn_window=775))
     assert seg.tiling.needed(image.shape)
     matched, total = _matched(one_window(seg, image), seg(image), 10_000)
     assert total >= 8 and matched == total, (matched, total)
@@ -57,13 +58,16 @@ def test_testa_5_at_twice_glas_scale_tiled_matches_one_window(glas_dir: Path) ->
 
 @pytest.mark.parametrize(("model", "share"), [("maskrcnn", 0.75), ("unet", 0.9)])
 def test_mosaic_tiled_small_matches_one_window(model: str, share: float) -> None:
-    """A 2 x 2 mosaic of the bundled samples with tiling forced on (Mask R-CNN windows 522 x 775 that do not
-    line up with the cells; U-Net windows of 384 px overlapping by 128): the glands that fit in the overlap
+    """A 2 x 2 mosaic of the bundled samples with tiling forced on (Mask R-CNN windows of at most 700 px that do
+    not line up with the cells; U-Net windows of 384 px overlapping by 128): the glands that fit in the overlap
     are found as one window finds them (measured: Mask R-CNN 7 of 9, the two others differ in how the
     detector splits them given a window's context; U-Net 4 of 4)."""
     images = [sample("testA_1"), sample("testA_13"), sample("testB_2"), sample("testA_13")[::-1].copy()]
     full = Mosaic(images, (2, 2), margin=0, gap=0).image()
-    seg = load_segmenter(MODELS / model, tiling=Tiling(tile_above=512, unet_tile=384, unet_overlap=128))
+    seg = load_segmenter(
+        MODELS / model,
+        tiling=Tiling(tile_above=512, maskrcnn_window=700, unet_tile=384, unet_overlap=128),
+    )
     assert seg.tiling.needed(full.shape)
     matched, total = _matched(one_window(seg, full), seg(full), FITS)
     assert total >= 4 and matched >= share * total, (matched, total)

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.models.detection import MaskRCNN
 
 from ..config import RunConfig
 from ..thresholds import MaskRCNNPost
 from .base import check_image, to_tensor
 from .instances import Instances, compact, paint
+from .native import maskrcnn_instances
 from .tiling import Tiling, tiled_instances
 from .tta import merged_views
 
@@ -59,16 +61,29 @@ class MaskRCNNSegmenter:
             scores, masks = self.outputs(image)
         return compact(scores, masks, self.post)
 
+    def native(self, image: np.ndarray) -> Instances:
+        """Detections of a window of any size at the scale the model was trained at (``segment/native.py``)."""
+
+        return maskrcnn_instances(self, image)
+
     def raw(self, image: np.ndarray) -> Instances:
         """Detections of uint8[H, W, 3] RGB in image coordinates; windowed above ``tiling.tile_above`` pixels
-        (memory bounded by one window's detections, glands never cut, duplicates merged)."""
+        (memory bounded by one window's detections, glands never cut, duplicates merged). Windows run at the
+        training scale (up to ``tiling.maskrcnn_window`` a side); with TTA they are GlaS-sized."""
         check_image(image)
-        if not self.tiling.needed(image.shape):
+        t = self.tiling
+        if not t.needed(image.shape):
             inst = self.window(image)
-        else:
-            t = self.tiling
+        elif self.tta or not isinstance(
+            self.model, MaskRCNN
+        ):  # views resized by torchvision: GlaS-sized
             inst = tiled_instances(
                 self.window, image, self.post, tile=t.maskrcnn_tile, overlap=t.maskrcnn_overlap
+            )
+        else:  # large windows at the training scale, evenly spaced
+            side = (t.maskrcnn_window, t.maskrcnn_window)
+            inst = tiled_instances(
+                self.native, image, self.post, tile=side, overlap=t.maskrcnn_overlap, even=True
             )
         return replace(inst, shape=image.shape[:2])
 

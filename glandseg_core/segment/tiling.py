@@ -34,6 +34,10 @@ UNET_TILE = 768  # U-Net window side, in pixels at the U-Net's input scale (cfg.
 UNET_OVERLAP = 256  # at the U-Net's scale; with 768, tiled and whole probabilities differ by < 0.05
 MASKRCNN_TILE = (522, 775)  # (height, width), native pixels: the GlaS image size the models trained on
 MASKRCNN_OVERLAP = 256  # native pixels; >= the largest gland, so every gland is whole in some window
+MASKRCNN_WINDOW = (
+    2048  # native pixels: windows run at the training scale (segment/native.py), so they can be
+)
+# large and the overlap costs little (2048-px windows cover a 4000-px image 1.15x per side, not 2.9x in all)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,9 @@ class Tiling:
     Attributes:
         tile_above: tile when either side of the image exceeds this many native pixels.
         unet_tile, unet_overlap: U-Net window side and overlap, in pixels at the U-Net's input scale.
-        maskrcnn_tile: Mask R-CNN window (height, width) in native pixels.
+        maskrcnn_tile: Mask R-CNN window (height, width) in native pixels with test-time augmentation (whose views
+            go through torchvision's own resizing, so they stay GlaS-sized).
+        maskrcnn_window: Mask R-CNN window side otherwise (run at the training scale, evenly spaced).
         maskrcnn_overlap: Mask R-CNN window overlap in native pixels (at least the largest gland).
     """
 
@@ -52,6 +58,7 @@ class Tiling:
     unet_overlap: int = UNET_OVERLAP
     maskrcnn_tile: tuple[int, int] = MASKRCNN_TILE
     maskrcnn_overlap: int = MASKRCNN_OVERLAP
+    maskrcnn_window: int = MASKRCNN_WINDOW
 
     def needed(self, shape: tuple[int, ...]) -> bool:
         """Whether an image of ``shape`` (H, W[, C]) is cut into windows."""
@@ -78,6 +85,30 @@ def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
     stride = tile - overlap
     count = math.ceil((n - tile) / stride) + 1
     return [min(i * stride, n - tile) for i in range(count)]
+
+
+def even_spans(n: int, window: int, overlap: int) -> tuple[list[int], int]:
+    """As few windows of one size as cover ``[0, n)`` with neighbours overlapping by at least ``overlap``,
+    evenly spaced: (starts, size), size at most ``window``.
+
+    Evenly spaced windows shrink to just what covers the axis, instead of a last window overlapping its
+    neighbour by most of its side: on the 20,000-pixel benchmark slide, 1.26x the slide's area is segmented
+    instead of 1.55x.
+    """
+    if n <= window:
+        return [0], n
+    overlap = min(overlap, window - 1)
+    k = math.ceil((n - overlap) / (window - overlap))
+    size = min(window, math.ceil((n + (k - 1) * overlap) / k) + 1)
+    return [i * (n - size) // (k - 1) for i in range(k)], size
+
+
+def even_tiles(shape: tuple[int, ...], side: int, overlap: int) -> list[tuple[slice, slice]]:
+    """Windows ``(rows, cols)`` of at most ``side`` pixels covering an image of ``shape``, as few as the overlap
+    allows and evenly spaced (:func:`even_spans`)."""
+    ys, th = even_spans(shape[0], side, overlap)
+    xs, tw = even_spans(shape[1], side, overlap)
+    return [(slice(y, y + th), slice(x, x + tw)) for y in ys for x in xs]
 
 
 def tiles(shape: tuple[int, ...], tile: tuple[int, int], overlap: int) -> list[tuple[slice, slice]]:
@@ -170,6 +201,7 @@ def tiled_instances(
     *,
     tile: tuple[int, int],
     overlap: int,
+    even: bool = False,
 ) -> Instances:
     """Detections of a large image, window by window: each window's :func:`instances.survivors`, in image
     coordinates, merged across windows (:func:`views.merge_views`).
@@ -179,10 +211,12 @@ def tiled_instances(
         image: uint8[H, W, 3] RGB.
         post: the thresholds each window is painted with.
         tile: window (height, width) in native pixels. overlap: at least the largest gland.
+        even: windows of at most ``tile[0]`` pixels a side, evenly spaced (:func:`even_tiles`), instead of
+            windows of exactly ``tile`` with the last one clamped to the edge.
     """
     shape = image.shape[:2]
     parts, windows = [], []
-    grid = tiles(shape, tile, overlap)
+    grid = even_tiles(shape, tile[0], overlap) if even else tiles(shape, tile, overlap)
     for rows, cols in grid:
         window = image[rows, cols]
         window_inst = survivors(detect(window), post, window.shape[:2])
