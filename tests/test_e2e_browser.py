@@ -320,9 +320,9 @@ def test_flow_long_job_shows_progress_and_cancels_in_seconds(
     the previous image's results are gone from under the new title."""
     url, jobs = server
     big = tmp_path / "wide.png"
-    Image.fromarray(np.tile(read_image(REPO / "samples" / "testA_1.png"), (2, 2, 1))).save(
+    Image.fromarray(np.tile(read_image(REPO / "samples" / "testA_1.png"), (3, 4, 1))).save(
         big
-    )  # 1550x1044
+    )  # 3100x1566: two Mask R-CNN windows of up to 2048 px
     page.goto(url)
     overlays_shown(page)
     page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(

@@ -69,6 +69,8 @@ def planned_passes(segmenter: object, shape: tuple[int, int]) -> tuple[int, int]
         )
         spans = [t.aligned_spans(n, geo.unet_tile, geo.unet_overlap, align) for n in (h, w)]
         return len(spans[0]) * len(spans[1]), views
+    if views == 1 and hasattr(segmenter.model, "backbone"):  # large windows at the training scale
+        return len(t.even_tiles(shape, geo.maskrcnn_window, geo.maskrcnn_overlap)), views
     return len(t.tiles(shape, geo.maskrcnn_tile, geo.maskrcnn_overlap)), views
 
 
@@ -119,8 +121,10 @@ def run(job_dir: Path) -> dict[str, float]:
     model = getattr(segmenter, "model", None)
     if model is not None:  # a fusion folder has two networks: no step count, the phase only
         progress.plan(*planned_passes(segmenter, working_shape(segmenter, image.shape[:2], mpp)))
-        model.register_forward_pre_hook(progress.pre_hook)
-        model.register_forward_hook(progress.hook)
+        # the Mask R-CNN's large windows call the backbone, not the model (segment/native.py): count those
+        counted = getattr(model, "backbone", model)
+        counted.register_forward_pre_hook(progress.pre_hook)
+        counted.register_forward_hook(progress.hook)
     t0 = time.perf_counter()
     if mpp:
         from glandseg_core.slides.resample import segment_at_mpp
