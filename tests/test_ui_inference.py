@@ -106,9 +106,10 @@ def test_the_worker_reports_each_forward_pass_and_the_poll_draws_it(
         if progress and (not seen or progress != seen[-1]):
             seen.append(progress)
 
-    image = np.tile(read_image(REPO / "samples" / "testA_1.png"), (2, 2, 1))[:600, :1100]  # 4 windows
+    # 4 windows of up to 2048 px (2 x 2, evenly spaced, at the training scale)
+    image = np.tile(read_image(REPO / "samples" / "testA_1.png"), (5, 3, 1))[:2300, :2300]
     result = inference.run_job(str(tiny_models / "maskrcnn"), image, False, poll)
-    assert result.labels.shape == (600, 1100)
+    assert result.labels.shape == (2300, 2300)
     last = seen[-1]
     assert last["views"] == 1 and last["windows"] == 4 and last["total"] == 4
     assert last["done"] == 4 and last["phase"] == "post-processing"
