@@ -329,7 +329,7 @@ def test_flow_long_job_shows_progress_and_cancels_in_seconds(
         str(big)
     )
     bar = page.locator('[data-testid="stProgress"]')
-    bar.filter(has_text="window").wait_for()  # the Mask R-CNN's windows
+    bar.filter(has_text="Mask R-CNN (model 2 of 2): window").wait_for()  # the Mask R-CNN's windows
     assert page.get_by_text("unet: U-Net overlay").count() == 0  # testA_1's results were cleared
     assert page.get_by_text("Where the models disagree").count() == 0  # all of them, greyed or not
     assert page.get_by_text("testA_1_anno.png").count() == 0
