@@ -69,7 +69,7 @@ def planned_passes(segmenter: object, shape: tuple[int, int]) -> tuple[int, int]
         )
         spans = [t.aligned_spans(n, geo.unet_tile, geo.unet_overlap, align) for n in (h, w)]
         return len(spans[0]) * len(spans[1]), views
-    if views == 1 and hasattr(segmenter.model, "backbone"):  # large windows at the training scale
+    if getattr(segmenter, "native_windows", False):  # large windows at the training scale
         return len(t.even_tiles(shape, geo.maskrcnn_window, geo.maskrcnn_overlap)), views
     return len(t.tiles(shape, geo.maskrcnn_tile, geo.maskrcnn_overlap)), views
 

@@ -61,6 +61,12 @@ class MaskRCNNSegmenter:
             scores, masks = self.outputs(image)
         return compact(scores, masks, self.post)
 
+    @property
+    def native_windows(self) -> bool:
+        """Whether large images are cut into windows at the training scale (``tiling.maskrcnn_window``), not
+        GlaS-sized ones: without TTA, for a torchvision Mask R-CNN."""
+        return not self.tta and isinstance(self.model, MaskRCNN)
+
     def native(self, image: np.ndarray) -> Instances:
         """Detections of a window of any size at the scale the model was trained at (``segment/native.py``)."""
 
@@ -74,9 +80,7 @@ class MaskRCNNSegmenter:
         t = self.tiling
         if not t.needed(image.shape):
             inst = self.window(image)
-        elif self.tta or not isinstance(
-            self.model, MaskRCNN
-        ):  # views resized by torchvision: GlaS-sized
+        elif not self.native_windows:  # views resized by torchvision: GlaS-sized
             inst = tiled_instances(
                 self.window, image, self.post, tile=t.maskrcnn_tile, overlap=t.maskrcnn_overlap
             )
