@@ -5,7 +5,7 @@ With ``GLANDSEG_READONLY=1`` the Train page (training and Promote) is left out o
 
 import streamlit as st
 
-from ui.settings import read_only
+from glandseg_dashboard.settings import read_only
 
 
 def run() -> None:

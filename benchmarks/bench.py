@@ -69,7 +69,7 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[floa
 
 
 def load_image(name: str = IMAGE) -> np.ndarray:
-    from glandseg_core.io import read_image
+    from glandseg_core.imaging.io import read_image
 
     return read_image(DATA / f"{name}.bmp")
 

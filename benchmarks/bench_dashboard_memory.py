@@ -1,8 +1,8 @@
 """The dashboard's peak memory for the largest image it accepts (issue #15, item 4).
 
 Builds an H&E mosaic (tiles of ``samples/testA_1.png``) of exactly the largest size the Compare page accepts under
-a memory budget (:func:`ui.pickers.page_limit` with TTA, as the page asks), then does in this process what the
-Compare page does for it: both models segment it in their worker processes (:func:`ui.inference.run_job`), and
+a memory budget (:func:`glandseg_dashboard.pickers.page_limit` with TTA, as the page asks), then does in this process what the
+Compare page does for it: both models segment it in their worker processes (:func:`glandseg_dashboard.inference.run_job`), and
 the overlays, the disagreement map and the downloads (label map PNG, overlay PNG, gland CSV, GeoJSON) are made
 here. This process stands for the dashboard server; it reports:
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from glandseg_core.io import read_image
+from glandseg_core.imaging.io import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def largest_image(args: argparse.Namespace) -> tuple[int, np.ndarray]:
     """(page limit in pixels, the mosaic of that size) under the budget of ``args``."""
     if args.budget_mb:
         os.environ["GLANDSEG_MEMORY_BUDGET_MB"] = str(args.budget_mb)
-    from ui import pickers, settings
+    from glandseg_dashboard import pickers, settings
 
     limit = pickers.page_limit(list(settings.ROLES), tta=True)  # as the Compare page asks
     return limit, mosaic(limit)
@@ -55,9 +55,9 @@ def largest_image(args: argparse.Namespace) -> tuple[int, np.ndarray]:
 
 def dashboard_work(image: np.ndarray, models: list[str]) -> dict[str, object]:
     """Both segmentations in workers, then the Compare page's drawings and downloads in this process."""
-    from glandseg_core import export
-    from glandseg_core.io import label_png_bytes, png_bytes
-    from ui import inference
+    from glandseg_core.imaging.io import label_png_bytes, png_bytes
+    from glandseg_core.outputs import export
+    from glandseg_dashboard import inference
 
     labels, seconds = {}, {}
     for name in models:
@@ -91,7 +91,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     del image
     gc.collect()
-    workers = [p for p in me.children() if "ui.worker" in " ".join(p.cmdline())]
+    workers = [p for p in me.children() if "glandseg_dashboard.worker" in " ".join(p.cmdline())]
     result = {
         "budget_mb": args.budget_mb, "page_limit_px": limit, "image": f"{w}x{h}", "megapixels": round(h * w / 1e6, 2),
         **work, "wall_s": round(wall, 1),

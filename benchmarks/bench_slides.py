@@ -51,7 +51,7 @@ def make(path: Path, side: int) -> None:
 def untiled(model: Path, repeats: int) -> dict:
     """Seconds (wall, CPU) per megapixel of one whole GlaS image (testA_1, 775x522, no tiling), median of
     ``repeats`` after a warm-up call, in this process."""
-    from glandseg_core.io import read_image
+    from glandseg_core.imaging.io import read_image
     from glandseg_core.segment import load_segmenter
 
     seg = load_segmenter(model)

@@ -41,11 +41,11 @@ from tqdm import tqdm
 
 from .distributed import World, gather_to_main
 from .errors import GlandsegError, ImageError
-from .export import gland_table, overlay, to_geojson
 from .files import atomic_write_bytes
-from .formats import label_tiff_bytes
-from .inputs import check_input, find_inputs, identity, output_stems
-from .io import label_png_bytes, png_bytes, read_image
+from .imaging.formats import label_tiff_bytes
+from .imaging.inputs import check_input, find_inputs, identity, output_stems
+from .imaging.io import label_png_bytes, png_bytes, read_image
+from .outputs.export import gland_table, overlay, to_geojson
 from .segment import Segmenter
 from .slides import Progress, image_mpp, is_slide, predict_slide, segment_at_mpp
 from .slides.outputs import output_paths as slide_outputs
@@ -85,11 +85,15 @@ class Result:
         """The input's row of the summary CSV (:data:`SUMMARY_COLUMNS`)."""
         msg = self.error or ("outputs exist (--overwrite to redo)" if self.skipped else "")
         return {
-            "image": str(self.path), "name": self.name, "status": self.status,
+            "image": str(self.path),
+            "name": self.name,
+            "status": self.status,
             "glands": "" if self.glands is None else self.glands,
             "area_um2": "" if self.area_um2 is None else f"{self.area_um2:.1f}",
-            "mpp": "" if self.mpp is None else f"{self.mpp:.4g}", "seconds": f"{self.seconds:.2f}", "message": msg,
-        }  # fmt: skip
+            "mpp": "" if self.mpp is None else f"{self.mpp:.4g}",
+            "seconds": f"{self.seconds:.2f}",
+            "message": msg,
+        }
 
 
 # -------------------------------------------------------------------------------------------- writing
@@ -369,8 +373,16 @@ def run_batch(
     try:
         with bar, _sigterm_interrupts():
             for i in mine:
-                r = predict_one(segmenter, inputs[i], names[i], out_dir, protect, overwrite=overwrite,
-                                mpp=mpp, show_bar=show_bar and world.main)  # fmt: skip
+                r = predict_one(
+                    segmenter,
+                    inputs[i],
+                    names[i],
+                    out_dir,
+                    protect,
+                    overwrite=overwrite,
+                    mpp=mpp,
+                    show_bar=show_bar and world.main,
+                )
                 done.append((i, r))
                 bar.update()
                 if report is not None:

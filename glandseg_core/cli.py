@@ -49,9 +49,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="processes that build augmented batches (default 0: in-process)",
     )
     t.add_argument(
-        "--time-limit", type=float, default=0.0, metavar="MINUTES",
+        "--time-limit",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
         help="training budget; the run shortens its schedule to fit it (default: none)",
-    )  # fmt: skip
+    )
 
 
 def _positive(text: str) -> float:
@@ -68,9 +71,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--tta", action="store_true", help="test-time augmentation (8 flips/rotations)")
     pr.add_argument("--device", choices=["cpu", "cuda"])
     pr.add_argument(
-        "--mpp", type=_positive, metavar="UM",
+        "--mpp",
+        type=_positive,
+        metavar="UM",
         help="micrometres per pixel of the inputs (default: TIFF/OME/slide metadata, else the model's)",
-    )  # fmt: skip
+    )
     pr.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist")
     pr.add_argument("--no-bar", action="store_true", help="no progress bar")
     pr.add_argument("images", nargs="+", help="image or slide files, folders, quoted globs ('a/*.svs')")
@@ -96,9 +101,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--predictions", type=Path, help="folder of label maps named <image>.png")
     e.add_argument("--data", help="GlaS folder (default: $GLANDSEG_DATA)")
     e.add_argument(
-        "--split", nargs="+", default=["val"], choices=[*SPLITS, "all"],
+        "--split",
+        nargs="+",
+        default=["val"],
+        choices=[*SPLITS, "all"],
         help="default: val. Scoring testA/testB with --model is recorded in the folder's test_history.jsonl",
-    )  # fmt: skip
+    )
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--tta", action="store_true")
     e.add_argument(
@@ -109,9 +117,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--reason", default="", help="why the test splits are scored (kept in test_history.jsonl)"
     )
     e.add_argument(
-        "--relabel-gt", action="store_true",
+        "--relabel-gt",
+        action="store_true",
         help="diagnostic only, beside the official figures: ground-truth ids split into connected components",
-    )  # fmt: skip
+    )
 
 
 def _add_model_tools(sub: argparse._SubParsersAction) -> None:
@@ -120,9 +129,11 @@ def _add_model_tools(sub: argparse._SubParsersAction) -> None:
     x.add_argument("model", type=Path, help="model folder to write, e.g. trained_models/mine")
     x.add_argument("--overwrite", action="store_true", help="replace the model the folder already holds")
     x.add_argument(
-        "--fp16", action=argparse.BooleanOptionalAction, default=None,
+        "--fp16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="store weights in fp16 (default: only when fp32 would exceed 90 MiB)",
-    )  # fmt: skip
+    )
     c = sub.add_parser("card", help="write MODEL_CARD.md of a model folder")
     c.add_argument("model_dir", type=Path)
     c.add_argument("--run", type=Path, required=True, help="the training run it came from")
@@ -204,9 +215,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _train_config(args)
     out = args.out or Path("runs") / cfg.name
     best = fit(
-        cfg, args.data, out, resume=args.resume, device=args.device, show_bar=not args.no_bar,
-        workers=args.workers, time_limit=60 * args.time_limit,
-    )  # fmt: skip
+        cfg,
+        args.data,
+        out,
+        resume=args.resume,
+        device=args.device,
+        show_bar=not args.no_bar,
+        workers=args.workers,
+        time_limit=60 * args.time_limit,
+    )
     print(f"done: {out} (best epoch {best.get('epoch')}: val F1 {best.get('val_f1', float('nan')):.3f})")
     return 0
 
@@ -230,18 +247,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     with process_group(world):
         segmenter = load_segmenter(args.model, device=world.device(args.device), tta=args.tta)
         outcome = run_batch(
-            segmenter, args.images, args.out, overwrite=args.overwrite, mpp=args.mpp, world=world,
-            report=report, show_bar=not args.no_bar,
-        )  # fmt: skip
+            segmenter,
+            args.images,
+            args.out,
+            overwrite=args.overwrite,
+            mpp=args.mpp,
+            world=world,
+            report=report,
+            show_bar=not args.no_bar,
+        )
     if outcome.interrupted:
-        print(f"{tag}interrupted after {len(outcome.results)} input(s), listed in {outcome.part}; run the "
-              "same command again to finish (done inputs are skipped)", file=sys.stderr)  # fmt: skip
+        print(
+            f"{tag}interrupted after {len(outcome.results)} input(s), listed in {outcome.part}; run the "
+            "same command again to finish (done inputs are skipped)",
+            file=sys.stderr,
+        )
         return 130
     if outcome.summary is None:  # a torchrun rank other than 0: rank 0 reports for the batch
         return 0
     c = outcome.counts
-    print(f"{outcome.total} inputs: {c['ok']} ok, {c['skipped']} skipped, {c['error']} failed; "
-          f"summary: {outcome.summary}")  # fmt: skip
+    print(
+        f"{outcome.total} inputs: {c['ok']} ok, {c['skipped']} skipped, {c['error']} failed; "
+        f"summary: {outcome.summary}"
+    )
     return 1 if c["error"] else 0
 
 
@@ -251,9 +279,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     segmenter = load_segmenter(args.model, device=args.device, tta=args.tta) if args.model else None
     _, summary = evaluate(
-        args.data, args.split, args.out, segmenter=segmenter, predictions=args.predictions,
-        save_predictions=args.save_predictions, relabel_gt=args.relabel_gt, reason=args.reason,
-    )  # fmt: skip
+        args.data,
+        args.split,
+        args.out,
+        segmenter=segmenter,
+        predictions=args.predictions,
+        save_predictions=args.save_predictions,
+        relabel_gt=args.relabel_gt,
+        reason=args.reason,
+    )
     print("official GlaS figures:")
     print(format_summary(summary))
     print(f"wrote {args.out / 'per_image.csv'} and {args.out / 'summary.json'}")
@@ -307,8 +341,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if report.written == 0:
         print(f"{report.dest}: all {report.files} files of the GlaS release there, SHA-256 checked")
     else:
-        print(f"{report.dest}: {report.written} files written, {report.present} already there; "
-              f"all {report.files} match their SHA-256")  # fmt: skip
+        print(
+            f"{report.dest}: {report.written} files written, {report.present} already there; "
+            f"all {report.files} match their SHA-256"
+        )
     if report.ignored:
         print(f"ignored {len(report.ignored)} zip entries that are not part of the release")
     print(f"use it with: export GLANDSEG_DATA={report.dest.resolve()}")

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .errors import DatasetError, ImageError
-from .io import read_image, read_label_map
+from .imaging.io import read_image, read_label_map
 
 SPLITS = ("train", "val", "testA", "testB")
 SPLIT_CHOICES = (*SPLITS, "all")

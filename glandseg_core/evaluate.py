@@ -33,7 +33,7 @@ from skimage.measure import label as connected_components
 from .data import GlasItem, find_items, load_item
 from .errors import ImageError
 from .files import atomic_write_text
-from .io import read_label_map, write_label_png
+from .imaging.io import read_label_map, write_label_png
 from .metrics import ImageScores, SplitScores, pool_scores, score_image
 from .segment import Segmenter, load_segmenter
 

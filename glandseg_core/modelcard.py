@@ -58,13 +58,19 @@ def _single_id_section(per_image: pd.DataFrame, data: str | None) -> list[str]:
     if not names:
         return []
     lines = [
-        "", "## Ground-truth quirk: images annotated with one id", "",
-        (f"{len(names)} test images ({', '.join(names)}) give all their glands a single id in the annotation. The official "
-        "metrics never relabel by connectivity (see `docs/METRICS.md`), so each counts as one ground-truth object and a "
-        "per-gland segmentation scores F1 0 on it. The official figures above include them, unchanged. For "
-        "diagnosis only, pooled F1 without them:"), "",
-        "| split | images | pooled F1 (official) | pooled F1 without the single-id images |", "|---|---|---|---|",
-    ]  # fmt: skip
+        "",
+        "## Ground-truth quirk: images annotated with one id",
+        "",
+        (
+            f"{len(names)} test images ({', '.join(names)}) give all their glands a single id in the annotation. The official "
+            "metrics never relabel by connectivity (see `docs/METRICS.md`), so each counts as one ground-truth object and a "
+            "per-gland segmentation scores F1 0 on it. The official figures above include them, unchanged. For "
+            "diagnosis only, pooled F1 without them:"
+        ),
+        "",
+        "| split | images | pooled F1 (official) | pooled F1 without the single-id images |",
+        "|---|---|---|---|",
+    ]
     for split in ("testA", "testB"):
         rows = per_image[per_image["split"] == split]
         kept = rows[~rows["image"].isin(names)]
@@ -89,8 +95,10 @@ def _weights_line(weights: Path) -> str:
         if any(v.dtype == torch.float16 for v in state.values())
         else "fp32"
     )
-    return (f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, {storage}, {n_params / 1e6:.2f} M values), "
-            "loaded with `torch.load(..., weights_only=True)`.")  # fmt: skip
+    return (
+        f"- Weights: `weights.pt` ({weights.stat().st_size / 2**20:.1f} MiB, {storage}, {n_params / 1e6:.2f} M values), "
+        "loaded with `torch.load(..., weights_only=True)`."
+    )
 
 
 def _read_log(run_dir: Path) -> list[dict]:
@@ -130,7 +138,7 @@ def _header(model_dir: Path, run_dir: Path, cfg: RunConfig, command: str, hardwa
         "",
         "## Data and splits",
         data_and_splits(model_dir),
-    ]  # fmt: skip
+    ]
 
 
 def _results(model_dir: Path, run_dir: Path, metrics: dict) -> list[str]:
@@ -144,8 +152,13 @@ def _results(model_dir: Path, run_dir: Path, metrics: dict) -> list[str]:
             summaries["Test A + B" if split == "all" else split] = metrics[split]
     lines += _results_table(summaries)
     if not val.get("val") and "val_f1" in tuning:
-        lines += ["", (f"`val` (from the tuning, pooled only): F1 {tuning['val_f1']:.3f}, object Dice "
-                       f"{tuning['val_object_dice']:.3f}, object Hausdorff {tuning['val_object_hausdorff']:.1f}.")]  # fmt: skip
+        lines += [
+            "",
+            (
+                f"`val` (from the tuning, pooled only): F1 {tuning['val_f1']:.3f}, object Dice "
+                f"{tuning['val_object_dice']:.3f}, object Hausdorff {tuning['val_object_hausdorff']:.1f}."
+            ),
+        ]
     if tta:
         lines += ["", "With test-time augmentation (`--tta`: 8 flips / 90° rotations):", ""]
         lines += _results_table({("val + Test A + B" if k == "all" else k): v for k, v in tta.items()})
@@ -166,9 +179,11 @@ def data_and_splits(model_dir: Path) -> str:
         if history
         else f"Test A and Test B are scored only for a model already chosen on `val`; each scoring is recorded in `{TEST_HISTORY}`."
     )
-    return ("GlaS (Warwick-QU, MICCAI 2015). `train`: 70 images, `val`: 15 images carved from the 85 training images "
-            "(stratified by grade, fixed in `glandseg_core/val_split.txt`), Test A: 60, Test B: 20. Epoch, checkpoint and "
-            f"post-processing thresholds were chosen on `val` only. {looked}")  # fmt: skip
+    return (
+        "GlaS (Warwick-QU, MICCAI 2015). `train`: 70 images, `val`: 15 images carved from the 85 training images "
+        "(stratified by grade, fixed in `glandseg_core/val_split.txt`), Test A: 60, Test B: 20. Epoch, checkpoint and "
+        f"post-processing thresholds were chosen on `val` only. {looked}"
+    )
 
 
 def history_section(model_dir: Path) -> list[str]:
@@ -178,25 +193,40 @@ def history_section(model_dir: Path) -> list[str]:
         return []
     counts = {s: sum(r["split"] == s for r in history) for s in TEST_SPLITS}
     backfilled = sum(bool(r.get("backfilled")) for r in history)
-    lines = ["", "## Test-set history", "",
-             (f"From `{TEST_HISTORY}`: Test A scored {_times(counts['testA'])}, Test B {_times(counts['testB'])}"
-              + (f" ({backfilled} records backfilled from the git history of `metrics.json`, `tta/summary.json` and "
-                 "the cards, dated by the commit that recorded them)" if backfilled else "") + "."),
-             "", "| date | commit | split | TTA | pooled F1 | obj. Dice | obj. Hausdorff | why |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "",
+        "## Test-set history",
+        "",
+        (
+            f"From `{TEST_HISTORY}`: Test A scored {_times(counts['testA'])}, Test B {_times(counts['testB'])}"
+            + (
+                f" ({backfilled} records backfilled from the git history of `metrics.json`, `tta/summary.json` and "
+                "the cards, dated by the commit that recorded them)"
+                if backfilled
+                else ""
+            )
+            + "."
+        ),
+        "",
+        "| date | commit | split | TTA | pooled F1 | obj. Dice | obj. Hausdorff | why |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in history:
         f = r.get("figures", {})
         lines.append(
             f"| {str(r.get('date', '?'))[:10]} | `{r.get('commit', '?')}` | {r['split']} | {'yes' if r.get('tta') else 'no'} | "
             f"{_fmt(f.get('pooled_f1'))} | {_fmt(f.get('pooled_object_dice'))} | {_fmt(f.get('pooled_object_hausdorff'), 1)} | "
             f"{r.get('reason') or '–'} |"
-        )  # fmt: skip
+        )
     return lines
 
 
 def _reproduce(model_dir: Path) -> str:
-    return (f"Reproduce the figures without inference: `glandseg evaluate --predictions {model_dir}/predictions "
-            "--split testA testB --out /tmp/check` (compare with `metrics.json`); re-running the model "
-            f"(`--model {model_dir}`) is a new look at the test sets and is recorded in `{TEST_HISTORY}`.")  # fmt: skip
+    return (
+        f"Reproduce the figures without inference: `glandseg evaluate --predictions {model_dir}/predictions "
+        "--split testA testB --out /tmp/check` (compare with `metrics.json`); re-running the model "
+        f"(`--model {model_dir}`) is a new look at the test sets and is recorded in `{TEST_HISTORY}`."
+    )
 
 
 def refresh_card(model_dir: str | Path) -> Path:
@@ -239,7 +269,7 @@ def _references(display: str, metrics: dict) -> list[str]:
         lines.append(
             f"| {r['method']} | {r['split']} | {r['f1']:.3f} | {_fmt(r['object_dice'])} | {_fmt(r['object_hausdorff'], 1)} |"
         )
-    return lines  # fmt: skip
+    return lines
 
 
 def _worst_images(per_image: Path, data: str | None) -> list[str]:
@@ -247,10 +277,17 @@ def _worst_images(per_image: Path, data: str | None) -> list[str]:
         return []
     table = pd.read_csv(per_image)
     df = table.sort_values(["f1", "object_dice"]).head(6)
-    lines = ["", "## Worst images (lowest F1 on Test A / Test B)", "",
-             "| image | grade | GT glands | predicted | TP | F1 | obj. Dice | obj. Hausdorff |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "",
+        "## Worst images (lowest F1 on Test A / Test B)",
+        "",
+        "| image | grade | GT glands | predicted | TP | F1 | obj. Dice | obj. Hausdorff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in df.itertuples():
-        lines.append(f"| {r.image} | {r.grade} | {r.n_gt} | {r.n_pred} | {r.tp} | {r.f1:.3f} | {r.object_dice:.3f} | {r.object_hausdorff:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {r.image} | {r.grade} | {r.n_gt} | {r.n_pred} | {r.tp} | {r.f1:.3f} | {r.object_dice:.3f} | {r.object_hausdorff:.1f} |"
+        )
     return lines + _single_id_section(table, data)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .data import IMAGE_EXTS, SPLITS, GlasItem, data_root, find_items, load_item
-from .io import atomic_write_text
+from .imaging.io import atomic_write_text
 
 MANIFEST = "manifest.json"
 

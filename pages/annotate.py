@@ -4,10 +4,19 @@ then save them as an instance label map."""
 import numpy as np
 import streamlit as st
 
-from glandseg_core import annotations, overlays
 from glandseg_core.errors import ImageError, ModelError
-from glandseg_core.io import label_png_bytes
-from ui import annotate_tools, budget, inference, loaders, pickers, safepaths, settings
+from glandseg_core.imaging.io import label_png_bytes
+from glandseg_core.outputs import overlays
+from glandseg_dashboard import (
+    annotate_tools,
+    annotations,
+    budget,
+    inference,
+    loaders,
+    pickers,
+    safepaths,
+    settings,
+)
 
 loaders.ensure_router()
 from streamlit_drawable_canvas import st_canvas
@@ -39,8 +48,13 @@ if saved.exists():
     starts["saved"] = f"Saved annotation ({saved.parent.name}/{saved.name})"
 
 c = st.columns([3, 2])
-tool = c[0].radio("Tool", list(annotate_tools.TOOLS), horizontal=True, key="ann_mode",
-                  format_func=annotate_tools.TOOLS.get)  # fmt: skip
+tool = c[0].radio(
+    "Tool",
+    list(annotate_tools.TOOLS),
+    horizontal=True,
+    key="ann_mode",
+    format_func=annotate_tools.TOOLS.get,
+)
 start = c[1].selectbox("Start from", list(starts), format_func=starts.get, key=f"ann_start_{picked.key}")
 st.caption(annotate_tools.HELP[tool] + " Undo takes back the last change.")
 

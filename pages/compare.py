@@ -1,13 +1,13 @@
 """Compare: U-Net and Mask R-CNN side by side on one image, with their disagreement and, when known, scores.
 
-Opens on a bundled test sample (its results computed ahead, see ``ui.diskcache``), with a drop zone for one's
+Opens on a bundled test sample (its results computed ahead, see ``glandseg_dashboard.diskcache``), with a drop zone for one's
 own image. While the models run, a progress bar with a Cancel button stands where the results will be.
 """
 
 import streamlit as st
 
-from glandseg_core import overlays
-from ui import compare_view, inference, loaders, panels, pickers, settings
+from glandseg_core.outputs import overlays
+from glandseg_dashboard import compare_view, inference, loaders, panels, pickers, settings
 
 loaders.ensure_router()
 st.title("Compare U-Net and Mask R-CNN")
@@ -29,18 +29,27 @@ with st.sidebar:
     outlines = st.toggle("Outlines", value=True, key="cmp_outlines")
     show_ids = st.toggle("Gland ids", value=False, key="cmp_ids")
     by_outcome = gt is not None and st.toggle(
-        "Colour by outcome", value=True, key="cmp_outcome",
+        "Colour by outcome",
+        value=True,
+        key="cmp_outcome",
         help="Found, merged, split, false and missed glands in their own colours (legend above the images)",
-    )  # fmt: skip
+    )
     st.checkbox("Test-time augmentation", key="cmp_tta", help="Average 8 flips/rotations (8× slower)")
     st.subheader("Models")
     chosen: dict[str, str | None] = {}
     for role, title in settings.ROLES.items():
         names, default = loaders.model_choices(role)
         chosen[role] = (
-            st.selectbox(f"{title} model folder", names, index=default, key=f"cmp_model_{role}",
-                         placeholder="Pick another model folder") if names else None
-        )  # fmt: skip
+            st.selectbox(
+                f"{title} model folder",
+                names,
+                index=default,
+                key=f"cmp_model_{role}",
+                placeholder="Pick another model folder",
+            )
+            if names
+            else None
+        )
 
 header = st.container()
 running = st.empty()  # the progress bar and Cancel while the models run
@@ -59,11 +68,16 @@ with header:
     left, right = st.columns([4, 1], vertical_alignment="bottom")
     left.caption(" · ".join(facts))
     mpp = right.number_input(
-        "Pixel size (µm/px)", 0.05, 10.0, compare_view.GLAS_MPP, 0.01, format="%.3f",
+        "Pixel size (µm/px)",
+        0.05,
+        10.0,
+        compare_view.GLAS_MPP,
+        0.01,
+        format="%.3f",
         key=f"cmp_mpp_{picked.key}",
         help="Micrometres per pixel of this image (GlaS: 0.62 at 20×). The image is segmented at the models' "
         "pixel size, and areas are given in µm².",
-    )  # fmt: skip
+    )
     if note := pickers.split_note(picked):
         st.warning(note, icon=":material/school:")
     if gt is not None:
@@ -94,8 +108,16 @@ with shown.container():
                 )
                 st.caption("Train one on the Train page and promote it, or set GLANDSEG_MODELS.")
             elif role in results:
-                compare_view.panel(results[role], picked, gt, alpha=alpha, outlines=outlines, ids=show_ids,
-                                   by_outcome=by_outcome, mpp=mpp)  # fmt: skip
+                compare_view.panel(
+                    results[role],
+                    picked,
+                    gt,
+                    alpha=alpha,
+                    outlines=outlines,
+                    ids=show_ids,
+                    by_outcome=by_outcome,
+                    mpp=mpp,
+                )
             elif stopped:
                 st.caption("Not segmented: cancelled.")
     if gt is not None:
@@ -115,4 +137,6 @@ with shown.container():
             if gt is not None
             else picked.image
         )
-        st.image(view, caption=gt_name if gt is not None else None, width="stretch", output_format="JPEG")  # fmt: skip
+        st.image(
+            view, caption=gt_name if gt is not None else None, width="stretch", output_format="JPEG"
+        )

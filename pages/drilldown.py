@@ -7,17 +7,22 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from glandseg_core import overlays
-from ui import drilldown, loaders, palette, panels, settings
-from ui import results as ur
+from glandseg_core.outputs import overlays
+from glandseg_dashboard import drilldown, loaders, palette, panels, settings
+from glandseg_dashboard import results as ur
 
 loaders.ensure_router()  # a first direct visit to this URL must still go through app.py's router
 palette.style_selected_pills()
 st.title("Image drill-down")
 
 models, all_tables, _ = ur.results_or_stop()
-chosen = st.pills("Models", list(all_tables), selection_mode="multi", key="drill_models",
-                  default=drilldown.default_models(list(all_tables)))  # fmt: skip
+chosen = st.pills(
+    "Models",
+    list(all_tables),
+    selection_mode="multi",
+    key="drill_models",
+    default=drilldown.default_models(list(all_tables)),
+)
 tables = {m: t for m, t in all_tables.items() if m in chosen} or all_tables
 images = drilldown.image_table(tables)
 if settings.glas_dir() is None:
@@ -141,13 +146,24 @@ if len(glands):
         "**Glands of the ground truth**: per model, what happened to each (found / missed, merges, splits), "
         "its Dice and Hausdorff (pixels) with its partner prediction."
     )
-    gfmt = {c: st.column_config.NumberColumn(format=drilldown.number_format(c))
-            for c in glands.columns[2:] if c.endswith(("Dice", "Hausdorff"))}  # fmt: skip
-    gfmt |= {"gland": st.column_config.NumberColumn(width="small"), "area (px)": st.column_config.NumberColumn(
-        "area", width="small", help="pixels")}  # fmt: skip
-    gfmt |= {c: st.column_config.TextColumn(c.removesuffix(" (partner)"), help="Found or missed, in a merge or "
-             "split, and (in brackets) its partner: the prediction covering most of it") for c in glands.columns
-             if c.endswith(" (partner)")}  # fmt: skip
+    gfmt = {
+        c: st.column_config.NumberColumn(format=drilldown.number_format(c))
+        for c in glands.columns[2:]
+        if c.endswith(("Dice", "Hausdorff"))
+    }
+    gfmt |= {
+        "gland": st.column_config.NumberColumn(width="small"),
+        "area (px)": st.column_config.NumberColumn("area", width="small", help="pixels"),
+    }
+    gfmt |= {
+        c: st.column_config.TextColumn(
+            c.removesuffix(" (partner)"),
+            help="Found or missed, in a merge or "
+            "split, and (in brackets) its partner: the prediction covering most of it",
+        )
+        for c in glands.columns
+        if c.endswith(" (partner)")
+    }
     st.dataframe(
         glands,
         hide_index=True,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import streamlit as st
 
 from glandseg_core import stats
-from ui import figures, loaders, palette, panels
-from ui import results as ur
+from glandseg_dashboard import figures, loaders, palette, panels
+from glandseg_dashboard import results as ur
 
 loaders.ensure_router()  # a first direct visit to this URL must still go through app.py's router
 palette.style_selected_pills()
@@ -42,11 +42,18 @@ grade_filter = None if set(grades) == set(stats.GRADES) else list(grades)
 
 st.subheader("Results")
 c1, c2 = st.columns([3, 2])
-aggregation = c1.segmented_control(
-    "Aggregation", list(ur.AGGREGATIONS), format_func=ur.AGGREGATIONS.get, default="pooled",
-    key="metrics_aggregation", help="Pooled: counts and object weights summed over the split (the official "
-    "GlaS figures). Per-image mean: the mean of the image scores (the poster's figures)."
-) or "pooled"  # fmt: skip
+aggregation = (
+    c1.segmented_control(
+        "Aggregation",
+        list(ur.AGGREGATIONS),
+        format_func=ur.AGGREGATIONS.get,
+        default="pooled",
+        key="metrics_aggregation",
+        help="Pooled: counts and object weights summed over the split (the official "
+        "GlaS figures). Per-image mean: the mean of the image scores (the poster's figures).",
+    )
+    or "pooled"
+)
 references = c2.toggle("Show the poster's and published figures", value=True, key="metrics_refs")
 tidy = stats.results_table(tables, grade_filter, summaries, references=references)
 table = ur.paper_table(tidy, aggregation)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from glandseg_core.config import PRESETS
 from glandseg_core.errors import TrainingBusy
-from ui import forms, jobs, loaders, run_panel, runs, safepaths, settings
+from glandseg_dashboard import forms, jobs, loaders, run_panel, runs, safepaths, settings
 
 loaders.ensure_router()
 st.title("Train a model")
@@ -29,9 +29,13 @@ runs_root = settings.runs_root()
 prefs = runs.remembered(
     runs_root
 )  # the last started run's data folder and preset (runs/.dashboard.json)
-data_dir = st.text_input("GlaS folder", prefs.get("data_dir") or os.environ.get("GLANDSEG_DATA", ""), key="train_data",
-                         help=f"inside {settings.data_root()} (relative paths start there); remembered once a run starts",
-                         placeholder="the folder holding train_1.bmp, testA_1.bmp, … (or set GLANDSEG_DATA)")  # fmt: skip
+data_dir = st.text_input(
+    "GlaS folder",
+    prefs.get("data_dir") or os.environ.get("GLANDSEG_DATA", ""),
+    key="train_data",
+    help=f"inside {settings.data_root()} (relative paths start there); remembered once a run starts",
+    placeholder="the folder holding train_1.bmp, testA_1.bmp, … (or set GLANDSEG_DATA)",
+)
 
 
 def glas_folder() -> str:
@@ -42,11 +46,20 @@ def glas_folder() -> str:
 with st.expander("New training run", expanded=not busy):
     presets = list(PRESETS)
     remembered_preset = prefs.get("preset") if prefs.get("preset") in presets else "poster-maskrcnn"
-    preset = st.selectbox("Preset", presets, index=presets.index(remembered_preset), key="train_preset",
-                          help="poster-* copy the poster's hyperparameters; glandseg-* are our tuned recipes")  # fmt: skip
+    preset = st.selectbox(
+        "Preset",
+        presets,
+        index=presets.index(remembered_preset),
+        key="train_preset",
+        help="poster-* copy the poster's hyperparameters; glandseg-* are our tuned recipes",
+    )
     run_panel.pretrained_starts(PRESETS[preset])
-    run_name = st.text_input("Run folder name", f"{preset}-{datetime.date.today():%Y%m%d}", key=f"run_{preset}",
-                             help=f"a new folder in {runs_root}")  # fmt: skip
+    run_name = st.text_input(
+        "Run folder name",
+        f"{preset}-{datetime.date.today():%Y%m%d}",
+        key=f"run_{preset}",
+        help=f"a new folder in {runs_root}",
+    )
     replace: list[str] = []
     try:
         new_run = safepaths.inside(runs_root, run_name, "Run folder name")
@@ -71,8 +84,14 @@ with st.expander("New training run", expanded=not busy):
             cfg = forms.config_from_values(values)
             if new_run is None:
                 raise ValueError("choose a valid run folder name first")
-            pid = jobs.start_training(cfg, new_run, data=glas_folder(), workers=workers,
-                                      time_limit_minutes=budget, replace=replace)  # fmt: skip
+            pid = jobs.start_training(
+                cfg,
+                new_run,
+                data=glas_folder(),
+                workers=workers,
+                time_limit_minutes=budget,
+                replace=replace,
+            )
             st.session_state["train_selected"] = new_run.name
             runs.remember(runs_root, data_dir=data_dir, preset=preset)  # for the next browser session
             st.success(f"Started {new_run.name} (pid {pid}) on {dev['device']}.")

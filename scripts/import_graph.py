@@ -8,7 +8,7 @@ lives inside them: a package's own modules do not depend on its ``__init__`` by 
 
 A module's layer is that of its top-level part (``glandseg_core.segment.tiling`` is in ``segment``). A module
 may import its own layer and those before it in ``LAYERS``; importing a later layer is an upward import. Inside
-one layer only cycles are errors. ``glandseg_core`` must never import ``streamlit`` or the ``ui`` package.
+one layer only cycles are errors. ``glandseg_core`` must never import ``streamlit`` or the ``glandseg_dashboard`` package.
 
 Usage (from the repository root):
     python -m scripts.import_graph            # report; exit status 1 on any cycle, upward or forbidden import
@@ -30,10 +30,7 @@ LAYERS: tuple[str, ...] = (
     "files",  # atomic writes, OS error messages
     "config",  # RunConfig, presets, the one string->field coercion
     "thresholds",  # post-processing settings
-    "pixels",  # decoded images -> arrays
-    "io",  # images and label maps in and out
-    "formats",  # TIFF in and out: pixel sizes, OME-TIFF label maps
-    "inputs",  # input files for predict
+    "imaging",  # decoded pixels, images and label maps in and out, TIFF formats, input files for predict
     "data",  # GlaS discovery and loading
     "glas_release",  # checks of a GlaS release
     "transforms",  # joint augmentation
@@ -43,21 +40,19 @@ LAYERS: tuple[str, ...] = (
     "checkpoints",  # read, load weights, export a model folder
     "metrics",  # pure numpy GlaS metrics (imports nothing of ours outside its package)
     "stats",  # result tables, paired comparisons (pandas, on metrics' F1)
-    "overlays",  # coloured overlays of label maps
-    "export",  # tables and GeoJSON
+    "outputs",  # coloured overlays of label maps, gland tables and GeoJSON
     "segment",  # segmenters: image -> raw output -> label map; TTA, tiling
     "slides",  # whole-slide prediction
     "batch",  # predict over many inputs, writing outputs
     "evaluate",  # score a segmenter or a folder of label maps
     "train",  # fit, tune, locks
     "modelcard",  # the model card writer
-    "annotations",  # drawn outlines <-> label maps
     "pack",  # a compact copy of GlaS
     "cli",  # the `glandseg` command
     "__main__",  # python -m glandseg_core
     "__init__",  # the root package: may re-export anything (no module imports it by name)
 )
-FORBIDDEN = ("streamlit", "ui")  # top-level packages glandseg_core must never import
+FORBIDDEN = ("streamlit", "glandseg_dashboard")  # top-level packages glandseg_core must never import
 
 
 @dataclass(frozen=True)
@@ -243,7 +238,7 @@ def upward(graph: Graph, layers: tuple[str, ...] = LAYERS) -> tuple[list[Edge], 
 
 
 def forbidden(graph: Graph, names: tuple[str, ...] = FORBIDDEN) -> list[Edge]:
-    """Imports of the forbidden top-level packages (streamlit, ui)."""
+    """Imports of the forbidden top-level packages (streamlit, glandseg_dashboard)."""
     return [e for e in graph.external if e.dst.split(".")[0] in names]
 
 

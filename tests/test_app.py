@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from glandseg_core.config import PRESETS, save_config
 from glandseg_core.errors import ImageError
-from glandseg_core.io import png_bytes, read_label_map
+from glandseg_core.imaging.io import png_bytes, read_label_map
 from glandseg_core.models import build_model
 from glandseg_core.train.locks import training_lock
 
@@ -210,7 +210,7 @@ def test_compare_marks_training_images_and_explains_single_id_annotations(
 
 
 def test_bad_uploads_give_one_line_errors() -> None:
-    from ui import loaders
+    from glandseg_dashboard import loaders
 
     image = np.full((40, 50, 3), 200, np.uint8)
     good = png_bytes(image)

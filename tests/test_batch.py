@@ -19,7 +19,7 @@ from PIL import Image
 
 from glandseg_core import batch
 from glandseg_core.errors import ImageError
-from glandseg_core.io import read_label_map
+from glandseg_core.imaging.io import read_label_map
 from glandseg_core.segment import Segmenter, load_segmenter
 from tests.helpers import make_glands
 

@@ -1,5 +1,5 @@
 """``glandseg predict`` on many files: inputs from files, folders and globs, skipping finished outputs, the summary
-CSV, ``--mpp`` areas, Ctrl-C and SIGTERM mid-batch (glandseg_core.batch, glandseg_core.inputs).
+CSV, ``--mpp`` areas, Ctrl-C and SIGTERM mid-batch (glandseg_core.batch, glandseg_core.imaging.inputs).
 
 Most tests use a threshold "segmenter" (no network: milliseconds per image); one runs the CLI with a tiny
 untrained U-Net exported as a model folder.
@@ -25,8 +25,8 @@ from scipy import ndimage
 from glandseg_core import batch, cli
 from glandseg_core.batch import SUMMARY_COLUMNS, run_batch, write_together
 from glandseg_core.config import RunConfig
-from glandseg_core.inputs import find_inputs
-from glandseg_core.io import read_label_map
+from glandseg_core.imaging.inputs import find_inputs
+from glandseg_core.imaging.io import read_label_map
 from tests.helpers import make_glands
 
 OUTPUTS = ("{}.png", "{}_overlay.png", "{}_glands.csv", "{}.geojson", "{}.ome.tif")

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from glandseg_core.checkpoints import export_model
-from glandseg_core.export import GLAND_COLUMNS
-from glandseg_core.io import read_label_map, write_label_png
+from glandseg_core.imaging.io import read_label_map, write_label_png
+from glandseg_core.outputs.export import GLAND_COLUMNS
 from glandseg_core.train.locks import training_lock
 from tests.helpers import REPO, make_glands, write_fake_glas
 

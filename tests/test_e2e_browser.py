@@ -26,8 +26,8 @@ import psutil
 import pytest
 from PIL import Image
 
-from glandseg_core import annotations
-from glandseg_core.io import read_image, read_label_map
+from glandseg_core.imaging.io import read_image, read_label_map
+from glandseg_dashboard import annotations
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -369,7 +369,7 @@ def test_flow_outcome_view_shows_a_merge(server: tuple[str, Path], page) -> None
 def unet_labels() -> np.ndarray:
     """The U-Net's testA_1 label map the server shows (its kept result)."""
     from glandseg_core.checkpoints import WEIGHTS
-    from ui import diskcache, inference
+    from glandseg_dashboard import diskcache, inference
 
     image = read_image(REPO / "samples" / "testA_1.png")
     model = MODELS / "unet"

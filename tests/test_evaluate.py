@@ -22,7 +22,7 @@ from glandseg_core.evaluate import (
     record_test_scoring,
     relabel_components,
 )
-from glandseg_core.io import write_label_png
+from glandseg_core.imaging.io import write_label_png
 from glandseg_core.models import build_model
 from glandseg_core.segment import load_segmenter
 from tests.helpers import tiny_unet_config, write_fake_glas

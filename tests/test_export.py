@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.export: tables and QuPath GeoJSON (overlays: tests/test_overlays.py)."""
+"""Tests for glandseg_core.outputs.export: tables and QuPath GeoJSON (overlays: tests/test_overlays.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from glandseg_core import export, overlays
-from glandseg_core.export import GLAND_COLUMNS, gland_table, to_geojson
+from glandseg_core.outputs import export, overlays
+from glandseg_core.outputs.export import GLAND_COLUMNS, gland_table, to_geojson
 
 
 def shoelace(ring: list[list[int]]) -> float:

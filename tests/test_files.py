@@ -12,7 +12,7 @@ import pytest
 
 from glandseg_core import files
 from glandseg_core.files import atomic_write_bytes, atomic_write_text, describe_os_error
-from glandseg_core.io import write_label_png, write_png
+from glandseg_core.imaging.io import write_label_png, write_png
 
 
 def test_atomic_write_keeps_old_file_when_replace_fails(

@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.io: every bad input gives an ImageError that names the problem."""
+"""Tests for glandseg_core.imaging.io: every bad input gives an ImageError that names the problem."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from glandseg_core import io as gio
-from glandseg_core.io import (
+from glandseg_core.imaging import io as gio
+from glandseg_core.imaging.io import (
     MAX_PIXELS,
     ImageError,
     label_png_bytes,

@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.overlays: colours (and their check against H&E and colour-blind vision), overlays,
+"""Tests for glandseg_core.outputs.overlays: colours (and their check against H&E and colour-blind vision), overlays,
 the merge / split classification, outcome and disagreement maps, highlight."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from glandseg_core.metrics import object_outcomes
-from glandseg_core.overlays import (
+from glandseg_core.outputs.overlays import (
     DISAGREEMENT_COLOURS,
     GLAND_PALETTE,
     MODEL_COLOURS,
@@ -25,7 +25,7 @@ from glandseg_core.overlays import (
     overlay,
     palette,
 )
-from glandseg_core.overlays.palette import OUTLINE_DARK, TRUE_OUTLINE
+from glandseg_core.outputs.overlays.palette import OUTLINE_DARK, TRUE_OUTLINE
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from streamlit.testing.v1 import AppTest
 
 from glandseg_core.data import find_items, load_item
 from glandseg_core.evaluate import evaluate
-from glandseg_core.io import write_label_png
-from ui import drilldown, figures, inference, settings
+from glandseg_core.imaging.io import write_label_png
+from glandseg_dashboard import drilldown, figures, inference, settings
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS_PAGE = str(REPO / "pages" / "metrics.py")

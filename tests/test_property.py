@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from glandseg_core.io import ImageError, label_png_bytes, read_image, read_label_map
+from glandseg_core.imaging.io import ImageError, label_png_bytes, read_image, read_label_map
 from glandseg_core.metrics import pool_scores, score_image
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glandseg_core.io import read_image, read_label_map
+from glandseg_core.imaging.io import read_image, read_label_map
 from glandseg_core.metrics import score_image
 from glandseg_core.segment import load_segmenter
 

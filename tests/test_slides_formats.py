@@ -12,8 +12,8 @@ import tifffile
 from PIL import Image
 from shapely.geometry import shape
 
-from glandseg_core.export import GLAND_COLUMNS, gland_table, to_geojson
-from glandseg_core.formats import image_mpp, label_tiff_bytes, write_label_tiff
+from glandseg_core.imaging.formats import image_mpp, label_tiff_bytes, write_label_tiff
+from glandseg_core.outputs.export import GLAND_COLUMNS, gland_table, to_geojson
 from glandseg_core.slides import segment_at_mpp
 from tests.helpers import make_glands
 from tests.test_slides import DarkIsGland, disks

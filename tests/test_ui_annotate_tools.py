@@ -1,10 +1,10 @@
-"""Tests for ui.annotate_tools: one canvas action (fabric.js JSON) turns a label map into the next (#14)."""
+"""Tests for glandseg_dashboard.annotate_tools: one canvas action (fabric.js JSON) turns a label map into the next (#14)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ui import annotate_tools
+from glandseg_dashboard import annotate_tools
 
 SIZE = (40, 20)  # canvas (width, height) = twice the 20 x 10 image
 

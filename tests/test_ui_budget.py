@@ -1,4 +1,4 @@
-"""Tests for ui.budget: the pixel budget, downsampling, and measurements back in original pixels (#15 item 4)."""
+"""Tests for glandseg_dashboard.budget: the pixel budget, downsampling, and measurements back in original pixels (#15 item 4)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glandseg_core import export
+from glandseg_core.outputs import export
+from glandseg_dashboard import budget
 from tests.helpers import make_glands
-from ui import budget
 
 Memory = namedtuple("Memory", "available total")
 

@@ -1,4 +1,4 @@
-"""ui.figures and ui.palette: one colour per model in every plot, legends, the paired plot's named band."""
+"""glandseg_dashboard.figures and glandseg_dashboard.palette: one colour per model in every plot, legends, the paired plot's named band."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from glandseg_core import stats
-from glandseg_core.overlays import MODEL_COLOURS
-from glandseg_core.overlays.palette import hex_colour
-from ui import figures, palette
+from glandseg_core.outputs.overlays import MODEL_COLOURS
+from glandseg_core.outputs.overlays.palette import hex_colour
+from glandseg_dashboard import figures, palette
 
 
 def _table(seed: int, n: int = 6) -> pd.DataFrame:

@@ -1,5 +1,5 @@
-"""Tests for ui.forms (config form specs, progress wording, time left), ui.field_help (labels, units, help,
-the poster's values), ui.runs_table and settings, and ui.figures' training curves."""
+"""Tests for glandseg_dashboard.forms (config form specs, progress wording, time left), glandseg_dashboard.field_help (labels, units, help,
+the poster's values), glandseg_dashboard.runs_table and settings, and glandseg_dashboard.figures' training curves."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from glandseg_core.config import PRESETS, RunConfig
-from ui import field_help, figures
-from ui import forms as dashboard
-from ui.runs import RUN_COLUMNS, remember, remembered, runs_table, time_left
+from glandseg_dashboard import field_help, figures
+from glandseg_dashboard import forms as dashboard
+from glandseg_dashboard.runs import RUN_COLUMNS, remember, remembered, runs_table, time_left
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -1,4 +1,4 @@
-"""Tests for ui.inference and ui.worker: segmentation in a child process that can be cancelled, stops when the
+"""Tests for glandseg_dashboard.inference and glandseg_dashboard.worker: segmentation in a child process that can be cancelled, stops when the
 browser session ends and gives its memory back when it ends (issue #15, item 4)."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import psutil
 import pytest
 
 from glandseg_core.errors import ModelError
-from glandseg_core.io import read_image
+from glandseg_core.imaging.io import read_image
+from glandseg_dashboard import inference
 from tests.helpers import REPO
 from tests.test_app import make_tiny_models
-from ui import inference
 
 
 class Stop(Exception):
@@ -133,7 +133,7 @@ def test_describe_names_the_step_and_the_time_left() -> None:
 
 
 def test_the_disk_cache_keeps_a_result_by_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ui import diskcache
+    from glandseg_dashboard import diskcache
 
     monkeypatch.setenv("GLANDSEG_CACHE", str(tmp_path))
     key = ("models/unet", 12.5, False, None, "abc")
@@ -152,7 +152,7 @@ def test_the_disk_cache_keeps_a_result_by_key(tmp_path: Path, monkeypatch: pytes
 def test_warm_computes_once_per_process_and_keeps_on_disk(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ui import diskcache
+    from glandseg_dashboard import diskcache
 
     monkeypatch.setenv("GLANDSEG_CACHE", str(tmp_path))
     model = str(tiny_models / "unet")

@@ -1,4 +1,4 @@
-"""Tests for ui.jobs, ui.runs and ui.promote: background training (start, refuse a second, stop, resume, status),
+"""Tests for glandseg_dashboard.jobs, glandseg_dashboard.runs and glandseg_dashboard.promote: background training (start, refuse a second, stop, resume, status),
 evaluation and promotion. Trainings are tiny U-Nets on the fake GlaS folder, with a private lock."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 from glandseg_core.errors import ModelError, TrainingBusy
 from glandseg_core.segment import load_segmenter
 from glandseg_core.train.locks import training_lock
+from glandseg_dashboard import jobs, runs
+from glandseg_dashboard.promote import promote, replaced
 from tests.helpers import tiny_unet_config
-from ui import jobs, runs
-from ui.promote import promote, replaced
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for ui.runs (a run's state with its phase; val and test evaluations with their progress) and the
+"""Tests for glandseg_dashboard.runs (a run's state with its phase; val and test evaluations with their progress) and the
 test-set history that Promote carries into a model folder (issues #14 and #12). No training here."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from glandseg_core.evaluate import TEST_HISTORY
-from ui import jobs, runs
-from ui.promote import promote, replaced
+from glandseg_dashboard import jobs, runs
+from glandseg_dashboard.promote import promote, replaced
 
 
 def _dead_pid() -> int:

@@ -1,4 +1,4 @@
-"""Tests for ui.safepaths and ui.settings: typed names and folders stay inside their roots (issue #15, item 1)."""
+"""Tests for glandseg_dashboard.safepaths and glandseg_dashboard.settings: typed names and folders stay inside their roots (issue #15, item 1)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from glandseg_dashboard import safepaths, settings
 from tests.helpers import REPO
-from ui import safepaths, settings
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from ..formats import image_mpp
+from ..imaging.formats import image_mpp
 from .pipeline import OVERLAP, WINDOW, Progress, SlideResult, predict_slide
 from .reader import LevelChoice, Slide, choose_level, is_slide, open_slide
 from .resample import segment_at_mpp

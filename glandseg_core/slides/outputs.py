@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import numpy as np
 from skimage.measure import regionprops
 
-from ..export import GLAND_CLASS_COLOUR, to_geojson
+from ..outputs.export import GLAND_CLASS_COLOUR, to_geojson
 from ..segment import Instances
 
 GLAND_CSV_COLUMNS = [

@@ -24,7 +24,7 @@ import openslide
 from PIL import Image
 
 from ..errors import ImageError
-from ..io import MAX_PIXELS
+from ..imaging.io import MAX_PIXELS
 
 # Extensions that are slides whatever their content; .tif/.tiff are slides when pyramidal, tiled or OME.
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".vms", ".vmu", ".mrxs", ".scn", ".bif", ".svslide", ".dcm")

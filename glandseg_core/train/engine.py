@@ -109,8 +109,17 @@ def train_one_epoch(
     report = report or PhaseReport(ctx, stop)
     state.net.train()
     sums: dict[str, float] = {}
-    report.begin("train", steps, "steps", event="step", epoch=state.epoch + 1, epochs=cfg.train_epochs,
-                 step=0, steps=steps, loss=None)  # fmt: skip
+    report.begin(
+        "train",
+        steps,
+        "steps",
+        event="step",
+        epoch=state.epoch + 1,
+        epochs=cfg.train_epochs,
+        step=0,
+        steps=steps,
+        loss=None,
+    )
     with stop.armed(f"stopped during epoch {state.epoch + 1}; resume repeats it"):
         if ctx.workers:
             source = state.batches.loader(state.epoch, ctx.workers)
@@ -244,9 +253,13 @@ def _validate_epoch(
 
 
 def _end_epoch(
-    state: TrainState, ctx: RunContext, record: dict[str, Any], val: list[Sample], t0: float,
+    state: TrainState,
+    ctx: RunContext,
+    record: dict[str, Any],
+    val: list[Sample],
+    t0: float,
     report: PhaseReport,
-) -> bool:  # fmt: skip
+) -> bool:
     """Validate, checkpoint and report a finished epoch. Returns True when the time limit is overrun (stop)."""
     cfg, epoch = state.cfg, state.epoch
     rng_states = _rng_states(state, ctx)
@@ -306,14 +319,32 @@ def _run(ctx: RunContext, state: TrainState, val: list[Sample], report: PhaseRep
         if ctx.rank == 0:
             _tune(ctx, val, report)
             n = state.cfg.train_epochs
-            write_progress(ctx.run_dir, event="done", epoch=n, epochs=n, step=steps, steps=steps, loss=None,
-                           status="finished", phase="done")  # fmt: skip
+            write_progress(
+                ctx.run_dir,
+                event="done",
+                epoch=n,
+                epochs=n,
+                step=steps,
+                steps=steps,
+                loss=None,
+                status="finished",
+                phase="done",
+            )
         return state.best
     except TrainingStopped as e:
         if ctx.rank == 0:
-            try_write_progress(ctx.run_dir, event="stopped", epoch=None, epochs=state.cfg.train_epochs,
-                               step=None, steps=steps, loss=None, status="stopped", phase=report.phase,
-                               message=str(e))  # fmt: skip
+            try_write_progress(
+                ctx.run_dir,
+                event="stopped",
+                epoch=None,
+                epochs=state.cfg.train_epochs,
+                step=None,
+                steps=steps,
+                loss=None,
+                status="stopped",
+                phase=report.phase,
+                message=str(e),
+            )
         raise
     except Exception as e:
         if ctx.rank == 0:

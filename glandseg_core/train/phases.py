@@ -126,8 +126,16 @@ class PhaseReport:
         if self.ctx.rank != 0 or not self.due(done):
             return
         self.last = time.time()
-        out = {"event": self.event, "status": "running", **self.fields, "phase": self.phase, "unit": self.unit,
-               "done": done, "total": self.total, "phase_started": self.started}  # fmt: skip
+        out = {
+            "event": self.event,
+            "status": "running",
+            **self.fields,
+            "phase": self.phase,
+            "unit": self.unit,
+            "done": done,
+            "total": self.total,
+            "phase_started": self.started,
+        }
         with self.stop.paused():
             if record is None:
                 write_progress(self.ctx.run_dir, **out)

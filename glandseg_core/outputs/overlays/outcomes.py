@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..metrics import object_outcomes, overlap
+from ...metrics import object_outcomes, overlap
 
 
 @dataclass(frozen=True)

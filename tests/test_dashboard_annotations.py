@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.annotations: fabric.js drawings <-> label maps, at any canvas scale."""
+"""Tests for glandseg_dashboard.annotations: fabric.js drawings <-> label maps, at any canvas scale."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from skimage.draw import polygon as sk_polygon
 
-from glandseg_core import annotations
-from glandseg_core.annotations import (
+from glandseg_core.imaging.io import read_label_map
+from glandseg_core.metrics import score_image
+from glandseg_dashboard import annotations
+from glandseg_dashboard.annotations import (
     annotation_path,
     canvas_size,
     drawing_to_labels,
@@ -19,8 +21,6 @@ from glandseg_core.annotations import (
     object_outline,
     save_annotation,
 )
-from glandseg_core.io import read_label_map
-from glandseg_core.metrics import score_image
 from tests.helpers import make_glands
 
 

@@ -4,7 +4,7 @@
 The label map (int32[H, W]: 0=background, 1..N glands) lives in ``st.session_state``; the canvas shows it
 filled, one colour per gland, under an empty drawing layer. Each action is applied as soon as the canvas sends
 it (merge: when the button is pressed), then the canvas is mounted afresh (its key carries a version number).
-The label-map operations are ``glandseg_core.annotations``' pure functions.
+The label-map operations are ``glandseg_dashboard.annotations``' pure functions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from glandseg_core import annotations
+from glandseg_dashboard import annotations
 
 TOOLS = {
     "polygon": "Add: polygon",
@@ -21,8 +21,13 @@ TOOLS = {
     "split": "Split: draw a cut",
     "merge": "Merge",
 }
-CANVAS_MODE = {"polygon": "polygon", "freedraw": "freedraw", "erase": "point", "split": "freedraw",
-               "merge": "point"}  # fmt: skip
+CANVAS_MODE = {
+    "polygon": "polygon",
+    "freedraw": "freedraw",
+    "erase": "point",
+    "split": "freedraw",
+    "merge": "point",
+}
 HELP = {
     "polygon": "Click each vertex of a new gland; click the first vertex again to close it. It is filled.",
     "freedraw": "Trace a new gland's outline in one stroke; the enclosed area is filled and becomes the gland.",

@@ -1,15 +1,15 @@
 """Segmentation for the pages, in a child process that can be cancelled (issue #15, item 4).
 
-Every segmentation runs in its own ``python -m ui.worker`` process, one at a time per server. The page's
+Every segmentation runs in its own ``python -m glandseg_dashboard.worker`` process, one at a time per server. The page's
 script polls it every quarter second, drawing the elapsed time and a Cancel button; clicking Cancel, leaving
 the page or changing a widget stops the script run (Streamlit raises inside the poll), and a ``finally`` kills
 the child. A browser session that ends (tab closed) is noticed in the poll as well. When a job ends its process
 exits, so its memory goes back to the operating system. A spare worker waits with torch already imported, so a
 job does not wait for the imports. Results are kept in a small store shared by all sessions, keyed by model
 folder, weights' mtime, TTA, pixel size and the image's digest; those of bundled samples and GlaS images also on
-disk (:mod:`ui.diskcache`), where the samples are computed ahead of the first visit (:func:`warm`).
+disk (:mod:`glandseg_dashboard.diskcache`), where the samples are computed ahead of the first visit (:func:`warm`).
 
-Progress: the worker rewrites ``progress.json`` in its job folder after each forward pass (:mod:`ui.worker`);
+Progress: the worker rewrites ``progress.json`` in its job folder after each forward pass (:mod:`glandseg_dashboard.worker`);
 the poll draws it as a progress bar with the step (model, window, TTA view) and the time left.
 """
 
@@ -98,7 +98,7 @@ class _Workers:
 
     def _spawn(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "ui.worker", *args],
+            [sys.executable, "-m", "glandseg_dashboard.worker", *args],
             cwd=APP_DIR,
             stdin=subprocess.PIPE if not args else subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -292,8 +292,14 @@ def _keep(key: tuple, result: Segmentation, persist: bool) -> None:
         diskcache.save(key, result.labels, result.seconds)
 
 
-def kept(model_dir: str | Path, image: np.ndarray, *, tta: bool = False, mpp: float | None = None,
-         persist: bool = False) -> Segmentation | None:  # fmt: skip
+def kept(
+    model_dir: str | Path,
+    image: np.ndarray,
+    *,
+    tta: bool = False,
+    mpp: float | None = None,
+    persist: bool = False,
+) -> Segmentation | None:
     """The kept result of a segmentation, without running one (None when there is none)."""
     return _kept(_key(str(model_dir), tta, mpp, digest(image)), persist)
 
@@ -312,14 +318,15 @@ def offer_again(image: np.ndarray, label: str = "Segment again") -> None:
 
 def warm(name: str, jobs: list[tuple[str, np.ndarray]]) -> bool:
     """Compute (model folder, image) segmentations in the background, once per server process, and keep them
-    in memory and on disk; see :mod:`ui.diskcache`. Returns whether this call started them."""
+    in memory and on disk; see :mod:`glandseg_dashboard.diskcache`. Returns whether this call started them."""
     store, workers = _store(), _workers()  # fetched in the script thread
 
     def job(model_dir: str, image: np.ndarray) -> None:
         key = _key(model_dir, False, None, digest(image))
         if _kept(key, True) is None:
-            result = run_job(model_dir, image, False, lambda *_: None, done=lambda: _kept(key, True),
-                             workers=workers)  # fmt: skip
+            result = run_job(
+                model_dir, image, False, lambda *_: None, done=lambda: _kept(key, True), workers=workers
+            )
             store.put(key, result)
             diskcache.save(key, result.labels, result.seconds)
 
@@ -370,8 +377,9 @@ def segment(
             box.empty()
             raise Cancelled(f"Segmenting {what} was cancelled.")
     try:
-        result = run_job(model_dir, image, tta, _poller(status, what), mpp=mpp,
-                         done=lambda: _kept(key, persist))  # fmt: skip
+        result = run_job(
+            model_dir, image, tta, _poller(status, what), mpp=mpp, done=lambda: _kept(key, persist)
+        )
     finally:
         status.empty()
         box.empty()

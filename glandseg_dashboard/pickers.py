@@ -1,6 +1,6 @@
 """The image and ground-truth choosers shared by the Compare and Annotate pages, with the pixel budget.
 
-An image whose segmentation would exceed the machine's budget (:mod:`ui.budget`) is refused with a plain
+An image whose segmentation would exceed the machine's budget (:mod:`glandseg_dashboard.budget`) is refused with a plain
 explanation, or, when the user ticks the box that names the new size, worked on downsampled; ``Picked.scale``
 (original / working size) then converts measurements back to the original image's pixels.
 """
@@ -114,12 +114,20 @@ def pick_image(
     kinds = (["Bundled sample"] if samples else []) + (["GlaS dataset"] if glas else []) + ["Upload"]
     kind = box.radio("Image", kinds, key=f"{prefix}_kind", horizontal=True)
     if kind == "Upload":
-        up = box.file_uploader("H&E image (PNG, JPEG, TIFF, BMP)", type=UPLOAD_TYPES, key=f"{prefix}_upload",
-                               help="Up to 50 MB and 100 megapixels.")  # fmt: skip
+        up = box.file_uploader(
+            "H&E image (PNG, JPEG, TIFF, BMP)",
+            type=UPLOAD_TYPES,
+            key=f"{prefix}_upload",
+            help="Up to 50 MB and 100 megapixels.",
+        )
         return None if up is None else _from_upload(up, limit)
     options = {s.key: s for s in (samples if kind == "Bundled sample" else glas)}
-    choice = box.selectbox("Sample" if kind == "Bundled sample" else "GlaS image", list(options),
-                           key=f"{prefix}_{kind[:6]}", format_func=lambda k: options[k].label)  # fmt: skip
+    choice = box.selectbox(
+        "Sample" if kind == "Bundled sample" else "GlaS image",
+        list(options),
+        key=f"{prefix}_{kind[:6]}",
+        format_func=lambda k: options[k].label,
+    )
     return _from_source(options[choice], limit)
 
 
@@ -255,9 +263,13 @@ def pick_ground_truth(
     """
     box = where or st
     options = _gt_options(picked)
-    choice = box.selectbox("Ground truth", list(options), key=f"{prefix}_gt_{picked.key}",
-                           format_func=lambda k: options[k],
-                           help="Label map: one integer id per gland, 0 = background, same size as the image.")  # fmt: skip
+    choice = box.selectbox(
+        "Ground truth",
+        list(options),
+        key=f"{prefix}_gt_{picked.key}",
+        format_func=lambda k: options[k],
+        help="Label map: one integer id per gland, 0 = background, same size as the image.",
+    )
     try:
         labels = _gt_labels(picked, choice, box, prefix)
     except ImageError as e:

@@ -1,7 +1,7 @@
 """The Compare page's pieces: both models run under one progress area, each model's panel, and the words that
 explain the scores (the GlaS 50 % matching rule, single-id annotations, merges and splits).
 
-Label maps are int32[H, W]: 0=background, 1..N glands. ``scale`` = original / working size (see :mod:`ui.pickers`).
+Label maps are int32[H, W]: 0=background, 1..N glands. ``scale`` = original / working size (see :mod:`glandseg_dashboard.pickers`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import streamlit as st
 from scipy import ndimage
 
-from glandseg_core import overlays
 from glandseg_core.errors import ImageError, ModelError
+from glandseg_core.outputs import overlays
 from glandseg_core.slides.reader import SAME_MPP
 
 from . import inference, loaders, panels, settings
@@ -94,8 +94,15 @@ def explain_single_id(pieces: int) -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def drawn(image: np.ndarray, labels: np.ndarray, gt: np.ndarray | None, alpha: float, outlines: bool,
-          ids: bool, by_outcome: bool) -> tuple[overlays.GlandOutcomes | None, np.ndarray]:  # fmt: skip
+def drawn(
+    image: np.ndarray,
+    labels: np.ndarray,
+    gt: np.ndarray | None,
+    alpha: float,
+    outlines: bool,
+    ids: bool,
+    by_outcome: bool,
+) -> tuple[overlays.GlandOutcomes | None, np.ndarray]:
     """(outcomes against ``gt`` or None, the overlay) of a label map; kept, so a revisit draws at once."""
     klass = overlays.gland_outcomes(labels, gt) if gt is not None else None
     if by_outcome and klass is not None:
@@ -140,7 +147,7 @@ def panel(
             merges = "; ".join(
                 f"gland {p} covers true glands {', '.join(map(str, g))}" for p, g in klass.merges.items()
             )
-            st.caption(f"**Merges** (one prediction over several true glands, each costs F1): {merges}.")  # fmt: skip
+            st.caption(f"**Merges** (one prediction over several true glands, each costs F1): {merges}.")
         if klass is not None and klass.splits:
             splits = "; ".join(f"true gland {g} cut into {len(p)}" for g, p in klass.splits.items())
             st.caption(f"**Splits**: {splits}.")
@@ -151,6 +158,11 @@ def disagreement(image: np.ndarray, a: Result, b: Result) -> None:
     view, agree = _disagreement(image, a.labels, b.labels)
     st.image(view, width="stretch", output_format="JPEG")
     colours = overlays.DISAGREEMENT_COLOURS
-    panels.legend({f"only {a.title}": colours["A only"], f"only {b.title}": colours["B only"],
-                   "both (darkened)": (110, 80, 110)})  # fmt: skip
+    panels.legend(
+        {
+            f"only {a.title}": colours["A only"],
+            f"only {b.title}": colours["B only"],
+            "both (darkened)": (110, 80, 110),
+        }
+    )
     st.caption(f"The models agree on {agree:.1%} of the pixels (gland vs background).")

@@ -1,11 +1,11 @@
 """The pixel budget for interactive work (issue #15, item 4): how large an image the dashboard segments.
 
-How it works: a segmentation runs in its own process (:mod:`ui.worker`), whose peak memory grows linearly with
+How it works: a segmentation runs in its own process (:mod:`glandseg_dashboard.worker`), whose peak memory grows linearly with
 the image's pixels: ``peak = BASE_BYTES[kind] + BYTES_PER_PIXEL[kind] * pixels`` (measured with
 ``benchmarks/bench_dashboard_memory.py``; test-time augmentation adds ``TTA_BYTES_PER_PIXEL``). The budget
 is a share of the memory the machine has available now (``psutil``): ``GLANDSEG_MEMORY_FRACTION`` (default
 0.25, leaving the rest to the server, its other sessions and the machine), or a fixed
-``GLANDSEG_MEMORY_BUDGET_MB``. Segmentations run one at a time (:mod:`ui.inference`), so one job's budget is
+``GLANDSEG_MEMORY_BUDGET_MB``. Segmentations run one at a time (:mod:`glandseg_dashboard.inference`), so one job's budget is
 not shared. An image above the budget is refused, or, with the user's consent, downsampled to fit: its
 measurements are then converted back to the original image's pixels (:func:`to_original`). No streamlit here.
 """
@@ -104,7 +104,7 @@ _INT_LENGTH_COLUMNS = ("bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max
 
 
 def to_original(table: pd.DataFrame, scale: float) -> pd.DataFrame:
-    """A gland table (:func:`glandseg_core.export.gland_table`) measured on an image downsampled by ``scale``
+    """A gland table (:func:`glandseg_core.outputs.export.gland_table`) measured on an image downsampled by ``scale``
     (original / working size), in the original image's pixels: lengths times ``scale``, areas times
     ``scale**2``; shape ratios unchanged."""
     if scale == 1.0:

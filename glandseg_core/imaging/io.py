@@ -18,8 +18,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageError
-from .files import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+from ..errors import ImageError
+from ..files import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 from .pixels import brief, to_labels, to_rgb
 
 MAX_PIXELS = 100_000_000  # larger images are refused before they are decoded

@@ -1,4 +1,4 @@
-"""The child process that segments one image for the dashboard: ``python -m ui.worker [JOB_DIR]``.
+"""The child process that segments one image for the dashboard: ``python -m glandseg_dashboard.worker [JOB_DIR]``.
 
 Without ``JOB_DIR`` the worker imports torch and the segmenters first, then reads the job folder's path from
 its stdin: the dashboard keeps one such spare ready so that a job does not wait for the imports (seconds).
@@ -88,8 +88,14 @@ class Progress:
         self.started: float | None = None
 
     def write(self, phase: str) -> None:
-        info = {"phase": phase, "done": self.done, "total": self.total, "windows": self.windows,
-                "views": self.views, "started": self.started}  # fmt: skip
+        info = {
+            "phase": phase,
+            "done": self.done,
+            "total": self.total,
+            "windows": self.windows,
+            "views": self.views,
+            "started": self.started,
+        }
         atomic_write_text(self.path, json.dumps(info))
 
     def plan(self, windows: int, views: int) -> None:

@@ -1,6 +1,6 @@
 """Cached loaders for the pages: model folders, images, label maps, GlaS and sample sources, canvas helpers.
 
-Folders come from :mod:`ui.settings`. Never reads ``st.session_state`` inside a cached function (it is not part
+Folders come from :mod:`glandseg_dashboard.settings`. Never reads ``st.session_state`` inside a cached function (it is not part
 of the cache key). Images above the pixel budget are cached only at their working size (:func:`load_working`).
 """
 
@@ -17,7 +17,7 @@ from PIL import Image
 from glandseg_core.checkpoints import list_model_dirs
 from glandseg_core.data import GlasItem, find_items, read_grades, single_id_annotations
 from glandseg_core.errors import DatasetError
-from glandseg_core.io import png_bytes, read_image, read_label_map
+from glandseg_core.imaging.io import png_bytes, read_image, read_label_map
 
 from . import budget, settings
 from .settings import SAMPLE_GRADES
@@ -199,7 +199,7 @@ def saved_annotations() -> list[Path]:
 @st.cache_data(show_spinner=False, max_entries=16)
 def initial_drawing(labels: np.ndarray, size: tuple[int, int]) -> dict:
     """Editable canvas polygons of a label map (see ``annotations.labels_to_drawing``)."""
-    from glandseg_core.annotations import labels_to_drawing
+    from glandseg_dashboard.annotations import labels_to_drawing
 
     return labels_to_drawing(labels, size)
 

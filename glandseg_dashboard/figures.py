@@ -38,7 +38,7 @@ def distribution_figure(
     tables: dict[str, pd.DataFrame], metric: str, colours: dict[str, str] | None = None
 ) -> go.Figure:
     """Box per model with every image as a jittered point (hover: image, grade; customdata: image), one
-    colour per model (``colours``: label -> colour, else :mod:`ui.palette`) and a legend."""
+    colour per model (``colours``: label -> colour, else :mod:`glandseg_dashboard.palette`) and a legend."""
     label, higher_better = stats.METRICS[metric]
     fig = go.Figure()
     rng = np.random.default_rng(0)
@@ -108,9 +108,11 @@ def difference_figure(
     values = d.to_numpy()
     b_better = values > 0 if higher_better else values < 0
     fig = go.Figure()
-    groups = ((b_better, f"{label_b} better", colour_of[label_b]),
-              ((values != 0) & ~b_better, f"{label_a} better", colour_of[label_a]),
-              (values == 0, "no difference", "#888888"))  # fmt: skip
+    groups = (
+        (b_better, f"{label_b} better", colour_of[label_b]),
+        ((values != 0) & ~b_better, f"{label_a} better", colour_of[label_a]),
+        (values == 0, "no difference", "#888888"),
+    )
     fmt = _y(metric, "+")
     for sel, name, colour in groups:
         if not sel.any():
@@ -175,8 +177,12 @@ def clicked_image(event: object) -> str | None:
 
 # --------------------------------------------------------------------------------------- training curves
 
-_LAYOUT = {"xaxis_title": "epoch", "height": 340, "margin": {"t": 40, "b": 10},
-           "legend": {"orientation": "h", "yanchor": "top", "y": -0.25}}  # fmt: skip
+_LAYOUT = {
+    "xaxis_title": "epoch",
+    "height": 340,
+    "margin": {"t": 40, "b": 10},
+    "legend": {"orientation": "h", "yanchor": "top", "y": -0.25},
+}
 
 
 def loss_figure(log: pd.DataFrame) -> go.Figure:

@@ -42,9 +42,24 @@ REQUESTED_CONFIG = runs.REQUESTED_CONFIG
 TRAIN_OUT, TRAIN_PID = runs.TRAIN_OUT, runs.TRAIN_PID
 EVAL_DIR, EVAL_OUT, EVAL_PID = runs.EVAL_DIR, runs.EVAL_OUT, runs.EVAL_PID
 # What a launch writes or a trainer leaves in a run folder; a new start into a folder replaces them (confirmed).
-ATTEMPT_FILES = (REQUESTED_CONFIG, "config.json", "progress.json", "log.jsonl", TRAIN_PID, TRAIN_OUT,
-                 "best.pt", "tuning.json", "postprocess.json", EVAL_DIR, EVAL_PID, EVAL_OUT, runs.VAL_EVAL_DIR,
-                 runs.VAL_EVAL_PID, runs.VAL_EVAL_OUT, TEST_HISTORY)  # fmt: skip
+ATTEMPT_FILES = (
+    REQUESTED_CONFIG,
+    "config.json",
+    "progress.json",
+    "log.jsonl",
+    TRAIN_PID,
+    TRAIN_OUT,
+    "best.pt",
+    "tuning.json",
+    "postprocess.json",
+    EVAL_DIR,
+    EVAL_PID,
+    EVAL_OUT,
+    runs.VAL_EVAL_DIR,
+    runs.VAL_EVAL_PID,
+    runs.VAL_EVAL_OUT,
+    TEST_HISTORY,
+)
 ESTIMATE_TIMEOUT_S = 600
 
 
@@ -275,8 +290,18 @@ def start_evaluation(
         raise RuntimeError(f"{run_dir.name} is being evaluated already")
     root = check_data(data, splits)
     total = len(find_items(root, splits))
-    args = ["evaluate", "--model", str(run_dir), "--split", *splits, "--out", str(run_dir / out),
-            "--data", str(root), "--save-predictions"]  # fmt: skip
+    args = [
+        "evaluate",
+        "--model",
+        str(run_dir),
+        "--split",
+        *splits,
+        "--out",
+        str(run_dir / out),
+        "--data",
+        str(root),
+        "--save-predictions",
+    ]
     args += ["--reason", reason] if reason and kind == "test" else []
     pid = _launch(args, run_dir / log)
     atomic_write_text(run_dir / pid_name, f"{pid} {total}\n")
@@ -301,10 +326,12 @@ def estimate_epoch(
         DatasetError: the data folder is unusable. RuntimeError: the measurement failed or took too long.
     """
     root = check_data(data)
-    code = ("import json, sys; from glandseg_core.config import config_from_dict; "
-            "from glandseg_core.train.estimate import estimate_epoch; "
-            "cfg = config_from_dict(json.loads(sys.argv[1])); "
-            "print(json.dumps(estimate_epoch(cfg, sys.argv[2], steps=int(sys.argv[3]))))")  # fmt: skip
+    code = (
+        "import json, sys; from glandseg_core.config import config_from_dict; "
+        "from glandseg_core.train.estimate import estimate_epoch; "
+        "cfg = config_from_dict(json.loads(sys.argv[1])); "
+        "print(json.dumps(estimate_epoch(cfg, sys.argv[2], steps=int(sys.argv[3]))))"
+    )
     cmd = [sys.executable, "-c", code, json.dumps(dataclasses.asdict(cfg)), str(root), str(steps)]
     try:
         done = subprocess.run(

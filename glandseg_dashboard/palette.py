@@ -1,6 +1,6 @@
 """One colour per model on every page and plot, as ``#rrggbb`` for plotly and HTML legends.
 
-The colours themselves live in :mod:`glandseg_core.overlays.palette` (``MODEL_COLOURS``, checked against H&E
+The colours themselves live in :mod:`glandseg_core.outputs.overlays.palette` (``MODEL_COLOURS``, checked against H&E
 stain colours and colour-blind vision): U-Net azure, Mask R-CNN orange, the poster's recipe brown, a fusion
 green. A model is known by its folder name (``poster-maskrcnn``), else by its kind (``maskrcnn``); anything
 else gets a grey.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from glandseg_core.overlays.palette import MODEL_COLOURS, hex_colour
+from glandseg_core.outputs.overlays.palette import MODEL_COLOURS, hex_colour
 
 #: Neutral greys for model folders the palette does not know (never a stain-like hue).
 OTHER = ("#6b6b6b", "#a0a0a0", "#3d3d3d")
@@ -33,7 +33,7 @@ def model_colour(folder: str, kind: str = "", k: int = 0) -> str:
 
 def colours_for(models: Mapping[str, object]) -> dict[str, str]:
     """Display label -> colour for model folders (objects with ``path`` and ``kind``, e.g.
-    :class:`ui.results.ModelFolder`; a ``poster-*`` preset is the poster's recipe). Two folders of one kind keep distinct colours: the second falls back
+    :class:`glandseg_dashboard.results.ModelFolder`; a ``poster-*`` preset is the poster's recipe). Two folders of one kind keep distinct colours: the second falls back
     to a grey."""
     out: dict[str, str] = {}
     for k, (label, m) in enumerate(models.items()):

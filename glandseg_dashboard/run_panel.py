@@ -87,12 +87,19 @@ def _progress(run_dir: Path, s: dict[str, Any]) -> None:
         left = runs.time_left(s, runs.load_run_config(run_dir), runs.read_log(run_dir))
         st.progress(phase[0], text=f"{phase[1]} · {forms.duration(left['phase'])} left in this phase")
         if left["training"] is not None:
-            st.caption(f"Training: {forms.duration(left['training'])} left at the pace so far "
-                       "(an estimate; post-processing tuning follows).")  # fmt: skip
+            st.caption(
+                f"Training: {forms.duration(left['training'])} left at the pace so far "
+                "(an estimate; post-processing tuning follows)."
+            )
     if s["status"] == "stopped":
-        st.info(f"Stopped{': ' + s['message'] if s['message'] else ''}. "
-                + ("Resume continues from the last finished epoch (last.pt)." if s["has_last"]
-                   else "No epoch had finished: Restart trains it from the start."))  # fmt: skip
+        st.info(
+            f"Stopped{': ' + s['message'] if s['message'] else ''}. "
+            + (
+                "Resume continues from the last finished epoch (last.pt)."
+                if s["has_last"]
+                else "No epoch had finished: Restart trains it from the start."
+            )
+        )
     if s["status"] in ("failed", "dead") and s["error"]:
         st.error(f"{s['status']}: {s['error']}")
 
@@ -109,13 +116,21 @@ def _curves(run_dir: Path) -> None:
 
 def _stop_resume(run_dir: Path, s: dict[str, Any], data: Callable[[], str]) -> None:
     b = st.columns(3)
-    if b[0].button("Stop", disabled=s["status"] not in LIVE, key="train_stop",
-                   help="Ends the run within seconds in any phase; last.pt keeps the last finished epoch"):  # fmt: skip
+    if b[0].button(
+        "Stop",
+        disabled=s["status"] not in LIVE,
+        key="train_stop",
+        help="Ends the run within seconds in any phase; last.pt keeps the last finished epoch",
+    ):
         st.toast("Stopping…" if jobs.stop_training(run_dir) else "No trainer is running for this run.")
     can_go_on = s["status"] in ("stopped", "failed", "dead") and not s["alive"]
     label = "Resume" if s["has_last"] or not can_go_on else "Restart"
-    if b[1].button(label, disabled=not can_go_on, key="train_resume",
-                   help="Continue from last.pt (a run stopped while tuning redoes only the tuning)"):  # fmt: skip
+    if b[1].button(
+        label,
+        disabled=not can_go_on,
+        key="train_resume",
+        help="Continue from last.pt (a run stopped while tuning redoes only the tuning)",
+    ):
         try:
             st.toast(f"{label}d (pid {jobs.resume_training(run_dir, data=data(), restart=True)}).")
             st.rerun(scope="app")
@@ -154,10 +169,15 @@ def _evaluate(run_dir: Path, s: dict[str, Any], data: Callable[[], str]) -> None
     with c2:
         looks = read_test_history(run_dir)
         st.markdown("**2 · On Test A + Test B** (recorded)")
-        st.caption(f"Each scoring is appended to this run's `{TEST_HISTORY}` ({len(looks)} so far) and carried into "
-                   "the model card by Promote. Score the tests once, for a model already chosen on val.")  # fmt: skip
-        sure = st.checkbox("I chose this model on val: record this look at Test A and B", key=f"eval_ok_{run_dir.name}",
-                           disabled=val["status"] != "done")  # fmt: skip
+        st.caption(
+            f"Each scoring is appended to this run's `{TEST_HISTORY}` ({len(looks)} so far) and carried into "
+            "the model card by Promote. Score the tests once, for a model already chosen on val."
+        )
+        sure = st.checkbox(
+            "I chose this model on val: record this look at Test A and B",
+            key=f"eval_ok_{run_dir.name}",
+            disabled=val["status"] != "done",
+        )
         ready = s["has_best"] and sure and val["status"] == "done" and test["status"] != "running"
         if st.button("Evaluate on Test A + Test B (recorded)", disabled=not ready, key="eval_test"):
             f1 = (val["summary"] or {}).get("val", {}).get("pooled_f1")
@@ -185,8 +205,12 @@ def _promote(run_dir: Path, info: dict[str, Any]) -> None:
     st.subheader(f"Promote to {settings.models_root().name}/")
     cols = st.columns([2, 3, 1], vertical_alignment="bottom")
     default_target = info["model"] if info["model"] in settings.ROLES else name
-    target_name = cols[0].text_input("Model folder name", default_target, key=f"promote_{name}",
-                                     help=f"a folder in {settings.models_root()}")  # fmt: skip
+    target_name = cols[0].text_input(
+        "Model folder name",
+        default_target,
+        key=f"promote_{name}",
+        help=f"a folder in {settings.models_root()}",
+    )
     try:
         target = safepaths.inside(settings.models_root(), target_name, "Model folder name")
         found = promote.replaced(target)

@@ -2,7 +2,7 @@
 
 Every function takes label maps: int (H, W), 0=NO masks; 1,2... are mask labels (ids need not be
 consecutive, and one id may cover several pieces). Images are uint8 (H, W, 3) RGB; each function returns a
-new image. No file I/O here. ``glandseg_core.export`` re-exports the public names.
+new image. No file I/O here. ``glandseg_core.outputs.export`` re-exports the public names.
 
 Colours come from :mod:`.palette` (checked against H&E stain colours and colour-blind vision); the merge /
 split classification of the outcome view from :mod:`.outcomes`. Outlines are double: a dark outer ring and
@@ -144,8 +144,14 @@ def outcome_overlay(
     gt_ids, gt_compact = compact_ids(gt)
     inside = set(klass.merged_or_split_gt())
     missed = [int(i) in set(klass.missed) - inside for i in gt_ids]
-    _paint(out, gt_compact, _lut([OUTCOME_COLOURS["FN"]] * gt_ids.size), np.array([False, *missed]),
-           alpha / 2, outlines)  # fmt: skip
+    _paint(
+        out,
+        gt_compact,
+        _lut([OUTCOME_COLOURS["FN"]] * gt_ids.size),
+        np.array([False, *missed]),
+        alpha / 2,
+        outlines,
+    )
     pred_ids, pred_compact = compact_ids(pred)
     lut = _lut([OUTCOME_COLOURS[klass.pred.get(int(i), "FP")] for i in pred_ids])
     _paint(out, pred_compact, lut, np.ones(pred_ids.size + 1, bool), alpha, outlines)

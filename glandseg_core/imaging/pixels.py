@@ -1,4 +1,4 @@
-"""Decoded Pillow images -> numpy arrays: RGB images and int32 label maps (used by :mod:`glandseg_core.io`).
+"""Decoded Pillow images -> numpy arrays: RGB images and int32 label maps (used by :mod:`glandseg_core.imaging.io`).
 
 ``to_rgb`` gives uint8 (H, W, 3); ``to_labels`` gives int32 (H, W) label maps (0=NO masks; 1,2... are mask
 labels) and refuses colour, fractional, negative or out-of-range data with an :class:`ImageError` whose one-line
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .errors import ImageError
+from ..errors import ImageError
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 

@@ -3,7 +3,7 @@ merges and splits as such.
 
 Label maps are int32[H, W] (0=background, 1..N glands); per-object rows come from
 :func:`glandseg_core.metrics.per_object_scores`, the outcome classes from
-:func:`glandseg_core.overlays.gland_outcomes`.
+:func:`glandseg_core.outputs.overlays.gland_outcomes`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from glandseg_core import export, metrics, overlays
-from glandseg_core.overlays import GlandOutcomes
+from glandseg_core import metrics
+from glandseg_core.outputs import export, overlays
+from glandseg_core.outputs.overlays import GlandOutcomes
 
 #: Per-image metric column -> short name in the image table (the model's label goes in front).
 IMAGE_METRICS = {"f1": "F1", "object_dice": "Dice", "object_hausdorff": "Hausdorff"}

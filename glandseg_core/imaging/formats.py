@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .errors import ImageError
-from .files import atomic_write_bytes
+from ..errors import ImageError
+from ..files import atomic_write_bytes
 
 MPP_RANGE = (0.01, 50.0)  # plausible micrometres per pixel of a microscope image (72 dpi is 352 um/px)
 _UM_PER = {"inch": 25400.0, "centimeter": 10000.0, "millimeter": 1000.0, "micrometer": 1.0}

@@ -6,7 +6,7 @@ no gland, outcome or model colour is red, pink, magenta or purple. Every colour 
 colours in ``STAINS``, and the difference between every two colours of a set, both as seen with normal colour
 vision and as simulated for deuteranopia and protanopia (Machado, Oliveira and Fernandes 2009, severity 1,
 applied in linear RGB). ``tests/test_overlays.py`` holds the thresholds; ``docs/PALETTE.md`` the figures
-(``python -c "from glandseg_core.overlays import palette; print(palette.report())"`` prints them).
+(``python -c "from glandseg_core.outputs.overlays import palette; print(palette.report())"`` prints them).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from skimage.color import deltaE_ciede2000, rgb2lab
 
 RGB = tuple[int, int, int]
 
-#: Gland colours, cycled by id (:func:`glandseg_core.overlays.colour_for`): yellow, bluish green, orange,
+#: Gland colours, cycled by id (:func:`glandseg_core.outputs.overlays.colour_for`): yellow, bluish green, orange,
 #: azure, dark green.
 GLAND_PALETTE: tuple[RGB, ...] = (
     (240, 228, 66),
@@ -27,7 +27,7 @@ GLAND_PALETTE: tuple[RGB, ...] = (
     (30, 130, 255),
     (20, 90, 40),
 )
-#: Detection outcomes (see :mod:`glandseg_core.overlays.outcomes`); "FN" is a missed ground-truth gland.
+#: Detection outcomes (see :mod:`glandseg_core.outputs.overlays.outcomes`); "FN" is a missed ground-truth gland.
 OUTCOME_COLOURS: dict[str, RGB] = {
     "TP": (0, 158, 115),
     "merge": (230, 120, 0),

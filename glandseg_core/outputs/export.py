@@ -1,4 +1,4 @@
-"""Turn label maps into tables and QuPath GeoJSON; coloured overlays come from :mod:`glandseg_core.overlays`.
+"""Turn label maps into tables and QuPath GeoJSON; coloured overlays come from :mod:`glandseg_core.outputs.overlays`.
 
 Every function takes label maps: int (H, W), 0=NO masks; 1,2... are mask labels (ids need not be
 consecutive, and one id may cover several pieces). No file I/O here. The overlay functions and colours are

@@ -22,7 +22,7 @@ from glandseg_core.checkpoints import WEIGHTS
 from glandseg_core.data import item_by_name, load_item
 from glandseg_core.errors import DatasetError, ImageError, ModelError
 from glandseg_core.evaluate import PREDICTION_SUFFIX
-from glandseg_core.io import read_image, read_label_map
+from glandseg_core.imaging.io import read_image, read_label_map
 
 from . import inference, settings
 from .settings import ROLES, models_root, mtime
@@ -157,7 +157,7 @@ def _read_prediction(path: str, stamp: float) -> np.ndarray:
 
 
 def prediction(model: ModelFolder, name: str, image: np.ndarray) -> tuple[np.ndarray | None, str]:
-    """The model's label map of ``name``: saved prediction, else :func:`ui.inference.segment`; (None, why)."""
+    """The model's label map of ``name``: saved prediction, else :func:`glandseg_dashboard.inference.segment`; (None, why)."""
     path = Path(model.path) / "predictions" / f"{name}{PREDICTION_SUFFIX}.png"
     if path.is_file():
         try:
@@ -263,9 +263,13 @@ def paper_table(
     """
     rows = tidy[(tidy["aggregation"] == aggregation) & tidy["split"].isin(splits)]
     wide = rows.pivot_table(
-        index=["method", "source"], columns="split", values=list(PAPER_METRICS), aggfunc="first", sort=False,
+        index=["method", "source"],
+        columns="split",
+        values=list(PAPER_METRICS),
+        aggfunc="first",
+        sort=False,
         dropna=False,
-    )  # fmt: skip
+    )
     columns = [f"{s} {name}" for s in splits for name in PAPER_METRICS.values()]
     out = pd.DataFrame(index=wide.index, columns=columns, dtype=float)
     for s in splits:

@@ -1,6 +1,6 @@
 """Small drawing helpers of the Compare page: colour legends, gland counts, score metrics and downloads.
 
-Measurements of a downsampled image (``scale`` = original / working size, see :mod:`ui.pickers`) are given
+Measurements of a downsampled image (``scale`` = original / working size, see :mod:`glandseg_dashboard.pickers`) are given
 in the original image's pixels: the gland table's areas and lengths, the GeoJSON outlines, and Hausdorff.
 """
 
@@ -11,13 +11,16 @@ import json
 import numpy as np
 import streamlit as st
 
-from glandseg_core import export, metrics
-from glandseg_core.io import label_png_bytes, png_bytes
+from glandseg_core import metrics
+from glandseg_core.imaging.io import label_png_bytes, png_bytes
+from glandseg_core.outputs import export
 
 from . import budget
 
-SWATCH = ('<span style="display:inline-block;width:.9em;height:.9em;background:{};border-radius:2px;'
-          'border:1px solid #14141480;vertical-align:-.1em"></span>')  # fmt: skip
+SWATCH = (
+    '<span style="display:inline-block;width:.9em;height:.9em;background:{};border-radius:2px;'
+    'border:1px solid #14141480;vertical-align:-.1em"></span>'
+)
 
 
 def count(labels: np.ndarray) -> int:
@@ -92,8 +95,32 @@ def _files(
         )
     geo = budget.geojson_to_original(export.to_geojson(labels), scale)
     return [
-        ("Label map", label_png_bytes(labels), f"{stem}_labels.png", "image/png", f"16-bit PNG, 0 = background, 1..N = glands{size_note}"),
-        ("Overlay", png_bytes(view), f"{stem}_overlay.png", "image/png", f"The overlay as shown{size_note}"),
-        ("CSV", table.to_csv(index=False), f"{stem}_glands.csv", "text/csv", "One row per gland: area (px and µm²), perimeter, centroid, bbox, shape"),
-        ("GeoJSON", json.dumps(geo), f"{stem}.geojson", "application/geo+json", "Gland outlines for QuPath"),
-    ]  # fmt: skip
+        (
+            "Label map",
+            label_png_bytes(labels),
+            f"{stem}_labels.png",
+            "image/png",
+            f"16-bit PNG, 0 = background, 1..N = glands{size_note}",
+        ),
+        (
+            "Overlay",
+            png_bytes(view),
+            f"{stem}_overlay.png",
+            "image/png",
+            f"The overlay as shown{size_note}",
+        ),
+        (
+            "CSV",
+            table.to_csv(index=False),
+            f"{stem}_glands.csv",
+            "text/csv",
+            "One row per gland: area (px and µm²), perimeter, centroid, bbox, shape",
+        ),
+        (
+            "GeoJSON",
+            json.dumps(geo),
+            f"{stem}.geojson",
+            "application/geo+json",
+            "Gland outlines for QuPath",
+        ),
+    ]

@@ -1,5 +1,5 @@
 """The Train page's run form: one widget per RunConfig field, generated from the dataclass, with human labels,
-units and help lines (:mod:`ui.field_help`), and progress wording.
+units and help lines (:mod:`glandseg_dashboard.field_help`), and progress wording.
 
 ``field_specs`` and ``config_from_values`` are plain functions (tested on their own); ``config_widget`` draws
 one spec as a Streamlit widget.
@@ -94,12 +94,17 @@ def config_from_values(values: dict[str, Any]) -> RunConfig:
     return config_from_dict(d)
 
 
-PHASE_WORDS = {"setup": "setting up", "train": "training steps", "validate": "validating on val",
-               "tune": "tuning post-processing on val", "done": "done"}  # fmt: skip
+PHASE_WORDS = {
+    "setup": "setting up",
+    "train": "training steps",
+    "validate": "validating on val",
+    "tune": "tuning post-processing on val",
+    "done": "done",
+}
 
 
 def progress_text(status: dict[str, Any]) -> tuple[float, str]:
-    """(fraction of the run done in 0..1, one-line wording) of a :func:`ui.runs.run_status` dict."""
+    """(fraction of the run done in 0..1, one-line wording) of a :func:`glandseg_dashboard.runs.run_status` dict."""
     epochs, epoch = status.get("epochs") or 0, status.get("epoch") or 0
     steps, step = status.get("steps") or 0, status.get("step") or 0
     phase, word = status.get("phase"), status["status"]
@@ -145,7 +150,7 @@ def duration(seconds: float | None) -> str:
 
 def config_widget(spec: dict[str, Any], key: str, model: str = "") -> Any:
     """One widget for a :func:`field_specs` entry, by its kind, with its human label, unit and help line
-    (:mod:`ui.field_help`; "· poster" marks the poster's values of a ``model`` run); returns the widget's value."""
+    (:mod:`glandseg_dashboard.field_help`; "· poster" marks the poster's values of a ``model`` run); returns the widget's value."""
     name, kind, value = spec["name"], spec["kind"], spec["value"]
     model = model or str(spec.get("model", ""))
     label, help_ = field_help.label(name, value, model), field_help.help_text(name, value, model)
@@ -179,14 +184,22 @@ def run_form(
                 values[spec["name"]] = config_widget(spec, f"cfg_{preset}_{spec['name']}", cfg.model)
         c1, c2 = st.columns(2)
         workers = c1.number_input(
-            "Augmentation workers", min_value=0, max_value=64, step=1, key=f"workers_{preset}",
+            "Augmentation workers",
+            min_value=0,
+            max_value=64,
+            step=1,
+            key=f"workers_{preset}",
             value=min(6, cpus - 1) if gpu else 0,
             help="processes that build augmented batches, so a GPU is not kept waiting (0 = in the trainer)",
-        )  # fmt: skip
+        )
         budget = c2.number_input(
-            "Time budget (minutes, 0 = none)", min_value=0.0, step=5.0, format="%g", key=f"budget_{preset}",
+            "Time budget (minutes, 0 = none)",
+            min_value=0.0,
+            step=5.0,
+            format="%g",
+            key=f"budget_{preset}",
             help="after two epochs the run times itself and shortens its schedule to end within the budget",
-        )  # fmt: skip
+        )
         c1, c2 = st.columns(2)
         submitted = c1.form_submit_button("Start training", type="primary")
         estimate = c2.form_submit_button(

@@ -3,7 +3,7 @@
 Names typed for outputs (model folders, run folders, annotation files) are plain names, one level below their
 root: letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit, so ``..``, ``/``, ``~`` and
 absolute paths are refused; a name that is a symbolic link, or resolves outside its root, is refused too. Data
-folders may be typed as paths, but must lie inside :func:`ui.settings.data_root` unless the deployment sets
+folders may be typed as paths, but must lie inside :func:`glandseg_dashboard.settings.data_root` unless the deployment sets
 ``GLANDSEG_ALLOW_ANY_PATH=1``. Every refusal is a ``ValueError`` with a one-line message. No streamlit here.
 """
 

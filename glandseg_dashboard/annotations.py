@@ -21,8 +21,8 @@ from skimage import draw
 from skimage.measure import approximate_polygon
 from skimage.segmentation import relabel_sequential
 
-from .export import to_geojson
-from .io import write_label_png
+from glandseg_core.imaging.io import write_label_png
+from glandseg_core.outputs.export import to_geojson
 
 FABRIC_VERSION = "7.4.0"  # the fabric.js bundled with streamlit-drawable-canvas 0.13
 STROKE = "#00e676"  # outline colour on H&E: green contrasts with pink/purple
@@ -257,7 +257,7 @@ def labels_to_drawing(
 ) -> dict[str, Any]:
     """Editable fabric.js polygons, one per gland piece, for the canvas's ``initial_drawing``.
 
-    Uses the outer ring of each gland (:func:`glandseg_core.export.to_geojson`; holes are dropped), simplified
+    Uses the outer ring of each gland (:func:`glandseg_core.outputs.export.to_geojson`; holes are dropped), simplified
     with Douglas-Peucker at ``tolerance`` image pixels. A gland made of several pieces becomes several polygons
     (pieces under ``min_area`` pixels are dropped), so it comes back as several glands.
 
@@ -294,12 +294,20 @@ def _fabric_polygon(ring: np.ndarray, style: dict[str, Any]) -> dict[str, Any]:
     lo, hi = ring.min(0), ring.max(0)
     centre = (lo + hi) / 2
     return {
-        "type": "Polygon", "version": FABRIC_VERSION, "originX": "center", "originY": "center",
-        "left": float(centre[0]), "top": float(centre[1]),
-        "width": float(hi[0] - lo[0]), "height": float(hi[1] - lo[1]),
-        **style, "scaleX": 1, "scaleY": 1, "angle": 0,
+        "type": "Polygon",
+        "version": FABRIC_VERSION,
+        "originX": "center",
+        "originY": "center",
+        "left": float(centre[0]),
+        "top": float(centre[1]),
+        "width": float(hi[0] - lo[0]),
+        "height": float(hi[1] - lo[1]),
+        **style,
+        "scaleX": 1,
+        "scaleY": 1,
+        "angle": 0,
         "points": [{"x": round(float(x), 2), "y": round(float(y), 2)} for x, y in ring],
-    }  # fmt: skip
+    }
 
 
 def _ring_area(ring: np.ndarray) -> float:

@@ -1,0 +1,1 @@
+"""What glandseg gives back besides label maps: overlays and gland tables / GeoJSON."""
