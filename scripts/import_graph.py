@@ -28,6 +28,7 @@ PACKAGE = "glandseg_core"
 LAYERS: tuple[str, ...] = (
     "errors",  # every exception; imports nothing of ours
     "files",  # atomic writes, OS error messages
+    "progress",  # the one progress type (Step, ProgressFn)
     "config",  # RunConfig, presets, the one string->field coercion
     "thresholds",  # post-processing settings
     "imaging",  # decoded pixels, images and label maps in and out, TIFF formats, input files for predict
