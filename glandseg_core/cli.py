@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ._version import __version__
 from .config import PRESETS, coerce_overrides, get_preset, load_config
 from .errors import GlandsegError, TrainingStopped
 
@@ -175,6 +176,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glandseg", description="Gland segmentation on GlaS: U-Net and Mask R-CNN."
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="verb", required=True)
     for add in (_add_train, _add_predict, _add_evaluate, _add_model_tools, _add_pack, _add_data):
         add(sub)

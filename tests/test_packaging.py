@@ -7,6 +7,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
@@ -56,3 +58,25 @@ def test_console_script_points_at_a_main() -> None:
     module, func = target.split(":")
     assert callable(getattr(importlib.import_module(module), func))
     assert PYPROJECT["tool"]["ruff"]["line-length"] == 105
+
+
+def test_version_has_one_source(capsys: pytest.CaptureFixture[str]) -> None:
+    from glandseg_core._version import __version__
+    from glandseg_core.cli import main
+
+    assert PYPROJECT["project"]["dynamic"] == ["version"]
+    attr = PYPROJECT["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    assert attr == "glandseg_core._version.__version__"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
+    assert f"## [{__version__}]" in (REPO / "CHANGELOG.md").read_text()
+    try:
+        main(["--version"])
+    except SystemExit as e:
+        assert e.code == 0
+    assert capsys.readouterr().out.strip() == f"glandseg {__version__}"
+
+
+def test_license_covers_the_code_and_leaves_the_samples_their_terms() -> None:
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "samples/" in text
+    assert "research purposes only" in (REPO / "samples" / "ATTRIBUTION.md").read_text()
