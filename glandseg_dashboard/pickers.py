@@ -87,10 +87,7 @@ def _load(
     if shape is not None and shape[0] * shape[1] > limit:
         size = _fit(key, shape, limit)
         return load_working(src, name, size, stamp), shape, shape[0] / size[0]
-    if isinstance(src, bytes):
-        image = decode_upload(src, name)
-    else:
-        image = load_image(src, stamp)
+    image = decode_upload(src, name) if isinstance(src, bytes) else load_image(src, stamp)
     if image.shape[0] * image.shape[1] > limit:  # a header Pillow could not read: checked once decoded
         size = _fit(key, image.shape[:2], limit)
         return budget.downsample(image, size), image.shape[:2], image.shape[0] / size[0]

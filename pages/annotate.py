@@ -3,6 +3,7 @@ then save them as an instance label map."""
 
 import numpy as np
 import streamlit as st
+from streamlit_drawable_canvas import st_canvas
 
 from glandseg_core.errors import ImageError, ModelError
 from glandseg_core.imaging.io import label_png_bytes
@@ -19,7 +20,6 @@ from glandseg_dashboard import (
 )
 
 loaders.ensure_router()
-from streamlit_drawable_canvas import st_canvas
 
 st.title("Annotate glands")
 names, _ = loaders.model_choices("unet")

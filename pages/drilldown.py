@@ -125,7 +125,7 @@ if by_outcome:
 cells = drilldown.views(image, gt, preds, gland, by_outcome=by_outcome, ids=show_ids)
 for start in range(0, len(cells), 2):
     cols = st.columns(2)
-    for col, (caption, view) in zip(cols, cells[start : start + 2]):
+    for col, (caption, view) in zip(cols, cells[start : start + 2], strict=False):
         col.image(view, caption=caption, width="stretch")
 st.caption(
     f"Source: {source}. "

@@ -158,7 +158,9 @@ def _paired(metric: str, a: str, b: str) -> str | None:
 
 
 st.subheader(f"Per image ({', '.join(split_names)}; {', '.join(grades)})")
-for tab, metric in zip(st.tabs([stats.METRICS[m][0] for m in stats.METRICS]), stats.METRICS):
+for tab, metric in zip(
+    st.tabs([stats.METRICS[m][0] for m in stats.METRICS]), stats.METRICS, strict=True
+):
     with tab:
         left, right = st.columns(2)
         with left:

@@ -9,6 +9,7 @@ no stale "need a best.pt". Screenshots go to ``artifacts/screenshots/`` (gitigno
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -92,10 +93,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
             proc.kill()
         log.close()
         for pid_file in runs.glob("*/train.pid"):  # never leave a trainer behind
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pid_file.read_text().split()[0]), 9)
-            except (OSError, ValueError):
-                pass
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from glandseg_core.train.locks import (
     run_folder_lock,
     training_lock,
 )
+from tests.helpers import REPO, tiny_unet_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-from tests.helpers import REPO, tiny_unet_config
 
 
 def test_training_lock_refuses_a_second_start(

@@ -253,7 +253,7 @@ def test_disagreement_map(scene: tuple[np.ndarray, np.ndarray]) -> None:
     out = disagreement_map(image, a, b)
     assert out.shape == image.shape and out.dtype == np.uint8
     orange, cyan = (np.float32(DISAGREEMENT_COLOURS[k]) for k in ("A only", "B only"))
-    assert DISAGREEMENT_COLOURS == {"A only": MODEL_COLOURS["unet"], "B only": MODEL_COLOURS["maskrcnn"]}
+    assert {"A only": MODEL_COLOURS["unet"], "B only": MODEL_COLOURS["maskrcnn"]} == DISAGREEMENT_COLOURS
     np.testing.assert_allclose(out[9, 12], np.rint(image[9, 12] * 0.35 + orange * 0.65), atol=1)
     np.testing.assert_allclose(out[9, 35], np.rint(image[9, 35] * 0.35 + cyan * 0.65), atol=1)
     assert (out[9, 25] <= image[9, 25]).all() and (out[9, 25] < image[9, 25]).any()  # both: dimmed

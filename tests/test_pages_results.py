@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from glandseg_core.data import find_items, load_item
+from glandseg_core.datasets.glas import find_items, load_item
 from glandseg_core.evaluate import evaluate
 from glandseg_core.imaging.io import write_label_png
 from glandseg_dashboard import drilldown, figures, inference, settings
@@ -59,7 +59,7 @@ def _model_folder(root: Path, glas: Path, tmp: Path, kind: str, make) -> Path:
 def results_env(tmp_path: Path, fake_glas_factory, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     glas = fake_glas_factory(names=NAMES)
     rows = ["name,patient ID, grade (GlaS), grade (Sirinukunwattana et al. 2015)"]
-    rows += [f"{n},{i}, {g}, x" for i, (n, g) in enumerate(zip(NAMES, GRADES))]
+    rows += [f"{n},{i}, {g}, x" for i, (n, g) in enumerate(zip(NAMES, GRADES, strict=True))]
     (glas / "Grade.csv").write_bytes(("\r".join(rows) + "\r").encode())  # CR line endings, as released
     root = tmp_path / "models"
     folders = {

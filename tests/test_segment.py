@@ -87,7 +87,7 @@ def test_predict_tta_unet(seg: UNetSegmenter) -> None:
     assert labels.dtype == np.int32 and labels.shape == (67, 131)
     p = with_tta(seg).raw(image)
     assert p.dtype == np.float32 and p.shape == (2, 67, 131)
-    assert 0 <= p.min() and p.max() <= 1
+    assert p.min() >= 0 and p.max() <= 1
 
 
 def test_tta_is_flip_and_rotation_equivariant(seg: UNetSegmenter) -> None:

@@ -111,7 +111,7 @@ def test_unet_empty_and_bad_shape() -> None:
 def square_masks(shape: tuple[int, int], *boxes: tuple[int, int, int, int]) -> np.ndarray:
     """float32[N, H, W] probability masks: 0.9 inside (r0, r1, c0, c1), 0.1 outside."""
     masks = np.full((len(boxes), *shape), 0.1, np.float32)
-    for m, (r0, r1, c0, c1) in zip(masks, boxes):
+    for m, (r0, r1, c0, c1) in zip(masks, boxes, strict=True):
         m[r0:r1, c0:c1] = 0.9
     return masks
 

@@ -47,7 +47,7 @@ def test_loader_batches_do_not_depend_on_the_number_of_workers() -> None:
     inline = list(batches.loader(epoch=1, workers=0))
     parallel = list(batches.loader(epoch=1, workers=2))
     assert len(inline) == len(parallel) == 3
-    for (x0, y0), (x1, y1) in zip(inline, parallel):
+    for (x0, y0), (x1, y1) in zip(inline, parallel, strict=True):
         torch.testing.assert_close(x0, x1)
         torch.testing.assert_close(y0, y1)
     other_epoch = list(batches.loader(epoch=2, workers=0))

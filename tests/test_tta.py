@@ -147,7 +147,7 @@ def test_score_is_the_mean_over_the_views_that_found_the_gland() -> None:
     model = ViewDetector(score=lambda i: 0.5 + 0.05 * i, visible=lambda i, area: area != small or i < 5)
     scores, masks = merged(seg_with(model, score_thresh=0.3), image)
     assert len(scores) == 3
-    by_area = {int((m > 0).sum()): s for s, m in zip(scores, masks)}
+    by_area = {int((m > 0).sum()): s for s, m in zip(scores, masks, strict=True)}
     assert by_area[small] == pytest.approx(0.5 + 0.05 * 2)  # calls 0..4
     others = [s for a, s in by_area.items() if a != small]
     assert others == pytest.approx([0.5 + 0.05 * 3.5] * 2)  # calls 0..7
