@@ -113,7 +113,7 @@ def _signals_deferred() -> Iterator[None]:
         for s, handler in old.items():
             signal.signal(s, handler)
         if caught:
-            handler = old[caught[0]]
+            handler = old[signal.Signals(caught[0])]
             if callable(handler):
                 handler(caught[0], None)
             elif handler == signal.SIG_DFL:

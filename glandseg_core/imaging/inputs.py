@@ -49,7 +49,7 @@ def find_inputs(
     """
     inputs, problems, seen = [], [], set()
     out = None if out_dir is None else out_dir.resolve()
-    for spec in map(os.fspath, specs):
+    for spec in (os.fspath(s) for s in specs):
         found = _expand(spec, out_dir)
         if not found and Path(spec).is_dir() and Path(spec).resolve() == out:
             why = "is the output folder, whose files are not inputs (choose another --out or name the files)"

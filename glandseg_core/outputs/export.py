@@ -132,7 +132,7 @@ def to_geojson(labels: np.ndarray, *, name: str = "Gland", mpp: float | None = N
             geometry = {"type": "Polygon", "coordinates": polygons[0]}
         else:
             geometry = {"type": "MultiPolygon", "coordinates": polygons}
-        properties = {
+        properties: dict[str, Any] = {
             "objectType": "annotation",
             "name": f"gland {gid}",
             "classification": {"name": name, "color": list(GLAND_CLASS_COLOUR)},
@@ -164,11 +164,11 @@ def _boundary_edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """
     width = mask.shape[1] + 1
     starts, ends, kinds, pixels = [], [], [], []
-    for kind, ((shift, axis), (sy, sx), (ey, ex)) in enumerate(_SIDES):
+    for side, ((shift, axis), (sy, sx), (ey, ex)) in enumerate(_SIDES):
         rows, cols = np.nonzero(mask & ~np.roll(mask, shift, axis=axis))
         starts.append((rows + sy) * width + cols + sx)
         ends.append((rows + ey) * width + cols + ex)
-        kinds.append(np.full(rows.size, kind, np.int8))
+        kinds.append(np.full(rows.size, side, np.int8))
         pixels.append(rows * mask.shape[1] + cols)
     start, end, kind, pixel = (np.concatenate(a) for a in (starts, ends, kinds, pixels))
     return start, end, kind, pixel

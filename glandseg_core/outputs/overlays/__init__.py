@@ -194,9 +194,9 @@ def disagreement_map(image: np.ndarray, labels_a: np.ndarray, labels_b: np.ndarr
     _check_image(image, labels_b, 0.0)
     fg_a, fg_b = check_labels(labels_a) > 0, check_labels(labels_b) > 0
     for sel, key in ((fg_a & ~fg_b, "A only"), (fg_b & ~fg_a, "B only")):
-        out[sel] = np.rint(out[sel] * 0.35 + np.float32(DISAGREEMENT_COLOURS[key]) * 0.65).astype(
-            np.uint8
-        )
+        out[sel] = np.rint(
+            out[sel] * 0.35 + np.asarray(DISAGREEMENT_COLOURS[key], np.float32) * 0.65
+        ).astype(np.uint8)
     both = fg_a & fg_b
     out[both] = np.rint(out[both] * 0.55).astype(np.uint8)
     return out
