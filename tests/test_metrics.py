@@ -24,7 +24,6 @@ from glandseg_core.metrics import (
     Outcomes,
     SplitScores,
     glas_f1,
-    match_instances,
     object_dice,
     object_hausdorff,
     object_outcomes,
@@ -33,7 +32,6 @@ from glandseg_core.metrics import (
     score_image,
 )
 from glandseg_core.metrics.hausdorff import HausdorffCache
-from glandseg_core.metrics.matching import pool_matches
 from glandseg_core.metrics.overlap import overlap
 
 
@@ -414,61 +412,6 @@ def test_negative_ids_and_non_numeric_input_are_rejected() -> None:
 def test_integer_dtypes_and_bool_agree(dtype: type) -> None:
     pred, gt = square_case(6)
     assert score_image(pred.astype(dtype), gt.astype(dtype)) == score_image(pred, gt)
-
-
-# ---------------------------------------------------------------------- IoU matching (AP / PQ, not GlaS)
-
-
-def disk(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
-    """Boolean disk (stardist test_matching style)."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    return np.hypot(yy - centre[0], xx - centre[1]) <= radius
-
-
-def test_match_instances_rolled_disks() -> None:
-    lab = np.zeros((64, 64), np.int32)
-    for k, c in enumerate([(12, 12), (12, 45), (45, 20), (48, 50)], start=1):
-        lab[disk(lab.shape, c, 8)] = k
-    assert match_instances(lab, lab).as_dict()["tp"] == 4
-    m = match_instances(lab, np.roll(lab, 2, axis=1) * 10)  # small shift, ids changed: all still match
-    assert (m.tp, m.fp, m.fn) == (4, 0, 0)
-    assert 0.5 < m.mean_matched_iou < 1.0
-    assert m.panoptic_quality == pytest.approx(m.mean_matched_iou)
-    far = match_instances(lab, np.roll(lab, 12, axis=1))
-    assert (far.tp, far.fp, far.fn, far.panoptic_quality) == (0, 4, 4, 0.0)
-
-
-def test_match_instances_hand_example() -> None:
-    # true T1 = cols 0-9, T2 = cols 20-23 (unmatched); pred P1 = cols 0-5 (IoU 0.6), P2 = 6-9 (IoU 0.4)
-    m = match_instances(row(30, (1, 0, 9), (2, 20, 23)), row(30, (1, 0, 5), (2, 6, 9)))
-    assert (m.tp, m.fp, m.fn) == (1, 1, 1)
-    assert m.mean_matched_iou == pytest.approx(0.6)
-    assert m.panoptic_quality == pytest.approx(0.6 / (1 + 0.5 + 0.5))
-    # IoU exactly 0.5 counts at iou_thresh 0.5 (IoU >= thresh, as stardist)
-    assert match_instances(row(30, (1, 0, 9)), row(30, (1, 0, 4)), iou_thresh=0.5).tp == 1
-    assert match_instances(row(30, (1, 0, 9)), row(30, (1, 0, 4)), iou_thresh=0.51).tp == 0
-
-
-def test_match_instances_is_one_to_one_and_hungarian() -> None:
-    # Greedy by IoU would pair T1-P2 (6/14) first and leave T2 unmatched (T2-P1 IoU 0); the optimum pairs
-    # T1-P1 (0.4) and T2-P2 (4/16), both over the threshold 0.2.
-    t = row(40, (1, 0, 9), (2, 10, 19))
-    p = row(40, (1, 0, 3), (2, 4, 13))
-    m = match_instances(t, p, iou_thresh=0.2)
-    assert (m.tp, m.fp, m.fn) == (2, 0, 0)
-
-
-def test_match_instances_empty_and_pooling() -> None:
-    z = np.zeros((5, 5), np.int32)
-    e = match_instances(z, z)
-    assert (e.tp, e.fp, e.fn, e.panoptic_quality) == (0, 0, 0, 0.0)
-    a = match_instances(row(30, (1, 0, 9)), row(30, (1, 0, 5)))
-    b = match_instances(row(30, (1, 0, 9)), np.zeros((1, 30), np.int32))
-    pooled = pool_matches([a, b])
-    assert (pooled.tp, pooled.fp, pooled.fn) == (1, 0, 1)
-    assert pooled.panoptic_quality == pytest.approx(0.6 / 1.5)
-    with pytest.raises(ValueError):
-        match_instances(z, z, iou_thresh=1.5)
 
 
 # -------------------------------------------------------------------------------- property-based tests

@@ -1,4 +1,4 @@
-"""GlaS challenge metrics and IoU matching, on label maps (pure numpy + scipy: no torch, no file I/O).
+"""GlaS challenge metrics, on label maps (pure numpy + scipy: no torch, no file I/O).
 
 Label maps are 2-D integer arrays (H, W): 0=NO masks; 1,2... are mask labels. Ids need not be consecutive, may
 exceed 255, and one id may cover several pieces (still one object); nothing is relabelled by connectivity.
@@ -7,7 +7,6 @@ Semantics: shared/GLAS_METRICS.md.
 Modules, lowest first (each imports only those before it):
     overlap    validation, the contingency table, partners, TP / Dice terms, ``safe_divide``, the one F1
     hausdorff  exact, pruned object Hausdorff distances and nearest-object search
-    matching   one-to-one IoU matching (Hungarian) for AP / panoptic quality: not the GlaS F1
     glas       the GlaS scores of an image (``score_image``) and of a split (``pool_scores``)
 """
 
@@ -26,7 +25,6 @@ from .glas import (
     score_image,
 )
 from .hausdorff import HausdorffCache, hausdorff_terms
-from .matching import MatchResult, match_instances, pool_matches
 from .overlap import (
     Overlap,
     as_label_map,
@@ -40,7 +38,6 @@ from .overlap import (
 __all__ = [
     "HausdorffCache",
     "ImageScores",
-    "MatchResult",
     "Outcomes",
     "Overlap",
     "SplitScores",
@@ -50,13 +47,11 @@ __all__ = [
     "f1_from_counts",
     "glas_f1",
     "hausdorff_terms",
-    "match_instances",
     "object_dice",
     "object_hausdorff",
     "object_outcomes",
     "overlap",
     "per_object_scores",
-    "pool_matches",
     "pool_scores",
     "safe_divide",
     "score_image",
