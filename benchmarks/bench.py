@@ -96,7 +96,7 @@ def reference_forward(model: torch.nn.Module, image: np.ndarray) -> None:
 
 def find_models(models_arg: Path | None, tmp: Path) -> tuple[dict[str, Path], str]:
     """One model folder per kind (unet, maskrcnn) and a note on where they came from."""
-    from glandseg_core.config import PRESETS, load_config, save_config
+    from glandseg_core.config import PRESETS, config_to_dict, load_config, save_config
     from glandseg_core.models import build_model
 
     for root, note in ((REPO / "trained_models", "trained_models/"), (models_arg, str(models_arg))):
@@ -117,7 +117,7 @@ def find_models(models_arg: Path | None, tmp: Path) -> tuple[dict[str, Path], st
         d.mkdir(parents=True)
         torch.manual_seed(0)
         torch.save(
-            {"model": build_model(cfg).state_dict(), "config": asdict(cfg), "epoch": 0}, d / "weights.pt"
+            {"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg), "epoch": 0}, d / "weights.pt"
         )
         save_config(cfg, d / "config.json")
         out[kind] = d
@@ -165,7 +165,7 @@ def perturb(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def metric_time(repeats: int) -> tuple[float, float, int]:
-    from glandseg_core.data import find_items, load_item
+    from glandseg_core.datasets.glas import find_items, load_item
     from glandseg_core.metrics import score_image
 
     rng = np.random.default_rng(0)
@@ -179,14 +179,14 @@ def metric_time(repeats: int) -> tuple[float, float, int]:
 
 def train_step_time(preset: str, repeats: int) -> tuple[float, float, str]:
     from glandseg_core.config import PRESETS
-    from glandseg_core.data import find_items
+    from glandseg_core.datasets.glas import find_items
     from glandseg_core.train.batches import load_split
     from glandseg_core.train.context import RunContext
     from glandseg_core.train.engine import train_step
     from glandseg_core.train.setup import new_state
 
     cfg = replace(PRESETS[preset], train_max_images=0)
-    scale = cfg.unet_scale if cfg.model == "unet" else 1.0
+    scale = cfg.kind.input_scale(cfg)
     data = load_split(find_items(DATA, ["train"])[:8], scale)
     torch.manual_seed(0)
     ctx = RunContext(run_dir=Path(tempfile.gettempdir()), device=torch.device("cpu"), show_bar=False)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import pickle
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .config import RunConfig, load_config
+from .config import RunConfig, config_to_dict, load_config
 from .errors import ModelError
 from .models import build_model
 from .thresholds import default_post, save_post
@@ -67,9 +66,7 @@ def model_from_state(
     model = build_model(cfg)
     load_weights(model, state, f"{source}: weights do not fit a {cfg.model} model")
     model.to(device).eval()
-    if cfg.model == "unet":
-        model.to(memory_format=torch.channels_last)
-    return model
+    return cfg.kind.prepare(model)
 
 
 def weights_file(model_dir: Path) -> Path:
@@ -111,7 +108,7 @@ def export_model(
     }
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / (WEIGHTS + ".tmp")
-    torch.save({"model": state, "config": asdict(cfg), "epoch": ckpt.get("epoch", -1)}, tmp)
+    torch.save({"model": state, "config": config_to_dict(cfg), "epoch": ckpt.get("epoch", -1)}, tmp)
     tmp.replace(model_dir / WEIGHTS)
     shutil.copyfile(run_dir / "config.json", model_dir / "config.json")
     post = run_dir / POSTPROCESS

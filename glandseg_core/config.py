@@ -1,9 +1,15 @@
-"""Run configuration: one frozen dataclass per run, named presets, JSON load/save.
+"""Run configuration: one frozen dataclass per run, with the model kind's own section, presets, JSON load/save.
 
-Every field is checked for type and range whenever a :class:`RunConfig` is made (from Python, ``config.json``
-or ``--set KEY=VALUE``), so a hand-edited or damaged value gives one line naming the field, the value and what
-is allowed, and no size reaches a network or a batch unchecked (``unet_base=100000`` once tried to allocate
-360 GB). Whole-number fields accept integral floats (JSON ``16.0`` is 16); strings and ``null`` are refused.
+A :class:`RunConfig` holds what every run has (name, model kind, pixel size, training settings, pretrained start)
+and ``params``: the section of its model kind, a frozen dataclass of that kind's own typed fields (a
+:class:`Section` subclass, declared by the kind: ``UNetParams``, ``MaskRCNNParams``, a plugin's). A section
+field is written ``<kind>_<field>`` outside the section (``unet_base``): in ``config.json``, in ``--set`` and in
+the dashboard's forms, so ``config.json`` files written before sections existed still load.
+
+Every field is checked for type and range whenever a config is made (from Python, ``config.json`` or ``--set
+KEY=VALUE``), so a hand-edited or damaged value gives one line naming the field, the value and what is allowed,
+and no size reaches a network or a batch unchecked (``unet_base=100000`` once tried to allocate 360 GB).
+Whole-number fields accept integral floats (JSON ``16.0`` is 16); strings and ``null`` are refused.
 """
 
 from __future__ import annotations
@@ -11,52 +17,130 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError
 from .files import atomic_write_text
+from .registry import ModelKind, all_kinds, get_kind, kind_names
 
-MODEL_KINDS = ("unet", "maskrcnn")
 AUGMENT_POLICIES = ("none", "flip", "strong")
 SCHEDULES = ("step", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
-MASKRCNN_BACKBONES = ("resnet50", "resnet34", "resnet18", "mobilenet_v3_large")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one field allows: its type, an inclusive range for numbers (``lo_open``: lo excluded), choices,
+    and for tuples of whole numbers their ``length``."""
+
+    kind: type
+    lo: float = 0
+    hi: float = 0
+    lo_open: bool = False
+    choices: tuple[str, ...] = ()
+    length: int = 0
+
+    def allowed(self) -> str:
+        if self.kind is bool:
+            return "true or false"
+        if self.choices:
+            return f"one of {self.choices}"
+        if self.kind is str:
+            return "a string"
+        what = "a whole number" if self.kind in (int, tuple) else "a number"
+        return f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+
+
+def int_rule(lo: int, hi: int) -> Rule:
+    """A whole number in [lo, hi]."""
+    return Rule(int, lo, hi)
+
+
+def float_rule(lo: float, hi: float, lo_open: bool = False) -> Rule:
+    """A number in [lo, hi] (or (lo, hi] when ``lo_open``)."""
+    return Rule(float, lo, hi, lo_open)
+
+
+def _number(name: str, value: Any, rule: Rule) -> int | float:
+    """A number within ``rule``'s range; whole-number fields accept integral floats."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
+    if rule.kind in (int, tuple) and value != int(value):
+        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
+    too_low = value <= rule.lo if rule.lo_open else value < rule.lo
+    if too_low or value > rule.hi:
+        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
+    return float(value) if rule.kind is float else int(value)
+
+
+def check_value(name: str, value: Any, rule: Rule) -> Any:
+    """``value`` checked against ``rule`` and returned in the field's own type.
+
+    Raises:
+        ConfigError: one line naming the field, the value and what is allowed.
+    """
+    if rule.kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} takes true or false, got {value!r}")
+        return value
+    if rule.kind is str:
+        if not isinstance(value, str) or (rule.choices and value not in rule.choices):
+            raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
+        return value
+    if rule.kind is tuple:
+        try:
+            if not isinstance(value, (list, tuple)) or len(value) != rule.length:
+                raise ConfigError("wrong length")
+            return tuple(_number(name, v, rule) for v in value)
+        except ConfigError:
+            raise ConfigError(
+                f"{name} needs {rule.length} sizes, each {rule.allowed()}, got {value!r}"
+            ) from None
+    return _number(name, value, rule)
+
+
+@dataclass(frozen=True)
+class Section:
+    """Base of a model kind's config section: a frozen dataclass whose fields ``RULES`` describes.
+
+    Subclasses set ``KIND`` (the kind's name, the prefix of the fields' qualified names) and ``RULES`` (one
+    :class:`Rule` per field), and may override :meth:`check` for rules across fields.
+    """
+
+    KIND: ClassVar[str] = ""
+    RULES: ClassVar[dict[str, Rule]] = {}
+
+    def __post_init__(self) -> None:
+        for f in fields(
+            self
+        ):  # frozen: checked values (16.0 -> 16, a JSON list -> tuple) are set directly
+            value = check_value(f"{self.KIND}_{f.name}", getattr(self, f.name), self.RULES[f.name])
+            object.__setattr__(self, f.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError for a combination of this section's values that cannot run."""
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a training run; saved as ``config.json`` next to the weights."""
+    """Everything that defines a training run; saved as ``config.json`` next to the weights.
+
+    ``params`` is the model kind's section (None: the kind's defaults; a dict of its fields is checked).
+    """
 
     name: str = "glandseg-unet"
     model: str = "unet"
     data_mpp: float = 0.62  # micrometres per pixel of the training images (GlaS: 20x, 0.62 um/px)
-    # --- U-Net
-    unet_base: int = 32
-    unet_depth: int = 4
-    unet_instance: bool = (
-        True  # predict gland + contour and separate touching glands; False = plain semantic mask
-    )
-    unet_scale: float = 0.5  # images are resized by this factor before the U-Net (GlaS glands are large)
-    unet_contour_width: int = 2  # contour band width in pixels, at the U-Net's scale
-    unet_encoder: str = "none"  # or resnet18/34/50: a torchvision ResNet encoder (models/unet.py)
-    # --- Mask R-CNN
-    maskrcnn_backbone: str = "resnet50"
-    maskrcnn_min_size: int = 522
-    maskrcnn_max_size: int = 775
-    maskrcnn_anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
-    maskrcnn_detections_per_img: int = 100
-    maskrcnn_rpn_post_nms_top_n_train: int = 2000
-    maskrcnn_box_batch_size_per_image: int = 512
-    maskrcnn_box_head_dim: int = (
-        1024  # width of the box head's two fully connected layers (torchvision: 1024)
-    )
+    params: Any = None
     # --- training
     train_epochs: int = 40
     train_batch_size: int = 8
     train_steps_per_epoch: int = 0  # 0 = one pass over the training images
-    train_crop_size: int = 256  # U-Net crop side (at the U-Net's scale); 0 = whole images
+    train_crop_size: int = 256  # crop side (at the network's input scale); 0 = whole images
     train_optimizer: str = "adamw"
     train_lr: float = 1e-3
     train_momentum: float = 0.9
@@ -71,252 +155,128 @@ class RunConfig:
     train_seed: int = 0
     train_val_every: int = 1
     train_max_images: int = 0  # 0 = all; >0 keeps the first N training images (smoke tests)
-    train_init: str = (
-        ""  # start from these weights (a run's best.pt/last.pt or a model's weights.pt); "" = scratch
-    )
+    # start from these weights (a run's best.pt/last.pt or a model's weights.pt); "" = scratch
+    train_init: str = ""
     pretrained: str = "none"  # or coco, coco-v2, imagenet, a file: models/pretrained.py
 
     def __post_init__(self) -> None:
-        for f in fields(
-            self
-        ):  # frozen: checked values (16.0 -> 16, a JSON list -> tuple) are set directly
-            object.__setattr__(self, f.name, check_field(f.name, getattr(self, f.name)))
-        widest = self.unet_base * 2**self.unet_depth
-        if widest > UNET_MAX_WIDTH:
-            raise ConfigError(
-                f"unet_base={self.unet_base} with unet_depth={self.unet_depth} gives a {widest}-channel "
-                f"bottleneck; unet_base * 2**unet_depth must be at most {UNET_MAX_WIDTH}"
-            )
+        kind = kind_of(self.model)
+        for f in fields(self):
+            if f.name != "params":
+                object.__setattr__(self, f.name, check_field(f.name, getattr(self, f.name)))
+        object.__setattr__(self, "params", _section(kind, self.params))
+        kind.check(self)
+
+    @property
+    def kind(self) -> ModelKind:
+        """The model kind object of this run (``registry.get_kind(self.model)``)."""
+        return get_kind(self.model)
 
 
-@dataclass(frozen=True)
-class _Rule:
-    """What one field allows: its type, an inclusive range for numbers (``lo_open``: lo excluded), choices."""
-
-    kind: type
-    lo: float = 0
-    hi: float = 0
-    lo_open: bool = False
-    choices: tuple[str, ...] = ()
-
-    def allowed(self) -> str:
-        if self.kind is bool:
-            return "true or false"
-        if self.choices:
-            return f"one of {self.choices}"
-        if self.kind is str:
-            return "a string"
-        what = "a whole number" if self.kind in (int, tuple) else "a number"
-        return f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
-
-
-def _int(lo: int, hi: int) -> _Rule:
-    return _Rule(int, lo, hi)
-
-
-def _float(lo: float, hi: float, lo_open: bool = False) -> _Rule:
-    return _Rule(float, lo, hi, lo_open)
-
-
-UNET_MAX_WIDTH = 2048  # channels at the U-Net's bottleneck (unet_base * 2**unet_depth): ~75 M parameters
-ANCHOR_LEVELS = 5  # one anchor size per FPN level
-_RULES: dict[str, _Rule] = {
-    "name": _Rule(str),
-    "model": _Rule(str, choices=MODEL_KINDS),
-    "data_mpp": _float(0.01, 100.0, lo_open=True),
-    "unet_base": _int(1, 256),
-    "unet_depth": _int(1, 6),
-    "unet_instance": _Rule(bool),
-    "unet_scale": _float(0.05, 2.0),
-    "unet_contour_width": _int(1, 32),
-    "unet_encoder": _Rule(str, choices=("none", "resnet18", "resnet34", "resnet50")),
-    "maskrcnn_backbone": _Rule(str, choices=MASKRCNN_BACKBONES),
-    "maskrcnn_min_size": _int(16, 2048),
-    "maskrcnn_max_size": _int(16, 4096),
-    "maskrcnn_anchor_sizes": _Rule(tuple, 1, 2048),
-    "maskrcnn_detections_per_img": _int(1, 500),
-    "maskrcnn_rpn_post_nms_top_n_train": _int(1, 10000),
-    "maskrcnn_box_batch_size_per_image": _int(1, 4096),
-    "maskrcnn_box_head_dim": _int(16, 4096),
-    "train_epochs": _int(1, 100_000),
-    "train_batch_size": _int(1, 64),
-    "train_steps_per_epoch": _int(0, 100_000),
-    "train_crop_size": _int(0, 2048),
-    "train_optimizer": _Rule(str, choices=OPTIMIZERS),
-    "train_lr": _float(0.0, 10.0),  # 0 is allowed: a frozen run checks that train_init loads the weights
-    "train_momentum": _float(0.0, 1.0),
-    "train_weight_decay": _float(0.0, 1.0),
-    "train_lr_schedule": _Rule(str, choices=SCHEDULES),
-    "train_lr_step_epochs": _int(1, 100_000),
-    "train_lr_gamma": _float(0.0, 1.0),
-    "train_warmup_steps": _int(0, 10_000_000),
-    "train_grad_clip": _float(0.0, 1e6),
-    "train_augment": _Rule(str, choices=AUGMENT_POLICIES),
-    "train_amp": _Rule(bool),
-    "train_seed": _int(0, 2**31 - 1),
-    "train_val_every": _int(1, 100_000),
-    "train_max_images": _int(0, 100_000),
-    "train_init": _Rule(str),
-    "pretrained": _Rule(str),  # checked against the model in models/pretrained.py (paths are allowed)
+_RULES: dict[str, Rule] = {
+    "name": Rule(str),
+    "model": Rule(str),  # a registered kind: checked by kind_of
+    "data_mpp": float_rule(0.01, 100.0, lo_open=True),
+    "train_epochs": int_rule(1, 100_000),
+    "train_batch_size": int_rule(1, 64),
+    "train_steps_per_epoch": int_rule(0, 100_000),
+    "train_crop_size": int_rule(0, 2048),
+    "train_optimizer": Rule(str, choices=OPTIMIZERS),
+    "train_lr": float_rule(
+        0.0, 10.0
+    ),  # 0 is allowed: a frozen run checks that train_init loads the weights
+    "train_momentum": float_rule(0.0, 1.0),
+    "train_weight_decay": float_rule(0.0, 1.0),
+    "train_lr_schedule": Rule(str, choices=SCHEDULES),
+    "train_lr_step_epochs": int_rule(1, 100_000),
+    "train_lr_gamma": float_rule(0.0, 1.0),
+    "train_warmup_steps": int_rule(0, 10_000_000),
+    "train_grad_clip": float_rule(0.0, 1e6),
+    "train_augment": Rule(str, choices=AUGMENT_POLICIES),
+    "train_amp": Rule(bool),
+    "train_seed": int_rule(0, 2**31 - 1),
+    "train_val_every": int_rule(1, 100_000),
+    "train_max_images": int_rule(0, 100_000),
+    "train_init": Rule(str),
+    "pretrained": Rule(str),  # checked against the model in models/pretrained.py (paths are allowed)
 }
+COMMON_FIELDS = tuple(_RULES)
 
 
-def _number(name: str, value: Any, rule: _Rule) -> int | float:
-    """A number within ``rule``'s range; whole-number fields accept integral floats."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
-    if rule.kind in (int, tuple) and value != int(value):
-        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
-    too_low = value <= rule.lo if rule.lo_open else value < rule.lo
-    if too_low or value > rule.hi:
-        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
-    return float(value) if rule.kind is float else int(value)
+def kind_of(model: Any) -> ModelKind:
+    """The registered kind called ``model``.
+
+    Raises:
+        ConfigError: not a registered kind's name (one line listing them).
+    """
+    try:
+        return get_kind(model) if isinstance(model, str) else get_kind(str(model))
+    except KeyError:
+        raise ConfigError(f"model must be one of {kind_names()}, got {model!r}") from None
+
+
+def _section(kind: ModelKind, params: Any) -> Any:
+    """``params`` as ``kind``'s section: its defaults for None, checked fields for a dict."""
+    if params is None:
+        return kind.params_type()
+    if isinstance(params, kind.params_type):
+        return params
+    if isinstance(params, dict):
+        known = {f.name for f in fields(kind.params_type)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(f"unknown {kind.name} config keys: {', '.join(unknown)}")
+        return kind.params_type(**params)
+    raise ConfigError(
+        f"{type(params).__name__} settings do not fit a {kind.name} model ({kind.params_type.__name__})"
+    )
+
+
+def rule_for(name: str) -> Rule:
+    """The rule of a common field or of any kind's qualified section field (``unet_base``).
+
+    Raises:
+        ConfigError: an unknown field.
+    """
+    if name in _RULES:
+        return _RULES[name]
+    for kind in all_kinds():
+        prefix = f"{kind.name}_"
+        if name.startswith(prefix) and name[len(prefix) :] in kind.params_type.RULES:
+            return kind.params_type.RULES[name[len(prefix) :]]
+    raise ConfigError(f"unknown config key {name!r}")
 
 
 def check_field(name: str, value: Any) -> Any:
-    """Check one config value against its field's type and range; returns it in the field's own type.
+    """Check one config value (common or qualified section field) against its rule; returns it in the field's
+    own type.
 
     Raises:
         ConfigError: one line naming the field, the value and what is allowed; or an unknown field.
     """
-    if name not in _RULES:
-        raise ConfigError(f"unknown config key {name!r}")
-    rule = _RULES[name]
-    if rule.kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} takes true or false, got {value!r}")
-        return value
-    if rule.kind is str:
-        if not isinstance(value, str) or (rule.choices and value not in rule.choices):
-            raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
-        return value
-    if rule.kind is tuple:
-        try:
-            if not isinstance(value, (list, tuple)) or len(value) != ANCHOR_LEVELS:
-                raise ConfigError("wrong length")
-            return tuple(_number(name, v, rule) for v in value)
-        except ConfigError:
-            each = f"each {rule.allowed()}"
-            raise ConfigError(
-                f"{name} needs {ANCHOR_LEVELS} sizes (one per FPN level), {each}, got {value!r}"
-            ) from None
-    return _number(name, value, rule)
+    return check_value(name, value, rule_for(name))
 
 
-_POSTER_MASKRCNN = RunConfig(
-    name="poster-maskrcnn",
-    model="maskrcnn",
-    maskrcnn_backbone="resnet50",  # poster: "Mask R-CNN with a ResNet-50 backbone"
-    maskrcnn_min_size=522,  # GlaS native size (the poster does not say; torchvision would upscale to 800)
-    maskrcnn_max_size=775,
-    train_optimizer="sgd",  # poster: "Optimizer: SGD"
-    train_lr=0.005,  # poster: "initial learning rate 0.005"
-    train_momentum=0.9,  # poster: "momentum 0.9"
-    train_weight_decay=0.0005,  # poster: "weight decay 0.0005"
-    train_lr_schedule="step",  # poster: "staircase"
-    train_lr_step_epochs=3,  # poster: "every 3 epochs"
-    train_lr_gamma=0.1,  # poster: "x0.1"
-    train_batch_size=2,  # poster: "Batch size 2"
-    train_epochs=200,  # poster: "200 epochs"
-    train_warmup_steps=0,
-    train_augment="flip",  # the torchvision tutorial the poster follows: random horizontal flip
-    train_crop_size=0,
-    train_grad_clip=10.0,  # not on the poster: our trainer's default (no run without clipping was tried)
-    pretrained="coco",  # the tutorial the poster follows fine-tunes COCO weights
-)
+class _Presets(Mapping[str, RunConfig]):
+    """Every registered kind's presets, by name (a live view: a plugin's presets appear once it registers)."""
 
-# Our Mask R-CNN recipes: the poster's model with AdamW, a cosine schedule and strong augmentation.
-_OURS_MASKRCNN = dataclasses.replace(
-    _POSTER_MASKRCNN,
-    train_optimizer="adamw",
-    train_weight_decay=1e-4,
-    train_lr_schedule="cosine",
-    train_augment="strong",
-    pretrained="none",  # ours train from scratch
-)
+    def _all(self) -> dict[str, RunConfig]:
+        out: dict[str, RunConfig] = {}
+        for kind in all_kinds():
+            out.update(kind.presets())
+        return out
 
-PRESETS: dict[str, RunConfig] = {
-    "poster-maskrcnn": _POSTER_MASKRCNN,
-    "poster-unet": RunConfig(
-        name="poster-unet",
-        model="unet",
-        unet_instance=False,  # plain semantic mask, as on the poster
-        train_epochs=15,  # poster: "U-Net (15 epochs)"
-        train_steps_per_epoch=0,
-        train_augment="flip",
-    ),
-    # Our tuned recipes.
-    "glandseg-unet": RunConfig(
-        name="glandseg-unet",
-        model="unet",
-        unet_base=32,
-        unet_depth=4,
-        unet_scale=0.5,
-        train_epochs=60,
-        train_batch_size=8,
-        train_steps_per_epoch=50,
-        train_crop_size=256,
-        train_lr=2e-3,
-        train_weight_decay=1e-4,
-        train_warmup_steps=100,
-    ),
-    "glandseg-maskrcnn": dataclasses.replace(
-        _OURS_MASKRCNN,
-        name="glandseg-maskrcnn",
-        train_lr=2e-4,
-        train_warmup_steps=200,
-        train_epochs=100,
-        maskrcnn_rpn_post_nms_top_n_train=1000,
-        maskrcnn_box_batch_size_per_image=256,
-    ),
-    # What two CPU cores allow: ResNet-18-FPN at half resolution, lighter ROI sampling.
-    "glandseg-maskrcnn-cpu": dataclasses.replace(
-        _OURS_MASKRCNN,
-        name="glandseg-maskrcnn-cpu",
-        maskrcnn_backbone="resnet18",
-        maskrcnn_min_size=261,
-        maskrcnn_max_size=388,
-        maskrcnn_anchor_sizes=(16, 32, 64, 128, 256),
-        maskrcnn_rpn_post_nms_top_n_train=500,
-        maskrcnn_box_batch_size_per_image=128,
-        train_lr=3e-4,
-        train_warmup_steps=100,
-        train_epochs=30,
-        train_batch_size=2,
-    ),
-    # One GPU, from scratch, full resolution: what a few minutes of an H100 allow (scripts/gpu_train.sh).
-    "glandseg-unet-gpu": RunConfig(
-        name="glandseg-unet-gpu",
-        model="unet",
-        unet_base=16,
-        unet_depth=5,
-        unet_scale=1.0,
-        unet_contour_width=4,  # the half-resolution models' 2 pixels, at full resolution
-        train_epochs=50,
-        train_batch_size=8,
-        train_steps_per_epoch=100,
-        train_crop_size=512,
-        train_lr=2e-3,
-        train_weight_decay=1e-4,
-        train_warmup_steps=100,
-        train_val_every=2,
-    ),
-    # ResNet-18 and a 512-wide box head keep the fp16 weights (45 MiB) small enough to come back from the GPU
-    # machine beside the U-Net's (15 MiB) and to ship.
-    "glandseg-maskrcnn-gpu": dataclasses.replace(
-        _OURS_MASKRCNN,
-        name="glandseg-maskrcnn-gpu",
-        maskrcnn_backbone="resnet18",
-        maskrcnn_box_head_dim=512,
-        maskrcnn_rpn_post_nms_top_n_train=1000,
-        maskrcnn_box_batch_size_per_image=256,
-        train_lr=3e-4,
-        train_warmup_steps=100,
-        train_epochs=150,
-        train_batch_size=4,
-        train_val_every=3,
-    ),
-}
+    def __getitem__(self, name: str) -> RunConfig:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+PRESETS: Mapping[str, RunConfig] = _Presets()
 
 
 def get_preset(name: str) -> RunConfig:
@@ -330,18 +290,77 @@ def get_preset(name: str) -> RunConfig:
     return PRESETS[name]
 
 
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """``cfg`` as a flat JSON-ready dict: common fields, then the section's fields as ``<kind>_<field>``."""
+    out: dict[str, Any] = {}
+    for f in fields(cfg):
+        if f.name == "params":
+            for p in fields(cfg.params):
+                value = getattr(cfg.params, p.name)
+                out[f"{cfg.model}_{p.name}"] = list(value) if isinstance(value, tuple) else value
+        else:
+            out[f.name] = getattr(cfg, f.name)
+    return out
+
+
+def _split_keys(d: dict[str, Any], kind: ModelKind) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(common fields, section fields) of a flat or nested config dict; other kinds' fields are dropped (old
+    ``config.json`` files carry every kind's fields)."""
+    common: dict[str, Any] = {}
+    section: dict[str, Any] = dict(d.get("params") or {}) if isinstance(d.get("params"), dict) else {}
+    others = {k.name: k for k in all_kinds() if k.name != kind.name}
+    unknown = []
+    for key, value in d.items():
+        if key == "params":
+            if not isinstance(value, dict) and value is not None:
+                raise ConfigError(f"params must be a JSON object, got {type(value).__name__}")
+            continue
+        if key in _RULES:
+            common[key] = value
+        elif key == kind.name and isinstance(value, dict):
+            section.update(value)
+        elif key.startswith(f"{kind.name}_"):
+            section[key[len(kind.name) + 1 :]] = value
+        elif not any(
+            key.startswith(f"{o}_") and key[len(o) + 1 :] in k.params_type.RULES
+            for o, k in others.items()
+        ):
+            unknown.append(key)
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    return common, section
+
+
 def config_from_dict(d: dict[str, Any]) -> RunConfig:
-    """Build a RunConfig from a JSON dict; unknown keys fail loudly, missing ones take the defaults.
+    """Build a RunConfig from a JSON dict (flat ``<kind>_<field>`` keys, or the section under ``params`` or the
+    kind's name); unknown keys fail loudly, missing ones take the defaults.
 
     Raises:
         ConfigError: an unknown key, or a value of the wrong type or out of range (one line naming it).
     """
     if not isinstance(d, dict):
         raise ConfigError(f"config must be a JSON object, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(_RULES))
-    if unknown:
-        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-    return RunConfig(**d)
+    kind = kind_of(d.get("model", RunConfig.model))
+    common, section = _split_keys(d, kind)
+    return RunConfig(**common, params=section)
+
+
+def replace_config(cfg: RunConfig, **changes: Any) -> RunConfig:
+    """``cfg`` with ``changes`` (common fields or qualified section fields such as ``unet_base``); a change of
+    ``model`` starts the new kind's section from its defaults.
+
+    Raises:
+        ConfigError: as :func:`config_from_dict`.
+    """
+    d = config_to_dict(cfg)
+    if "model" in changes and changes["model"] != cfg.model:
+        d = {k: v for k, v in d.items() if k in _RULES}
+    if isinstance(changes.get("params"), Section):
+        d = {k: v for k, v in d.items() if k in _RULES}
+        return dataclasses.replace(
+            config_from_dict({**d, **changes, "params": None}), params=changes["params"]
+        )
+    return config_from_dict({**d, **changes})
 
 
 def _parse(raw: str) -> Any:
@@ -355,7 +374,8 @@ def _parse(raw: str) -> Any:
 
 
 def coerce_overrides(overrides: dict[str, str]) -> dict[str, Any]:
-    """Turn ``{"train_lr": "0.01"}`` strings (from the command line) into checked, typed values.
+    """Turn ``{"train_lr": "0.01"}`` strings (from the command line) into checked, typed values; section fields
+    are named ``<kind>_<field>`` (``unet_base=16``).
 
     Raises:
         ConfigError: an unknown key, or a value of the wrong type or out of range: the same one-line
@@ -363,9 +383,7 @@ def coerce_overrides(overrides: dict[str, str]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for key, raw in overrides.items():
-        if key not in _RULES:
-            raise ConfigError(f"unknown config key {key!r}")
-        kind = _RULES[key].kind
+        kind = rule_for(key).kind
         if kind is bool:
             value: Any = {"true": True, "1": True, "false": False, "0": False}.get(
                 raw.strip().lower(), raw
@@ -380,11 +398,11 @@ def coerce_overrides(overrides: dict[str, str]) -> dict[str, Any]:
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write ``cfg`` as JSON (atomically)."""
-    atomic_write_text(path, json.dumps(asdict(cfg), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(config_to_dict(cfg), indent=2) + "\n")
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a ``config.json`` written by :func:`save_config`.
+    """Read and validate a ``config.json`` written by :func:`save_config` (or by glandseg before sections).
 
     Raises:
         ConfigError: naming the file and the problem (unreadable, unknown key, bad field value) in one line.

@@ -12,15 +12,14 @@ import json
 import math
 import os
 import platform
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from .checkpoints import WEIGHTS, read_checkpoint
-from .config import RunConfig, load_config
-from .data import find_items, single_id_annotations
+from .config import RunConfig, config_to_dict, load_config
+from .datasets.glas import find_items, single_id_annotations
 from .errors import DatasetError
 from .evaluate import TEST_HISTORY, TEST_SPLITS, read_test_history
 from .files import atomic_write_text
@@ -303,7 +302,7 @@ def render(
     """The card's Markdown text. ``hardware`` describes where the run trained (default: this machine)."""
     cfg = load_config(model_dir / "config.json")
     metrics = _read_json(model_dir / "metrics.json")
-    display = "U-Net" if cfg.model == "unet" else "Mask R-CNN"
+    display = cfg.kind.title
     lines = [f"# Model card: {model_dir.name} ({display})", ""]
     lines += _header(model_dir, run_dir, cfg, command, hardware)
     lines += _results(model_dir, run_dir, metrics)
@@ -311,7 +310,7 @@ def render(
     lines += _references(display, metrics)
     lines += _worst_images(model_dir / "per_image.csv", data)
     lines += ["", "## Hyperparameters", "", "| field | value |", "|---|---|"]
-    lines += [f"| `{k}` | `{v}` |" for k, v in asdict(cfg).items()]
+    lines += [f"| `{k}` | `{v}` |" for k, v in config_to_dict(cfg).items()]
     if notes:
         lines += ["", notes.strip()]
     if (model_dir / WEIGHTS).is_file():

@@ -1,6 +1,8 @@
-"""Post-processing thresholds of each model kind (tuned on ``val``, saved as ``postprocess.json``).
+"""Post-processing thresholds (tuned on ``val``, saved as ``postprocess.json``) and their validation.
 
-Areas are in pixels of the input image. Loading validates every field's type and range, so a hand-edited or
+Each model kind names its settings class (``ModelKind.post_type``): a frozen dataclass of bools, whole-number
+pixel areas and fractions in [0, 1]. The built-in kinds' classes are defined here. Areas are in pixels of the
+input image. Loading validates every field's type and range, so a hand-edited or
 damaged file gives one line naming the field, the value and what is allowed.
 """
 
@@ -12,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from .config import RunConfig, kind_of
 from .errors import ConfigError
 from .files import atomic_write_text
 
@@ -38,8 +40,8 @@ class MaskRCNNPost:
     min_visible: float = 0.5  # drop an instance when less than this share of its mask is still unclaimed
 
 
-Post = UNetPost | MaskRCNNPost
-_KINDS: dict[str, type[UNetPost | MaskRCNNPost]] = {"unet": UNetPost, "maskrcnn": MaskRCNNPost}
+# Any kind's settings: a frozen dataclass (UNetPost, MaskRCNNPost or a plugin kind's own class).
+Post = Any
 _MAX_AREA = 10**9  # pixels; far above any gland, small enough to stay an exact float
 
 
@@ -69,13 +71,11 @@ def post_from_dict(kind: str, d: dict[str, Any]) -> Post:
     Raises:
         ConfigError: for an unknown kind or key, or a value of the wrong type or out of range.
     """
-    if kind not in _KINDS:
-        raise ConfigError(f"unknown model kind {kind!r}; expected one of {', '.join(_KINDS)}")
+    cls = kind_of(kind).post_type
     if not isinstance(d, dict):
         raise ConfigError(
             f"{kind} post-processing settings must be a JSON object, got {type(d).__name__}"
         )
-    cls = _KINDS[kind]
     defaults = cls()
     known = {f.name for f in fields(cls)}
     if set(d) - known:
@@ -109,4 +109,4 @@ def save_post(post: Post, path: str | Path) -> None:
 
 def default_post(cfg: RunConfig) -> Post:
     """Untuned post-processing for a config (used during training)."""
-    return UNetPost(instance=cfg.unet_instance) if cfg.model == "unet" else MaskRCNNPost()
+    return cfg.kind.default_post(cfg)

@@ -7,63 +7,45 @@ one spec as a Streamlit widget.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
 import streamlit as st
 
-from glandseg_core.config import (
-    AUGMENT_POLICIES,
-    MASKRCNN_BACKBONES,
-    MODEL_KINDS,
-    OPTIMIZERS,
-    SCHEDULES,
-    RunConfig,
-    config_from_dict,
-)
+from glandseg_core.config import RunConfig, config_from_dict, config_to_dict, rule_for
+from glandseg_core.registry import kind_names
 
 from . import field_help
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model": MODEL_KINDS,
-    "maskrcnn_backbone": MASKRCNN_BACKBONES,
-    "train_optimizer": OPTIMIZERS,
-    "train_lr_schedule": SCHEDULES,
-    "train_augment": AUGMENT_POLICIES,
-}
-GROUPS = ("General", "Training", "U-Net", "Mask R-CNN")
-_PREFIX_GROUP = {"unet": "U-Net", "maskrcnn": "Mask R-CNN", "train": "Training"}
+
+def groups(cfg: RunConfig) -> tuple[str, ...]:
+    """The form's tabs: general fields, training fields, and the model kind's own section."""
+    return ("General", "Training", cfg.kind.title)
 
 
 def field_specs(cfg: RunConfig) -> list[dict[str, Any]]:
-    """One spec per RunConfig field (from ``dataclasses.fields``), for generating a form.
+    """One spec per config field (the common ones, then the model kind's section as ``<kind>_<field>``), for
+    generating a form.
 
     Returns:
         ``[{"name", "kind", "value", "choices", "group"}]`` in field order; kind is ``bool``, ``int``,
-        ``float``, ``choice``, ``str`` or ``ints`` (a tuple, edited as "a,b,c" text); group is one of ``GROUPS``.
+        ``float``, ``choice``, ``str`` or ``ints`` (a tuple, edited as "a,b,c" text); group is one of
+        :func:`groups`.
     """
     specs = []
-    for f in dataclasses.fields(RunConfig):
-        value = getattr(cfg, f.name)
-        if f.name in CHOICES:
+    for name, value in config_to_dict(cfg).items():
+        choices = kind_names() if name == "model" else rule_for(name).choices or None
+        if choices:
             kind = "choice"
         elif isinstance(value, bool):
             kind = "bool"
-        elif isinstance(value, tuple):
+        elif isinstance(value, (tuple, list)):
             kind, value = "ints", ",".join(str(v) for v in value)
         else:
             kind = {int: "int", float: "float"}.get(type(value), "str")
-        group = _PREFIX_GROUP.get(f.name.split("_", 1)[0], "General")
-        specs.append(
-            {
-                "name": f.name,
-                "kind": kind,
-                "value": value,
-                "choices": CHOICES.get(f.name),
-                "group": group,
-            }
-        )
+        prefix = name.split("_", 1)[0]
+        group = "Training" if prefix == "train" else cfg.kind.title if prefix == cfg.model else "General"
+        specs.append({"name": name, "kind": kind, "value": value, "choices": choices, "group": group})
     return specs
 
 
@@ -74,20 +56,19 @@ def config_from_values(values: dict[str, Any]) -> RunConfig:
         ValueError: a value is malformed or fails RunConfig's checks (one line).
     """
     d = dict(values)
-    default = RunConfig()
     for key, value in d.items():
-        if isinstance(getattr(default, key, None), tuple) and isinstance(value, str):
+        try:
+            field_type = rule_for(key).kind
+        except ValueError:
+            continue  # an unknown key: config_from_dict names it
+        if field_type is tuple and isinstance(value, str):
             try:
                 d[key] = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
             except ValueError:
                 raise ValueError(
                     f"{key} takes whole numbers separated by commas, got {value!r}"
                 ) from None
-        elif (
-            isinstance(getattr(default, key, None), int)
-            and isinstance(value, float)
-            and value.is_integer()
-        ):
+        elif field_type is int and isinstance(value, float) and value.is_integer():
             d[key] = int(value)
     if not str(d.get("name", "")).strip():
         raise ValueError("name must not be empty")
@@ -177,7 +158,8 @@ def run_form(
             "(Mask R-CNN: ResNet-50, SGD 0.005, momentum 0.9, weight decay 0.0005, ×0.1 every 3 epochs, "
             "batch 2, 200 epochs; U-Net: 15 epochs); the help line names the poster's value where it differs."
         )
-        tabs = dict(zip(GROUPS, st.tabs(list(GROUPS)), strict=True))
+        names = groups(cfg)
+        tabs = dict(zip(names, st.tabs(list(names)), strict=True))
         values = {}
         for spec in field_specs(cfg):
             with tabs[spec["group"]]:

@@ -19,7 +19,7 @@ import streamlit as st
 
 from glandseg_core import stats
 from glandseg_core.checkpoints import WEIGHTS
-from glandseg_core.data import item_by_name, load_item
+from glandseg_core.datasets.glas import item_by_name, load_item
 from glandseg_core.errors import DatasetError, ImageError, ModelError
 from glandseg_core.evaluate import PREDICTION_SUFFIX
 from glandseg_core.imaging.io import read_image, read_label_map
@@ -43,8 +43,8 @@ class ModelFolder:
 
 
 def _kind_and_preset(folder: Path) -> tuple[str, str]:
-    """The model kind ("unet" / "maskrcnn" / "fusion") and preset name from config.json (a folder with
-    fusion.json is a fusion); the kind is guessed from the folder name when config.json does not say."""
+    """The model kind (a registered kind's name, or "fusion") and preset name from config.json (a folder with
+    fusion.json is a fusion); ``""`` when config.json does not say."""
     if (folder / "fusion.json").is_file():
         return "fusion", ""
     try:
@@ -52,10 +52,7 @@ def _kind_and_preset(folder: Path) -> tuple[str, str]:
         kind, preset = str(config.get("model", "")), str(config.get("name", ""))
     except (OSError, ValueError, AttributeError):
         kind, preset = "", ""
-    if kind:
-        return kind, preset
-    low = folder.name.lower().replace("-", "").replace("_", "")
-    return ("maskrcnn" if "mask" in low else "unet" if "unet" in low else ""), preset
+    return kind, preset
 
 
 def _label(kind: str, preset: str, name: str) -> str:

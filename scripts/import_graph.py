@@ -29,26 +29,26 @@ LAYERS: tuple[str, ...] = (
     "errors",  # every exception; imports nothing of ours
     "files",  # atomic writes, OS error messages
     "progress",  # the one progress type (Step, ProgressFn)
+    "registry",  # the model-kind registry (imports nothing of ours but errors)
     "config",  # RunConfig, presets, the one string->field coercion
     "thresholds",  # post-processing settings
     "imaging",  # decoded pixels, images and label maps in and out, TIFF formats, input files for predict
-    "data",  # GlaS discovery and loading
-    "glas_release",  # checks of a GlaS release
+    "datasets",  # data set adapters (Dataset, Item, in-memory pairs); GlaS discovery, release checks, pack
     "transforms",  # joint augmentation
     "device",  # device choice, autocast, threads
     "distributed",  # multi-process setup
-    "models",  # network registry and builders
+    "models",  # network builders and their config sections
     "checkpoints",  # read, load weights, export a model folder
     "metrics",  # pure numpy GlaS metrics (imports nothing of ours outside its package)
     "stats",  # result tables, paired comparisons (pandas, on metrics' F1)
     "outputs",  # coloured overlays of label maps, gland tables and GeoJSON
     "segment",  # segmenters: image -> raw output -> label map; TTA, tiling
+    "kinds",  # the built-in model kinds (one object each), registered on import
     "slides",  # whole-slide prediction
     "batch",  # predict over many inputs, writing outputs
     "evaluate",  # score a segmenter or a folder of label maps
     "train",  # fit, tune, locks
     "modelcard",  # the model card writer
-    "pack",  # a compact copy of GlaS
     "cli",  # the `glandseg` command
     "__main__",  # python -m glandseg_core
     "__init__",  # the root package: may re-export anything (no module imports it by name)

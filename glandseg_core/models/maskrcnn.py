@@ -12,6 +12,8 @@ box head, a 2-conv RPN head). The predictors are swapped as in the torchvision f
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -28,12 +30,39 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..config import RunConfig
+from ..config import Rule, RunConfig, Section, int_rule
 from ..device import autocast
-from ._api import register_model
 from .pretrained import check_start, start_kind, uses_frozen_norm
 
 NUM_CLASSES = 2  # background + gland
+BACKBONES = ("resnet50", "resnet34", "resnet18", "mobilenet_v3_large")
+ANCHOR_LEVELS = 5  # one anchor size per FPN level
+
+
+@dataclass(frozen=True)
+class MaskRCNNParams(Section):
+    """The Mask R-CNN's config section (``maskrcnn_<field>`` in ``config.json`` and ``--set``)."""
+
+    KIND: ClassVar[str] = "maskrcnn"
+    RULES: ClassVar[dict[str, Rule]] = {
+        "backbone": Rule(str, choices=BACKBONES),
+        "min_size": int_rule(16, 2048),
+        "max_size": int_rule(16, 4096),
+        "anchor_sizes": Rule(tuple, 1, 2048, length=ANCHOR_LEVELS),
+        "detections_per_img": int_rule(1, 500),
+        "rpn_post_nms_top_n_train": int_rule(1, 10000),
+        "box_batch_size_per_image": int_rule(1, 4096),
+        "box_head_dim": int_rule(16, 4096),
+    }
+
+    backbone: str = "resnet50"
+    min_size: int = 522
+    max_size: int = 775
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    detections_per_img: int = 100
+    rpn_post_nms_top_n_train: int = 2000
+    box_batch_size_per_image: int = 512
+    box_head_dim: int = 1024  # width of the box head's two fully connected layers (torchvision: 1024)
 
 
 class MixedPrecisionBackbone(nn.Module):
@@ -57,7 +86,7 @@ class MixedPrecisionBackbone(nn.Module):
 
 
 def _backbone(cfg: RunConfig) -> nn.Module:
-    name, frozen = cfg.maskrcnn_backbone, uses_frozen_norm(cfg)
+    name, frozen = cfg.params.backbone, uses_frozen_norm(cfg)
     norm = FrozenBatchNorm2d if frozen else nn.BatchNorm2d
     if (
         start_kind(cfg) == "coco-v2"
@@ -83,31 +112,31 @@ def _v2_heads(channels: int) -> dict[str, nn.Module]:
     }
 
 
-@register_model("maskrcnn")
 def build_maskrcnn(cfg: RunConfig) -> MaskRCNN:
-    """Mask R-CNN for glands: backbone ``cfg.maskrcnn_backbone`` with FPN, anchors ``cfg.maskrcnn_anchor_sizes``."""
+    """Mask R-CNN for glands: backbone ``params.backbone`` with FPN, anchors ``params.anchor_sizes``."""
     check_start(cfg)
+    p: MaskRCNNParams = cfg.params
     backbone = MixedPrecisionBackbone(_backbone(cfg), cfg.train_amp)
-    n_maps = 5 if cfg.maskrcnn_backbone.startswith("resnet") else 3
-    sizes = cfg.maskrcnn_anchor_sizes[:n_maps] if n_maps == 5 else cfg.maskrcnn_anchor_sizes[1:4]
+    n_maps = 5 if p.backbone.startswith("resnet") else 3
+    sizes = p.anchor_sizes[:n_maps] if n_maps == 5 else p.anchor_sizes[1:4]
     anchors = AnchorGenerator(
         sizes=tuple((s,) for s in sizes), aspect_ratios=((0.5, 1.0, 2.0),) * n_maps
     )
     if start_kind(cfg) == "coco-v2":
         heads, box_dim = _v2_heads(backbone.out_channels), 1024
     else:  # 7x7 ROI features into two fully connected layers
-        box_dim = cfg.maskrcnn_box_head_dim
+        box_dim = p.box_head_dim
         heads = {"box_head": TwoMLPHead(backbone.out_channels * 7 * 7, box_dim)}
     model = MaskRCNN(
         backbone,
         num_classes=91,  # replaced below, as in the tutorial
         rpn_anchor_generator=anchors,
-        min_size=cfg.maskrcnn_min_size,
-        max_size=cfg.maskrcnn_max_size,
-        box_detections_per_img=cfg.maskrcnn_detections_per_img,
+        min_size=p.min_size,
+        max_size=p.max_size,
+        box_detections_per_img=p.detections_per_img,
         box_score_thresh=0.05,
-        rpn_post_nms_top_n_train=cfg.maskrcnn_rpn_post_nms_top_n_train,
-        box_batch_size_per_image=cfg.maskrcnn_box_batch_size_per_image,
+        rpn_post_nms_top_n_train=p.rpn_post_nms_top_n_train,
+        box_batch_size_per_image=p.box_batch_size_per_image,
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
         **heads,

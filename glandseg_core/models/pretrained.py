@@ -73,22 +73,8 @@ def check_start(cfg: RunConfig) -> None:
     kind = start_kind(cfg)
     if not cfg.pretrained.strip():
         raise ConfigError(f"pretrained must be one of {', '.join(NAMED_STARTS)} or a file path, got ''")
-    if kind in ("coco", "coco-v2"):
-        if cfg.model != "maskrcnn" or cfg.maskrcnn_backbone != "resnet50":
-            raise ConfigError(
-                f"pretrained={kind} holds a ResNet-50-FPN Mask R-CNN; it needs model=maskrcnn and "
-                f"maskrcnn_backbone=resnet50, got model={cfg.model}, maskrcnn_backbone={cfg.maskrcnn_backbone}"
-            )
-        if kind == "coco" and cfg.maskrcnn_box_head_dim != 1024:
-            raise ConfigError(
-                f"pretrained=coco has a 1024-wide box head; set maskrcnn_box_head_dim=1024 "
-                f"(got {cfg.maskrcnn_box_head_dim})"
-            )
-    if kind == "imagenet" and cfg.model == "unet" and cfg.unet_encoder == "none":
-        raise ConfigError(
-            "pretrained=imagenet needs a ResNet encoder in the U-Net: set unet_encoder=resnet18, resnet34 or "
-            "resnet50 (our own encoder has no ImageNet weights), or use pretrained=none"
-        )
+    if kind in NAMED_STARTS and kind != "none":
+        cfg.kind.check_start(cfg, kind)
 
 
 def uses_frozen_norm(cfg: RunConfig) -> bool:
@@ -104,7 +90,7 @@ def weights_for(cfg: RunConfig) -> WeightsEnum | None:
     if kind in _COCO:
         return _COCO[kind]
     if kind == "imagenet":
-        return _IMAGENET[cfg.unet_encoder if cfg.model == "unet" else cfg.maskrcnn_backbone]
+        return _IMAGENET[cfg.kind.imagenet_arch(cfg)]
     return None
 
 
@@ -247,18 +233,16 @@ def load_pretrained(model: nn.Module, cfg: RunConfig, *, download: bool = True) 
     elif kind == "imagenet":
         assert weights is not None
         state = _fetch(cfg, weights, download)
-        unet = cfg.model == "unet"
-        name = cfg.unet_encoder if unet else cfg.maskrcnn_backbone
+        name = cfg.kind.imagenet_arch(cfg)
+        target, what = cfg.kind.imagenet_module(model)
         if name == "mobilenet_v3_large":
             state = {
                 k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")
             }
         else:
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        n = _load_strict(
-            model.encoder if unet else model.backbone.body, state, cache_file(weights).name, ()
-        )
-        msg = f"{'encoder' if unet else 'backbone'} {name} from {cache_file(weights)} ({n} tensors)"
+        n = _load_strict(target, state, cache_file(weights).name, ())
+        msg = f"{what} {name} from {cache_file(weights)} ({n} tensors)"
     else:
         assert weights is not None
         n = _load_strict(

@@ -1,5 +1,5 @@
 """U-Net (Ronneberger et al. 2015) built from small blocks, with BatchNorm and a configurable depth and width;
-or, with ``cfg.unet_encoder`` = resnet18/34/50, a torchvision ResNet as the encoder (smp's ``Unet(encoder_name=
+or, with ``encoder`` = resnet18/34/50, a torchvision ResNet as the encoder (smp's ``Unet(encoder_name=
 "resnet34")`` layout: skips at strides 2-16, a decoder of upsample + concatenate + two convolutions), which
 ``pretrained=imagenet`` fills with ImageNet weights (models/pretrained.py).
 
@@ -8,14 +8,53 @@ Output: logits[B, 2, H, W]: channel 0 = gland, channel 1 = gland contour (see ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torchvision.models import resnet18, resnet34, resnet50
 
-from ..config import RunConfig
-from ._api import register_model
+from ..config import Rule, RunConfig, Section, float_rule, int_rule
+from ..errors import ConfigError
 from .pretrained import check_start
+
+UNET_MAX_WIDTH = 2048  # channels at the U-Net's bottleneck (base * 2**depth): ~75 M parameters
+ENCODERS = ("none", "resnet18", "resnet34", "resnet50")
+
+
+@dataclass(frozen=True)
+class UNetParams(Section):
+    """The U-Net's config section (``unet_<field>`` in ``config.json`` and ``--set``)."""
+
+    KIND: ClassVar[str] = "unet"
+    RULES: ClassVar[dict[str, Rule]] = {
+        "base": int_rule(1, 256),
+        "depth": int_rule(1, 6),
+        "instance": Rule(bool),
+        "scale": float_rule(0.05, 2.0),
+        "contour_width": int_rule(1, 32),
+        "encoder": Rule(str, choices=ENCODERS),
+    }
+
+    base: int = 32
+    depth: int = 4
+    instance: bool = (
+        True  # predict gland + contour and separate touching glands; False = plain semantic mask
+    )
+    scale: float = 0.5  # images are resized by this factor before the U-Net (GlaS glands are large)
+    contour_width: int = 2  # contour band width in pixels, at the U-Net's scale
+    encoder: str = "none"  # or resnet18/34/50: a torchvision ResNet encoder
+
+    def check(self) -> None:
+        widest = self.base * 2**self.depth
+        if widest > UNET_MAX_WIDTH:
+            raise ConfigError(
+                f"unet_base={self.base} with unet_depth={self.depth} gives a {widest}-channel "
+                f"bottleneck; unet_base * 2**unet_depth must be at most {UNET_MAX_WIDTH}"
+            )
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -154,11 +193,11 @@ class ResNetUNet(nn.Module):
         return self.head(x)
 
 
-@register_model("unet")
 def build_unet(cfg: RunConfig) -> nn.Module:
-    """U-Net with 2 output channels (gland, contour): our own, of width ``cfg.unet_base`` and depth
-    ``cfg.unet_depth``, or one with a torchvision ResNet encoder (``cfg.unet_encoder``)."""
+    """U-Net with 2 output channels (gland, contour): our own, of width ``params.base`` and depth
+    ``params.depth``, or one with a torchvision ResNet encoder (``params.encoder``)."""
     check_start(cfg)
-    if cfg.unet_encoder != "none":
-        return ResNetUNet(encoder=cfg.unet_encoder, out_channels=2)
-    return UNet(base=cfg.unet_base, depth=cfg.unet_depth, out_channels=2)
+    p: UNetParams = cfg.params
+    if p.encoder != "none":
+        return ResNetUNet(encoder=p.encoder, out_channels=2)
+    return UNet(base=p.base, depth=p.depth, out_channels=2)

@@ -9,23 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..checkpoints import POSTPROCESS, model_from_state, read_checkpoint, weights_file
 from ..config import RunConfig, config_from_dict, load_config
 from ..device import apply_thread_limit, pick_device
 from ..errors import ConfigError, ModelError
-from ..thresholds import MaskRCNNPost, Post, UNetPost, default_post, load_post
+from ..thresholds import Post, default_post, load_post
 from .base import Segmenter
-from .fusion import FUSION_FILE, FusionSegmenter, make_fusion, read_fusion
 from .instances import Instances
 from .maskrcnn import MaskRCNNSegmenter
 from .tiling import Tiling
 from .unet import UNetSegmenter
 
 __all__ = [
-    "FusionSegmenter",
     "Instances",
     "MaskRCNNSegmenter",
     "Segmenter",
@@ -53,11 +50,10 @@ def make_segmenter(
     """
     device = torch.device("cpu") if device is None else device
     tiling = Tiling() if tiling is None else tiling
-    if cfg.model == "unet" and isinstance(post, UNetPost):
-        return UNetSegmenter(model, cfg, post, device, path, tta, tiling)
-    if cfg.model == "maskrcnn" and isinstance(post, MaskRCNNPost):
-        return MaskRCNNSegmenter(model, cfg, post, device, path, tta, tiling)
-    raise ModelError(f"{type(post).__name__} settings do not fit a {cfg.model} model")
+    kind = cfg.kind
+    if not isinstance(post, kind.post_type):
+        raise ModelError(f"{type(post).__name__} settings do not fit a {cfg.model} model")
+    return kind.segmenter(model, cfg, post, device, tta=tta, tiling=tiling, path=path)
 
 
 def _read_config(model_dir: Path, ckpt: dict) -> RunConfig:
@@ -72,11 +68,11 @@ def _read_config(model_dir: Path, ckpt: dict) -> RunConfig:
 def load_segmenter(
     model_dir: str | Path, *, device: str | None = None, tta: bool = False, tiling: Tiling | None = None
 ) -> Segmenter:
-    """Load a model folder (``weights.pt``, ``config.json``, ``postprocess.json``), a fusion folder
-    (``fusion.json`` naming a U-Net and a Mask R-CNN folder) or a training run folder.
+    """Load a model folder (``weights.pt``, ``config.json``, ``postprocess.json``) or a training run folder.
 
-    A Mask R-CNN is set to drop detections scoring below ``post.score_thresh`` (faster, same label maps): use
-    :func:`make_segmenter` with a network of your own to see lower-scoring detections.
+    The kind may adapt the loaded network to its settings (``ModelKind.loaded``: a Mask R-CNN drops detections
+    scoring below ``post.score_thresh``, faster with the same label maps): use :func:`make_segmenter` with a
+    network of your own to see lower-scoring detections.
 
     Args:
         model_dir: the folder. device: ``cpu``, ``cuda`` or None (CUDA when present).
@@ -88,11 +84,6 @@ def load_segmenter(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"model folder {model_dir} does not exist")
-    if (model_dir / FUSION_FILE).is_file():  # no weights: two member folders (fusion.py)
-        spec = read_fusion(model_dir)
-        unet = load_segmenter(spec.unet, device=device, tta=tta, tiling=tiling)
-        mrcnn = load_segmenter(spec.maskrcnn, device=device, tta=tta, tiling=tiling)
-        return make_fusion(unet, mrcnn, spec.post, spec.unet_post, path=model_dir)
     weights = weights_file(model_dir)
     ckpt = read_checkpoint(weights)
     cfg = _read_config(model_dir, ckpt)
@@ -104,11 +95,5 @@ def load_segmenter(
     dev = pick_device(device)
     apply_thread_limit()
     model = model_from_state(cfg, ckpt["model"], dev, weights.name)
-    if isinstance(post, MaskRCNNPost):
-        # Detections scoring below the painting threshold are never painted: dropping them in the model skips
-        # their mask head and full-size paste. Exact: NMS only lets higher-scoring boxes suppress lower ones.
-        floor = float(
-            np.nextafter(np.float32(post.score_thresh), np.float32(0))
-        )  # keep scores == thresh
-        model.roi_heads.score_thresh = max(model.roi_heads.score_thresh, floor)
+    cfg.kind.loaded(model, post)
     return make_segmenter(model, cfg, post, dev, tta=tta, tiling=tiling, path=model_dir)

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from ..config import RunConfig
-from ..data import GlasItem, load_item
-from ..transforms import augment, maskrcnn_target, unet_targets
+from ..datasets import Item
+from ..transforms import augment
 
 Sample = tuple[
     np.ndarray, np.ndarray
@@ -33,13 +33,16 @@ def _resize(image: np.ndarray, labels: np.ndarray, scale: float) -> Sample:
     return img, np.asarray(lab).astype(np.int32)
 
 
-def load_split(items: list[GlasItem], scale: float = 1.0) -> list[Sample]:
+def load_split(items: list[Item], scale: float = 1.0) -> list[Sample]:
     """Read (and rescale) every image and label map of ``items`` into memory.
 
     Returns:
         (uint8[h, w, 3] image, int32[h, w] label map) pairs, at ``scale`` times the original size.
+
+    Raises:
+        DatasetError: an unreadable item, or one without a label map (names it).
     """
-    return [_resize(*load_item(it), scale) for it in items]
+    return [_resize(*it.load_annotated(), scale) for it in items]
 
 
 class Batches:
@@ -76,24 +79,16 @@ class Batches:
         """One batch as numpy arrays: the images ``idx`` augmented with ``rng``, and their targets."""
         cfg = self.cfg
         samples = [augment(*self.data[i], cfg.train_augment, rng, crop=cfg.train_crop_size) for i in idx]
-        if cfg.model == "unet":
-            return [
-                (im, unet_targets(lab, cfg.unet_contour_width).astype(np.uint8)) for im, lab in samples
-            ]
-        return [(im, maskrcnn_target(lab)) for im, lab in samples]
+        return [(im, cfg.kind.targets(cfg, im, lab)) for im, lab in samples]
 
     def tensors(self, batch: list[tuple[np.ndarray, Any]]) -> Batch:
         """The model's training input for a batch from :meth:`build`.
 
         Returns:
-            U-Net: (float32[B, 3, H, W] in [0, 1], float32[B, 2, H, W] gland and contour targets).
-            Mask R-CNN: (list of float32[3, H, W] in [0, 1], list of target dicts: boxes, labels, masks).
+            What the model kind's ``collate`` makes of it (U-Net: an image tensor and a target tensor; Mask
+            R-CNN: lists of image tensors and target dicts).
         """
-        if self.cfg.model == "unet":
-            x = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im, _ in batch]).float() / 255
-            return x, torch.stack([torch.from_numpy(t) for _, t in batch]).float()
-        images = [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im, _ in batch]
-        return images, [{k: torch.from_numpy(v) for k, v in t.items()} for _, t in batch]
+        return self.cfg.kind.collate(batch)
 
     def epoch(self, rng: np.random.Generator, epoch: int = 0) -> Iterator[Batch]:
         """Batches of one epoch; crops and augmentations come from the rank's own ``rng``, in step order."""

@@ -16,17 +16,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import distributed as dist
-from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..config import RunConfig, save_config
-from ..device import autocast
+from ..config import RunConfig, config_to_dict, save_config
+from ..datasets import DataLike
 from ..errors import TrainingStopped
 from ..metrics import pool_scores, score_image
 from ..segment import make_segmenter
@@ -44,33 +42,9 @@ __all__ = ["StopFlag", "fit", "train_one_epoch", "train_step", "validate"]
 log = logging.getLogger(__name__)
 
 
-def unet_loss(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """BCE on gland and contour channels plus soft Dice on the gland channel.
-
-    Args:
-        logits: float[B, 2, H, W]. target: float32[B, 2, H, W] in {0, 1} (gland, contour).
-    """
-    logits = logits.float()
-    bce_fg = F.binary_cross_entropy_with_logits(logits[:, 0], target[:, 0])
-    bce_ct = F.binary_cross_entropy_with_logits(logits[:, 1], target[:, 1], pos_weight=torch.tensor(3.0))
-    p = torch.sigmoid(logits[:, 0])
-    inter = (p * target[:, 0]).sum()
-    dice = 1 - (2 * inter + 1) / (p.sum() + target[:, 0].sum() + 1)
-    return {"loss_gland": bce_fg, "loss_contour": bce_ct, "loss_dice": dice}
-
-
 def _losses(state: TrainState, batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
     """The training losses of one batch (images float32 in [0, 1]: the networks normalise them)."""
-    if state.cfg.model == "unet":
-        x, y = batch
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        with autocast(device, state.cfg.train_amp):
-            logits = state.net(x)
-        return unet_loss(logits, y.to(device))
-    # Mask R-CNN: the backbone runs in mixed precision by itself, the heads in fp32
-    images, targets = batch
-    images = [im.to(device) for im in images]
-    return state.net(images, [{k: v.to(device) for k, v in t.items()} for t in targets])
+    return state.cfg.kind.loss(state.net, batch, device, state.cfg.train_amp)
 
 
 def train_step(state: TrainState, batch: Batch, device: torch.device, step: int) -> dict[str, float]:
@@ -224,7 +198,7 @@ def _save_epoch(
         state.best = {
             k: record[k] for k in ("epoch", "val_f1", "val_object_dice", "val_object_hausdorff")
         }
-        best = {"model": state.model.state_dict(), "config": asdict(cfg), "epoch": epoch}
+        best = {"model": state.model.state_dict(), "config": config_to_dict(cfg), "epoch": epoch}
         save_checkpoint(best, run_dir / "best.pt")
     append_log(run_dir, record)
     last = {
@@ -235,7 +209,7 @@ def _save_epoch(
         "best": state.best,
         "rng_numpy": rng_states,
         "rng_torch": torch.get_rng_state(),
-        "config": asdict(cfg),
+        "config": config_to_dict(cfg),
     }
     save_checkpoint(last, run_dir / "last.pt")
 
@@ -357,9 +331,11 @@ def _run(ctx: RunContext, state: TrainState, val: list[Sample], report: PhaseRep
 
 def fit(
     cfg: RunConfig,
-    data: str | os.PathLike | None,
+    data: DataLike,
     run_dir: str | os.PathLike,
     *,
+    val_data: DataLike | None = None,
+    machine_lock: bool = False,
     resume: bool = False,
     device: str | None = None,
     progress: Progress | None = None,
@@ -367,12 +343,16 @@ def fit(
     workers: int = 0,
     time_limit: float = 0.0,
 ) -> dict[str, Any]:
-    """Train ``cfg`` on GlaS ``train``, select on ``val``, tune post-processing on ``val``.
+    """Train ``cfg`` on the ``train`` split, select on ``val``, tune post-processing on ``val``.
 
     Args:
         cfg: the run's configuration (ignored when resuming: the run folder's ``config.json`` is used).
-        data: the GlaS folder (else ``$GLANDSEG_DATA``).
-        run_dir: the run folder; created if needed.
+        data: a :class:`~glandseg_core.datasets.Dataset`, a GlaS folder (None: ``$GLANDSEG_DATA``) or
+            (uint8[H, W, 3] image, int32[H, W] label map) pairs in memory; its ``train`` split trains.
+        run_dir: the run folder; created if needed (its own lock keeps a second trainer out of it).
+        val_data: what selects and tunes (data set or pairs); default: ``data``'s ``val`` split.
+        machine_lock: hold the machine-wide training lock (:mod:`.locks`) for the run, as ``glandseg train``
+            and the dashboard do; off for library callers.
         resume: continue from ``run_dir/last.pt`` exactly (model, optimizer, scheduler, epoch, RNG).
         device: ``cpu``, ``cuda`` or None for automatic.
         progress: called with a dict after every few steps (``event="step"``) and every epoch (``event="epoch"``).
@@ -386,10 +366,11 @@ def fit(
         The best epoch's validation record.
 
     Raises:
-        TrainingBusy: another training holds the machine's lock or trains this run folder.
+        TrainingBusy: another training trains this run folder (or holds the machine's lock, with
+            ``machine_lock``).
         TrainingStopped: SIGTERM/SIGINT arrived; the phase in progress (steps, validation, tuning) ends at once
             and ``last.pt`` stays the last finished epoch's (resume repeats the epoch, or redoes the tuning).
-        DatasetError: the GlaS folder is incomplete.
+        DatasetError: the data set is missing, incomplete or lacks a split.
         FileExistsError / FileNotFoundError: a new run in a used folder / nothing to resume.
         OSError: a file of the run folder could not be written (one line naming it, e.g. disk full).
         ValueError: negative ``workers`` or ``time_limit``; an unreadable ``log.jsonl`` line (names it).
@@ -399,17 +380,17 @@ def fit(
     rank, world, dev = dist_setup(device)
     ctx = RunContext(Path(run_dir), dev, rank, world, progress, show_bar, workers, time_limit)
     try:
-        with stop_on_signals(rank) as stop, hold_locks(ctx):
+        with stop_on_signals(rank) as stop, hold_locks(ctx, machine_lock):
             report = PhaseReport(ctx, stop)
             with stop.armed("stopped while setting up (nothing trained yet)"):
                 cfg = run_config(ctx, cfg, resume)
                 torch.manual_seed(cfg.train_seed + rank)
-                train_data, val_data = load_data(cfg, data, rank)
-                state = new_state(cfg, train_data, ctx)
+                train_samples, val_samples = load_data(cfg, data, rank, val_data)
+                state = new_state(cfg, train_samples, ctx)
             start_state(
                 state, ctx, resume
             )  # writes config.json: not cut by a stop (checked right after)
-            return _run(ctx, state, val_data, report)
+            return _run(ctx, state, val_samples, report)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -5,7 +5,6 @@ machine or a different batch of images changes the pace.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -15,24 +14,30 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..data import find_items
+from ..datasets import DataLike
 from ..device import pick_device
 from ..segment import make_segmenter
 from ..thresholds import default_post
 from .batches import load_split
 from .context import RunContext
 from .engine import train_step
-from .setup import new_state
+from .setup import new_state, split_items
 
 
 def estimate_epoch(
-    cfg: RunConfig, data: str | os.PathLike | None, *, steps: int = 3, device: str | None = None
+    cfg: RunConfig,
+    data: DataLike,
+    *,
+    val_data: DataLike | None = None,
+    steps: int = 3,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Time ``steps`` optimizer steps of ``cfg`` (random start weights) on a few GlaS training images, and one
+    """Time ``steps`` optimizer steps of ``cfg`` (random start weights) on a few training images, and one
     ``val`` image's segmentation, then scale them to one epoch.
 
     Args:
-        cfg: the run's configuration. data: the GlaS folder (else ``$GLANDSEG_DATA``).
+        cfg: the run's configuration. data, val_data: as :func:`~glandseg_core.train.fit` takes them (a
+            data set, a GlaS folder, None for ``$GLANDSEG_DATA``, or in-memory pairs).
         steps: steps to run (at least 2: the first one warms up and is not counted). device: cpu/cuda/None.
 
     Returns:
@@ -41,16 +46,15 @@ def estimate_epoch(
         ``epoch_seconds`` their sum (an epoch that is validated).
 
     Raises:
-        DatasetError: the GlaS folder is missing or incomplete. ValueError: ``steps`` < 2.
+        DatasetError: the data set is missing, incomplete or lacks a split. ValueError: ``steps`` < 2.
     """
     if steps < 2:
         raise ValueError("steps must be at least 2 (the first one only warms up)")
     dev = pick_device(device)
-    scale = cfg.unet_scale if cfg.model == "unet" else 1.0
-    items = find_items(data, ("train",))
+    scale = cfg.kind.input_scale(cfg)
+    items, val_items = split_items(data, val_data)
     n_train = min(len(items), cfg.train_max_images or len(items))
     sample = load_split(items[: max(2, cfg.train_batch_size)], scale)
-    val_items = find_items(data, ("val",))
     torch.manual_seed(cfg.train_seed)
     ctx = RunContext(Path(tempfile.gettempdir()), dev, show_bar=False)
     state = new_state(cfg, sample, ctx)

@@ -18,8 +18,9 @@ from torch import distributed as dist
 
 from ..checkpoints import load_weights, read_checkpoint
 from ..config import RunConfig, load_config, save_config
-from ..data import find_items
+from ..datasets import DataLike, Item, as_dataset
 from ..device import pick_device
+from ..errors import DatasetError
 from ..models import build_model, load_pretrained
 from .batches import Batches, Sample, load_split
 from .context import RunContext, TrainState
@@ -45,27 +46,47 @@ def run_config(ctx: RunContext, cfg: RunConfig, resume: bool) -> RunConfig:
     return cfg
 
 
+def split_items(data: DataLike, val_data: DataLike | None = None) -> tuple[list[Item], list[Item]]:
+    """The (train, val) items: ``data``'s ``train`` and ``val`` splits; with ``val_data``, the ``train`` split
+    of ``data`` and the ``val`` split of ``val_data`` (in-memory pairs become those splits).
+
+    Raises:
+        DatasetError: the data set is missing, incomplete, or lacks one of the splits.
+    """
+    train_set = as_dataset(data, split="train")
+    val_set = train_set if val_data is None else as_dataset(val_data, split="val")
+    for name, ds in (("train", train_set), ("val", val_set)):
+        if name not in ds.splits:
+            hint = "; pass validation pairs as val_data" if name == "val" and val_data is None else ""
+            raise DatasetError(
+                f"no {name} split in {ds!r} (it has {', '.join(ds.splits) or 'none'}){hint}"
+            )
+    return train_set.items(("train",)), val_set.items(("val",))
+
+
 def load_data(
-    cfg: RunConfig, data: str | os.PathLike | None, rank: int
+    cfg: RunConfig, data: DataLike, rank: int, val_data: DataLike | None = None
 ) -> tuple[list[Sample], list[Sample]]:
     """(train, val) samples in memory; training images at the U-Net's scale, ``val`` (rank 0 only) as is.
 
+    Args:
+        data: a data set, a GlaS folder (None: ``$GLANDSEG_DATA``) or (image, label map) pairs to train on.
+        val_data: validation pairs or data set (default: ``data``'s ``val`` split).
+
     Raises:
-        DatasetError: the GlaS folder is missing or incomplete.
+        DatasetError: the data set is missing, incomplete or lacks a split.
     """
-    scale = cfg.unet_scale if cfg.model == "unet" else 1.0
-    train_items = find_items(data, ("train",))
+    scale = cfg.kind.input_scale(cfg)
+    train_items, val_items = split_items(data, val_data)
     if cfg.train_max_images:
         train_items = train_items[: cfg.train_max_images]
     train = load_split(train_items, scale)
-    return train, load_split(find_items(data, ("val",))) if rank == 0 else []
+    return train, load_split(val_items) if rank == 0 else []
 
 
 def new_state(cfg: RunConfig, train: list[Sample], ctx: RunContext) -> TrainState:
     """A freshly initialised network (seeded by the caller), its optimizer, schedule and batch RNG."""
-    model = build_model(cfg).to(ctx.device)
-    if cfg.model == "unet":
-        model = model.to(memory_format=torch.channels_last)
+    model = cfg.kind.prepare(build_model(cfg).to(ctx.device))
     batches = Batches(cfg, train, ctx.rank, ctx.world)
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, batches.steps()))
@@ -131,10 +152,11 @@ def dist_setup(device_name: str | None) -> tuple[int, int, torch.device]:
 
 
 @contextlib.contextmanager
-def hold_locks(ctx: RunContext) -> Iterator[None]:
-    """Rank 0 holds the machine's training lock, then the run folder's own (created here)."""
+def hold_locks(ctx: RunContext, machine_lock: bool = False) -> Iterator[None]:
+    """Rank 0 holds the machine's training lock (when ``machine_lock``: the CLI and the dashboard ask for it),
+    then the run folder's own (created here)."""
     with contextlib.ExitStack() as stack:
-        if ctx.rank == 0:
+        if ctx.rank == 0 and machine_lock:
             stack.enter_context(training_lock(ctx.run_dir))
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
         if ctx.rank == 0:

@@ -7,7 +7,6 @@ Raw outputs are computed once per image (``segmenter.raw``); each grid point onl
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -21,39 +20,16 @@ from ..config import RunConfig, load_config
 from ..files import atomic_write_text
 from ..metrics import pool_scores, score_image
 from ..segment import Segmenter, make_segmenter
-from ..thresholds import MaskRCNNPost, Post, UNetPost, save_post
+from ..thresholds import Post, save_post
 from .runfiles import writing
 
-UNET_GRID = {
-    "fg_thresh": (0.4, 0.5, 0.6),
-    "contour_thresh": (0.3, 0.5, 0.7),
-    "min_marker_area": (20, 80),
-    "min_area": (100, 300, 600),
-}
-UNET_SEMANTIC_GRID = {"fg_thresh": (0.4, 0.5, 0.6), "min_area": (100, 300, 600)}
 TuneProgress = Callable[[str, int, int], None]  # (stage: "outputs" | "grid", done, total)
-MASKRCNN_GRID = {
-    "score_thresh": (0.3, 0.5, 0.7, 0.85),
-    "min_area": (100, 300, 600),
-    "min_visible": (0.3, 0.6),
-}
-
-
-def _grid(grid: dict[str, tuple]) -> list[dict[str, Any]]:
-    return [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]
 
 
 def base_post(cfg: RunConfig) -> tuple[Post, list[dict[str, Any]]]:
-    """The settings a tuning segmenter is built with, and the grid of overrides to try.
-
-    A Mask R-CNN's base keeps every detection the grid's lowest ``score_thresh`` could paint, so one ``raw``
-    per image serves every grid point.
-    """
-    if cfg.model == "unet":
-        return UNetPost(instance=cfg.unet_instance), _grid(
-            UNET_GRID if cfg.unet_instance else UNET_SEMANTIC_GRID
-        )
-    return MaskRCNNPost(score_thresh=min(MASKRCNN_GRID["score_thresh"])), _grid(MASKRCNN_GRID)
+    """The settings a tuning segmenter is built with, and the grid of overrides to try (the model kind's
+    ``tuning``: its raw outputs at these settings serve every grid point)."""
+    return cfg.kind.tuning(cfg)
 
 
 def tune(
@@ -83,7 +59,7 @@ def tune(
     best_post, best = base, None
     for i, params in enumerate(grid):
         post = dataclasses.replace(base, **params)
-        s = pool_scores([score_image(segmenter.labels(r, post=post), g) for r, g in zip(raws, gts)])
+        s = pool_scores([score_image(segmenter.labels(r, post=post), g) for r, g in zip(raws, gts, strict=True)])
         objective = s.pooled_f1 + s.pooled_object_dice
         if best is None or objective > best["objective"] + 1e-9:
             best_post = post

@@ -1,0 +1,235 @@
+"""The Mask R-CNN kind: torchvision's Mask R-CNN (``models/maskrcnn.py``), its targets, presets and tuning grid.
+
+Training targets are torchvision detection targets (boxes, labels, masks: ``transforms.maskrcnn_target``) and
+the loss is torchvision's own sum of RPN, box and mask terms. The network resizes its input itself
+(``params.min_size`` / ``max_size``), so images reach it at their own scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..models.maskrcnn import MaskRCNNParams, build_maskrcnn
+from ..registry import ModelKind
+from ..segment.maskrcnn import MaskRCNNSegmenter
+from ..thresholds import MaskRCNNPost
+from ..transforms import maskrcnn_target
+from .unet import grid_points
+
+GRID = {
+    "score_thresh": (0.3, 0.5, 0.7, 0.85),
+    "min_area": (100, 300, 600),
+    "min_visible": (0.3, 0.6),
+}
+
+FIELD_WORDS = {
+    "maskrcnn_backbone": ("Mask R-CNN backbone", "", "The feature network under the FPN; ResNet-50 is the poster's."),
+    "maskrcnn_min_size": ("Shorter image side", "px",
+                          "Images are resized so that their shorter side is this long (GlaS: 522 at full size)."),
+    "maskrcnn_max_size": ("Longest image side at most", "px", "Caps the resize above (GlaS: 775 at full size)."),
+    "maskrcnn_anchor_sizes": ("Anchor sizes", "px, one per FPN level",
+                              "Five box sizes the detector proposes from, smallest to largest, comma-separated."),
+    "maskrcnn_detections_per_img": ("Glands kept per image at most", "glands",
+                                    "The most instances the model returns for one image."),
+    "maskrcnn_rpn_post_nms_top_n_train": ("Proposals kept per image in training", "boxes",
+                                          "Region proposals passed on after non-maximum suppression while training (torchvision: 2000)."),
+    "maskrcnn_box_batch_size_per_image": ("Sampled boxes per image", "boxes",
+                                          "Proposals sampled per image to train the box and mask heads (torchvision: 512)."),
+    "maskrcnn_box_head_dim": ("Box head width", "units",
+                              "Width of the box head's two fully connected layers (torchvision: 1024)."),
+}  # fmt: skip
+
+# The poster's values (docs/poster.md quotes them) and the words they come from; poster-maskrcnn copies them.
+POSTER_VALUES: dict[str, tuple[Any, str]] = {
+    "maskrcnn_backbone": ("resnet50", "Mask R-CNN with a ResNet-50 backbone"),
+    "train_optimizer": ("sgd", "Optimizer: SGD"),
+    "train_lr": (0.005, "initial learning rate 0.005"),
+    "train_momentum": (0.9, "momentum 0.9"),
+    "train_weight_decay": (0.0005, "weight decay 0.0005"),
+    "train_lr_schedule": ("step", "Learning-rate decay: staircase"),
+    "train_lr_step_epochs": (3, "×0.1 every 3 epochs"),
+    "train_lr_gamma": (0.1, "×0.1 every 3 epochs"),
+    "train_batch_size": (2, "Batch size 2"),
+    "train_epochs": (200, "200 epochs"),
+}
+
+
+@functools.cache
+def _presets() -> dict[str, RunConfig]:
+    poster = RunConfig(
+        name="poster-maskrcnn",
+        model="maskrcnn",
+        # poster: "Mask R-CNN with a ResNet-50 backbone"; GlaS native size (the poster does not say; torchvision
+        # would upscale to 800)
+        params=MaskRCNNParams(backbone="resnet50", min_size=522, max_size=775),
+        train_optimizer="sgd",  # poster: "Optimizer: SGD"
+        train_lr=0.005,  # poster: "initial learning rate 0.005"
+        train_momentum=0.9,  # poster: "momentum 0.9"
+        train_weight_decay=0.0005,  # poster: "weight decay 0.0005"
+        train_lr_schedule="step",  # poster: "staircase"
+        train_lr_step_epochs=3,  # poster: "every 3 epochs"
+        train_lr_gamma=0.1,  # poster: "x0.1"
+        train_batch_size=2,  # poster: "Batch size 2"
+        train_epochs=200,  # poster: "200 epochs"
+        train_warmup_steps=0,
+        train_augment="flip",  # the torchvision tutorial the poster follows: random horizontal flip
+        train_crop_size=0,
+        train_grad_clip=10.0,  # not on the poster: our trainer's default (no run without clipping was tried)
+        pretrained="coco",  # the tutorial the poster follows fine-tunes COCO weights
+    )
+    # Our recipes: the poster's model with AdamW, a cosine schedule and strong augmentation, from scratch.
+    ours = dataclasses.replace(
+        poster,
+        train_optimizer="adamw",
+        train_weight_decay=1e-4,
+        train_lr_schedule="cosine",
+        train_augment="strong",
+        pretrained="none",
+    )
+    base = poster.params
+    return {
+        "poster-maskrcnn": poster,
+        "glandseg-maskrcnn": dataclasses.replace(
+            ours,
+            name="glandseg-maskrcnn",
+            params=dataclasses.replace(
+                base, rpn_post_nms_top_n_train=1000, box_batch_size_per_image=256
+            ),
+            train_lr=2e-4,
+            train_warmup_steps=200,
+            train_epochs=100,
+        ),
+        # What two CPU cores allow: ResNet-18-FPN at half resolution, lighter ROI sampling.
+        "glandseg-maskrcnn-cpu": dataclasses.replace(
+            ours,
+            name="glandseg-maskrcnn-cpu",
+            params=dataclasses.replace(
+                base,
+                backbone="resnet18",
+                min_size=261,
+                max_size=388,
+                anchor_sizes=(16, 32, 64, 128, 256),
+                rpn_post_nms_top_n_train=500,
+                box_batch_size_per_image=128,
+            ),
+            train_lr=3e-4,
+            train_warmup_steps=100,
+            train_epochs=30,
+            train_batch_size=2,
+        ),
+        # ResNet-18 and a 512-wide box head keep the fp16 weights (45 MiB) small enough to come back from the
+        # GPU machine beside the U-Net's (15 MiB) and to ship.
+        "glandseg-maskrcnn-gpu": dataclasses.replace(
+            ours,
+            name="glandseg-maskrcnn-gpu",
+            params=dataclasses.replace(
+                base,
+                backbone="resnet18",
+                box_head_dim=512,
+                rpn_post_nms_top_n_train=1000,
+                box_batch_size_per_image=256,
+            ),
+            train_lr=3e-4,
+            train_warmup_steps=100,
+            train_epochs=150,
+            train_batch_size=4,
+            train_val_every=3,
+        ),
+    }
+
+
+class MaskRCNNKind(ModelKind):
+    """The Mask R-CNN: instances from box proposals, each with a 28x28 mask."""
+
+    name = "maskrcnn"
+    title = "Mask R-CNN"
+    params_type = MaskRCNNParams
+    post_type = MaskRCNNPost
+
+    def presets(self) -> dict[str, RunConfig]:
+        return dict(_presets())
+
+    def field_words(self) -> dict[str, tuple[str, str, str]]:
+        return FIELD_WORDS
+
+    def poster_values(self) -> dict[str, tuple[Any, str]]:
+        return POSTER_VALUES
+
+    def build(self, cfg: RunConfig) -> nn.Module:
+        return build_maskrcnn(cfg)
+
+    def check_start(self, cfg: RunConfig, start: str) -> None:
+        p: MaskRCNNParams = cfg.params
+        if start in ("coco", "coco-v2"):
+            if p.backbone != "resnet50":
+                raise ConfigError(
+                    f"pretrained={start} holds a ResNet-50-FPN Mask R-CNN; it needs model=maskrcnn and "
+                    f"maskrcnn_backbone=resnet50, got model=maskrcnn, maskrcnn_backbone={p.backbone}"
+                )
+            if start == "coco" and p.box_head_dim != 1024:
+                raise ConfigError(
+                    f"pretrained=coco has a 1024-wide box head; set maskrcnn_box_head_dim=1024 (got {p.box_head_dim})"
+                )
+
+    def imagenet_arch(self, cfg: RunConfig) -> str:
+        return str(cfg.params.backbone)
+
+    def imagenet_module(self, model: nn.Module) -> tuple[nn.Module, str]:
+        return model.backbone.body, "backbone"
+
+    def targets(self, cfg: RunConfig, image: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        return maskrcnn_target(labels)
+
+    def collate(self, batch: list[tuple[np.ndarray, Any]]) -> tuple[list[torch.Tensor], list[dict]]:
+        """(list of float32[3, H, W] in [0, 1], list of target dicts: boxes, labels, masks)."""
+        images = [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im, _ in batch]
+        return images, [{k: torch.from_numpy(v) for k, v in t.items()} for _, t in batch]
+
+    def loss(
+        self, net: nn.Module, batch: Any, device: torch.device, amp: bool
+    ) -> dict[str, torch.Tensor]:
+        # the backbone runs in mixed precision by itself (models/maskrcnn.py), the heads in fp32
+        images, targets = batch
+        images = [im.to(device) for im in images]
+        return net(images, [{k: v.to(device) for k, v in t.items()} for t in targets])
+
+    def default_post(self, cfg: RunConfig) -> MaskRCNNPost:
+        return MaskRCNNPost()
+
+    def tuning(self, cfg: RunConfig) -> tuple[MaskRCNNPost, list[dict[str, Any]]]:
+        """A base that keeps every detection the grid's lowest ``score_thresh`` could paint, so one ``raw`` per
+        image serves every grid point."""
+        return MaskRCNNPost(score_thresh=min(GRID["score_thresh"])), grid_points(GRID)
+
+    def segmenter(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        post: Any,
+        device: torch.device,
+        *,
+        tta: bool = False,
+        tiling: Any = None,
+        path: Any = None,
+    ) -> MaskRCNNSegmenter:
+        return MaskRCNNSegmenter(model, cfg, post, device, path, tta, tiling)
+
+    def loaded(self, model: nn.Module, post: Any) -> None:
+        """Drop detections scoring below the painting threshold inside the network: they are never painted,
+        and this skips their mask head and full-size paste. Exact: NMS only lets higher-scoring boxes suppress
+        lower ones."""
+        floor = float(
+            np.nextafter(np.float32(post.score_thresh), np.float32(0))
+        )  # keep scores == thresh
+        model.roi_heads.score_thresh = max(model.roi_heads.score_thresh, floor)
+
+
+MASKRCNN = MaskRCNNKind()

@@ -1,0 +1,196 @@
+"""The U-Net kind: our contour-aware U-Net (``models/unet.py``), its targets, loss, presets and tuning grid.
+
+Training targets are two channels (gland, gland contour: ``transforms.unet_targets``); the loss is binary
+cross-entropy on both (contours weighted 3x) plus a soft Dice on the gland channel. Images are resized by
+``params.scale`` before the network, in training and inference alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import RunConfig
+from ..device import autocast
+from ..errors import ConfigError
+from ..models.unet import UNetParams, build_unet
+from ..registry import ModelKind
+from ..segment.unet import UNetSegmenter
+from ..thresholds import UNetPost
+from ..transforms import unet_targets
+
+GRID = {
+    "fg_thresh": (0.4, 0.5, 0.6),
+    "contour_thresh": (0.3, 0.5, 0.7),
+    "min_marker_area": (20, 80),
+    "min_area": (100, 300, 600),
+}
+SEMANTIC_GRID = {"fg_thresh": (0.4, 0.5, 0.6), "min_area": (100, 300, 600)}
+
+FIELD_WORDS = {
+    "unet_base": ("U-Net first-layer channels", "channels",
+                  "Width of the first block; each level down doubles it. Wider learns more, trains slower."),
+    "unet_depth": ("U-Net depth", "levels", "Down-sampling levels; deeper sees larger glands at once."),
+    "unet_instance": ("Separate touching glands", "",
+                      "Also predict gland contours and split glands along them (off: a plain mask)."),
+    "unet_scale": ("U-Net image scale", "× size",
+                   "Images are resized by this factor before the U-Net (0.5 = half resolution)."),
+    "unet_contour_width": ("Contour band width", "px",
+                           "Width of the gland-border band the contour head learns, at the U-Net's scale."),
+    "unet_encoder": ("U-Net encoder", "",
+                     "none: our own blocks; resnet18/34/50: a torchvision ResNet encoder (can start from ImageNet)."),
+}  # fmt: skip
+
+
+def grid_points(grid: dict[str, tuple]) -> list[dict[str, Any]]:
+    """Every combination of a grid's values, as override dicts (first value first)."""
+    return [dict(zip(grid, vals, strict=True)) for vals in itertools.product(*grid.values())]
+
+
+def unet_loss(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Binary cross-entropy on gland and contour (contours weighted 3x), and soft Dice on the gland channel.
+
+    Args:
+        logits: float[B, 2, H, W]. target: float32[B, 2, H, W] in {0, 1} (gland, contour).
+    """
+    logits = logits.float()
+    bce_fg = F.binary_cross_entropy_with_logits(logits[:, 0], target[:, 0])
+    bce_ct = F.binary_cross_entropy_with_logits(logits[:, 1], target[:, 1], pos_weight=torch.tensor(3.0))
+    p = torch.sigmoid(logits[:, 0])
+    inter = (p * target[:, 0]).sum()
+    dice = 1 - (2 * inter + 1) / (p.sum() + target[:, 0].sum() + 1)
+    return {"loss_gland": bce_fg, "loss_contour": bce_ct, "loss_dice": dice}
+
+
+@functools.cache
+def _presets() -> dict[str, RunConfig]:
+    return {
+        "poster-unet": RunConfig(
+            name="poster-unet",
+            model="unet",
+            params=UNetParams(instance=False),  # plain semantic mask, as on the poster
+            train_epochs=15,  # poster: "U-Net (15 epochs)"
+            train_steps_per_epoch=0,
+            train_augment="flip",
+        ),
+        # Our tuned recipe.
+        "glandseg-unet": RunConfig(
+            name="glandseg-unet",
+            model="unet",
+            params=UNetParams(base=32, depth=4, scale=0.5),
+            train_epochs=60,
+            train_batch_size=8,
+            train_steps_per_epoch=50,
+            train_crop_size=256,
+            train_lr=2e-3,
+            train_weight_decay=1e-4,
+            train_warmup_steps=100,
+        ),
+        # One GPU, from scratch, full resolution: what a few minutes of an H100 allow (scripts/gpu_train.sh).
+        "glandseg-unet-gpu": RunConfig(
+            name="glandseg-unet-gpu",
+            model="unet",
+            # the half-resolution models' 2-pixel contour band, at full resolution
+            params=UNetParams(base=16, depth=5, scale=1.0, contour_width=4),
+            train_epochs=50,
+            train_batch_size=8,
+            train_steps_per_epoch=100,
+            train_crop_size=512,
+            train_lr=2e-3,
+            train_weight_decay=1e-4,
+            train_warmup_steps=100,
+            train_val_every=2,
+        ),
+    }
+
+
+class UNetKind(ModelKind):
+    """The U-Net: semantic gland and contour maps, instances by marker-controlled watershed."""
+
+    name = "unet"
+    title = "U-Net"
+    params_type = UNetParams
+    post_type = UNetPost
+
+    def presets(self) -> dict[str, RunConfig]:
+        return dict(_presets())
+
+    def field_words(self) -> dict[str, tuple[str, str, str]]:
+        return FIELD_WORDS
+
+    def poster_values(self) -> dict[str, tuple[Any, str]]:
+        return {"train_epochs": (15, "U-Net (15 epochs)")}
+
+    def build(self, cfg: RunConfig) -> nn.Module:
+        return build_unet(cfg)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model.to(memory_format=torch.channels_last)
+
+    def input_scale(self, cfg: RunConfig) -> float:
+        return float(cfg.params.scale)
+
+    def check_start(self, cfg: RunConfig, start: str) -> None:
+        if start == "imagenet":
+            if cfg.params.encoder == "none":
+                raise ConfigError(
+                    "pretrained=imagenet needs a ResNet encoder in the U-Net: set unet_encoder=resnet18, resnet34 "
+                    "or resnet50 (our own encoder has no ImageNet weights), or use pretrained=none"
+                )
+            return
+        raise ConfigError(
+            f"pretrained={start} holds a ResNet-50-FPN Mask R-CNN; it needs model=maskrcnn and "
+            f"maskrcnn_backbone=resnet50, got model=unet"
+        )
+
+    def imagenet_arch(self, cfg: RunConfig) -> str:
+        return str(cfg.params.encoder)
+
+    def imagenet_module(self, model: nn.Module) -> tuple[nn.Module, str]:
+        return model.encoder, "encoder"
+
+    def targets(self, cfg: RunConfig, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return unet_targets(labels, cfg.params.contour_width).astype(np.uint8)
+
+    def collate(self, batch: list[tuple[np.ndarray, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float32[B, 3, H, W] in [0, 1], float32[B, 2, H, W] gland and contour targets)."""
+        x = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im, _ in batch]).float() / 255
+        return x, torch.stack([torch.from_numpy(t) for _, t in batch]).float()
+
+    def loss(
+        self, net: nn.Module, batch: Any, device: torch.device, amp: bool
+    ) -> dict[str, torch.Tensor]:
+        x, y = batch
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = net(x)
+        return unet_loss(logits, y.to(device))
+
+    def default_post(self, cfg: RunConfig) -> UNetPost:
+        return UNetPost(instance=cfg.params.instance)
+
+    def tuning(self, cfg: RunConfig) -> tuple[UNetPost, list[dict[str, Any]]]:
+        grid = GRID if cfg.params.instance else SEMANTIC_GRID
+        return UNetPost(instance=cfg.params.instance), grid_points(grid)
+
+    def segmenter(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        post: Any,
+        device: torch.device,
+        *,
+        tta: bool = False,
+        tiling: Any = None,
+        path: Any = None,
+    ) -> UNetSegmenter:
+        return UNetSegmenter(model, cfg, post, device, path, tta, tiling)
+
+
+UNET = UNetKind()
