@@ -26,7 +26,6 @@ def _colours(labels: list[str], colours: dict[str, str] | None) -> dict[str, str
         "U-Net": "unet",
         "Mask R-CNN": "maskrcnn",
         "Poster recipe": "poster-maskrcnn",
-        "Fusion": "fusion",
     }
     return {
         lab: given.get(lab) or palette.model_colour(kinds.get(lab.split(" (")[0], ""), k=k)

@@ -1,8 +1,7 @@
 """One colour per model on every page and plot, as ``#rrggbb`` for plotly and HTML legends.
 
 The colours themselves live in :mod:`glandseg_core.outputs.overlays.palette` (``MODEL_COLOURS``, checked against H&E
-stain colours and colour-blind vision): U-Net azure, Mask R-CNN orange, the poster's recipe brown, a fusion
-green. A model is known by its folder name (``poster-maskrcnn``), else by its kind (``maskrcnn``); anything
+stain colours and colour-blind vision): U-Net azure, Mask R-CNN orange, the poster's recipe brown. A model is known by its folder name (``poster-maskrcnn``), else by its kind (``maskrcnn``); anything
 else gets a grey.
 """
 

@@ -43,10 +43,8 @@ class ModelFolder:
 
 
 def _kind_and_preset(folder: Path) -> tuple[str, str]:
-    """The model kind (a registered kind's name, or "fusion") and preset name from config.json (a folder with
-    fusion.json is a fusion); ``""`` when config.json does not say."""
-    if (folder / "fusion.json").is_file():
-        return "fusion", ""
+    """The model kind (a registered kind's name) and preset name from config.json; ``""`` when it does not
+    say."""
     try:
         config = json.loads((folder / "config.json").read_text())
         kind, preset = str(config.get("model", "")), str(config.get("name", ""))
@@ -56,11 +54,11 @@ def _kind_and_preset(folder: Path) -> tuple[str, str]:
 
 
 def _label(kind: str, preset: str, name: str) -> str:
-    """Display name of a model folder: "Poster recipe" for a ``poster-*`` preset, "Fusion", the role's
-    name (``ROLES``), else the folder name."""
+    """Display name of a model folder: "Poster recipe" for a ``poster-*`` preset, the role's name
+    (``ROLES``), else the folder name."""
     if preset.startswith("poster-"):
         return "Poster recipe"
-    return "Fusion" if kind == "fusion" else ROLES.get(kind, name)
+    return ROLES.get(kind, name)
 
 
 @st.cache_data(show_spinner=False, ttl=60)
@@ -68,11 +66,11 @@ def _scan(root: str, stamp: float) -> list[ModelFolder]:
     folders = []
     for d in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
         if d.is_dir() and any(
-            (d / f).exists() for f in ("per_image.csv", "metrics.json", "config.json", "fusion.json")
+            (d / f).exists() for f in ("per_image.csv", "metrics.json", "config.json")
         ):
             kind, preset = _kind_and_preset(d)
             folders.append(ModelFolder(_label(kind, preset, d.name), kind, str(d), preset))
-    order = [*ROLES.values(), "Poster recipe", "Fusion"]
+    order = [*ROLES.values(), "Poster recipe"]
     folders.sort(key=lambda f: (order.index(f.label) if f.label in order else len(order), f.path))
     labels = [f.label for f in folders]
     return [

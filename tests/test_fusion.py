@@ -1,4 +1,4 @@
-"""The fusion segmenter (segment/fusion.py): U-Net label map split where Mask R-CNN and the U-Net's contours
+"""The fusion segmenter (experiments/fusion.py, outside the package): U-Net label map split where Mask R-CNN and the U-Net's contours
 agree, missed glands added; a fusion folder loads both member folders."""
 
 from __future__ import annotations
@@ -11,13 +11,21 @@ import numpy as np
 import pytest
 import torch
 
+from experiments.fusion import (
+    FusionPost,
+    FusionRaw,
+    FusionSegmenter,
+    fuse,
+    fusion_post_from_dict,
+    load_fusion,
+    write_fusion,
+)
 from glandseg_core.checkpoints import export_model
-from glandseg_core.config import PRESETS, save_config
+from glandseg_core.config import PRESETS, save_config, replace_config
 from glandseg_core.errors import ModelError
 from glandseg_core.evaluate import read_test_history
 from glandseg_core.models import build_model
-from glandseg_core.segment import FusionSegmenter, Instances, load_segmenter
-from glandseg_core.segment.fusion import FusionPost, FusionRaw, fuse, fusion_post_from_dict, write_fusion
+from glandseg_core.segment import Instances
 from glandseg_core.segment.instances import compact
 from glandseg_core.thresholds import MaskRCNNPost, UNetPost
 from tests.helpers import tiny_unet_config, write_fake_glas
@@ -115,7 +123,7 @@ def test_fusion_thresholds_are_checked() -> None:
 def member_dirs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """trained_models-like root with an untrained tiny U-Net and Mask R-CNN folder."""
     root = tmp_path_factory.mktemp("models")
-    mrcnn = dataclasses.replace(
+    mrcnn = replace_config(
         PRESETS["glandseg-maskrcnn-cpu"], maskrcnn_min_size=64, maskrcnn_max_size=128,
         maskrcnn_anchor_sizes=(8, 16, 32, 64, 128), maskrcnn_detections_per_img=5, train_amp=False,
     )  # fmt: skip
@@ -134,7 +142,7 @@ def member_dirs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_fusion_folder_loads_both_members_and_segments(member_dirs: Path, tmp_path: Path) -> None:
     folder = member_dirs / "fusion"
     write_fusion(folder, "../unet", "../maskrcnn", FusionPost(boundary=0.2), None)
-    seg = load_segmenter(folder, device="cpu")
+    seg = load_fusion(folder, device="cpu")
     assert isinstance(seg, FusionSegmenter)
     assert seg.kind == "fusion" and seg.path == folder and seg.cfg.name == "fusion"
     assert seg.maskrcnn.post.score_thresh <= 0.5  # keeps the detections the fusion may use
@@ -152,7 +160,7 @@ def test_a_fusion_folder_loads_both_members_and_segments(member_dirs: Path, tmp_
 
     seg.tta = False
     data = write_fake_glas(tmp_path / "glas", names=("testA_1",))
-    evaluate(data, ["testA"], tmp_path / "out", segmenter=seg, reason="test")
+    evaluate(data, ["testA"], tmp_path / "out", segmenter=seg, record_history=True, reason="test")
     assert [r["split"] for r in read_test_history(folder)] == ["testA"]
 
 
@@ -161,17 +169,17 @@ def test_bad_fusion_folders_are_one_line_errors(member_dirs: Path, tmp_path: Pat
     folder.mkdir()
     (folder / "fusion.json").write_text("{not json")
     with pytest.raises(ModelError, match="not a fusion config"):
-        load_segmenter(folder)
+        load_fusion(folder)
     write_fusion(folder, str(member_dirs / "unet"), str(tmp_path / "nope"), FusionPost(), None)
     with pytest.raises(ModelError, match="maskrcnn member folder"):
-        load_segmenter(folder)
+        load_fusion(folder)
     write_fusion(folder, str(member_dirs / "maskrcnn"), str(member_dirs / "unet"), FusionPost(), None)
     with pytest.raises(ModelError, match="needs a U-Net and a Mask R-CNN"):
-        load_segmenter(folder)
+        load_fusion(folder)
     d = json.loads((folder / "fusion.json").read_text())
     d.update(
         unet=str(member_dirs / "unet"), maskrcnn=str(member_dirs / "maskrcnn"), post={"boundary": -1}
     )
     (folder / "fusion.json").write_text(json.dumps(d))
     with pytest.raises(ModelError, match="boundary"):
-        load_segmenter(folder)
+        load_fusion(folder)

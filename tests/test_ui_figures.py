@@ -27,13 +27,10 @@ def _table(seed: int, n: int = 6) -> pd.DataFrame:
 
 
 def test_model_colours_by_folder_kind_and_preset() -> None:
-    unet, mask, poster, fusion = (
-        hex_colour(MODEL_COLOURS[k]) for k in ("unet", "maskrcnn", "poster-maskrcnn", "fusion")
-    )
+    unet, mask, poster = (hex_colour(MODEL_COLOURS[k]) for k in ("unet", "maskrcnn", "poster-maskrcnn"))
     assert palette.model_colour("trained_models/unet") == unet
     assert palette.model_colour("/x/poster-maskrcnn") == poster
     assert palette.model_colour("runs/best", kind="maskrcnn") == mask
-    assert palette.model_colour("trained_models/fusion") == fusion
     assert palette.model_colour("elsewhere", k=1) in palette.OTHER
     folders = {
         "U-Net": types.SimpleNamespace(path="m/unet", kind="unet", preset=""),

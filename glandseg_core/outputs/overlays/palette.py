@@ -48,7 +48,6 @@ MODEL_COLOURS: dict[str, RGB] = {
     "unet": (30, 130, 255),
     "maskrcnn": (230, 120, 0),
     "poster-maskrcnn": (130, 70, 20),
-    "fusion": (0, 158, 115),
 }
 #: Pixels only one of two label maps calls gland (the Compare page passes U-Net as A, Mask R-CNN as B).
 DISAGREEMENT_COLOURS: dict[str, RGB] = {

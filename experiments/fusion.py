@@ -1,5 +1,9 @@
 """Fusion of the two models: the U-Net's label map, split where Mask R-CNN and the U-Net's contours agree.
 
+An experiment, kept outside the installed package: `val` did not clearly prefer it to the U-Net alone and no
+fusion model is shipped (docs/EXPERIMENTS.md, row 14). Run it from the repository root (``experiments`` is
+importable there); :func:`load_fusion` loads a fusion folder.
+
 The errors of the two shipped models are complementary: the U-Net merges touching glands, the Mask R-CNN
 misses or splits them. The fusion keeps the U-Net's label map (its outlines score better) and changes it in two
 ways, each needing both models to agree:
@@ -14,7 +18,7 @@ ways, each needing both models to agree:
 
 A fusion model folder holds ``fusion.json`` (``{"unet": "../unet", "maskrcnn": "../maskrcnn", "post": {...}}``,
 member paths relative to the folder; optional ``"unet_post"`` overrides the U-Net member's thresholds) and no
-weights: :func:`segment.load_segmenter` loads both members. ``raw`` gives a :class:`FusionRaw` (both members' raw
+weights: :func:`load_fusion` loads both members with :func:`glandseg_core.segment.load_segmenter`. ``raw`` gives a :class:`FusionRaw` (both members' raw
 outputs); ``labels`` gives an int32[H, W] label map, 0=background, 1..N glands.
 """
 
@@ -30,13 +34,14 @@ import numpy as np
 import torch
 from skimage.segmentation import watershed
 
-from ..config import RunConfig
-from ..errors import ModelError
-from ..thresholds import MaskRCNNPost, UNetPost, post_from_dict
-from .instances import Instances, _paint
-from .maskrcnn import MaskRCNNSegmenter
-from .tiling import Tiling
-from .unet import UNetSegmenter, _sequential, probs_to_labels, remove_small
+from glandseg_core.config import RunConfig
+from glandseg_core.errors import ModelError
+from glandseg_core.segment import load_segmenter
+from glandseg_core.segment.instances import Instances, _paint
+from glandseg_core.segment.maskrcnn import MaskRCNNSegmenter
+from glandseg_core.segment.tiling import Tiling
+from glandseg_core.segment.unet import UNetSegmenter, _sequential, probs_to_labels, remove_small
+from glandseg_core.thresholds import MaskRCNNPost, UNetPost, post_from_dict
 
 FUSION_FILE = "fusion.json"
 _PAINT_MIN_AREA = 50  # pixels: Mask R-CNN instances smaller than this never split or add a gland
@@ -286,3 +291,25 @@ def make_fusion(
     if unet.kind != "unet" or maskrcnn.kind != "maskrcnn":
         raise ModelError(f"a fusion needs a U-Net and a Mask R-CNN, got {unet.kind} and {maskrcnn.kind}")
     return FusionSegmenter(unet, maskrcnn, post, unet.post if unet_post is None else unet_post, path)
+
+
+def load_fusion(
+    model_dir: str | Path, *, device: str | None = None, tta: bool = False, tiling: Tiling | None = None
+) -> FusionSegmenter:
+    """Load a fusion folder (``fusion.json`` naming a U-Net and a Mask R-CNN model folder).
+
+    Args:
+        model_dir: the folder. device, tta, tiling: as :func:`glandseg_core.segment.load_segmenter`, for both.
+
+    Raises:
+        ModelError: a missing or broken ``fusion.json``, a missing member, members of the wrong kinds.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / FUSION_FILE).is_file():
+        raise ModelError(f"{model_dir} holds no {FUSION_FILE}")
+    spec = read_fusion(model_dir)
+    unet = load_segmenter(spec.unet, device=device, tta=tta, tiling=tiling)
+    mrcnn = load_segmenter(spec.maskrcnn, device=device, tta=tta, tiling=tiling)
+    if not isinstance(unet, UNetSegmenter) or not isinstance(mrcnn, MaskRCNNSegmenter):
+        raise ModelError(f"a fusion needs a U-Net and a Mask R-CNN, got {unet.kind} and {mrcnn.kind}")
+    return make_fusion(unet, mrcnn, spec.post, spec.unet_post, path=model_dir)

@@ -1,10 +1,11 @@
 """Reproduce docs/EXPERIMENTS.md row 14: the fusion's thresholds searched on `val` from cached raw outputs.
 
-    GLANDSEG_DATA=/path/to/glas .venv/bin/python docs/cards/fusion/val_grid.py [CACHE_DIR]
+    GLANDSEG_DATA=<GlaS folder> .venv/bin/python -m experiments.fusion_val_grid [CACHE_DIR]
 
 Runs both shipped models once per `val` image (U-Net probabilities; Mask R-CNN instances scoring >= 0.1), caches
-them in CACHE_DIR (default /tmp/fusion_cache), then scores every setting with the official metrics and prints one
-JSON line per setting (the committed results: val_grid.jsonl beside this file). Never touches Test A / Test B.
+them in CACHE_DIR (default cache/fusion in the repository, git-ignored), then scores every setting with the
+official metrics and prints one JSON line per setting (the committed results: docs/cards/fusion/val_grid.jsonl).
+Never touches Test A / Test B.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from glandseg_core.data import find_items, load_item
+from experiments.fusion import FusionPost, fuse
+from glandseg_core.datasets.glas import find_items, load_item
 from glandseg_core.metrics import pool_scores, score_image
 from glandseg_core.segment import load_segmenter, make_segmenter
-from glandseg_core.segment.fusion import FusionPost, fuse
 from glandseg_core.thresholds import UNetPost
 
 
@@ -39,7 +40,7 @@ def cached_outputs(cache: Path) -> list[dict]:
 
 
 def main() -> None:
-    items = cached_outputs(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/fusion_cache"))
+    items = cached_outputs(Path(sys.argv[1] if len(sys.argv) > 1 else "cache/fusion"))
     base = UNetPost(0.4, 0.3, 20, 600, True)  # the shipped U-Net's tuned thresholds
     grid = [
         (base, FusionPost(split_score=s, piece_frac=f, boundary=b))
