@@ -184,7 +184,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from .pack import pack_glas
+    from .datasets.glas.pack import pack_glas
 
     manifest = pack_glas(args.data, args.out, tuple(args.split), tuple(args.lossless), args.quality)
     for split, e in manifest["splits"].items():
@@ -220,6 +220,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg,
         args.data,
         out,
+        machine_lock=True,  # one training per machine; a library caller of fit chooses
         resume=args.resume,
         device=args.device,
         show_bar=not args.no_bar,
@@ -288,6 +289,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         predictions=args.predictions,
         save_predictions=args.save_predictions,
         relabel_gt=args.relabel_gt,
+        record_history=True,  # scoring a model folder on a test split is recorded in its history
         reason=args.reason,
     )
     print("official GlaS figures:")
@@ -326,14 +328,16 @@ def _cmd_card(args: argparse.Namespace) -> int:
 def _cmd_tta(args: argparse.Namespace) -> int:
     from .evaluate import compare_tta
 
-    report = compare_tta(args.model, args.data, args.split, args.out, args.device)
+    report = compare_tta(
+        args.model, args.data, args.split, args.out, args.device, record_history=True
+    )
     print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {args.out / 'tta_report.csv'}")
     return 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from . import glas_release
+    from .datasets.glas import release as glas_release
 
     bar = not args.no_bar
     if args.data_command == "fetch":

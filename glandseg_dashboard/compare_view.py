@@ -76,7 +76,7 @@ def run_models(picked, chosen: dict[str, str | None], tta: bool, mpp: float) -> 
 
 def single_id(gt: np.ndarray, stem: str) -> int:
     """How many separate glands an annotation gives one single id (0 when it gives each its own). GlaS's own
-    list comes from ``glandseg_core.data.single_id_annotations`` (``loaders.single_id_images``)."""
+    list comes from ``glandseg_core.datasets.glas.single_id_annotations`` (``loaders.single_id_images``)."""
     ids = np.unique(gt[gt > 0])
     pieces = int(ndimage.label(gt > 0)[1]) if len(ids) == 1 else 0
     return pieces if pieces > 1 or stem in loaders.single_id_images() else 0

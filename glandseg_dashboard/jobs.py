@@ -5,7 +5,7 @@ folder (``train.out`` / ``eval.out``), so it survives the dashboard and never ru
 The trainer itself holds the training locks (:mod:`glandseg_core.train.locks`); this module refuses a second
 start early, including the seconds between a launch and the trainer taking the lock. Before anything is
 written, a new training checks its data folder with the trainer's own discovery
-(:func:`glandseg_core.data.find_items`), and a launch that fails leaves no run folder behind (issue #15, item 9).
+(:func:`glandseg_core.datasets.glas.find_items`), and a launch that fails leaves no run folder behind (issue #15, item 9).
 Process checks use ``psutil``. No streamlit here.
 """
 
@@ -28,7 +28,7 @@ import psutil
 from filelock import FileLock
 
 from glandseg_core.config import RunConfig, save_config
-from glandseg_core.data import data_root, find_items
+from glandseg_core.datasets.glas import data_root, find_items
 from glandseg_core.errors import DatasetError, TrainingBusy
 from glandseg_core.evaluate import TEST_HISTORY
 from glandseg_core.files import atomic_write_text

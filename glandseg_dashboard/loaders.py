@@ -15,7 +15,7 @@ import streamlit as st
 from PIL import Image
 
 from glandseg_core.checkpoints import list_model_dirs
-from glandseg_core.data import GlasItem, find_items, read_grades, single_id_annotations
+from glandseg_core.datasets.glas import GlasItem, find_items, read_grades, single_id_annotations
 from glandseg_core.errors import DatasetError
 from glandseg_core.imaging.io import png_bytes, read_image, read_label_map
 

@@ -47,7 +47,7 @@ def make_glands(
 
 VAL_NAMES = tuple(
     ln.strip()
-    for ln in (REPO / "glandseg_core" / "val_split.txt").read_text().splitlines()
+    for ln in (REPO / "glandseg_core" / "datasets" / "glas" / "val_split.txt").read_text().splitlines()
     if ln.strip() and not ln.startswith("#")
 )
 FAKE_TRAIN = ("train_1", "train_2", "train_3", "train_4")  # not in val_split.txt

@@ -1,4 +1,5 @@
-"""evaluate: test-set history of model folders, and the --relabel-gt diagnostic beside the official figures."""
+"""evaluate: any data set or in-memory pairs, nothing written unless asked, test-set history of model folders
+(when the caller records it), and the --relabel-gt diagnostic beside the official figures."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from PIL import Image
 from glandseg_core.checkpoints import export_model
 from glandseg_core.cli import get_args_parser, main
 from glandseg_core.config import save_config
+from glandseg_core.datasets import GlasDataset, from_pairs
 from glandseg_core.evaluate import (
+    PER_IMAGE_COLUMNS,
     TEST_HISTORY,
     evaluate,
     read_relabel_summary,
@@ -24,6 +27,7 @@ from glandseg_core.evaluate import (
 )
 from glandseg_core.imaging.io import write_label_png
 from glandseg_core.models import build_model
+from glandseg_core.progress import Step
 from glandseg_core.segment import load_segmenter
 from tests.helpers import tiny_unet_config, write_fake_glas
 
@@ -55,10 +59,12 @@ def test_every_test_scoring_of_a_model_folder_is_recorded(
 ) -> None:
     (model_dir / TEST_HISTORY).unlink(missing_ok=True)
     seg = load_segmenter(model_dir, device="cpu")
-    evaluate(glas, ["train"], tmp_path / "a", segmenter=seg)
+    evaluate(glas, ["train"], tmp_path / "a", segmenter=seg, record_history=True)
     assert read_test_history(model_dir) == []  # no test split: nothing recorded
 
-    _, summary = evaluate(glas, ["testA", "testB"], tmp_path / "b", segmenter=seg, reason="ship check")
+    _, summary = evaluate(
+        glas, ["testA", "testB"], tmp_path / "b", segmenter=seg, record_history=True, reason="ship check"
+    )
     history = read_test_history(model_dir)
     assert [r["split"] for r in history] == ["testA", "testB"]
     for r in history:
@@ -68,7 +74,7 @@ def test_every_test_scoring_of_a_model_folder_is_recorded(
         assert r["figures"]["n_images"] == summary[r["split"]]["n_images"]
 
     seg.tta = True
-    evaluate(glas, ["testB"], tmp_path / "c", segmenter=seg)
+    evaluate(glas, ["testB"], tmp_path / "c", segmenter=seg, record_history=True)
     assert [(r["split"], r["tta"]) for r in read_test_history(model_dir)][-1] == ("testB", True)
     assert len((model_dir / TEST_HISTORY).read_text().splitlines()) == 3
 
@@ -81,8 +87,52 @@ def test_scoring_saved_predictions_is_not_a_model_scoring(
     for name in ("testA_1", "testA_2", "testB_1"):
         write_label_png(preds / f"{name}.png", np.zeros((64, 96), np.int32))
     before = read_test_history(model_dir)
-    evaluate(glas, ["testA", "testB"], tmp_path / "out", predictions=preds)
+    evaluate(glas, ["testA", "testB"], tmp_path / "out", predictions=preds, record_history=True)
     assert read_test_history(model_dir) == before
+
+
+def test_pairs_in_memory_score_as_the_files_and_leave_no_trace(
+    model_dir: Path, glas: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same images as arrays give the same figures as the GlaS folder; nothing is written or recorded."""
+    (model_dir / TEST_HISTORY).unlink(missing_ok=True)
+    seg = load_segmenter(model_dir, device="cpu")
+    table, summary = evaluate(glas, ["testA"], tmp_path / "files", segmenter=seg, record_history=True)
+    assert [r["split"] for r in read_test_history(model_dir)] == ["testA"]
+    history = (model_dir / TEST_HISTORY).read_text()
+
+    monkeypatch.chdir(tmp_path / "files")
+    before = {p: p.stat().st_mtime_ns for p in (*tmp_path.rglob("*"), *model_dir.rglob("*"))}
+    pairs = [it.load() for it in GlasDataset(glas).items(["testA"])]
+    steps: list[Step] = []
+    t2, s2 = evaluate(pairs, segmenter=seg, progress=steps.append)
+    assert s2 == {"test": summary["testA"]}
+    cols = [c for c in PER_IMAGE_COLUMNS if c not in ("image", "split", "seconds")]
+    assert t2[cols].equals(table[cols]) and list(t2["image"]) == ["test_1", "test_2"]
+    assert [(s.phase, s.done, s.total) for s in steps] == [("evaluate", i, 2) for i in range(3)]
+    ds = from_pairs([p[0] for p in pairs], [p[1] for p in pairs], split="testA", mpp=0.62)
+    assert evaluate(ds, segmenter=seg)[1] == summary  # a test split scored from Python: still no history
+    after = {p: p.stat().st_mtime_ns for p in (*tmp_path.rglob("*"), *model_dir.rglob("*"))}
+    assert after == before and (model_dir / TEST_HISTORY).read_text() == history
+
+
+def test_images_at_another_pixel_size_are_segmented_at_the_models(model_dir: Path, glas: Path) -> None:
+    """An item at 0.31 µm/px (twice the model's resolution) reaches the network at half its size."""
+    seg = load_segmenter(model_dir, device="cpu")
+    seen: list[tuple[int, ...]] = []
+    raw = seg.raw
+    seg.raw = lambda image, *a, **k: seen.append(image.shape) or raw(image, *a, **k)  # type: ignore[method-assign]
+    image, labels = GlasDataset(glas).items(["testA"])[0].load()
+    table, _ = evaluate(from_pairs([image], [labels], mpp=0.31), segmenter=seg)
+    assert seen == [(32, 48, 3)] and len(table) == 1
+    seen.clear()
+    evaluate(from_pairs([image], [labels]), segmenter=seg)  # pixel size unknown: as it is
+    assert seen == [(64, 96, 3)]
+
+
+def test_files_are_written_only_into_an_out_dir() -> None:
+    with pytest.raises(ValueError, match="give out_dir"):
+        evaluate([], predictions="p", save_predictions=True)
 
 
 def test_history_reader_skips_torn_lines_and_record_ignores_val(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from glandseg_core.config import save_config
@@ -36,12 +37,33 @@ def test_training_lock_refuses_a_second_start(
         holder = lock_holder()
         assert holder == {"pid": os.getpid(), "run_dir": str(tmp_path / "first")}
         with pytest.raises(TrainingBusy) as e:
-            fit(tiny_unet_config(), fake_glas_dir, tmp_path / "second", show_bar=False)
+            fit(
+                tiny_unet_config(), fake_glas_dir, tmp_path / "second", machine_lock=True, show_bar=False
+            )
         msg = str(e.value)
         assert str(os.getpid()) in msg and "first" in msg and "\n" not in msg
         assert not (tmp_path / "second" / "last.pt").exists()
     assert lock_holder() is None
     assert (lock_dir / "train.lock").is_file()
+
+
+def test_fit_takes_the_machine_lock_only_when_asked(
+    lock_dir: Path, synthetic_glands: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """Library callers train on in-memory pairs without the machine-wide lock; the CLI and the dashboard ask
+    for it (``machine_lock=True``). The run folder's own lock is still taken, and released."""
+    image, labels = synthetic_glands
+    cfg = tiny_unet_config(train_epochs=1, train_steps_per_epoch=1, train_val_every=1)
+    with training_lock(tmp_path / "someone_else"):  # held: a locking fit would be refused
+        best = fit(
+            cfg, [(image, labels)] * 2, tmp_path / "run", val_data=[(image, labels)], show_bar=False
+        )
+    assert best["epoch"] == 1 and 0.0 <= best["val_f1"] <= 1.0
+    assert (tmp_path / "run" / "last.pt").is_file() and run_folder_holder(tmp_path / "run") is None
+    assert sorted(p.name for p in lock_dir.iterdir()) == ["train.lock"]  # only the one held above
+    (lock_dir / "train.lock").unlink()
+    fit(cfg, [(image, labels)] * 2, tmp_path / "run2", val_data=[(image, labels)], show_bar=False)
+    assert list(lock_dir.iterdir()) == []  # no machine lock file was created
 
 
 def test_holder_record_and_release(lock_dir: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from glandseg_core.data import find_items, single_id_annotations
+from glandseg_core.datasets.glas import find_items, single_id_annotations
 from glandseg_core.modelcard import _pooled_f1, _single_id_section
 
 

@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.pack: a compact GlaS copy that every command reads like the original."""
+"""Tests for glandseg_core.datasets.glas.pack: a compact GlaS copy that every command reads like the original."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from glandseg_core.cli import main
-from glandseg_core.data import find_items, load_item
-from glandseg_core.pack import pack_glas
+from glandseg_core.datasets.glas import find_items, load_item
+from glandseg_core.datasets.glas.pack import pack_glas
 
 
 def _pairs(root: Path, splits: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

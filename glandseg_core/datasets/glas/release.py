@@ -3,7 +3,7 @@
 Every file is checked against the SHA-256 sums of the original release shipped with the package
 (``glas_sha256sums.txt``, ``sha256sum`` format: ``<64 hex>  <name>``, one file a line). The release zip holds
 the files in one folder (``Warwick QU Dataset (Released 2016_07_08)/``); they are unpacked flat into the
-destination, the layout :func:`glandseg_core.data.glas_root` reads.
+destination, the layout :func:`glandseg_core.datasets.glas.find_items` reads.
 
 Safety: nothing is written outside the destination (entry names with ``..`` or absolute paths, and symlink
 entries, are refused), each member and the whole release are capped in size while they are read (the sizes a
@@ -30,7 +30,7 @@ from urllib.request import urlopen
 
 from tqdm import tqdm
 
-from .errors import DatasetError
+from ...errors import DatasetError
 
 RELEASE_ZIP = "warwick_qu_dataset_released_2016_07_08.zip"
 RELEASE_PAGE = "https://warwick.ac.uk/fac/cross_fac/tia/data/glascontest/download/"

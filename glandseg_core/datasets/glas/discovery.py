@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import DatasetError, ImageError
-from .imaging.io import read_image, read_label_map
+from ...errors import DatasetError, ImageError
+from ...imaging.io import read_image, read_label_map
 
 SPLITS = ("train", "val", "testA", "testB")
 SPLIT_CHOICES = (*SPLITS, "all")
@@ -53,22 +53,32 @@ def data_root(arg: str | os.PathLike | None = None) -> Path:
 
 
 @lru_cache(maxsize=8)
-def _read_grades_cached(path: str, mtime: float) -> dict[str, str]:
+def _read_grade_csv(path: str, mtime: float) -> dict[str, tuple[str, str]]:
+    """Image name -> (patient ID, GlaS grade lower-cased) of each row of ``Grade.csv``."""
     text = Path(path).read_bytes().decode("utf-8", errors="replace")
-    grades: dict[str, str] = {}
+    rows: dict[str, tuple[str, str]] = {}
     for line in re.split(r"\r\n|\r|\n", text)[1:]:
         parts = [p.strip() for p in line.split(",")]
         if len(parts) >= 3 and parts[0]:
-            grades[parts[0]] = parts[2].lower()
-    return grades
+            rows[parts[0]] = (parts[1], parts[2].lower())
+    return rows
+
+
+def _grade_rows(root: Path) -> dict[str, tuple[str, str]]:
+    path = root / "Grade.csv"
+    if not path.is_file():
+        return {}
+    return _read_grade_csv(str(path), path.stat().st_mtime)
 
 
 def read_grades(root: Path) -> dict[str, str]:
     """Map image name -> ``benign``/``malignant`` from ``Grade.csv`` (any line ending); empty if absent."""
-    path = root / "Grade.csv"
-    if not path.is_file():
-        return {}
-    return _read_grades_cached(str(path), path.stat().st_mtime)
+    return {name: grade for name, (_, grade) in _grade_rows(root).items()}
+
+
+def read_patients(root: Path) -> dict[str, str]:
+    """Map image name -> patient ID from ``Grade.csv``; empty if absent."""
+    return {name: patient for name, (patient, _) in _grade_rows(root).items() if patient}
 
 
 def val_names() -> tuple[str, ...]:

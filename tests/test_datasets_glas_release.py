@@ -15,9 +15,10 @@ from urllib.error import URLError
 
 import pytest
 
-from glandseg_core import cli, glas_release
+from glandseg_core import cli
+from glandseg_core.datasets.glas import release as glas_release
+from glandseg_core.datasets.glas.release import check_folder, fetch, import_zip, read_sums
 from glandseg_core.errors import DatasetError
-from glandseg_core.glas_release import check_folder, fetch, import_zip, read_sums
 
 TOP = "Warwick QU Dataset (Released 2016_07_08)/"  # the release zip's one folder
 SUBSET = ("Grade.csv", "testA_1.bmp", "testA_1_anno.bmp", "train_1.bmp")

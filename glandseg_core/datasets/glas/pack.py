@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import IMAGE_EXTS, SPLITS, GlasItem, data_root, find_items, load_item
-from .imaging.io import atomic_write_text
+from ...imaging.io import atomic_write_text
+from .discovery import IMAGE_EXTS, SPLITS, GlasItem, data_root, find_items, load_item
 
 MANIFEST = "manifest.json"
 

@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.data: the real GlaS release, a fake folder, and one-line errors naming the files."""
+"""Tests for glandseg_core.datasets.glas (discovery and the GlasDataset adapter): the real GlaS release, a fake folder, and one-line errors naming the files."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage as ndi
 
-from glandseg_core.data import (
-    DatasetError,
+from glandseg_core.datasets.glas import (
     data_root,
     find_items,
     item_by_name,
@@ -21,6 +20,7 @@ from glandseg_core.data import (
     read_grades,
     val_names,
 )
+from glandseg_core.errors import DatasetError
 from tests.helpers import FAKE_TRAIN, VAL_NAMES, fake_grade
 
 

@@ -1,0 +1,137 @@
+"""What an evaluation leaves on disk, when its caller asks: the tables and the test-set history.
+
+Files: ``per_image.csv`` (one row per image), ``summary.json`` (``{split: {pooled_f1, ...}}``), and for the
+``relabel_gt`` diagnostic ``per_image_relabel_gt.csv`` and ``summary_relabel_gt.json``, which say what they are.
+
+Test-set hygiene: each time a model folder's segmenter is scored on Test A or Test B by the CLI or the
+dashboard, one line per test split is appended to that folder's ``test_history.jsonl`` (date, git commit,
+split, figures, TTA, reason), so a model card can say how often its test sets were looked at and why
+(:func:`read_test_history`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from ..files import atomic_write_text
+
+TEST_SPLITS = ("testA", "testB")
+TEST_HISTORY = "test_history.jsonl"
+HISTORY_FIGURES = (
+    "pooled_f1", "pooled_object_dice", "pooled_object_hausdorff", "mean_f1", "mean_object_dice",
+    "mean_object_hausdorff", "tp", "fp", "fn", "n_images",
+)  # fmt: skip
+RELABEL_SUFFIX = (
+    "_relabel_gt"  # per_image_relabel_gt.csv, summary_relabel_gt.json: the diagnostic's files
+)
+
+
+def write_results(
+    out_dir: str | os.PathLike, table: pd.DataFrame, summary: dict[str, dict], suffix: str = ""
+) -> None:
+    """Write ``per_image<suffix>.csv`` and ``summary<suffix>.json`` into ``out_dir`` (which must exist); the
+    relabelled diagnostic (a ``suffix``) says what it is.
+
+    Raises:
+        OSError: a file could not be written (names it).
+    """
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / f"per_image{suffix}.csv", table.to_csv(index=False, float_format="%.6g"))
+    note = "ground-truth ids split into connected components (8-connectivity); NOT the official GlaS figures"
+    text = json.dumps({"diagnostic": note, **summary} if suffix else summary, indent=2)
+    atomic_write_text(out_dir / f"summary{suffix}.json", text + "\n")
+
+
+def read_relabel_summary(out_dir: str | os.PathLike) -> dict[str, dict]:
+    """The connected-components diagnostic of an evaluation (``{split: summary}``), or {} when not written."""
+    path = Path(out_dir) / f"summary{RELABEL_SUFFIX}.json"
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, dict)}
+
+
+def _git(folder: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
+def _git_commit(folder: Path) -> str:
+    """The short commit of the repository holding ``folder``, ``+dirty`` when the folder's tracked files differ
+    from it; ``unknown`` outside a repository."""
+    try:
+        commit = _git(folder, "rev-parse", "--short", "HEAD")
+        return commit + (
+            "+dirty" if _git(folder, "status", "--porcelain", "--untracked-files=no", "--", ".") else ""
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def record_test_scoring(
+    model_dir: str | os.PathLike, summary: dict[str, dict], *, tta: bool = False, reason: str = ""
+) -> int:
+    """Append one line per test split of ``summary`` to ``model_dir/test_history.jsonl``.
+
+    Each line: ``{"date", "commit", "split", "tta", "reason", "figures": {pooled_f1, ...}}``. Splits other than
+    Test A / Test B are not recorded (``val`` may be scored as often as selection needs).
+
+    Returns:
+        How many lines were appended.
+    """
+    model_dir = Path(model_dir)
+    splits = [s for s in TEST_SPLITS if s in summary]
+    if not splits:
+        return 0
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    commit = _git_commit(model_dir)
+    lines = []
+    for split in splits:
+        figures = {k: summary[split][k] for k in HISTORY_FIGURES if k in summary[split]}
+        rec = {
+            "date": date,
+            "commit": commit,
+            "split": split,
+            "tta": tta,
+            "reason": reason,
+            "figures": figures,
+        }
+        lines.append(json.dumps(rec) + "\n")
+    with open(model_dir / TEST_HISTORY, "a", encoding="utf-8") as f:
+        f.write("".join(lines))
+    return len(lines)
+
+
+def read_test_history(model_dir: str | os.PathLike) -> list[dict]:
+    """The records of ``model_dir/test_history.jsonl``, oldest first ([] when there is none; torn lines skipped)."""
+    path = Path(model_dir) / TEST_HISTORY
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("split") in TEST_SPLITS:
+            out.append(rec)
+    return out
+
+
+def format_summary(summary: dict[str, dict]) -> str:
+    """A small text table of the pooled and mean figures per split."""
+    lines = [
+        f"{'split':<7} {'n':>3} {'F1':>6} {'objDice':>8} {'objHaus':>8} | {'meanF1':>6} {'meanDice':>8} {'meanHaus':>8}"
+    ]
+    for split, s in summary.items():
+        lines.append(
+            f"{split:<7} {s['n_images']:>3} {s['pooled_f1']:>6.3f} {s['pooled_object_dice']:>8.3f} {s['pooled_object_hausdorff']:>8.1f} | "
+            f"{s['mean_f1']:>6.3f} {s['mean_object_dice']:>8.3f} {s['mean_object_hausdorff']:>8.1f}"
+        )
+    return "\n".join(lines)
