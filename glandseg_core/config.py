@@ -16,113 +16,34 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from .errors import ConfigError
 from .files import atomic_write_text
 from .registry import ModelKind, all_kinds, get_kind, kind_names
+from .rules import Rule, Section, check_value, float_rule, int_rule
+
+__all__ = [
+    "PRESETS",
+    "RunConfig",
+    "Rule",
+    "Section",
+    "check_field",
+    "coerce_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "get_preset",
+    "load_config",
+    "replace_config",
+    "save_config",
+]
 
 AUGMENT_POLICIES = ("none", "flip", "strong")
 SCHEDULES = ("step", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What one field allows: its type, an inclusive range for numbers (``lo_open``: lo excluded), choices,
-    and for tuples of whole numbers their ``length``."""
-
-    kind: type
-    lo: float = 0
-    hi: float = 0
-    lo_open: bool = False
-    choices: tuple[str, ...] = ()
-    length: int = 0
-
-    def allowed(self) -> str:
-        if self.kind is bool:
-            return "true or false"
-        if self.choices:
-            return f"one of {self.choices}"
-        if self.kind is str:
-            return "a string"
-        what = "a whole number" if self.kind in (int, tuple) else "a number"
-        return f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
-
-
-def int_rule(lo: int, hi: int) -> Rule:
-    """A whole number in [lo, hi]."""
-    return Rule(int, lo, hi)
-
-
-def float_rule(lo: float, hi: float, lo_open: bool = False) -> Rule:
-    """A number in [lo, hi] (or (lo, hi] when ``lo_open``)."""
-    return Rule(float, lo, hi, lo_open)
-
-
-def _number(name: str, value: Any, rule: Rule) -> int | float:
-    """A number within ``rule``'s range; whole-number fields accept integral floats."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
-    if rule.kind in (int, tuple) and value != int(value):
-        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
-    too_low = value <= rule.lo if rule.lo_open else value < rule.lo
-    if too_low or value > rule.hi:
-        raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
-    return float(value) if rule.kind is float else int(value)
-
-
-def check_value(name: str, value: Any, rule: Rule) -> Any:
-    """``value`` checked against ``rule`` and returned in the field's own type.
-
-    Raises:
-        ConfigError: one line naming the field, the value and what is allowed.
-    """
-    if rule.kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} takes true or false, got {value!r}")
-        return value
-    if rule.kind is str:
-        if not isinstance(value, str) or (rule.choices and value not in rule.choices):
-            raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")
-        return value
-    if rule.kind is tuple:
-        try:
-            if not isinstance(value, (list, tuple)) or len(value) != rule.length:
-                raise ConfigError("wrong length")
-            return tuple(_number(name, v, rule) for v in value)
-        except ConfigError:
-            raise ConfigError(
-                f"{name} needs {rule.length} sizes, each {rule.allowed()}, got {value!r}"
-            ) from None
-    return _number(name, value, rule)
-
-
-@dataclass(frozen=True)
-class Section:
-    """Base of a model kind's config section: a frozen dataclass whose fields ``RULES`` describes.
-
-    Subclasses set ``KIND`` (the kind's name, the prefix of the fields' qualified names) and ``RULES`` (one
-    :class:`Rule` per field), and may override :meth:`check` for rules across fields.
-    """
-
-    KIND: ClassVar[str] = ""
-    RULES: ClassVar[dict[str, Rule]] = {}
-
-    def __post_init__(self) -> None:
-        for f in fields(
-            self
-        ):  # frozen: checked values (16.0 -> 16, a JSON list -> tuple) are set directly
-            value = check_value(f"{self.KIND}_{f.name}", getattr(self, f.name), self.RULES[f.name])
-            object.__setattr__(self, f.name, value)
-        self.check()
-
-    def check(self) -> None:
-        """Raise ConfigError for a combination of this section's values that cannot run."""
 
 
 @dataclass(frozen=True)
@@ -346,19 +267,28 @@ def config_from_dict(d: dict[str, Any]) -> RunConfig:
 
 
 def replace_config(cfg: RunConfig, **changes: Any) -> RunConfig:
-    """``cfg`` with ``changes`` (common fields or qualified section fields such as ``unet_base``); a change of
-    ``model`` starts the new kind's section from its defaults.
+    """``cfg`` with ``changes``: common fields, or the kind's section fields by qualified name (``unet_base``);
+    a change of ``model`` starts the new kind's section from its defaults.
 
     Raises:
-        ConfigError: as :func:`config_from_dict`.
+        ConfigError: a field of another kind, or as :func:`config_from_dict`.
     """
-    d = config_to_dict(cfg)
-    if "model" in changes and changes["model"] != cfg.model:
+    kind = kind_of(changes.get("model", cfg.model))
+    d = (
+        config_to_dict(cfg)
+        if kind.name == cfg.model
+        else {k: v for k, v in config_to_dict(cfg).items() if k in _RULES}
+    )
+    for key in changes:
+        if key not in _RULES and key != "params" and not key.startswith(f"{kind.name}_"):
+            raise ConfigError(f"{key} is not a setting of a {kind.name} model")
+    if "params" in changes:
         d = {k: v for k, v in d.items() if k in _RULES}
-    if isinstance(changes.get("params"), Section):
-        d = {k: v for k, v in d.items() if k in _RULES}
-        return dataclasses.replace(
-            config_from_dict({**d, **changes, "params": None}), params=changes["params"]
+        params = changes["params"]
+        if isinstance(params, Section):
+            params = dataclasses.asdict(params)
+        return config_from_dict(
+            {**d, **{k: v for k, v in changes.items() if k != "params"}, "params": params}
         )
     return config_from_dict({**d, **changes})
 

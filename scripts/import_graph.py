@@ -30,6 +30,7 @@ LAYERS: tuple[str, ...] = (
     "files",  # atomic writes, OS error messages
     "progress",  # the one progress type (Step, ProgressFn)
     "registry",  # the model-kind registry (imports nothing of ours but errors)
+    "rules",  # typed config fields: Rule, check_value, Section (a kind's config section)
     "config",  # RunConfig, presets, the one string->field coercion
     "thresholds",  # post-processing settings
     "imaging",  # decoded pixels, images and label maps in and out, TIFF formats, input files for predict

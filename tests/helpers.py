@@ -5,7 +5,6 @@ Import them as ``from tests.helpers import make_glands`` (``tests`` is a package
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import zlib
 from collections.abc import Iterable
@@ -96,7 +95,7 @@ def real_glas() -> Path:
 
 def tiny_unet_config(**overrides: object):
     """A U-Net config that trains in seconds on the fake folder (64×96 images, scale 1, fp32)."""
-    from glandseg_core.config import PRESETS
+    from glandseg_core.config import PRESETS, replace_config
 
     base = {
         "name": "tiny-unet",
@@ -114,7 +113,7 @@ def tiny_unet_config(**overrides: object):
         "train_lr": 1e-2,
     }
     base.update(overrides)
-    return dataclasses.replace(PRESETS["glandseg-unet"], **base)
+    return replace_config(PRESETS["glandseg-unet"], **base)
 
 
 class Evil:

@@ -12,12 +12,13 @@ import pytest
 
 from glandseg_core.config import (
     PRESETS,
-    RunConfig,
     check_field,
     coerce_overrides,
     config_from_dict,
+    config_to_dict,
     get_preset,
     load_config,
+    replace_config,
     save_config,
 )
 from glandseg_core.errors import ConfigError
@@ -26,7 +27,7 @@ from glandseg_core.errors import ConfigError
 def test_poster_maskrcnn_carries_the_poster_values_verbatim() -> None:
     cfg = PRESETS["poster-maskrcnn"]
     assert cfg.model == "maskrcnn"
-    assert cfg.maskrcnn_backbone == "resnet50"
+    assert cfg.params.backbone == "resnet50"
     assert cfg.train_optimizer == "sgd"
     assert cfg.train_lr == 0.005
     assert cfg.train_momentum == 0.9
@@ -42,7 +43,7 @@ def test_poster_unet_is_semantic_and_15_epochs() -> None:
     cfg = PRESETS["poster-unet"]
     assert cfg.model == "unet"
     assert cfg.train_epochs == 15
-    assert cfg.unet_instance is False
+    assert cfg.params.instance is False
 
 
 def test_our_presets_sit_beside_the_poster_ones() -> None:
@@ -72,25 +73,25 @@ def test_save_load_roundtrip(tmp_path: Path, name: str) -> None:
     path = tmp_path / "config.json"
     save_config(cfg, path)
     back = load_config(path)
-    assert back == cfg
-    assert isinstance(back.maskrcnn_anchor_sizes, tuple)
+    assert back == cfg and type(back.params) is type(cfg.params)
+    if cfg.model == "maskrcnn":
+        assert isinstance(back.params.anchor_sizes, tuple)
     assert json.loads(path.read_text())["name"] == name
 
 
 def test_roundtrip_keeps_overridden_values(tmp_path: Path) -> None:
-    cfg = dataclasses.replace(
+    cfg = replace_config(
         PRESETS["glandseg-unet"],
         unet_base=8,
         train_lr=3.5e-4,
         unet_instance=False,
-        maskrcnn_anchor_sizes=(8, 16, 32, 64, 128),
     )
     save_config(cfg, tmp_path / "c.json")
     assert load_config(tmp_path / "c.json") == cfg
 
 
 def test_unknown_keys_fail_loudly(tmp_path: Path) -> None:
-    d = dataclasses.asdict(PRESETS["poster-unet"])
+    d = config_to_dict(PRESETS["poster-unet"])
     d["train_learnig_rate"] = 0.1  # a typo must not be silently ignored
     with pytest.raises(ValueError, match="train_learnig_rate"):
         config_from_dict(d)
@@ -128,10 +129,12 @@ def test_missing_config_file_raises_value_error(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_values_raise(field: str, value: object, needle: str) -> None:
+    kind = "maskrcnn" if field.startswith("maskrcnn_") else "unet"
+    preset = {"unet": "glandseg-unet", "maskrcnn": "glandseg-maskrcnn"}[kind]
     with pytest.raises(ValueError, match=needle):
-        RunConfig(**{field: value})
+        config_from_dict({"model": kind, field: value})
     with pytest.raises(ValueError, match=needle):
-        dataclasses.replace(PRESETS["glandseg-unet"], **{field: value})
+        replace_config(PRESETS[preset], **{field: value})
 
 
 def test_coerce_overrides_types() -> None:
@@ -160,8 +163,9 @@ def test_coerce_overrides_types() -> None:
         and type(out["train_lr"]) is float
         and type(out["unet_scale"]) is float
     )
-    cfg = dataclasses.replace(PRESETS["glandseg-unet"], **out)
-    assert cfg.train_epochs == 3 and cfg.unet_instance is False
+    out.pop("maskrcnn_anchor_sizes")
+    cfg = replace_config(PRESETS["glandseg-unet"], **out)
+    assert cfg.train_epochs == 3 and cfg.params.instance is False
 
 
 @pytest.mark.parametrize(
@@ -185,14 +189,15 @@ def test_override_to_an_invalid_value_is_caught() -> None:
     with pytest.raises(ConfigError, match="train_augment must be one of"):
         coerce_overrides({"train_augment": "extreme"})
     with pytest.raises(ValueError, match="train_augment"):  # ... and so does the frozen config
-        dataclasses.replace(PRESETS["glandseg-unet"], train_augment="extreme")
+        replace_config(PRESETS["glandseg-unet"], train_augment="extreme")
 
 
 # ---------------------------------------------------------- issue #15 item 7: types and ranges on load
 
 
 def _write_config(tmp_path: Path, **changes: Any) -> Path:
-    d = dataclasses.asdict(PRESETS["glandseg-unet"])
+    mrcnn = any(k.startswith("maskrcnn_") for k in changes)
+    d = config_to_dict(PRESETS["glandseg-maskrcnn" if mrcnn else "glandseg-unet"])
     d.update(changes)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(d))
@@ -250,21 +255,23 @@ def test_bad_config_json_gives_one_line_naming_field_value_and_allowed(
 
 def test_integral_floats_are_accepted_as_whole_numbers(tmp_path: Path) -> None:
     cfg = load_config(_write_config(tmp_path, unet_base=16.0, train_epochs=3.0, train_lr=1))
-    assert cfg.unet_base == 16 and type(cfg.unet_base) is int
+    assert cfg.params.base == 16 and type(cfg.params.base) is int
     assert cfg.train_epochs == 3 and type(cfg.train_epochs) is int
     assert cfg.train_lr == 1.0 and type(cfg.train_lr) is float
 
 
 def test_a_json_list_of_anchor_sizes_becomes_a_tuple() -> None:
-    cfg = config_from_dict({"maskrcnn_anchor_sizes": [8, 16, 32, 64, 128.0]})
-    assert cfg.maskrcnn_anchor_sizes == (8, 16, 32, 64, 128) and hash(cfg)
+    cfg = config_from_dict({"model": "maskrcnn", "maskrcnn_anchor_sizes": [8, 16, 32, 64, 128.0]})
+    assert cfg.params.anchor_sizes == (8, 16, 32, 64, 128) and hash(cfg)
 
 
 def test_unet_bottleneck_width_is_bounded() -> None:
     """Each field in range, yet together absurd: a 256 x 2**6 = 16384-channel bottleneck (~5 G parameters)."""
     with pytest.raises(ConfigError, match=r"unet_base=256 with unet_depth=6 .* at most 2048"):
         config_from_dict({"unet_base": 256, "unet_depth": 6})
-    assert config_from_dict({"unet_base": 64, "unet_depth": 5}).unet_base == 64  # 2048 channels: allowed
+    assert (
+        config_from_dict({"unet_base": 64, "unet_depth": 5}).params.base == 64
+    )  # 2048 channels: allowed
 
 
 def test_command_line_overrides_share_the_checks(tmp_path: Path) -> None:
@@ -285,9 +292,30 @@ def test_command_line_overrides_share_the_checks(tmp_path: Path) -> None:
 
 
 def test_every_field_has_a_rule_and_every_preset_and_shipped_model_passes() -> None:
-    for f in dataclasses.fields(RunConfig):
-        check_field(f.name, getattr(RunConfig(), f.name))
     for cfg in PRESETS.values():
-        assert config_from_dict(dataclasses.asdict(cfg)) == cfg
+        for name, value in config_to_dict(cfg).items():
+            check_field(name, tuple(value) if isinstance(value, list) else value)
+        assert config_from_dict(config_to_dict(cfg)) == cfg
+        assert config_from_dict(dataclasses.asdict(cfg)) == cfg  # the section nested under "params"
     for path in Path(__file__).resolve().parents[1].glob("trained_models/*/config.json"):
         load_config(path)
+
+
+def test_old_flat_config_with_both_kinds_fields_loads(tmp_path: Path) -> None:
+    """config.json files written before sections carry every kind's fields; the other kind's are ignored."""
+    old = json.loads(
+        (Path(__file__).resolve().parents[1] / "trained_models" / "unet" / "config.json").read_text()
+    )
+    assert "maskrcnn_backbone" in old and "unet_base" in old
+    cfg = config_from_dict(old)
+    assert cfg.model == "unet" and cfg.params.base == old["unet_base"]
+    assert "maskrcnn_backbone" not in config_to_dict(cfg)
+
+
+def test_replace_config_refuses_another_kinds_field() -> None:
+    with pytest.raises(ConfigError, match="maskrcnn_backbone"):
+        replace_config(PRESETS["glandseg-unet"], maskrcnn_backbone="resnet18")
+    switched = replace_config(PRESETS["glandseg-unet"], model="maskrcnn", maskrcnn_backbone="resnet18")
+    assert (
+        switched.params.backbone == "resnet18" and switched.train_lr == PRESETS["glandseg-unet"].train_lr
+    )

@@ -18,7 +18,7 @@ from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn_v2
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from glandseg_core.config import PRESETS, RunConfig, config_from_dict
+from glandseg_core.config import PRESETS, RunConfig, config_from_dict, replace_config
 from glandseg_core.errors import ConfigError, ModelError
 from glandseg_core.models import build_model, load_pretrained, pretrained_status
 from glandseg_core.models.pretrained import cache_file, weights_for
@@ -59,7 +59,7 @@ def _coco_v1_reference() -> MaskRCNN:
 
 
 def _poster(**kw: object) -> RunConfig:
-    return dataclasses.replace(PRESETS["poster-maskrcnn"], train_amp=False, **kw)
+    return replace_config(PRESETS["poster-maskrcnn"], train_amp=False, **kw)
 
 
 def test_poster_preset_starts_from_coco_and_ours_from_scratch() -> None:
@@ -150,7 +150,7 @@ def test_imagenet_backbone_is_loaded(torch_home: Path) -> None:
 
 
 def test_unet_resnet_encoder_from_imagenet(torch_home: Path) -> None:
-    cfg = dataclasses.replace(
+    cfg = replace_config(
         PRESETS["glandseg-unet"], unet_encoder="resnet18", pretrained="imagenet", train_amp=False
     )
     state = _randomise(resnet18(weights=None), seed=6)
@@ -188,7 +188,7 @@ def test_offline_without_the_file_is_one_line_naming_it(torch_home: Path) -> Non
 
 
 def test_a_local_file_loads_what_fits(tmp_path: Path, torch_home: Path) -> None:
-    cfg = dataclasses.replace(PRESETS["glandseg-unet"], unet_base=4, unet_depth=2)
+    cfg = replace_config(PRESETS["glandseg-unet"], unet_base=4, unet_depth=2)
     donor = build_model(cfg)
     path = tmp_path / "mine.pt"
     state = _randomise(donor, seed=5)
@@ -225,7 +225,7 @@ def test_a_local_file_loads_what_fits(tmp_path: Path, torch_home: Path) -> None:
     ],
 )
 def test_starts_that_do_not_fit_the_network(fields: dict, needs: str) -> None:
-    cfg = RunConfig(**fields)
+    cfg = config_from_dict(fields)
     assert not pretrained_status(cfg)[0]
     with pytest.raises(ConfigError, match=needs):
         build_model(cfg)

@@ -30,8 +30,9 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..config import Rule, RunConfig, Section, int_rule
+from ..config import RunConfig
 from ..device import autocast
+from ..rules import Rule, Section, int_rule
 from .pretrained import check_start, start_kind, uses_frozen_norm
 
 NUM_CLASSES = 2  # background + gland

@@ -16,8 +16,9 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models import resnet18, resnet34, resnet50
 
-from ..config import Rule, RunConfig, Section, float_rule, int_rule
+from ..config import RunConfig
 from ..errors import ConfigError
+from ..rules import Rule, Section, float_rule, int_rule
 from .pretrained import check_start
 
 UNET_MAX_WIDTH = 2048  # channels at the U-Net's bottleneck (base * 2**depth): ~75 M parameters
