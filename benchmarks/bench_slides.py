@@ -1,7 +1,7 @@
 """Whole-slide benchmark: `glandseg predict` on a generated slide of at least 20,000 x 20,000 pixels.
 
-    .venv/bin/python -m benchmarks.bench_slides make /tmp/glandseg_bench/big.svs        # the slide (once)
-    .venv/bin/python -m benchmarks.bench_slides run /tmp/glandseg_bench/big.svs         # both models
+    .venv/bin/python -m benchmarks.bench_slides make cache/bench/big.svs        # the slide (once)
+    .venv/bin/python -m benchmarks.bench_slides run cache/bench/big.svs         # both models
 
 See benchmarks/README.md ("Whole slides") for what each figure means.
 """
@@ -40,6 +40,7 @@ def make(path: Path, side: int) -> None:
     cols = -(-(side - 2 * MARGIN + 128) // (cw + 128))
     mosaic = Mosaic(images, (rows, cols), scale=scale, margin=MARGIN, gap=128)
     t = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_slide(path, mosaic, mpp=SLIDE_MPP, levels=3, kind="svs")
     h, w = mosaic.shape
     print(
@@ -100,7 +101,7 @@ def slide_run(model: Path, slide: Path, out: Path) -> dict:
         raise SystemExit(f"glandseg predict failed ({proc.returncode}): {err[-2000:]}")
     summary = json.loads((out / f"{slide.stem}_summary.json").read_text())
     return {
-        "cmd": " ".join(cmd[2:]),
+        "cmd": " ".join(os.path.relpath(c, ROOT) if c.startswith(f"{ROOT}/") else c for c in cmd[2:]),
         "wall_s": wall,
         "cpu_s": field("User time (seconds)") + field("System time (seconds)"),
         "peak_rss_mb": field("Maximum resident set size (kbytes)") / 1024,
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         default=[ROOT / "trained_models/unet", ROOT / "trained_models/maskrcnn"],
     )
-    p_run.add_argument("--out", type=Path, default=Path("/tmp/glandseg_bench/out"))
+    p_run.add_argument("--out", type=Path, default=Path("cache/bench/out"))
     p_run.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
     if args.cmd == "make":

@@ -4,7 +4,7 @@ Inputs are ``per_image.csv`` tables as written by ``evaluate`` (columns image, s
 n_pred, tp, fp, fn, f1, object_dice, object_hausdorff, ...) and ``summary.json`` dicts
 (``{split: {pooled_f1, ...}}``). No file I/O and no streamlit here.
 
-Two aggregations are reported and never mixed up (shared/GLAS_METRICS.md):
+Two aggregations are reported and never mixed up (docs/METRICS.md):
 - **pooled** (the official GlaS figures): F1 from TP / FP / FN summed over the images; object Dice and
   Hausdorff weighted over every object of the split. The latter need per-object sums that
   ``per_image.csv`` does not hold, so they come from the ``evaluate`` summary and only for a whole
@@ -56,7 +56,7 @@ SPLIT_SETS: dict[str, tuple[str, ...]] = {
 }
 _NAN = float("nan")
 
-#: The poster's results (shared/poster.md): per-image means over a split it does not name.
+#: The poster's results (docs/poster.md): per-image means over a split it does not name.
 POSTER: tuple[dict[str, object], ...] = (
     {
         "method": "U-Net (poster, 15 epochs)",

@@ -226,7 +226,7 @@ def results_or_stop() -> tuple[dict[str, ModelFolder], dict[str, pd.DataFrame], 
 
 # ------------------------------------------------------------------------------------ the results table
 
-#: How GlaS decides that a gland was found, said where the numbers appear (shared/GLAS_METRICS.md).
+#: How GlaS decides that a gland was found, said where the numbers appear (docs/METRICS.md).
 MATCHING_RULE = (
     "**How a gland counts as found.** Each predicted gland is paired with the ground-truth gland it "
     "overlaps most; it is a true positive only when it covers **more than 50%** of that gland. A prediction "

@@ -29,8 +29,9 @@ from glandseg_core.imaging.io import (
     write_label_png,
     write_png,
 )
+from tests.helpers import real_glas
 
-GLAS = Path(os.environ.get("GLANDSEG_DATA", "/work/shared/glas"))
+GLAS = real_glas()
 
 
 def encode(im: Image.Image, fmt: str, **kwargs: object) -> bytes:

@@ -1,4 +1,4 @@
-"""Tests of glandseg_core.metrics against hand-computed GlaS cases (shared/GLAS_METRICS.md).
+"""Tests of glandseg_core.metrics against hand-computed GlaS cases (docs/METRICS.md).
 
 Most cases use one-row maps (1, W): there an object is a set of columns, and for two intervals [a1, a2]
 and [b1, b2] the Hausdorff distance is max(|a1 - b1|, |a2 - b2|), which keeps the expected values
@@ -8,9 +8,7 @@ checkable by hand.
 from __future__ import annotations
 
 import math
-import os
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +31,7 @@ from glandseg_core.metrics import (
 )
 from glandseg_core.metrics.hausdorff import HausdorffCache
 from glandseg_core.metrics.overlap import overlap
+from tests.helpers import real_glas
 
 
 def row(width: int, *objects: tuple[int, int, int]) -> np.ndarray:
@@ -52,7 +51,7 @@ def square_case(pred_cols: int) -> tuple[np.ndarray, np.ndarray]:
     return pred, gt
 
 
-# ------------------------------------------------------------ the GLAS_METRICS.md "Test cases" section
+# -------------------------------------------------------------- the docs/METRICS.md "Test cases" section
 
 
 def test_identical_maps_are_perfect() -> None:
@@ -281,7 +280,7 @@ def test_hausdorff_matches_brute_force_on_random_objects() -> None:
 
 
 @pytest.mark.skipif(
-    not (Path(os.environ.get("GLANDSEG_DATA", "/work/shared/glas")) / "testA_1_anno.bmp").exists(),
+    not (real_glas() / "testA_1_anno.bmp").exists(),
     reason="GlaS data not available",
 )
 def test_hausdorff_matches_scipy_on_real_glands() -> None:
@@ -290,7 +289,7 @@ def test_hausdorff_matches_scipy_on_real_glands() -> None:
     from PIL import Image
     from scipy import ndimage as ndi
 
-    root = Path(os.environ.get("GLANDSEG_DATA", "/work/shared/glas"))
+    root = real_glas()
     gt = np.asarray(Image.open(root / "testA_1_anno.bmp")).astype(np.int32)
     pred = ndi.grey_erosion(np.roll(gt, (6, -4), (0, 1)), size=(7, 7))
     ov = overlap(pred, gt)
@@ -425,7 +424,7 @@ label_maps = st.tuples(st.integers(1, 12), st.integers(1, 12)).flatmap(
 
 
 def reference_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int, float, float]:
-    """A deliberately naive second implementation of GLAS_METRICS.md: (tp, fp, fn, dice, hausdorff)."""
+    """A deliberately naive second implementation of docs/METRICS.md: (tp, fp, fn, dice, hausdorff)."""
     p_ids, g_ids = [int(i) for i in np.unique(pred) if i], [int(i) for i in np.unique(gt) if i]
     diag = math.hypot(*pred.shape)
 
@@ -526,7 +525,7 @@ def test_symmetry_under_swapping_pred_and_gt(maps: tuple[np.ndarray, np.ndarray]
 
 # -------------------------------------------------------------------------------------- real GlaS labels
 
-GLAS = Path(os.environ.get("GLANDSEG_DATA", "/work/shared/glas"))
+GLAS = real_glas()
 
 
 @pytest.mark.skipif(not (GLAS / "testA_1_anno.bmp").exists(), reason="GlaS data not available")

@@ -2,7 +2,7 @@
 
 Label maps are 2-D integer arrays (H, W): 0=NO masks; 1,2... are mask labels. Ids need not be consecutive, may
 exceed 255, and one id may cover several pieces (still one object); nothing is relabelled by connectivity.
-Semantics: shared/GLAS_METRICS.md.
+Semantics: docs/METRICS.md.
 
 Modules, lowest first (each imports only those before it):
     overlap    validation, the contingency table, partners, TP / Dice terms, ``safe_divide``, the one F1

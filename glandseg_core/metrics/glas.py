@@ -1,6 +1,6 @@
 """GlaS challenge metrics (object F1, object Dice, object Hausdorff) and the figures glandseg reports.
 
-Semantics follow shared/GLAS_METRICS.md to the letter (Sirinukunwattana et al., MedIA 2017; F1score.m,
+Semantics follow docs/METRICS.md to the letter (Sirinukunwattana et al., MedIA 2017; F1score.m,
 ObjectDice.m, ObjectHausdorff.m), with FN = n_gt - TP as in the paper. Inputs are label maps: 2-D integer
 arrays (H, W), 0 = background, 1, 2, ... are object ids; ids need not be consecutive, may exceed 255, and
 one id may cover several disconnected pieces (still one object). Nothing is relabelled by connectivity.

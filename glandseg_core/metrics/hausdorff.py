@@ -234,7 +234,7 @@ class HausdorffCache:
 
 
 def hausdorff_terms(ov: Overlap) -> tuple[np.ndarray, np.ndarray]:
-    """Per-object Hausdorff terms of one image, as GLAS_METRICS.md defines them.
+    """Per-object Hausdorff terms of one image, as docs/METRICS.md defines them.
 
     Args:
         ov: The `Overlap` of a (pred, gt) pair.

@@ -23,7 +23,7 @@ def safe_divide(num: float, den: float, empty: float = 0.0) -> float:
 
 
 def detection_scores(tp: int, fp: int, fn: int) -> tuple[float, float, float, float]:
-    """(F1, precision, recall, F2) from detection counts, as GLAS_METRICS.md defines them.
+    """(F1, precision, recall, F2) from detection counts, as docs/METRICS.md defines them.
 
     F1 = 2 TP / (2 TP + FP + FN), F2 = 5 TP / (5 TP + 4 FN + FP). All four are 1.0 when both sides are
     empty (tp = fp = fn = 0); otherwise a zero denominator gives 0.0.
@@ -227,7 +227,7 @@ def overlap(pred: np.ndarray, gt: np.ndarray) -> Overlap:
 
 @dataclass(frozen=True)
 class Terms:
-    """Per-object detection and Dice terms of one image (GLAS_METRICS.md), indexed like `Overlap`."""
+    """Per-object detection and Dice terms of one image (docs/METRICS.md), indexed like `Overlap`."""
 
     ov: Overlap
     pred_tp: np.ndarray  # (n_pred,) bool

@@ -1,6 +1,6 @@
 """What happened to every gland of one image: found, false, missed, merged or split (pure numpy).
 
-Built on the GlaS matching of :mod:`glandseg_core.metrics` (shared/GLAS_METRICS.md): an object's *partner* is
+Built on the GlaS matching of :mod:`glandseg_core.metrics` (docs/METRICS.md): an object's *partner* is
 the object on the other map that covers most of its pixels, and a prediction is a true positive when it
 covers more than 50% of its partner. On top of that, two ways of going wrong are named as such:
 
