@@ -9,13 +9,12 @@ training exits with 3.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 from ._version import __version__
-from .config import PRESETS, coerce_overrides, get_preset, load_config
+from .config import PRESETS, coerce_overrides, get_preset, load_config, replace_config
 from .errors import GlandsegError, TrainingStopped
 
 log = logging.getLogger("glandseg")
@@ -208,7 +207,7 @@ def _train_config(args: argparse.Namespace):
     overrides = coerce_overrides(dict(kv.split("=", 1) for kv in args.set))
     if args.epochs is not None:
         overrides["train_epochs"] = args.epochs
-    return dataclasses.replace(base, **overrides)
+    return replace_config(base, **overrides)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
