@@ -18,7 +18,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from glandseg_core.config import PRESETS, save_config
+from glandseg_core.config import PRESETS, replace_config, save_config
 from glandseg_core.errors import ImageError
 from glandseg_core.imaging.io import png_bytes, read_label_map
 from glandseg_core.models import build_model
@@ -32,8 +32,8 @@ TIMEOUT = 400  # two shared cores: model loading and the first inference can be 
 def tiny_configs() -> dict[str, object]:
     """Tiny but real configs of both roles (fp32, so results do not depend on the CPU's bf16 support)."""
     return {
-        "unet": dataclasses.replace(PRESETS["glandseg-unet"], name="tiny-unet", unet_base=4, unet_depth=2, train_amp=False),
-        "maskrcnn": dataclasses.replace(
+        "unet": replace_config(PRESETS["glandseg-unet"], name="tiny-unet", unet_base=4, unet_depth=2, train_amp=False),
+        "maskrcnn": replace_config(
             PRESETS["glandseg-maskrcnn-cpu"], name="tiny-maskrcnn", maskrcnn_min_size=128, maskrcnn_max_size=192,
             maskrcnn_detections_per_img=8, train_amp=False,
         ),

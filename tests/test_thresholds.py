@@ -46,7 +46,7 @@ def test_unknown_kind_and_non_object() -> None:
 
 def test_default_post_follows_the_config() -> None:
     assert default_post(PRESETS["glandseg-unet"]) == UNetPost(
-        instance=PRESETS["glandseg-unet"].unet_instance
+        instance=PRESETS["glandseg-unet"].params.instance
     )
     assert default_post(PRESETS["glandseg-maskrcnn-cpu"]) == MaskRCNNPost()
 

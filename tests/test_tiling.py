@@ -16,7 +16,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from glandseg_core.config import RunConfig, save_config
+from glandseg_core.config import RunConfig, replace_config, save_config
 from glandseg_core.metrics import score_image
 from glandseg_core.models import build_model
 from glandseg_core.segment import (
@@ -106,7 +106,7 @@ def windows(tile: tuple[int, int], overlap: int) -> Tiling:
 
 
 def pixel_unet(post: UNetPost | None = None, tiling: Tiling | None = None) -> UNetSegmenter:
-    cfg = RunConfig(model="unet", unet_scale=1.0, train_amp=False)
+    cfg = replace_config(RunConfig(), model="unet", unet_scale=1.0, train_amp=False)
     seg = make_segmenter(PixelUNet(), cfg, post or UNetPost(), tiling=tiling)
     assert isinstance(seg, UNetSegmenter)
     return seg
@@ -194,7 +194,9 @@ def test_unet_tiled_equals_untiled_for_a_pointwise_model() -> None:
 
 def test_unet_tiled_agrees_with_untiled_on_a_real_network(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    cfg = RunConfig(model="unet", unet_base=4, unet_depth=3, unet_scale=0.5, train_amp=False)
+    cfg = replace_config(
+        RunConfig(), model="unet", unet_base=4, unet_depth=3, unet_scale=0.5, train_amp=False
+    )
     model = build_model(cfg).eval()
     post = UNetPost(fg_thresh=0.5, min_area=20, min_marker_area=5)
     discs = [(80, 90, 40), (200, 300, 50), (330, 120, 45), (120, 560, 60), (300, 520, 35)]
@@ -291,7 +293,8 @@ def test_predict_routes_large_images_through_tiling() -> None:
 
 
 def test_load_segmenter_skips_unpaintable_detections_without_changing_labels(tmp_path: Path) -> None:
-    cfg = RunConfig(
+    cfg = replace_config(
+        RunConfig(),
         model="maskrcnn",
         maskrcnn_backbone="resnet18",
         maskrcnn_min_size=128,

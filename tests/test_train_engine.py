@@ -6,7 +6,6 @@ meets the machine-wide lock of a real training.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ import pytest
 import torch
 
 from glandseg_core.checkpoints import read_checkpoint
-from glandseg_core.config import PRESETS
+from glandseg_core.config import PRESETS, replace_config
 from glandseg_core.errors import DatasetError, TrainingStopped
 from glandseg_core.train import fit
 from glandseg_core.train.locks import lock_holder
@@ -175,7 +174,7 @@ def test_maskrcnn_smoke_run(
 
     for module in (glandseg_core.train.setup, glandseg_core.checkpoints):  # training; tuning
         monkeypatch.setattr(module, "build_model", few_proposals(module.build_model))
-    cfg = dataclasses.replace(
+    cfg = replace_config(
         PRESETS["glandseg-maskrcnn-cpu"],
         name="tiny-maskrcnn",
         maskrcnn_backbone="resnet18",

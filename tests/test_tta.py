@@ -16,7 +16,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from glandseg_core.config import RunConfig, save_config
+from glandseg_core.config import RunConfig, replace_config, save_config
 from glandseg_core.evaluate import compare_tta
 from glandseg_core.models import build_model
 from glandseg_core.segment import MaskRCNNSegmenter, UNetSegmenter, make_segmenter, tta
@@ -197,7 +197,7 @@ def test_unet_tta_of_an_equivariant_model_changes_nothing() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.cat([-3 * x.mean(1, keepdim=True), x[:, 1:2]], dim=1)
 
-    cfg = RunConfig(model="unet", unet_scale=1.0, train_amp=False)
+    cfg = replace_config(RunConfig(), model="unet", unet_scale=1.0, train_amp=False)
     seg = make_segmenter(Pixel(), cfg, UNetPost(min_area=20), tta=True)
     assert isinstance(seg, UNetSegmenter)
     image, _ = disc_image()
@@ -233,7 +233,9 @@ def test_maskrcnn_tta_option_paints_the_merged_views() -> None:
 
 def test_compare_tta_compares_plain_and_tta(tmp_path: Path) -> None:
     data = write_fake_glas(tmp_path / "glas", names=("testA_1", "testA_2", "testB_1"))
-    cfg = RunConfig(model="unet", unet_base=4, unet_depth=2, unet_scale=1.0, train_amp=False)
+    cfg = replace_config(
+        RunConfig(), model="unet", unet_base=4, unet_depth=2, unet_scale=1.0, train_amp=False
+    )
     torch.manual_seed(0)
     model_dir = tmp_path / "model"
     model_dir.mkdir()
