@@ -26,6 +26,7 @@ from pathlib import Path
 PACKAGE = "glandseg_core"
 #: Bottom to top. Each layer may import only itself and the layers before it.
 LAYERS: tuple[str, ...] = (
+    "_version",  # the package version (imports nothing)
     "errors",  # every exception; imports nothing of ours
     "files",  # atomic writes, OS error messages
     "progress",  # the one progress type (Step, ProgressFn)

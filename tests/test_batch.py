@@ -19,6 +19,7 @@ from PIL import Image
 
 from glandseg_core import batch
 from glandseg_core.errors import ImageError
+from glandseg_core.imaging.inputs import check_input
 from glandseg_core.imaging.io import read_label_map
 from glandseg_core.segment import Segmenter, load_segmenter
 from tests.helpers import make_glands
@@ -110,7 +111,7 @@ def test_check_input_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
     (tmp_path / "folder.png").mkdir()
     for name, what in (("y.png", "pipe"), ("folder.png", "folder"), ("absent.png", "not found")):
         with pytest.raises(ImageError, match=what) as e:
-            batch.check_input(tmp_path / name)
+            check_input(tmp_path / name)
         assert str(tmp_path / name) in one_line(str(e.value))
 
 
@@ -193,7 +194,7 @@ def test_other_write_errors_name_the_file_and_the_cause(
     def refuse(files: dict[Path, bytes]) -> None:
         raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(next(iter(files))))
 
-    monkeypatch.setattr(batch, "write_together", refuse)
+    monkeypatch.setattr(batch.run, "write_together", refuse)  # where the loop looks it up
     src = write_png(tmp_path / "in" / "x.png")
     result = batch.predict_files(segmenter, [src], tmp_path / "out")[0]
     msg = one_line(result.error)

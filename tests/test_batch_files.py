@@ -228,7 +228,7 @@ def test_write_together_finishes_its_renames_when_signalled(
         if len(calls) == 1:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the first and the second rename
 
-    monkeypatch.setattr(batch.os, "replace", replace)
+    monkeypatch.setattr(batch.writing.os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
         write_together(files)
     assert all(p.read_bytes() == b"new" for p in files) and len(calls) == 4
