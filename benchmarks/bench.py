@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +117,8 @@ def find_models(models_arg: Path | None, tmp: Path) -> tuple[dict[str, Path], st
         d.mkdir(parents=True)
         torch.manual_seed(0)
         torch.save(
-            {"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg), "epoch": 0}, d / "weights.pt"
+            {"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg), "epoch": 0},
+            d / "weights.pt",
         )
         save_config(cfg, d / "config.json")
         out[kind] = d

@@ -21,7 +21,7 @@ from experiments.fusion import (
     write_fusion,
 )
 from glandseg_core.checkpoints import export_model
-from glandseg_core.config import PRESETS, save_config, replace_config
+from glandseg_core.config import PRESETS, replace_config, save_config
 from glandseg_core.errors import ModelError
 from glandseg_core.evaluate import read_test_history
 from glandseg_core.models import build_model

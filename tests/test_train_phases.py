@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from glandseg_core.errors import TrainingStopped
+from glandseg_core.kinds.unet import GRID as UNET_GRID
 from glandseg_core.train import context, engine, fit, phases
 from glandseg_core.train.runfiles import read_log
-from glandseg_core.kinds.unet import GRID as UNET_GRID
 from tests.helpers import VAL_NAMES, tiny_unet_config
 
 GRID_POINTS = len(list(__import__("itertools").product(*UNET_GRID.values())))
