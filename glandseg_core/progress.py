@@ -14,7 +14,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import ParamSpec, TextIO, TypeVar
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,28 @@ class Counter:
         self.done = min(self.total, self.done + n) if self.total else self.done + n
         total = max(self.total, self.done)
         report(self.progress, Step(self.phase, self.done, total, self.unit, self.detail))
+
+    def counted(self, fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        """``fn`` that ticks once after each call (e.g. a network's forward pass)."""
+
+        def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            out = fn(*args, **kwargs)
+            self.tick()
+            return out
+
+        return call
+
+
+def shifted(progress: ProgressFn | None, before: int, total: int) -> ProgressFn | None:
+    """A progress callable for one part of a larger job: a part's step ``done`` is reported as
+    ``before + done`` of ``total`` (e.g. the second of two networks run one after the other)."""
+    if progress is None:
+        return None
+
+    def call(step: Step) -> None:
+        progress(Step(step.phase, before + step.done, total, step.unit, step.detail))
+
+    return call
 
 
 class TextBar:

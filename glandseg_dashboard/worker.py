@@ -8,10 +8,11 @@ the image is then segmented at the model's pixel size) and ``image.npy`` (uint8[
 segmenter, segments the image and writes ``labels.npy`` (int32[H, W], 0=background, 1..N glands) and
 ``result.json`` (``{"seconds", "peak_rss_mb"}``), or ``error.json`` (``{"error": one line}``) and exits with 1.
 
-Progress: ``progress.json`` (``{"phase", "done", "total", "views", "windows", "started"}``) is rewritten after
-every forward pass of the network (a forward hook counts them; ``total`` = TTA views x windows, from the
-segmenter's own tiling geometry), so the dashboard can draw the step and the time left. ``phase`` is
-``loading``, ``segmenting`` or ``post-processing``; ``started`` is the wall time of the first forward pass.
+Progress: ``progress.json`` (``{"phase", "done", "total", "views", "windows", "started"}``) is written from the
+segmenter's plan (``segmenter.plan(shape, mpp)``: ``total`` = windows x TTA views) and rewritten after every
+forward pass from the progress steps the segmenter reports (``segmenter(image, mpp=, progress=)``, the same steps
+the CLI's bar draws), so the dashboard can draw the step and the time left. ``phase`` is ``loading``,
+``segmenting`` or ``post-processing``; ``started`` is the wall time the first forward pass began.
 It exits by itself when its parent (the Streamlit server) goes away, so an orphan never keeps the CPU busy.
 Running the model in its own process lets the dashboard cancel it (kill) and gives its memory back to the
 operating system when it ends. No streamlit here.
@@ -30,6 +31,7 @@ import numpy as np
 import psutil
 
 from glandseg_core.files import atomic_write_text
+from glandseg_core.progress import Step
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -40,75 +42,34 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(3)
 
 
-def working_shape(segmenter: object, shape: tuple[int, int], mpp: float | None) -> tuple[int, int]:
-    """(H, W) the network sees for an image of ``shape`` at ``mpp`` (as ``slides.segment_at_mpp`` resizes)."""
-    from glandseg_core.slides.reader import SAME_MPP
-
-    f = 1.0 if not mpp else mpp / float(segmenter.cfg.data_mpp)
-    if abs(f - 1.0) <= SAME_MPP:
-        return shape
-    return max(8, round(shape[0] * f)), max(8, round(shape[1] * f))
-
-
-def planned_passes(segmenter: object, shape: tuple[int, int]) -> tuple[int, int]:
-    """(windows, views): forward passes of segmenting an image of ``shape`` (H, W) = windows x views, from
-    the segmenter's tiling geometry (``segment/tiling.py``) and its TTA setting."""
-    from glandseg_core.segment import tiling as t
-    from glandseg_core.segment.tta import VIEWS_8
-
-    views = len(VIEWS_8) if getattr(segmenter, "tta", False) else 1
-    geo = getattr(segmenter, "tiling", None)
-    if geo is None or not geo.needed(shape):
-        return 1, views
-    if segmenter.kind == "unet":
-        scale, align = segmenter.cfg.unet_scale, int(segmenter.model.multiple)
-        h, w = (
-            shape
-            if scale == 1.0
-            else (max(16, round(shape[0] * scale)), max(16, round(shape[1] * scale)))
-        )
-        spans = [t.aligned_spans(n, geo.unet_tile, geo.unet_overlap, align) for n in (h, w)]
-        return len(spans[0]) * len(spans[1]), views
-    if getattr(segmenter, "native_windows", False):  # large windows at the training scale
-        return len(t.even_tiles(shape, geo.maskrcnn_window, geo.maskrcnn_overlap)), views
-    return len(t.tiles(shape, geo.maskrcnn_tile, geo.maskrcnn_overlap)), views
-
-
-class Progress:
-    """Writes ``progress.json`` of a job; :meth:`hook` is a forward hook counting the network's passes."""
+class JobProgress:
+    """Writes a job's ``progress.json`` from the segmenter's progress :class:`~glandseg_core.progress.Step` s."""
 
     def __init__(self, job_dir: Path) -> None:
-        self.path, self.done, self.total, self.windows, self.views = (
-            job_dir / "progress.json",
-            0,
-            0,
-            1,
-            1,
-        )
+        self.path = job_dir / "progress.json"
         self.started: float | None = None
 
-    def write(self, phase: str) -> None:
+    def write(self, phase: str, done: int = 0, total: int = 0, windows: int = 1, views: int = 1) -> None:
+        """Replace ``progress.json`` (``phase``: loading, segmenting or post-processing)."""
         info = {
             "phase": phase,
-            "done": self.done,
-            "total": self.total,
-            "windows": self.windows,
-            "views": self.views,
+            "done": done,
+            "total": total,
+            "windows": windows,
+            "views": views,
             "started": self.started,
         }
         atomic_write_text(self.path, json.dumps(info))
 
-    def plan(self, windows: int, views: int) -> None:
-        self.windows, self.views, self.total = windows, views, windows * views
-        self.write("segmenting")
-
-    def pre_hook(self, *_: object) -> None:
+    def __call__(self, step: Step) -> None:
+        """A segmenter's step: ``done`` of ``total`` forward passes (``detail``: windows, views)."""
+        if step.phase != "segment":
+            return
         if self.started is None:
             self.started = time.time()
-
-    def hook(self, *_: object) -> None:
-        self.done += 1
-        self.write("segmenting" if self.done < self.total else "post-processing")
+        phase = "segmenting" if step.done < step.total else "post-processing"
+        windows, views = int(step.detail.get("windows", 1)), int(step.detail.get("views", 1))
+        self.write(phase, step.done, step.total, windows, views)
 
 
 def run(job_dir: Path) -> dict[str, float]:
@@ -118,27 +79,16 @@ def run(job_dir: Path) -> dict[str, float]:
     (job_dir / "worker.pid").write_text(
         f"{os.getpid()}\n"
     )  # who works on this job (for tests and admins)
-    progress = Progress(job_dir)
+    progress = JobProgress(job_dir)
     progress.write("loading")
     job = json.loads((job_dir / "job.json").read_text())
     image = np.load(job_dir / "image.npy")
     segmenter = load_segmenter(job["model_dir"], tta=bool(job.get("tta")), device=job.get("device"))
-    mpp = job.get("mpp")
-    model = getattr(segmenter, "model", None)
-    if model is not None:  # a fusion folder has two networks: no step count, the phase only
-        progress.plan(*planned_passes(segmenter, working_shape(segmenter, image.shape[:2], mpp)))
-        # the Mask R-CNN's large windows call the backbone, not the model (segment/native.py): count those
-        counted = getattr(model, "backbone", model)
-        counted.register_forward_pre_hook(progress.pre_hook)
-        counted.register_forward_hook(progress.hook)
+    mpp = float(job["mpp"]) if job.get("mpp") else None
+    plan = segmenter.plan(image.shape, mpp)
+    progress.write("segmenting", 0, plan.passes, plan.windows, plan.views)
     t0 = time.perf_counter()
-    if mpp:
-        from glandseg_core.slides.resample import segment_at_mpp
-
-        out = segment_at_mpp(segmenter, image, float(mpp))
-    else:
-        out = segmenter(image)
-    labels = np.asarray(out, dtype=np.int32)
+    labels = np.asarray(segmenter(image, mpp=mpp, progress=progress), dtype=np.int32)
     seconds = time.perf_counter() - t0
     np.save(job_dir / "labels.tmp.npy", labels)
     (job_dir / "labels.tmp.npy").replace(job_dir / "labels.npy")

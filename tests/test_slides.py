@@ -23,6 +23,8 @@ from shapely.geometry import shape
 from glandseg_core.config import RunConfig
 from glandseg_core.errors import ImageError
 from glandseg_core.segment import Tiling
+from glandseg_core.segment.base import Plan
+from glandseg_core.segment.instances import Instances, labels_to_instances
 from glandseg_core.segment.unet import probs_to_labels
 from glandseg_core.slides import choose_level, is_slide, open_slide, predict_slide
 from glandseg_core.slides.tissue import tissue_mask
@@ -72,8 +74,17 @@ class DarkIsGland:
     def labels(self, raw: np.ndarray, post: UNetPost | None = None) -> np.ndarray:
         return probs_to_labels(raw, post or self.post)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def __call__(
+        self, image: np.ndarray, mpp: float | None = None, progress: object = None
+    ) -> np.ndarray:
         return self.labels(self.raw(image))
+
+    def window_plan(self, shape: tuple[int, ...]) -> Plan:
+        return Plan((shape[0], shape[1]), 1, 1)
+
+    def window_instances(self, image: np.ndarray, progress: object = None) -> Instances:
+        prob = self.raw(image)
+        return labels_to_instances(self.labels(prob), prob[0])
 
 
 def _slide(tmp_path: Path, image: np.ndarray, *, mpp: float = 0.62, scale: float = 1.0, **kw) -> tuple:
@@ -181,6 +192,7 @@ def test_tissue_mask_finds_the_mosaic_not_the_glass(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ pipeline
 
 
+@pytest.mark.slow
 def test_stitched_glands_are_the_whole_image_glands(tmp_path: Path) -> None:
     """No seams, no duplicates: small windows give exactly the glands of the image segmented whole."""
     image = disks(700, 900, seed=1, n=60)
@@ -242,6 +254,7 @@ def test_glands_map_back_onto_the_source_image(tmp_path: Path) -> None:
     assert 0 not in hit and len(hit) == result.glands == whole.max()
 
 
+@pytest.mark.slow
 def test_background_windows_are_skipped(tmp_path: Path) -> None:
     path, _ = _slide(tmp_path, disks(200, 200), margin=900)
     seg = DarkIsGland()
@@ -269,10 +282,16 @@ def test_progress_reports_windows_and_time_left(tmp_path: Path) -> None:
     predict_slide(
         DarkIsGland(), path, tmp_path / "out", name="s", window=200, overlap=70, progress=seen.append
     )
-    assert [p.done for p in seen] == list(range(1, len(seen) + 1)) and seen[-1].total == len(seen)
-    assert seen[-1].left == 0 and all(p.left is not None and p.left >= 0 for p in seen)
+    assert [p.done for p in seen] == list(range(len(seen))) and seen[-1].total == len(seen) - 1
+    assert {(p.phase, p.unit) for p in seen} == {("slide", "windows")}
+    assert seen[0].detail["left"] is None  # the plan, before the first window
+    assert seen[-1].detail["left"] == 0 and all(p.detail["left"] >= 0 for p in seen[1:])
+    assert all(
+        p.detail["passes"] == 1 and p.detail["views"] == 1 for p in seen
+    )  # DarkIsGland's window_plan
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_slide_height(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Peak Python/numpy memory is one row of windows: a slide 3x taller costs (about) the same."""
     from glandseg_core.slides import pipeline

@@ -54,7 +54,9 @@ def test_segment_at_mpp_brings_glands_to_the_model_scale_and_back() -> None:
     seen = []
 
     class Spy(DarkIsGland):
-        def __call__(self, image: np.ndarray) -> np.ndarray:
+        def __call__(
+            self, image: np.ndarray, mpp: float | None = None, progress: object = None
+        ) -> np.ndarray:
             seen.append(image.shape[:2])
             return super().__call__(image)
 

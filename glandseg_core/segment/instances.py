@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 from scipy import sparse
 
 from ..thresholds import MaskRCNNPost
@@ -71,7 +72,7 @@ def compact(scores: np.ndarray, masks: np.ndarray, post: MaskRCNNPost) -> Instan
     ok = binary.any(axis=(1, 2))
     keep, binary = keep[ok], binary[ok]
     boxes = mask_boxes(binary)
-    crops = [np.ascontiguousarray(m[a:b, c:d]) for m, (a, c, b, d) in zip(binary, boxes)]
+    crops = [np.ascontiguousarray(m[a:b, c:d]) for m, (a, c, b, d) in zip(binary, boxes, strict=True)]
     return Instances(scores[keep].astype(np.float32), boxes, crops, np.zeros(len(crops), bool))
 
 
@@ -180,7 +181,7 @@ def mask_iou(boxes: np.ndarray, masks: list[np.ndarray], shape: tuple[int, int])
     if n == 0:
         return np.zeros((0, 0))
     rows, cols = [], []
-    for i, (b, m) in enumerate(zip(boxes, masks)):
+    for i, (b, m) in enumerate(zip(boxes, masks, strict=True)):
         yy, xx = np.nonzero(m)
         rows.append(np.full(yy.size, i, np.int64))
         cols.append((yy + b[0]) * w + (xx + b[1]))
@@ -190,3 +191,28 @@ def mask_iou(boxes: np.ndarray, masks: list[np.ndarray], shape: tuple[int, int])
     area = np.diag(inter)
     union = area[:, None] + area[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def labels_to_instances(labels: np.ndarray, score_map: np.ndarray | None = None) -> Instances:
+    """Box-cropped instances of a label map (a U-Net's slide window becomes instances this way).
+
+    Args:
+        labels: int[H, W], 0=background, 1..N glands (ids need not be consecutive).
+        score_map: float[H, W]; each instance's score is its mean over the gland (1.0 when None).
+
+    Returns:
+        One instance per id, in id order, ``cut`` all False.
+    """
+    boxes, masks, scores = [], [], []
+    for k, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        m = labels[box] == k
+        boxes.append([box[0].start, box[1].start, box[0].stop, box[1].stop])
+        masks.append(m)
+        scores.append(1.0 if score_map is None else float(score_map[box][m].mean()))
+    if not masks:
+        return Instances.empty()
+    return Instances(
+        np.asarray(scores, np.float32), np.asarray(boxes, np.int64), masks, np.zeros(len(masks), bool)
+    )

@@ -9,7 +9,10 @@ Label maps are int32[H, W]: 0=background, 1..N glands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +23,17 @@ from torch.nn import functional as F
 
 from ..config import RunConfig
 from ..device import autocast
+from ..progress import Counter, ProgressFn
 from ..thresholds import UNetPost
-from .base import check_image, to_tensor
-from .tiling import Tiling, blend_windows
-from .tta import mean_of_views
+from .base import Plan, check_image, to_tensor
+from .instances import Instances, labels_to_instances
+from .scale import at_model_scale, model_factor, scaled_shape
+from .tiling import Tiling, aligned_spans, blend_windows
+from .tta import VIEWS_8, mean_of_views
+
+Forward = Callable[
+    [torch.Tensor], torch.Tensor
+]  # float32[1, 3, h, w] -> probabilities float32[1, 2, h, w]
 
 
 def remove_small(labels: np.ndarray, min_area: int) -> np.ndarray:
@@ -83,16 +93,39 @@ class UNetSegmenter:
     tiling: Tiling = field(default_factory=Tiling)
     kind: str = "unet"
 
+    def network_shape(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """(h, w) the network sees for an image of ``shape`` (H, W[, C]) at the model's pixel size: resized
+        by ``cfg.params.scale`` (at least 16 pixels a side)."""
+        h, w = shape[0], shape[1]
+        scale = self.cfg.params.scale
+        if scale == 1.0:
+            return h, w
+        return max(16, round(h * scale)), max(16, round(w * scale))
+
     def prepare(self, image: np.ndarray) -> torch.Tensor:
-        """uint8[H, W, 3] -> float32[1, 3, h, w] in [0, 1] at the U-Net's scale (``cfg.unet_scale``)."""
+        """uint8[H, W, 3] -> float32[1, 3, h, w] in [0, 1] at the U-Net's scale (``cfg.params.scale``)."""
         check_image(image)
-        h, w = image.shape[:2]
         x = to_tensor(image).to(self.device)
-        scale = self.cfg.unet_scale
-        if scale != 1.0:
-            size = (max(16, round(h * scale)), max(16, round(w * scale)))
+        if self.cfg.params.scale != 1.0:
+            size = self.network_shape(image.shape)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return x
+
+    def _windows(self, size: tuple[int, int]) -> int:
+        """Windows of a prepared input of ``size`` (h, w), as :func:`tiling.blend_windows` cuts it."""
+        t, align = self.tiling, int(self.model.multiple)
+        return math.prod(len(aligned_spans(n, t.unet_tile, t.unet_overlap, align)) for n in size)
+
+    def plan(self, shape: tuple[int, ...], mpp: float | None = None) -> Plan:
+        """Windows and views of segmenting an image of ``shape`` (H, W[, C]) at ``mpp`` µm/px: above
+        ``tiling.tile_above`` pixels (at the model's pixel size), windows of ``tiling.unet_tile`` at the
+        U-Net's scale, starting on its pooling grid; 8 views each with TTA."""
+        f = model_factor(mpp, self.cfg.data_mpp)
+        work = scaled_shape(shape, f)
+        views = len(VIEWS_8) if self.tta else 1
+        if not self.tiling.needed(work):
+            return Plan(work, 1, views, f)
+        return Plan(work, self._windows(self.network_shape(work)), views, f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities float32[1, 2, h, w] of a prepared input: padded to the network's stride (reflect),
@@ -105,28 +138,40 @@ class UNetSegmenter:
             logits = self.model(xp.contiguous(memory_format=torch.channels_last))
         return torch.sigmoid(logits.float())[..., :h, :w]
 
-    def window(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward`, averaged over 8 flips/rotations when ``tta`` is on."""
+    def window(self, x: torch.Tensor, forward: Forward | None = None) -> torch.Tensor:
+        """``forward`` (default :meth:`forward`), averaged over 8 flips/rotations when ``tta`` is on."""
+        forward = self.forward if forward is None else forward
         with torch.inference_mode():
-            return mean_of_views(self.forward, x) if self.tta else self.forward(x)
+            return mean_of_views(forward, x) if self.tta else forward(x)
 
-    def prepared_probs(self, x: torch.Tensor, *, tiled: bool) -> torch.Tensor:
-        """Probabilities float32[1, 2, h, w] of a prepared input, window by window when ``tiled``."""
+    def prepared_probs(
+        self, x: torch.Tensor, *, tiled: bool, counter: Counter | None = None
+    ) -> torch.Tensor:
+        """Probabilities float32[1, 2, h, w] of a prepared input, window by window when ``tiled``; each
+        forward pass ticks ``counter``."""
+        forward = self.forward if counter is None else counter.counted(self.forward)
         with torch.inference_mode():
             if not tiled:
-                return self.window(x)
+                return self.window(x, forward)
             t = self.tiling
             return blend_windows(
-                self.window, x, tile=t.unet_tile, overlap=t.unet_overlap, align=int(self.model.multiple)
+                partial(self.window, forward=forward),
+                x,
+                tile=t.unet_tile,
+                overlap=t.unet_overlap,
+                align=int(self.model.multiple),
             )
 
-    def raw(self, image: np.ndarray) -> np.ndarray:
+    def raw(self, image: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
         """Gland and contour probabilities float32[2, H, W] at the image's size (windowed above
-        ``tiling.tile_above`` pixels, blended without seams)."""
+        ``tiling.tile_above`` pixels, blended without seams); ``progress`` gets a step per forward pass."""
+        check_image(image)
+        counter = self.plan(image.shape).counter(progress)
         with torch.inference_mode():
             x = self.prepare(image)
             h, w = image.shape[:2]
-            p = self.prepared_probs(x, tiled=self.tiling.needed(image.shape))
+            counter.start()
+            p = self.prepared_probs(x, tiled=self.tiling.needed(image.shape), counter=counter)
             del x
             if p.shape[-2:] != (h, w):
                 p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
@@ -136,6 +181,25 @@ class UNetSegmenter:
         """int32[H, W] label map (0=background, 1..N glands) of :meth:`raw`'s probabilities."""
         return probs_to_labels(raw, self.post if post is None else post)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """int32[H, W] label map of uint8[H, W, 3] RGB (0=background, 1..N glands)."""
-        return self.labels(self.raw(image))
+    def __call__(
+        self, image: np.ndarray, mpp: float | None = None, progress: ProgressFn | None = None
+    ) -> np.ndarray:
+        """int32[H, W] label map of uint8[H, W, 3] RGB (0=background, 1..N glands) of pixel size ``mpp`` µm
+        (None: already at the model's scale), at the image's size; see :meth:`plan` for ``progress``."""
+        return at_model_scale(
+            lambda im: self.labels(self.raw(im, progress)), image, mpp, self.cfg.data_mpp
+        )
+
+    def window_plan(self, shape: tuple[int, ...]) -> Plan:
+        """Views of :meth:`window_instances` on a window of ``shape``: one window (no inner tiling)."""
+        return Plan(scaled_shape(shape, 1.0), 1, len(VIEWS_8) if self.tta else 1)
+
+    def window_instances(self, image: np.ndarray, progress: ProgressFn | None = None) -> Instances:
+        """The glands of a slide window, segmented whole (no inner tiling), one instance per label scored by
+        its mean gland probability (:func:`instances.labels_to_instances`)."""
+        check_image(image)
+        whole = self
+        if self.tiling.tile_above < max(image.shape[:2]):  # a window is already a tile
+            whole = replace(self, tiling=replace(self.tiling, tile_above=max(image.shape[:2])))
+        prob = whole.raw(image, progress)
+        return labels_to_instances(whole.labels(prob), prob[0])

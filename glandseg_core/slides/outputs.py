@@ -79,7 +79,7 @@ class SlideWriter:
 
     def add(self, glands: Instances) -> None:
         """Write final glands (model-space boxes and masks): one feature and one CSV row each."""
-        for score, box, mask in zip(glands.scores, glands.boxes, glands.masks):
+        for score, box, mask in zip(glands.scores, glands.boxes, glands.masks, strict=True):
             self.count += 1
             feature, row = self._describe(self.count, float(score), box, mask)
             self._files["geojson"].write(("" if self.count == 1 else ",\n") + json.dumps(feature))

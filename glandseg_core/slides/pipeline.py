@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageError
-from ..segment import Segmenter
+from ..progress import ProgressFn, Step
+from ..segment.base import Plan, WindowSegmenter
 from ..segment.instances import shift
 from ..segment.tiling import even_spans
 from .outputs import SlideWriter
@@ -39,17 +39,6 @@ THUMBNAIL = 2048  # longest side of the thumbnail tissue is found on
 
 
 @dataclass(frozen=True)
-class Progress:
-    """Where a slide's segmentation stands: windows ``done`` of ``total``, seconds ``elapsed`` and ``left``
-    (estimated from the windows done; None before the first)."""
-
-    done: int
-    total: int
-    elapsed: float
-    left: float | None
-
-
-@dataclass(frozen=True)
 class SlideResult:
     """One segmented slide: its gland count, the files written (keys ``geojson``, ``glands``,
     ``summary_json``, ``summary_csv``) and the summary (``outputs.SUMMARY_COLUMNS``)."""
@@ -62,13 +51,13 @@ class SlideResult:
 
 
 def predict_slide(
-    segmenter: Segmenter,
+    segmenter: WindowSegmenter,
     path: str | Path,
     out_dir: str | Path,
     *,
     name: str,
     mpp: float | None = None,
-    progress: Callable[[Progress], None] | None = None,
+    progress: ProgressFn | None = None,
     window: int = WINDOW,
     overlap: int = OVERLAP,
 ) -> SlideResult:
@@ -79,7 +68,10 @@ def predict_slide(
         path: the slide (any format OpenSlide reads; see ``reader.py``).
         out_dir: output folder (created). name: output file stem (``<name>.geojson`` ...).
         mpp: level-0 micrometres per pixel, overriding (or standing in for) the slide's own.
-        progress: called after each window with a :class:`Progress`.
+        progress: called with a :class:`~glandseg_core.progress.Step` (phase ``slide``, unit ``windows``)
+            before the first window and after each; its ``detail`` holds ``passes`` and ``views`` (each window's
+            forward passes and TTA views, from ``segmenter.window_plan``) and the seconds ``elapsed`` and
+            ``left`` (estimated from the windows done; None before the first).
         window, overlap: window side and overlap in model pixels (the overlap at least the largest gland).
 
     Returns:
@@ -123,7 +115,7 @@ class _Plan:
 
 def _summary(
     slide: Slide,
-    segmenter: Segmenter,
+    segmenter: WindowSegmenter,
     writer: SlideWriter,
     choice: LevelChoice,
     slide_mpp: tuple[float, float],
@@ -161,10 +153,10 @@ def _pixel_size(slide: Slide, mpp: float | None) -> tuple[float, float]:
 
 def _segment(
     slide: Slide,
-    segmenter: Segmenter,
+    segmenter: WindowSegmenter,
     plan: _Plan,
     writer: SlideWriter,
-    progress: Callable[[Progress], None] | None,
+    progress: ProgressFn | None,
     start: float,
 ) -> tuple[int, int, dict[str, float]]:
     """Segment every window with tissue, stitching row by row into ``writer``; returns (done, skipped) and
@@ -180,12 +172,14 @@ def _segment(
         for y in ys
     ]
     total = sum(map(len, todo))
+    step = _Steps(progress, total, segmenter.window_plan((th, tw)), start)
     post = segmenter.post
     stitcher = Stitcher(int(post.min_area), float(getattr(post, "min_visible", 0.0)), shape)
     done, writing = 0, _Stopwatch()
     t0 = (time.perf_counter(), time.process_time())
     jobs = [(y, x) for y, row in zip(ys, todo, strict=True) for x in row]
     # the next window is read (OpenSlide decodes outside the GIL) while this one is segmented
+    step(0)
     with ThreadPoolExecutor(max_workers=1) as reader:
         ahead = reader.submit(_read_window, slide, choice, *jobs[0], th, tw) if jobs else None
         for r, (y, row) in enumerate(zip(ys, todo, strict=True)):
@@ -198,9 +192,7 @@ def _segment(
                 box = np.array([y, x, y + th, x + tw], np.int64)
                 parts.append((shift(inst, slice(y, y + th), slice(x, x + tw), shape), box))
                 done += 1
-                if progress is not None:
-                    elapsed = time.perf_counter() - start
-                    progress(Progress(done, total, elapsed, elapsed / done * (total - done)))
+                step(done)
             final = stitcher.add_row(parts, ys[r + 1] if r + 1 < len(ys) else None)
             with writing:
                 writer.add(final)
@@ -209,6 +201,22 @@ def _segment(
         "segment_cpu_seconds": round(time.process_time() - t0[1] - writing.cpu, 2),
     }
     return done, len(ys) * len(xs) - total, timing
+
+
+class _Steps:
+    """Reports the slide's windows to ``progress`` (see :func:`predict_slide`); ``plan`` is one window's."""
+
+    def __init__(self, progress: ProgressFn | None, total: int, plan: Plan, start: float) -> None:
+        self.progress, self.total, self.start = progress, total, start
+        self.detail = {"passes": plan.passes, "views": plan.views}
+
+    def __call__(self, done: int) -> None:
+        if self.progress is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / done * (self.total - done) if done else None
+        detail = {**self.detail, "elapsed": elapsed, "left": left}
+        self.progress(Step("slide", done, self.total, "windows", detail))
 
 
 class _Stopwatch:

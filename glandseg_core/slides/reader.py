@@ -25,11 +25,11 @@ from PIL import Image
 
 from ..errors import ImageError
 from ..imaging.io import MAX_PIXELS
+from ..segment.scale import SAME_MPP  # a level within 2% of the target pixel size is used as it is
 
 # Extensions that are slides whatever their content; .tif/.tiff are slides when pyramidal, tiled or OME.
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".vms", ".vmu", ".mrxs", ".scn", ".bif", ".svslide", ".dcm")
 TIFF_EXTENSIONS = (".tif", ".tiff")
-SAME_MPP = 0.02  # a level within 2% of the target pixel size is used as it is (no resampling)
 
 
 def is_slide(path: str | os.PathLike[str]) -> bool:
@@ -202,7 +202,11 @@ def _why_unreadable(path: Path) -> str:
     try:
         with tifffile.TiffFile(path) as tif:
             end = max(
-                (int(o) + int(n) for p in tif.pages for o, n in zip(p.dataoffsets, p.databytecounts)),
+                (
+                    int(o) + int(n)
+                    for p in tif.pages
+                    for o, n in zip(p.dataoffsets, p.databytecounts, strict=True)
+                ),
                 default=0,
             )
     except Exception:  # noqa: BLE001  tifffile fails on the same truncation OpenSlide refused

@@ -1,23 +1,17 @@
 """Segment a plain image at the model's pixel size, and give the label map back at the image's size.
 
-An image scanned at 40x (0.25 µm/px) or resized shows glands at another size than the GlaS images the models
-learnt (20x, 0.62 µm/px, ``cfg.data_mpp``): the image is resampled to the model's pixel size, segmented, and
-its label map is brought back with nearest-neighbour sampling (ids unchanged, no blended ids).
+One implementation, in ``segment/scale.py``: a segmenter's own call does the same (``segmenter(image, mpp=...)``);
+:func:`segment_at_mpp` serves any callable segmenter with a ``cfg.data_mpp`` (stand-ins included).
 
 Label maps are int32[H, W]: 0=background, 1..N glands.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from PIL import Image
-from skimage.segmentation import relabel_sequential
 
 from ..segment import Segmenter
-from ..segment.base import check_image
-from .reader import SAME_MPP
+from ..segment.scale import at_model_scale
 
 
 def segment_at_mpp(segmenter: Segmenter, image: np.ndarray, mpp: float) -> np.ndarray:
@@ -34,15 +28,6 @@ def segment_at_mpp(segmenter: Segmenter, image: np.ndarray, mpp: float) -> np.nd
     Raises:
         ValueError: ``mpp`` not positive and finite, or ``image`` not uint8[H, W, 3].
     """
-    check_image(image)
-    if not (mpp > 0 and math.isfinite(mpp)):
-        raise ValueError(f"mpp must be a positive number of micrometres per pixel, got {mpp}")
-    f = mpp / float(segmenter.cfg.data_mpp)  # model pixels per input pixel
-    if abs(f - 1.0) <= SAME_MPP:
-        return segmenter(image)
-    h, w = image.shape[:2]
-    size = (max(8, round(w * f)), max(8, round(h * f)))
-    small = np.array(Image.fromarray(image).resize(size, Image.BILINEAR))
-    labels = segmenter(small).astype(np.int32)
-    back = np.array(Image.fromarray(labels).resize((w, h), Image.NEAREST), dtype=np.int32)
-    return relabel_sequential(back)[0].astype(np.int32, copy=False)
+    if mpp is None:
+        raise ValueError("mpp must be a positive number of micrometres per pixel, got None")
+    return at_model_scale(segmenter, image, mpp, float(segmenter.cfg.data_mpp))
