@@ -2,8 +2,10 @@
 
 Every job is ``python -m glandseg_core ...`` in its own session (``start_new_session=True``), writing to the run
 folder (``train.out`` / ``eval.out``), so it survives the dashboard and never runs inside a Streamlit script.
-The trainer itself holds the training locks (:mod:`glandseg_core.train.locks`); this module refuses a second
-start early, including the seconds between a launch and the trainer taking the lock. Before anything is
+The trainer holds the training locks (:mod:`glandseg_core.train.locks`): ``glandseg train`` asks ``fit`` for
+the machine-wide one (``machine_lock=True``) and ``glandseg evaluate`` records test-split scorings in the model's
+``test_history.jsonl`` (``record_history=True``), so the jobs launched here get both. This module refuses a
+second start early, including the seconds between a launch and the trainer taking the lock. Before anything is
 written, a new training checks its data folder with the trainer's own discovery
 (:func:`glandseg_core.datasets.glas.find_items`), and a launch that fails leaves no run folder behind (issue #15, item 9).
 Process checks use ``psutil``. No streamlit here.

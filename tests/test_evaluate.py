@@ -107,13 +107,36 @@ def test_pairs_in_memory_score_as_the_files_and_leave_no_trace(
     steps: list[Step] = []
     t2, s2 = evaluate(pairs, segmenter=seg, progress=steps.append)
     assert s2 == {"test": summary["testA"]}
-    cols = [c for c in PER_IMAGE_COLUMNS if c not in ("image", "split", "seconds")]
+    cols = [c for c in PER_IMAGE_COLUMNS if c not in ("image", "split", "grade", "seconds")]
     assert t2[cols].equals(table[cols]) and list(t2["image"]) == ["test_1", "test_2"]
     assert [(s.phase, s.done, s.total) for s in steps] == [("evaluate", i, 2) for i in range(3)]
     ds = from_pairs([p[0] for p in pairs], [p[1] for p in pairs], split="testA", mpp=0.62)
     assert evaluate(ds, segmenter=seg)[1] == summary  # a test split scored from Python: still no history
     after = {p: p.stat().st_mtime_ns for p in (*tmp_path.rglob("*"), *model_dir.rglob("*"))}
     assert after == before and (model_dir / TEST_HISTORY).read_text() == history
+
+
+def test_saved_predictions_score_the_same_on_pairs_as_on_files(glas: Path, tmp_path: Path) -> None:
+    """Non-trivial figures: half of each image's glands predicted, read from a folder for both data sets."""
+    items = GlasDataset(glas).items(["testA", "testB"])
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for it in items:
+        gt = it.load()[1]
+        write_label_png(preds / f"{it.name}.png", np.where(gt % 2 == 1, gt, 0).astype(np.int32))
+    table, summary = evaluate(glas, ["testA", "testB"], predictions=preds)
+    loaded = [it.load() for it in items]
+    pairs = from_pairs(
+        [im for im, _ in loaded], [lab for _, lab in loaded], names=[it.name for it in items], split="x"
+    )
+    t2, s2 = evaluate(pairs, predictions=preds)
+    assert (
+        s2["x"] == summary["all"]
+        and 0 < summary["all"]["tp"] < summary["all"]["tp"] + summary["all"]["fn"]
+    )
+    cols = [c for c in PER_IMAGE_COLUMNS if c not in ("split", "grade", "seconds")]
+    assert t2[cols].equals(table[cols])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preds"]  # nothing written
 
 
 def test_images_at_another_pixel_size_are_segmented_at_the_models(model_dir: Path, glas: Path) -> None:

@@ -168,6 +168,13 @@ def _predictor(
     return lambda item, image, gt: read_label_map(files[item.name], shape=gt.shape)
 
 
+def _write(out: Path, table: pd.DataFrame, summary: dict[str, dict], diagnostic: _Tally | None) -> None:
+    """The official files, and the relabelled diagnostic's beside them when it was scored."""
+    write_results(out, table, summary)
+    if diagnostic is not None:
+        write_results(out, *diagnostic.result(), RELABEL_SUFFIX)
+
+
 def evaluate(
     data: DataLike,
     splits: Sequence[str] | None = None,
@@ -214,20 +221,14 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    save_to = out / "predictions" if out is not None and save_predictions else None
+    save_to = out / "predictions" if out and save_predictions else None
     official, diagnostic = score_items(
         items, predict, relabel_gt=relabel_gt, save_to=save_to, progress=progress
     )
     table, summary = official.result()
     if out is not None:
-        write_results(out, table, summary)
-        if relabel_gt:
-            write_results(out, *diagnostic.result(), RELABEL_SUFFIX)
-    if (
-        record_history
-        and segmenter is not None
-        and segmenter.path is not None
-        and segmenter.path.is_dir()
-    ):
-        record_test_scoring(segmenter.path, summary, tta=segmenter.tta, reason=reason)
+        _write(out, table, summary, diagnostic if relabel_gt else None)
+    model_dir = segmenter.path if segmenter is not None else None
+    if record_history and model_dir is not None and model_dir.is_dir():
+        record_test_scoring(model_dir, summary, tta=segmenter.tta, reason=reason)  # type: ignore[union-attr]
     return table, summary

@@ -347,16 +347,12 @@ def fit(
 
     Args:
         cfg: the run's configuration (ignored when resuming: the run folder's ``config.json`` is used).
-        data: a :class:`~glandseg_core.datasets.Dataset`, a GlaS folder (None: ``$GLANDSEG_DATA``) or
-            (uint8[H, W, 3] image, int32[H, W] label map) pairs in memory; its ``train`` split trains.
-        run_dir: the run folder; created if needed (its own lock keeps a second trainer out of it).
-        val_data: what selects and tunes (data set or pairs); default: ``data``'s ``val`` split.
-        machine_lock: hold the machine-wide training lock (:mod:`.locks`) for the run, as ``glandseg train``
-            and the dashboard do; off for library callers.
+        data: a data set, a GlaS folder (None: ``$GLANDSEG_DATA``) or (image, label map) pairs: trains on
+            ``train``. val_data: selects and tunes (default: ``data``'s ``val``). run_dir: created if needed.
+        machine_lock: hold the machine-wide lock (:mod:`.locks`), as ``glandseg train`` and the dashboard do.
         resume: continue from ``run_dir/last.pt`` exactly (model, optimizer, scheduler, epoch, RNG).
-        device: ``cpu``, ``cuda`` or None for automatic.
+        device: ``cpu``, ``cuda`` or None for automatic. show_bar: a tqdm progress bar on stderr.
         progress: called with a dict after every few steps (``event="step"``) and every epoch (``event="epoch"``).
-        show_bar: a tqdm progress bar on stderr.
         workers: processes that build the augmented batches (0 = in this process, from the saved RNG stream).
         time_limit: a training budget in seconds (0 = none). After two epochs (and a validation) the run times
             itself and, if ``train_epochs`` would not fit, lowers it (in ``config.json`` too) so that the schedule
@@ -366,8 +362,7 @@ def fit(
         The best epoch's validation record.
 
     Raises:
-        TrainingBusy: another training trains this run folder (or holds the machine's lock, with
-            ``machine_lock``).
+        TrainingBusy: another training trains this run folder (or holds the machine's lock: ``machine_lock``).
         TrainingStopped: SIGTERM/SIGINT arrived; the phase in progress (steps, validation, tuning) ends at once
             and ``last.pt`` stays the last finished epoch's (resume repeats the epoch, or redoes the tuning).
         DatasetError: the data set is missing, incomplete or lacks a split.

@@ -32,13 +32,11 @@ def estimate_epoch(
     steps: int = 3,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Time ``steps`` optimizer steps of ``cfg`` (random start weights) on a few training images, and one
-    ``val`` image's segmentation, then scale them to one epoch.
+    """Time ``steps`` optimizer steps of ``cfg`` (random start weights) on a few training images and one ``val``
+    image's segmentation, then scale them to one epoch (data and val_data as :func:`~glandseg_core.train.fit`).
 
     Args:
-        cfg: the run's configuration. data, val_data: as :func:`~glandseg_core.train.fit` takes them (a
-            data set, a GlaS folder, None for ``$GLANDSEG_DATA``, or in-memory pairs).
-        steps: steps to run (at least 2: the first one warms up and is not counted). device: cpu/cuda/None.
+        cfg: the run's configuration. steps: at least 2 (the first warms up, uncounted). device: cpu/cuda/None.
 
     Returns:
         ``{"step_seconds", "steps_per_epoch", "train_seconds", "val_seconds", "epoch_seconds", "measured_steps",

@@ -1,11 +1,14 @@
 """One training at a time: file locks that the operating system releases when the process dies (even kill -9).
 
-Two locks guard a training (:func:`fit` holds both):
+Two locks guard a training:
 
 - the machine-wide lock ``$GLANDSEG_LOCK_DIR/train.lock`` (default ``~/.cache/glandseg``): one training per
-  machine, so two do not share the CPU or GPU (:func:`training_lock`);
+  machine, so two do not share the CPU or GPU (:func:`training_lock`). :func:`fit` holds it when its caller asks
+  (``machine_lock=True``): ``glandseg train`` does, and so every training the dashboard launches; a library
+  caller training on its own data decides for itself;
 - a lock inside the run folder (``.train.lock``): one training per run folder whatever the lock folder, so two
-  trainers never write the same ``last.pt`` and ``log.jsonl`` (:func:`run_folder_lock`).
+  trainers never write the same ``last.pt`` and ``log.jsonl`` (:func:`run_folder_lock`); :func:`fit` always
+  holds it.
 
 How it works: each lock is a `filelock <https://py-filelock.readthedocs.io>`_ lock (``flock`` on POSIX,
 ``msvcrt.locking`` on Windows). Who holds it (``{"pid", "run_dir"}``) is written beside it in ``<lock>.json``,
