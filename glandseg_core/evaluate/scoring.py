@@ -29,7 +29,6 @@ from ..imaging.io import read_label_map, write_label_png
 from ..metrics import ImageScores, SplitScores, pool_scores, score_image
 from ..progress import ProgressFn, Step, report
 from ..segment import Segmenter
-from ..slides.resample import segment_at_mpp
 from .records import RELABEL_SUFFIX, record_test_scoring, write_results
 
 # Saved predictions are named <image>_labels.png (never a GlaS file name); --predictions reads both forms.
@@ -108,9 +107,7 @@ def relabel_components(gt: np.ndarray) -> np.ndarray:
 def segment_item(segmenter: Segmenter, image: np.ndarray, mpp: float | None) -> np.ndarray:
     """int32[H, W] label map of ``image`` (0=background, 1..N glands); an image whose pixel size ``mpp`` differs
     from the model's ``cfg.data_mpp`` is segmented at the model's scale and brought back to its own size."""
-    if mpp is None:
-        return segmenter(image)
-    return segment_at_mpp(segmenter, image, mpp)
+    return segmenter(image, mpp=mpp)
 
 
 Predict = Callable[[Item, np.ndarray, np.ndarray], np.ndarray]  # (item, image, gt) -> label map
