@@ -9,8 +9,8 @@ job does not wait for the imports. Results are kept in a small store shared by a
 folder, weights' mtime, TTA, pixel size and the image's digest; those of bundled samples and GlaS images also on
 disk (:mod:`glandseg_dashboard.diskcache`), where the samples are computed ahead of the first visit (:func:`warm`).
 
-Progress: the worker rewrites ``progress.json`` in its job folder after each forward pass (:mod:`glandseg_dashboard.worker`);
-the poll draws it as a progress bar with the step (model, window, TTA view) and the time left.
+Progress: the worker rewrites ``progress.json`` in its job folder after each forward pass, from the segmenter's
+plan and progress steps (:mod:`glandseg_dashboard.worker`; the CLI's bar is told the same steps); the poll draws it as a progress bar with the step (model, window, TTA view) and the time left.
 """
 
 from __future__ import annotations
