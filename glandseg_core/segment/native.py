@@ -3,9 +3,9 @@
 torchvision fits every input into ``min_size``/``max_size``, so an image larger than a GlaS image would be
 shrunk below the scale the model learnt. :func:`maskrcnn_instances` resizes it by the training images' own
 factor instead, grows the proposal and detection caps with its area (a view of the network built through
-torchvision's constructor arguments, :func:`native_view`; the network is never changed), and pastes each detection's 28x28 mask into
-its own box only (torchvision would paste every mask into a full-image array: N x image bytes). Used by the
-Mask R-CNN segmenter's windows and by whole-slide windows.
+torchvision's constructor arguments, :func:`native_view`; the network is never changed), and pastes each
+detection's 28x28 mask into its own box only (torchvision would paste every mask into a full-image array: N x
+image bytes). Used by the Mask R-CNN segmenter's windows and by whole-slide windows.
 """
 
 from __future__ import annotations
