@@ -146,7 +146,7 @@ def _section(kind: ModelKind, params: Any) -> Any:
         known = {f.name for f in fields(kind.params_type)}
         unknown = sorted(set(params) - known)
         if unknown:
-            raise ConfigError(f"unknown {kind.name} config keys: {', '.join(unknown)}")
+            raise ConfigError(f"unknown config keys: {', '.join(f'{kind.name}_{k}' for k in unknown)}")
         return kind.params_type(**params)
     raise ConfigError(
         f"{type(params).__name__} settings do not fit a {kind.name} model ({kind.params_type.__name__})"
