@@ -36,9 +36,12 @@ from skimage.segmentation import watershed
 
 from glandseg_core.config import RunConfig
 from glandseg_core.errors import ModelError
+from glandseg_core.progress import ProgressFn
 from glandseg_core.segment import load_segmenter
+from glandseg_core.segment.base import Plan
 from glandseg_core.segment.instances import Instances, _paint
 from glandseg_core.segment.maskrcnn import MaskRCNNSegmenter
+from glandseg_core.segment.scale import at_model_scale
 from glandseg_core.segment.tiling import Tiling
 from glandseg_core.segment.unet import UNetSegmenter, _sequential, probs_to_labels, remove_small
 from glandseg_core.thresholds import MaskRCNNPost, UNetPost, post_from_dict
@@ -217,17 +220,26 @@ class FusionSegmenter:
         """The U-Net member's window settings (each member windows large images its own way)."""
         return self.unet.tiling
 
-    def raw(self, image: np.ndarray) -> FusionRaw:
-        """Both members' raw outputs for uint8[H, W, 3] RGB."""
-        return FusionRaw(self.unet.raw(image), self.maskrcnn.raw(image))
+    def plan(self, shape: tuple[int, ...], mpp: float | None = None) -> Plan:
+        """The U-Net member's plan (the Mask R-CNN member's own passes are not counted)."""
+        return self.unet.plan(shape, mpp)
+
+    def raw(self, image: np.ndarray, progress: ProgressFn | None = None) -> FusionRaw:
+        """Both members' raw outputs for uint8[H, W, 3] RGB (``progress``: the U-Net member's passes)."""
+        return FusionRaw(self.unet.raw(image, progress), self.maskrcnn.raw(image))
 
     def labels(self, raw: FusionRaw, post: FusionPost | None = None) -> np.ndarray:
         """int32[H, W] label map (0=background, 1..N glands) of :meth:`raw`'s outputs."""
         return fuse(raw.prob, raw.inst, self.unet_post, self.post if post is None else post)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """int32[H, W] label map of uint8[H, W, 3] RGB (0=background, 1..N glands)."""
-        return self.labels(self.raw(image))
+    def __call__(
+        self, image: np.ndarray, mpp: float | None = None, progress: ProgressFn | None = None
+    ) -> np.ndarray:
+        """int32[H, W] label map of uint8[H, W, 3] RGB of pixel size ``mpp`` µm (0=background, 1..N glands),
+        segmented at the U-Net member's pixel size."""
+        return at_model_scale(
+            lambda im: self.labels(self.raw(im, progress)), image, mpp, self.unet.cfg.data_mpp
+        )
 
 
 @dataclass(frozen=True)

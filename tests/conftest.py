@@ -1,4 +1,8 @@
-"""Shared fixtures: synthetic glands, a tiny GlaS-like folder, the real GlaS folder, and ``--runslow``.
+"""Shared fixtures: synthetic glands, a tiny GlaS-like folder, the real GlaS folder, and ``--runbrowser``.
+
+Markers (registered in pyproject): ``slow`` tests run in the full suite (``bash scripts/run_tests.sh``, CI) and
+are left out of the fast lane (``bash scripts/run_tests.sh -m "not slow"``); ``browser`` tests drive Chromium
+through the dashboard and run only with ``--runbrowser``.
 
 Everything here is small enough for two CPU cores: images are 64×96, models are built by the tests themselves.
 """
@@ -14,24 +18,25 @@ import torch
 
 from tests.helpers import FAKE_NAMES, make_glands, real_glas, tiny_unet_config, write_fake_glas
 
-# ------------------------------------------------------------------------------------- slow marker
+# ---------------------------------------------------------------------------------- browser marker
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: slow test, runs only with --runslow")
+    parser.addoption(
+        "--runbrowser",
+        action="store_true",
+        default=False,
+        help="run the Chromium flows (marked browser)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--runslow"):
+    if config.getoption("--runbrowser"):
         return
-    skip_slow = pytest.mark.skip(reason="slow: needs --runslow")
+    skip = pytest.mark.skip(reason="browser flow: needs --runbrowser")
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip_slow)
+        if "browser" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

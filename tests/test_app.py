@@ -108,6 +108,7 @@ def metric_labels(at: AppTest) -> list[str]:
 # ---------------------------------------------------------------------------------------------- Compare
 
 
+@pytest.mark.slow
 def test_compare_shows_both_models_scores_and_downloads_on_the_default_sample(
     env: dict[str, Path],
 ) -> None:
@@ -133,6 +134,7 @@ def test_compare_shows_both_models_scores_and_downloads_on_the_default_sample(
     assert at.number_input(key="cmp_mpp_sample:testA_1").value == pytest.approx(0.62)
 
 
+@pytest.mark.slow
 def test_compare_display_options_tta_and_another_sample(env: dict[str, Path]) -> None:
     at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
     at.sidebar.toggle(key="cmp_outcome").set_value(False)
@@ -151,6 +153,7 @@ def test_compare_display_options_tta_and_another_sample(env: dict[str, Path]) ->
     assert "F1" not in metric_labels(at) and metric_labels(at).count("Glands") == 2
 
 
+@pytest.mark.slow
 def test_compare_says_plainly_when_a_model_folder_is_missing(
     env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -173,6 +176,7 @@ def test_compare_without_any_model(env: dict[str, Path], monkeypatch: pytest.Mon
     assert "Glands" not in metric_labels(at)
 
 
+@pytest.mark.slow
 def test_compare_offers_a_drop_zone_in_the_main_area(env: dict[str, Path]) -> None:
     """#14: the upload field is on the page itself on arrival, not behind a sidebar radio button."""
     at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
@@ -182,6 +186,7 @@ def test_compare_offers_a_drop_zone_in_the_main_area(env: dict[str, Path]) -> No
     assert "Drop your own H&E image" in str(uploaders[0].proto.label)
 
 
+@pytest.mark.slow
 def test_compare_pixel_size_changes_the_areas(env: dict[str, Path]) -> None:
     at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
     area = next(m for m in at.metric if m.label == "Mean area µm²")
@@ -192,6 +197,7 @@ def test_compare_pixel_size_changes_the_areas(env: dict[str, Path]) -> None:
     assert "0.31 µm per pixel" in area.help and metric_labels(at).count("Glands") == 2
 
 
+@pytest.mark.slow
 def test_compare_marks_training_images_and_explains_single_id_annotations(
     env: dict[str, Path], monkeypatch: pytest.MonkeyPatch, glas_dir: Path
 ) -> None:

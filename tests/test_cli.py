@@ -104,6 +104,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return Trained(root, glas, run, model, lock_dir, proc)
 
 
+@pytest.mark.slow
 def test_train(trained: Trained) -> None:
     assert "done:" in trained.train.stdout
     cfg = json.loads((trained.run / "config.json").read_text())
@@ -120,6 +121,7 @@ def test_train(trained: Trained) -> None:
     assert "Traceback" not in trained.train.stderr
 
 
+@pytest.mark.slow
 def test_predict(trained: Trained, tmp_path: Path) -> None:
     odd, _ = make_glands(67, 131, n=3, seed=9)
     Image.fromarray(odd).save(tmp_path / "odd.png")
@@ -148,6 +150,7 @@ def test_predict(trained: Trained, tmp_path: Path) -> None:
     assert not list(out.glob("bad*"))
 
 
+@pytest.mark.slow
 def test_predict_inputs_sharing_a_name_get_separate_outputs(trained: Trained, tmp_path: Path) -> None:
     """``x/a.png`` and ``y/a.png`` (and ``a.bmp``) are three images: none overwrites another's outputs."""
     images = []
@@ -166,6 +169,7 @@ def test_predict_inputs_sharing_a_name_get_separate_outputs(trained: Trained, tm
         assert (out / f"{name}_glands.csv").is_file() and (out / f"{name}.geojson").is_file()
 
 
+@pytest.mark.slow
 def test_train_init_starts_from_given_weights(trained: Trained, tmp_path: Path) -> None:
     """``train_init`` loads the weights before the first step: with a zero learning rate they come out unchanged."""
     run = tmp_path / "ft"
@@ -194,6 +198,7 @@ def check_outputs(out: Path, splits: list[str]) -> tuple[pd.DataFrame, dict]:
     return table, summary
 
 
+@pytest.mark.slow
 def test_evaluate_model(trained: Trained, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     proc = cli(
@@ -218,6 +223,7 @@ def test_evaluate_model(trained: Trained, tmp_path: Path) -> None:
         assert read_label_map(out / "predictions" / f"{name}_labels.png").shape == (64, 96)
 
 
+@pytest.mark.slow
 def test_evaluate_ground_truth_as_predictions(trained: Trained, tmp_path: Path) -> None:
     preds = tmp_path / "preds"
     preds.mkdir()
@@ -250,6 +256,7 @@ def test_evaluate_ground_truth_as_predictions(trained: Trained, tmp_path: Path) 
     assert "1.000" in proc.stdout  # the printed table
 
 
+@pytest.mark.slow
 def test_evaluate_needs_no_train_files(tmp_path: Path) -> None:
     glas = write_fake_glas(tmp_path / "glas", ["testA_1", "testA_2"])
     preds = tmp_path / "preds"
@@ -278,6 +285,7 @@ class Evil:
         return (os.system, (f"touch {os.environ['GLANDSEG_TEST_MARKER']}",))
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_with_exit_code_2(
     trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -490,6 +498,7 @@ def test_more_errors_in_process(
 # ---------------------------------------------------------------------------- one command line, every verb
 
 
+@pytest.mark.slow
 def test_export_card_and_tta_are_verbs_of_the_one_command(trained: Trained, tmp_path: Path) -> None:
     """``export``, ``card`` and ``tta`` replace inline Python and the ``glandseg_core.tta``/``.modelcard`` mains."""
     model = tmp_path / "models" / "mine"
@@ -523,6 +532,7 @@ def test_export_card_and_tta_are_verbs_of_the_one_command(trained: Trained, tmp_
     assert (out / "plain" / "summary.json").is_file() and (out / "tta" / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_predict_never_writes_over_its_input(trained: Trained, tmp_path: Path) -> None:
     """Issue #15.2: ``predict --out D D/testA_1.png`` once turned the input into a 16-bit label map."""
     folder = tmp_path / "D"
@@ -542,6 +552,7 @@ def test_predict_never_writes_over_its_input(trained: Trained, tmp_path: Path) -
     assert not list(folder.glob("testA_1_*"))  # nothing of the refused input was written
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_fifo_at_once_and_goes_on(trained: Trained, tmp_path: Path) -> None:
     """Issue #15.3: a FIFO among the inputs used to block in open() forever."""
     fifo = tmp_path / "y.png"
@@ -557,6 +568,7 @@ def test_predict_refuses_a_fifo_at_once_and_goes_on(trained: Trained, tmp_path: 
     assert (out / "good.png").is_file()
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_two_candidate_predictions(trained: Trained, tmp_path: Path) -> None:
     """Issue #15.8: with testB_1.png and testB_1.tif, whichever the folder listed last used to win silently."""
     preds = tmp_path / "preds"
@@ -572,6 +584,7 @@ def test_evaluate_refuses_two_candidate_predictions(trained: Trained, tmp_path: 
     assert not (tmp_path / "eval" / "per_image.csv").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_fifo_prediction_without_hanging(trained: Trained, tmp_path: Path) -> None:
     """Issue #15.3: a FIFO named like a prediction used to block ``evaluate --predictions`` forever."""
     preds = tmp_path / "preds"

@@ -38,9 +38,9 @@ CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 STARTUP_S, RESULT_MS = 120, 300_000  # two shared cores
 
 # The browser flows take minutes with the shipped models on two cores and wait on a real Chromium: they run
-# with --runslow (bash scripts/run_tests.sh --runslow), not in the default suite.
+# with --runbrowser (bash scripts/run_tests.sh --runbrowser), not in the default suite.
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.browser,
     pytest.mark.skipif(
         not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt install chromium)"
     ),

@@ -36,9 +36,9 @@ STOPPED_WITHIN_S = (
     20  # Stop click -> "stopped" on the page (the trainer itself stops at once; the page polls)
 )
 
-# A real training run driven in Chromium (minutes on two cores): runs with --runslow, not in the default suite.
+# A real training run driven in Chromium (minutes on two cores): runs with --runbrowser, not in the default suite.
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
 ]
 

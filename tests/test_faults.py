@@ -81,6 +81,7 @@ def _wait(cond, proc: subprocess.Popen, timeout: float, what: str, log: Path) ->
 # ------------------------------------------------------------------------------------ kill -9 + resume
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_loses_nothing(
     tmp_path: Path, lock_dir: Path, fake_glas_dir: Path
 ) -> None:
@@ -133,6 +134,7 @@ def _disk_full(*_: object, **__: object) -> None:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["torch.save", "os.replace"])
 def test_disk_full_while_checkpointing_keeps_the_previous_last_pt(
     where: str, tmp_path: Path, lock_dir: Path, fake_glas_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -179,6 +181,7 @@ def _torch_writer_failure(*_: object, **__: object) -> None:
     raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
 
 
+@pytest.mark.slow
 def test_disk_full_at_the_first_checkpoint_then_retry_never_duplicates_log_lines(
     tmp_path: Path, lock_dir: Path, fake_glas_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,6 +241,7 @@ def test_disk_full_is_one_line_on_the_command_line(
     )
 
 
+@pytest.mark.slow
 def test_disk_full_while_logging_leaves_no_partial_line(
     tmp_path: Path, lock_dir: Path, fake_glas_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,6 +283,7 @@ def _stop_in_epoch_2(rec: dict) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+@pytest.mark.slow
 def test_resume_skips_a_half_written_last_log_line(
     tmp_path: Path, lock_dir: Path, fake_glas_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -316,6 +321,7 @@ def test_an_unreadable_log_line_names_the_file_and_line(
 # --------------------------------------------------------------------------------- two trainings at once
 
 
+@pytest.mark.slow
 def test_second_training_is_refused_while_one_runs(
     tmp_path: Path, lock_dir: Path, fake_glas_dir: Path
 ) -> None:

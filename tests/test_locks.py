@@ -99,6 +99,7 @@ def test_run_folder_lock_names_the_holder(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.slow
 def test_the_package_imports_without_fcntl() -> None:
     """Issue #11: ``locks.py`` imported ``fcntl``, so the package failed to import on Windows."""
     code = (
@@ -118,6 +119,7 @@ def _progress(run_dir: Path) -> dict:
         return {}
 
 
+@pytest.mark.slow
 def test_one_training_per_run_folder_whatever_the_lock_folder(
     tmp_path: Path, fake_glas_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -41,6 +41,7 @@ def one_window(seg, image: np.ndarray) -> np.ndarray:
     return paint(window_instances(seg, image), flat, image.shape[:2])
 
 
+@pytest.mark.slow
 def test_testa_5_at_twice_glas_scale_tiled_matches_one_window(glas_dir: Path) -> None:
     """The issue's case: testA_5 resized to 1500 px wide, segmented as if at the model's pixel size, so the
     Mask R-CNN, with windows forced down to 775 px (the default, 2048, would take it whole), cuts it into six
@@ -56,6 +57,7 @@ def test_testa_5_at_twice_glas_scale_tiled_matches_one_window(glas_dir: Path) ->
     assert total >= 8 and matched == total, (matched, total)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model", "share"), [("maskrcnn", 0.75), ("unet", 0.9)])
 def test_mosaic_tiled_small_matches_one_window(model: str, share: float) -> None:
     """A 2 x 2 mosaic of the bundled samples with tiling forced on (Mask R-CNN windows of at most 700 px that do

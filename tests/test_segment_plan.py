@@ -139,6 +139,7 @@ def test_maskrcnn_plan_counts_the_forward_passes_of_glas_sized_windows(tta: bool
     check_steps(steps, plan.passes, plan.windows, plan.views)
 
 
+@pytest.mark.slow
 def test_maskrcnn_plan_counts_native_windows_and_slide_windows() -> None:
     seg = tiny_maskrcnn(tiling=Tiling(tile_above=300, maskrcnn_window=400, maskrcnn_overlap=64))
     image = np.tile(IMAGE, (2, 2, 1))[:560, :840]  # 2 x 3 even windows of up to 400 px
@@ -194,6 +195,7 @@ def _bar_counts(text: str) -> tuple[int, int]:
     return int(done), int(total)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["unet", "maskrcnn"])
 def test_the_dashboard_worker_and_the_cli_bar_show_the_same_counts(
     kind: str, tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch
@@ -256,6 +258,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --------------------------------------------------------------------------------------- pixel size
 
 
+@pytest.mark.slow
 def test_a_glas_image_enlarged_twice_at_half_the_pixel_size_gives_the_same_glands() -> None:
     seg = load_segmenter(REPO / "trained_models" / "unet", device="cpu")
     image = read_image(SAMPLE)
@@ -273,6 +276,7 @@ def test_a_glas_image_enlarged_twice_at_half_the_pixel_size_gives_the_same_gland
 # ------------------------------------------------------------------------- native windows, public API
 
 
+@pytest.mark.slow
 def test_native_windows_change_no_attribute_of_the_model() -> None:
     seg = tiny_maskrcnn()
     model = seg.model
@@ -297,6 +301,7 @@ def test_native_windows_change_no_attribute_of_the_model() -> None:
     assert after == before and model.rpn._pre_nms_top_n is pre_nms
 
 
+@pytest.mark.slow
 def test_native_windows_equal_the_model_with_its_caps_grown() -> None:
     """The view built from constructor arguments detects exactly what the model itself detects with the same
     input size and caps (the reference sets them on a copy, as native.py did before)."""

@@ -17,6 +17,7 @@ MODELS = ROOT / "trained_models"
 SAMPLES = ROOT / "samples"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet", "maskrcnn"])
 def test_shipped_model_segments_the_samples(name: str) -> None:
     """Every bundled sample gets a sensible segmentation; the gland count over the three is plausible.

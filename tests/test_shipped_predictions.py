@@ -36,6 +36,7 @@ def test_every_shipped_folder_has_its_predictions_and_history() -> None:
             assert figures == {k: metrics[split][k] for k in HISTORY_FIGURES}, (name, split)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FOLDERS)
 def test_committed_predictions_rescore_to_the_committed_figures(
     name: str, glas_dir: Path, tmp_path: Path

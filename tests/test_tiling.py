@@ -192,6 +192,7 @@ def test_unet_tiled_equals_untiled_for_a_pointwise_model() -> None:
     torch.testing.assert_close(direct, whole, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_unet_tiled_agrees_with_untiled_on_a_real_network(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     cfg = replace_config(
@@ -292,6 +293,7 @@ def test_predict_routes_large_images_through_tiling() -> None:
     assert small.model.shapes == [(500, 500)]
 
 
+@pytest.mark.slow
 def test_load_segmenter_skips_unpaintable_detections_without_changing_labels(tmp_path: Path) -> None:
     cfg = replace_config(
         RunConfig(),

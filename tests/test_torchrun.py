@@ -58,6 +58,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TORCHRUN.is_file(), reason="no torchrun beside this Python")
 def test_torchrun_two_processes_shard_the_inputs(untrained_unet_run: Path, tmp_path: Path) -> None:
     from glandseg_core.checkpoints import export_model

@@ -97,6 +97,7 @@ def _stop_at_epoch_2(rec: dict[str, Any]) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+@pytest.mark.slow
 def test_resume_is_exact(lock_dir: Path, fake_glas_dir: Path, tmp_path: Path) -> None:
     # Half scale: 64x96 images become 32x48, so the 64-pixel crops also exercise the padded resampling path.
     cfg = tiny_unet_config(
@@ -166,6 +167,7 @@ def few_proposals(build: Callable[[Any], torch.nn.Module]) -> Callable[[Any], to
     return wrapped
 
 
+@pytest.mark.slow
 def test_maskrcnn_smoke_run(
     lock_dir: Path, shared_fake_glas: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -244,6 +246,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comple
     return proc, run_dir
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(ddp_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     proc, run_dir = ddp_run
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -256,6 +259,7 @@ def test_ddp_two_processes_on_cpu(ddp_run: tuple[subprocess.CompletedProcess[str
     assert json.loads((run_dir / "progress.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_ddp_checkpoint_keeps_every_rank_rng(
     ddp_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -266,6 +270,7 @@ def test_ddp_checkpoint_keeps_every_rank_rng(
     assert len(read_checkpoint(run_dir / "last.pt")["rng_numpy"]) == 2
 
 
+@pytest.mark.slow
 def test_workers_and_time_limit_shorten_the_schedule(
     lock_dir: Path, fake_glas_dir: Path, tmp_path: Path
 ) -> None:

@@ -71,6 +71,7 @@ def test_stop_flag_interrupts_an_armed_block_at_once() -> None:
         assert done  # the write finished; the stop is raised right after it
 
 
+@pytest.mark.slow
 def test_progress_reports_every_phase(
     lock_dir: Path, fake_glas_dir: Path, tmp_path: Path, written: list[dict[str, Any]]
 ) -> None:
@@ -95,6 +96,7 @@ def test_progress_reports_every_phase(
     assert final["status"] == "finished" and final["phase"] == "done"
 
 
+@pytest.mark.slow
 def test_stop_mid_tuning_then_resume_redoes_the_tuning(
     lock_dir: Path, fake_glas_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,6 +118,7 @@ def test_stop_mid_tuning_then_resume_redoes_the_tuning(
     assert json.loads((run / "progress.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_stop_mid_validation_keeps_the_last_epoch_and_resume_repeats_it(
     lock_dir: Path, fake_glas_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -231,6 +231,7 @@ def test_maskrcnn_tta_option_paints_the_merged_views() -> None:
 # ------------------------------------------------------------------------------------------ compare_tta
 
 
+@pytest.mark.slow
 def test_compare_tta_compares_plain_and_tta(tmp_path: Path) -> None:
     data = write_fake_glas(tmp_path / "glas", names=("testA_1", "testA_2", "testB_1"))
     cfg = replace_config(

@@ -47,6 +47,7 @@ def sample() -> np.ndarray:
     return read_image(REPO / "samples" / "testA_1.png")[:256, :320]
 
 
+@pytest.mark.slow
 def test_a_job_runs_in_a_child_that_exits(tiny_models: Path, workers: list[subprocess.Popen]) -> None:
     polls: list[tuple[float, bool, dict | None]] = []
     result = inference.run_job(
@@ -89,6 +90,7 @@ def test_a_closed_browser_session_stops_the_job(
     assert proc.returncode is not None and not psutil.pid_exists(proc.pid)
 
 
+@pytest.mark.slow
 def test_a_broken_model_folder_is_one_line(tmp_path: Path, workers: list[subprocess.Popen]) -> None:
     (tmp_path / "weights.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError) as info:
@@ -96,6 +98,7 @@ def test_a_broken_model_folder_is_one_line(tmp_path: Path, workers: list[subproc
     assert "\n" not in str(info.value) and "weights.pt" in str(info.value)
 
 
+@pytest.mark.slow
 def test_the_worker_reports_each_forward_pass_and_the_poll_draws_it(
     tiny_models: Path, workers: list[subprocess.Popen]
 ) -> None:
@@ -149,6 +152,7 @@ def test_the_disk_cache_keeps_a_result_by_key(tmp_path: Path, monkeypatch: pytes
     assert diskcache.load(key) is None
 
 
+@pytest.mark.slow
 def test_warm_computes_once_per_process_and_keeps_on_disk(
     tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -165,6 +169,7 @@ def test_warm_computes_once_per_process_and_keeps_on_disk(
     assert len(list(diskcache.cache_dir().glob("*.npz"))) == 1
 
 
+@pytest.mark.slow
 def test_a_pixel_size_segments_at_the_models_scale_and_answers_at_the_images(
     tiny_models: Path, workers: list[subprocess.Popen]
 ) -> None:

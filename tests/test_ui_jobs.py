@@ -74,6 +74,7 @@ def test_status_of_dead_and_new_runs(tmp_path: Path) -> None:
     assert row["name"] == "run" and row["status"] == "dead" and row["model"] == "unet"
 
 
+@pytest.mark.slow
 def test_train_finish_evaluate_promote(quiet_env: Path, fake_glas_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "runs" / "tiny"
     cfg = tiny_unet_config(train_epochs=1, train_steps_per_epoch=1)
@@ -117,6 +118,7 @@ def test_train_finish_evaluate_promote(quiet_env: Path, fake_glas_dir: Path, tmp
     promote(run, model_dir, confirmed=replaced(model_dir))
 
 
+@pytest.mark.slow
 def test_second_start_refused_then_stop_and_resume(
     quiet_env: Path, fake_glas_dir: Path, tmp_path: Path
 ) -> None:

@@ -150,6 +150,7 @@ def navigation(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen[-1]
 
 
+@pytest.mark.slow
 def test_an_image_above_the_pixel_budget_waits_for_consent_then_is_downsampled(
     env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
