@@ -16,10 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..distributed import World, gather_to_main
-from ..errors import GlandsegError, ImageError
+from ..errors import GlandsegError, ImageError, ModelError
 from ..imaging.inputs import check_input, find_inputs, identity, output_stems
 from ..imaging.io import read_image
 from ..segment import Segmenter
+from ..segment.base import WindowSegmenter
 from ..slides import Progress, image_mpp, is_slide, predict_slide, segment_at_mpp
 from ..slides.outputs import output_paths as slide_outputs
 from .writing import (
@@ -49,6 +50,8 @@ def _segment_image(segmenter: Segmenter, path: Path, targets: list[Path], mpp: f
 def _segment_slide(
     segmenter: Segmenter, path: Path, name: str, out_dir: Path, *, mpp: float | None, show_bar: bool
 ) -> Result:
+    if not isinstance(segmenter, WindowSegmenter):
+        raise ModelError(f"{path}: a {segmenter.kind} model cannot segment slide windows")
     bar = tqdm(desc=path.name, unit="window", leave=False, disable=None if show_bar else True)
 
     def progress(p: Progress) -> None:
