@@ -14,7 +14,6 @@ Process checks use ``psutil``. No streamlit here.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 import psutil
 from filelock import FileLock
 
-from glandseg_core.config import RunConfig, save_config
+from glandseg_core.config import RunConfig, config_to_dict, save_config
 from glandseg_core.datasets.glas import data_root, find_items
 from glandseg_core.errors import DatasetError, TrainingBusy
 from glandseg_core.evaluate import TEST_HISTORY
@@ -334,7 +333,7 @@ def estimate_epoch(
         "cfg = config_from_dict(json.loads(sys.argv[1])); "
         "print(json.dumps(estimate_epoch(cfg, sys.argv[2], steps=int(sys.argv[3]))))"
     )
-    cmd = [sys.executable, "-c", code, json.dumps(dataclasses.asdict(cfg)), str(root), str(steps)]
+    cmd = [sys.executable, "-c", code, json.dumps(config_to_dict(cfg)), str(root), str(steps)]
     try:
         done = subprocess.run(
             cmd, cwd=APP_DIR, capture_output=True, text=True, timeout=timeout, check=False

@@ -51,6 +51,7 @@ LAYERS: tuple[str, ...] = (
     "evaluate",  # score a segmenter or a folder of label maps
     "train",  # fit, tune, locks
     "modelcard",  # the model card writer
+    "api",  # the public Python API (import glandseg_core as gs)
     "cli",  # the `glandseg` command
     "__main__",  # python -m glandseg_core
     "__init__",  # the root package: may re-export anything (no module imports it by name)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from glandseg_core.checkpoints import export_model
-from glandseg_core.config import PRESETS, save_config
+from glandseg_core.config import PRESETS, replace_config, save_config
 from glandseg_core.errors import ModelError
 from glandseg_core.models import build_model
 from glandseg_core.segment import (
@@ -178,7 +178,7 @@ def test_malicious_pickle_is_refused(model_dir: Path, tmp_path: Path) -> None:
 def test_weights_of_another_architecture(model_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(model_dir, bad)
-    cfg = dataclasses.replace(PRESETS["glandseg-unet"], unet_base=8, unet_depth=3)
+    cfg = replace_config(PRESETS["glandseg-unet"], unet_base=8, unet_depth=3)
     save_config(cfg, bad / "config.json")
     with pytest.raises(ModelError) as e:
         load_segmenter(bad)
@@ -241,7 +241,7 @@ def test_unreadable_postprocessing_json(model_dir: Path, tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def maskrcnn_seg(tmp_path_factory: pytest.TempPathFactory) -> MaskRCNNSegmenter:
-    cfg = dataclasses.replace(
+    cfg = replace_config(
         PRESETS["glandseg-maskrcnn-cpu"],
         maskrcnn_backbone="resnet18",
         maskrcnn_min_size=64,

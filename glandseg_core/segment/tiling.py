@@ -30,7 +30,7 @@ from .instances import Instances, concat, shift, survivors
 from .views import drop_unconfirmed, merge_views
 
 TILE_ABOVE = 1024  # tile when either side of the image exceeds this many native pixels
-UNET_TILE = 768  # U-Net window side, in pixels at the U-Net's input scale (cfg.unet_scale)
+UNET_TILE = 768  # U-Net window side, in pixels at the U-Net's input scale (cfg.params.scale)
 UNET_OVERLAP = 256  # at the U-Net's scale; with 768, tiled and whole probabilities differ by < 0.05
 MASKRCNN_TILE = (522, 775)  # (height, width), native pixels: the GlaS image size the models trained on
 MASKRCNN_OVERLAP = 256  # native pixels; >= the largest gland, so every gland is whole in some window
