@@ -134,7 +134,7 @@ def reference_latency(image: np.ndarray, repeats: int) -> tuple[float, float]:
 
 
 def predict_latency(model_dir: Path, image: np.ndarray, repeats: int) -> tuple[float, float]:
-    from glandseg_core.segment import load_segmenter
+    from glandseg_core.segmenters import load_segmenter
 
     segmenter = load_segmenter(model_dir, device="cpu")
     return timed(lambda: segmenter(image), repeats)
@@ -210,7 +210,7 @@ def train_step_time(preset: str, repeats: int) -> tuple[float, float, str]:
 
 def child(task: str, args: list[str]) -> dict:
     """Runs in a fresh process; returns a JSON-able dict."""
-    from glandseg_core.segment import load_segmenter
+    from glandseg_core.segmenters import load_segmenter
 
     if task == "app":  # the dashboard's footprint: both models loaded, one prediction each
         segmenters = [load_segmenter(Path(a), device="cpu") for a in args]

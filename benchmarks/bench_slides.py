@@ -53,7 +53,7 @@ def untiled(model: Path, repeats: int) -> dict:
     """Seconds (wall, CPU) per megapixel of one whole GlaS image (testA_1, 775x522, no tiling), median of
     ``repeats`` after a warm-up call, in this process."""
     from glandseg_core.imaging.io import read_image
-    from glandseg_core.segment import load_segmenter
+    from glandseg_core.segmenters import load_segmenter
 
     seg = load_segmenter(model)
     image = read_image(glas_dir() / "testA_1.bmp")

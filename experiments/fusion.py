@@ -18,7 +18,7 @@ ways, each needing both models to agree:
 
 A fusion model folder holds ``fusion.json`` (``{"unet": "../unet", "maskrcnn": "../maskrcnn", "post": {...}}``,
 member paths relative to the folder; optional ``"unet_post"`` overrides the U-Net member's thresholds) and no
-weights: :func:`load_fusion` loads both members with :func:`glandseg_core.segment.load_segmenter`. ``raw`` gives a :class:`FusionRaw` (both members' raw
+weights: :func:`load_fusion` loads both members with :func:`glandseg_core.segmenters.load_segmenter`. ``raw`` gives a :class:`FusionRaw` (both members' raw
 outputs); ``labels`` gives an int32[H, W] label map, 0=background, 1..N glands.
 """
 
@@ -37,13 +37,13 @@ from skimage.segmentation import watershed
 from glandseg_core.config import RunConfig
 from glandseg_core.errors import ModelError
 from glandseg_core.progress import ProgressFn
-from glandseg_core.segment import load_segmenter
-from glandseg_core.segment.base import Plan
-from glandseg_core.segment.instances import Instances, _paint
-from glandseg_core.segment.maskrcnn import MaskRCNNSegmenter
-from glandseg_core.segment.scale import at_model_scale
-from glandseg_core.segment.tiling import Tiling
-from glandseg_core.segment.unet import UNetSegmenter, _sequential, probs_to_labels, remove_small
+from glandseg_core.segmenters import load_segmenter
+from glandseg_core.segmenters.base import Plan
+from glandseg_core.segmenters.instances import Instances, _paint
+from glandseg_core.segmenters.maskrcnn import MaskRCNNSegmenter
+from glandseg_core.segmenters.scale import at_model_scale
+from glandseg_core.segmenters.tiling import Tiling
+from glandseg_core.segmenters.unet import UNetSegmenter, _sequential, probs_to_labels, remove_small
 from glandseg_core.thresholds import MaskRCNNPost, UNetPost, post_from_dict
 
 FUSION_FILE = "fusion.json"
@@ -181,7 +181,7 @@ def fuse(prob: np.ndarray, inst: Instances, unet_post: UNetPost, post: FusionPos
 
 @dataclass
 class FusionSegmenter:
-    """A U-Net and a Mask R-CNN segmenter fused (see :class:`segment.base.Segmenter` and the module docstring).
+    """A U-Net and a Mask R-CNN segmenter fused (see :class:`segmenters.base.Segmenter` and the module docstring).
 
     ``model`` holds both networks, ``cfg`` is the U-Net's (named ``fusion``), ``post`` the fusion thresholds.
     """
@@ -311,7 +311,7 @@ def load_fusion(
     """Load a fusion folder (``fusion.json`` naming a U-Net and a Mask R-CNN model folder).
 
     Args:
-        model_dir: the folder. device, tta, tiling: as :func:`glandseg_core.segment.load_segmenter`, for both.
+        model_dir: the folder. device, tta, tiling: as :func:`glandseg_core.segmenters.load_segmenter`, for both.
 
     Raises:
         ModelError: a missing or broken ``fusion.json``, a missing member, members of the wrong kinds.

@@ -20,7 +20,7 @@ from pathlib import Path
 from experiments.fusion import FusionPost, fuse
 from glandseg_core.datasets.glas import find_items, load_item
 from glandseg_core.metrics import pool_scores, score_image
-from glandseg_core.segment import load_segmenter, make_segmenter
+from glandseg_core.segmenters import load_segmenter, make_segmenter
 from glandseg_core.thresholds import UNetPost
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import kinds  # noqa: F401  (registers the built-in model kinds)
+from . import kinds  # noqa: F401  (registers the built-in model kinds
 from ._version import __version__
 
 _LAZY = {
@@ -55,7 +55,9 @@ __all__ = ["__version__", *_LAZY]
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value  # later lookups skip this function (and win over a same-named subpackage)
+        globals()[name] = (
+            value  # later lookups skip this function (and win over a same-named subpackage)
+        )
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -27,15 +27,15 @@ import pandas as pd
 from .config import PRESETS, RunConfig, get_preset
 from .datasets import DataLike
 from .errors import ModelError
-from .evaluate import evaluate as _evaluate
+from .evaluation import evaluate as _evaluate
 from .imaging.formats import image_mpp
 from .imaging.io import read_image
 from .metrics import ImageScores
 from .metrics import score_image as _score_image
 from .progress import ProgressFn
 from .registry import kind_names
-from .segment import Segmenter
-from .segment import load_segmenter as _load_segmenter
+from .segmenters import Segmenter
+from .segmenters import load_segmenter as _load_segmenter
 from .train import fit as _fit
 
 ModelLike = str | os.PathLike[str] | Segmenter
@@ -58,7 +58,9 @@ def model_path(model: str | os.PathLike[str]) -> Path:
     named = models_root() / str(model)
     if named.is_dir():
         return named
-    raise ModelError(f"no model folder {path} (nor {named}); give a model folder, e.g. trained_models/unet")
+    raise ModelError(
+        f"no model folder {path} (nor {named}); give a model folder, e.g. trained_models/unet"
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -66,7 +68,9 @@ def _cached(path: str, device: str | None, tta: bool) -> Segmenter:
     return _load_segmenter(path, device=device, tta=tta)
 
 
-def load_segmenter(model: ModelLike = "unet", *, device: str | None = None, tta: bool = False) -> Segmenter:
+def load_segmenter(
+    model: ModelLike = "unet", *, device: str | None = None, tta: bool = False
+) -> Segmenter:
     """A loaded model (kept for the next call with the same folder, device and TTA setting).
 
     Args:

@@ -233,7 +233,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .batch import Result, run_batch
     from .distributed import process_group, world_from_env
-    from .segment import load_segmenter
+    from .segmenters import load_segmenter
 
     world = world_from_env()
     tag = f"[rank {world.rank}] " if world.distributed else ""
@@ -276,8 +276,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_summary, read_relabel_summary
-    from .segment import load_segmenter
+    from .evaluation import evaluate, format_summary, read_relabel_summary
+    from .segmenters import load_segmenter
 
     segmenter = load_segmenter(args.model, device=args.device, tta=args.tta) if args.model else None
     _, summary = evaluate(
@@ -325,11 +325,9 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
 
 def _cmd_tta(args: argparse.Namespace) -> int:
-    from .evaluate import compare_tta
+    from .evaluation import compare_tta
 
-    report = compare_tta(
-        args.model, args.data, args.split, args.out, args.device, record_history=True
-    )
+    report = compare_tta(args.model, args.data, args.split, args.out, args.device, record_history=True)
     print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {args.out / 'tta_report.csv'}")
     return 0

@@ -21,7 +21,7 @@ from .checkpoints import WEIGHTS, read_checkpoint
 from .config import RunConfig, config_to_dict, load_config
 from .datasets.glas import find_items, single_id_annotations
 from .errors import DatasetError
-from .evaluate import TEST_HISTORY, TEST_SPLITS, read_test_history
+from .evaluation import TEST_HISTORY, TEST_SPLITS, read_test_history
 from .files import atomic_write_text
 from .stats import POSTER, PUBLISHED, detection_f1
 

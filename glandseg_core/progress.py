@@ -5,7 +5,7 @@ unit of work (a forward pass, an image, an optimizer step, a slide window). The 
 (:class:`TextBar`), the dashboard writes it to a job's ``progress.json``; both see the same counts because
 both are told by the same call. StarDist's ``show_tile_progress`` and tqdm's ``update`` are the models.
 
-``total`` is known before the first unit (a segmenter's :meth:`~glandseg_core.segment.base.Segmenter.plan`
+``total`` is known before the first unit (a segmenter's :meth:`~glandseg_core.segmenters.base.Segmenter.plan`
 gives it), so a reader can always show ``done / total`` and a time left.
 """
 

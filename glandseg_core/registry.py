@@ -126,7 +126,7 @@ class ModelKind:
         tiling: Any = None,
         path: Any = None,
     ) -> Any:
-        """The segmenter (``segment.base.Segmenter``) around a network in memory."""
+        """The segmenter (``segmenters.base.Segmenter``) around a network in memory."""
         raise NotImplementedError
 
     def loaded(self, model: nn.Module, post: Any) -> None:

@@ -53,6 +53,7 @@ FIELDS: dict[str, FieldWords] = {
                              "ImageNet backbone; or a path to a local file. Read from the torch cache (TORCH_HOME)."),
 }  # fmt: skip
 
+
 def _kind_words() -> dict[str, FieldWords]:
     """Every registered model kind's words for its own section fields (``unet_base``, ...)."""
     return {k: FieldWords(*w) for kind in all_kinds() for k, w in kind.field_words().items()}

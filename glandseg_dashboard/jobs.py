@@ -31,7 +31,7 @@ from filelock import FileLock
 from glandseg_core.config import RunConfig, config_to_dict, save_config
 from glandseg_core.datasets.glas import data_root, find_items
 from glandseg_core.errors import DatasetError, TrainingBusy
-from glandseg_core.evaluate import TEST_HISTORY
+from glandseg_core.evaluation import TEST_HISTORY
 from glandseg_core.files import atomic_write_text
 from glandseg_core.train.locks import lock_holder, lock_path
 
@@ -275,7 +275,7 @@ def start_evaluation(
 ) -> int:
     """Score a run's ``best.pt`` on ``splits`` in the background: ``val`` alone into ``run_dir/eval_val/``, test
     splits into ``run_dir/eval/`` (what Promote copies). Scoring a test split is recorded in the run's
-    ``test_history.jsonl`` with ``reason`` (``glandseg_core.evaluate``), and Promote carries that history over.
+    ``test_history.jsonl`` with ``reason`` (``glandseg_core.evaluation``), and Promote carries that history over.
 
     Raises:
         FileNotFoundError: the run has no ``best.pt`` yet.

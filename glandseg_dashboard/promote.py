@@ -16,7 +16,7 @@ from pathlib import Path
 
 from glandseg_core.checkpoints import POSTPROCESS, WEIGHTS, export_model
 from glandseg_core.errors import ModelError
-from glandseg_core.evaluate import TEST_HISTORY
+from glandseg_core.evaluation import TEST_HISTORY
 from glandseg_core.files import atomic_write_text
 from glandseg_core.modelcard import render
 

@@ -21,7 +21,7 @@ from glandseg_core import stats
 from glandseg_core.checkpoints import WEIGHTS
 from glandseg_core.datasets.glas import item_by_name, load_item
 from glandseg_core.errors import DatasetError, ImageError, ModelError
-from glandseg_core.evaluate import PREDICTION_SUFFIX
+from glandseg_core.evaluation import PREDICTION_SUFFIX
 from glandseg_core.imaging.io import read_image, read_label_map
 
 from . import inference, settings

@@ -18,7 +18,7 @@ import streamlit as st
 
 from glandseg_core.config import RunConfig
 from glandseg_core.errors import DatasetError, ModelError, TrainingBusy
-from glandseg_core.evaluate import TEST_HISTORY, read_test_history
+from glandseg_core.evaluation import TEST_HISTORY, read_test_history
 from glandseg_core.models.pretrained import NAMED_STARTS, pretrained_status
 
 from . import figures, forms, inference, jobs, promote, runs, safepaths, settings

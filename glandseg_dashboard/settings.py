@@ -22,7 +22,9 @@ from glandseg_core.registry import all_kinds
 
 APP_DIR = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = APP_DIR / "samples"
-ROLES = {k.name: k.title for k in all_kinds()}  # model kind -> display name, in panel order (registry order)
+ROLES = {
+    k.name: k.title for k in all_kinds()
+}  # model kind -> display name, in panel order (registry order)
 SAMPLE_GRADES = {"testA_1": "benign", "testA_13": "malignant", "testB_2": "malignant"}
 MISSING_MTIME = -1.0  # what :func:`mtime` gives for a missing file (part of cache keys)
 _TRUE = ("1", "true", "yes", "on")

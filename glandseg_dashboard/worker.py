@@ -74,7 +74,7 @@ class JobProgress:
 
 def run(job_dir: Path) -> dict[str, float]:
     """Segment ``job_dir/image.npy`` with ``job.json``'s model; writes ``labels.npy``; returns the timings."""
-    from glandseg_core.segment import load_segmenter
+    from glandseg_core.segmenters import load_segmenter
 
     (job_dir / "worker.pid").write_text(
         f"{os.getpid()}\n"
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args:
         job_dir = Path(args[0])
     else:
-        import glandseg_core.segment  # noqa: F401  the slow imports, done before the job arrives
+        import glandseg_core.segmenters  # noqa: F401  the slow imports, done before the job arrives
 
         line = sys.stdin.readline().strip()
         if not line:

@@ -6,7 +6,7 @@ the submodule ``pkg.name`` when there is one (else of the package), and importin
 ``pkg/__init__.py`` and ``pkg/sub/__init__.py``, so it depends on those packages as well (unless the importer
 lives inside them: a package's own modules do not depend on its ``__init__`` by being inside it).
 
-A module's layer is that of its top-level part (``glandseg_core.segment.tiling`` is in ``segment``). A module
+A module's layer is that of its top-level part (``glandseg_core.segmenters.tiling`` is in ``segment``). A module
 may import its own layer and those before it in ``LAYERS``; importing a later layer is an upward import. Inside
 one layer only cycles are errors. ``glandseg_core`` must never import ``streamlit`` or the ``glandseg_dashboard`` package.
 
@@ -44,11 +44,11 @@ LAYERS: tuple[str, ...] = (
     "metrics",  # pure numpy GlaS metrics (imports nothing of ours outside its package)
     "stats",  # result tables, paired comparisons (pandas, on metrics' F1)
     "outputs",  # coloured overlays of label maps, gland tables and GeoJSON
-    "segment",  # segmenters: image -> raw output -> label map; TTA, tiling
+    "segmenters",  # segmenters: image -> raw output -> label map; TTA, tiling
     "kinds",  # the built-in model kinds (one object each), registered on import
     "slides",  # whole-slide prediction
     "batch",  # predict over many inputs, writing outputs
-    "evaluate",  # score a segmenter or a folder of label maps
+    "evaluation",  # score a segmenter or a folder of label maps
     "train",  # fit, tune, locks
     "modelcard",  # the model card writer
     "api",  # the public Python API (import glandseg_core as gs)
@@ -87,7 +87,7 @@ class Graph:
 
 
 def module_name(path: Path, root: Path) -> str:
-    """``glandseg_core/segment/tiling.py`` -> ``glandseg_core.segment.tiling``; a package is its __init__."""
+    """``glandseg_core/segment/tiling.py`` -> ``glandseg_core.segmenters.tiling``; a package is its __init__."""
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()

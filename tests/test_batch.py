@@ -21,7 +21,7 @@ from glandseg_core import batch
 from glandseg_core.errors import ImageError
 from glandseg_core.imaging.inputs import check_input
 from glandseg_core.imaging.io import read_label_map
-from glandseg_core.segment import Segmenter, load_segmenter
+from glandseg_core.segmenters import Segmenter, load_segmenter
 from tests.helpers import make_glands
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -258,7 +258,7 @@ def test_slides_go_to_predict_slide_and_bad_slides_take_one_line(
     untrained_unet_run: Path, tmp_path: Path, one_thread: None
 ) -> None:
     """A folder with a slide, a plain image and a broken slide: the batch goes through all three."""
-    from glandseg_core.segment import load_segmenter
+    from glandseg_core.segmenters import load_segmenter
     from tests.helpers_slides import Mosaic, write_slide
 
     folder = tmp_path / "in"

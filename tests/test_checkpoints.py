@@ -19,7 +19,7 @@ from glandseg_core.checkpoints import (
 )
 from glandseg_core.config import load_config
 from glandseg_core.errors import ModelError
-from glandseg_core.segment import load_segmenter
+from glandseg_core.segmenters import load_segmenter
 from glandseg_core.thresholds import UNetPost
 from tests.helpers import Evil
 

@@ -16,7 +16,7 @@ from glandseg_core.checkpoints import export_model
 from glandseg_core.cli import get_args_parser, main
 from glandseg_core.config import save_config
 from glandseg_core.datasets import GlasDataset, from_pairs
-from glandseg_core.evaluate import (
+from glandseg_core.evaluation import (
     PER_IMAGE_COLUMNS,
     TEST_HISTORY,
     evaluate,
@@ -28,7 +28,7 @@ from glandseg_core.evaluate import (
 from glandseg_core.imaging.io import write_label_png
 from glandseg_core.models import build_model
 from glandseg_core.progress import Step
-from glandseg_core.segment import load_segmenter
+from glandseg_core.segmenters import load_segmenter
 from tests.helpers import tiny_unet_config, write_fake_glas
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -23,10 +23,10 @@ from experiments.fusion import (
 from glandseg_core.checkpoints import export_model
 from glandseg_core.config import PRESETS, replace_config, save_config
 from glandseg_core.errors import ModelError
-from glandseg_core.evaluate import read_test_history
+from glandseg_core.evaluation import read_test_history
 from glandseg_core.models import build_model
-from glandseg_core.segment import Instances
-from glandseg_core.segment.instances import compact
+from glandseg_core.segmenters import Instances
+from glandseg_core.segmenters.instances import compact
 from glandseg_core.thresholds import MaskRCNNPost, UNetPost
 from tests.helpers import tiny_unet_config, write_fake_glas
 
@@ -61,7 +61,7 @@ def _touching(seam_contour: float) -> tuple[np.ndarray, list[np.ndarray]]:
 def test_a_merged_pair_is_split_when_both_models_see_the_boundary() -> None:
     prob, discs = _touching(seam_contour=0.4)
     inst = _instances(discs, [0.95, 0.9])
-    from glandseg_core.segment.unet import probs_to_labels
+    from glandseg_core.segmenters.unet import probs_to_labels
 
     assert probs_to_labels(prob, UNET_POST).max() == 1  # the U-Net alone merges them
     labels = fuse(prob, inst, UNET_POST, FusionPost(split_min_area=50, boundary=0.3))
@@ -94,7 +94,7 @@ def test_a_gland_the_unet_missed_is_added_only_when_asked() -> None:
 
 
 def test_without_instances_the_fusion_is_the_unet() -> None:
-    from glandseg_core.segment.unet import probs_to_labels
+    from glandseg_core.segmenters.unet import probs_to_labels
 
     prob, _ = _touching(0.4)
     empty = dataclasses.replace(Instances.empty(), shape=(H, W))
@@ -156,7 +156,7 @@ def test_a_fusion_folder_loads_both_members_and_segments(member_dirs: Path, tmp_
     assert seg.unet.tta and seg.maskrcnn.tta
 
     # scoring a fusion folder on a test split is recorded in its own history
-    from glandseg_core.evaluate import evaluate
+    from glandseg_core.evaluation import evaluate
 
     seg.tta = False
     data = write_fake_glas(tmp_path / "glas", names=("testA_1",))

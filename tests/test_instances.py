@@ -1,11 +1,11 @@
-"""Tests for glandseg_core.segment.instances (compact instances, the one painter, mask IoU) and
-glandseg_core.segment.views (merging the views of one gland)."""
+"""Tests for glandseg_core.segmenters.instances (compact instances, the one painter, mask IoU) and
+glandseg_core.segmenters.views (merging the views of one gland)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from glandseg_core.segment.instances import (
+from glandseg_core.segmenters.instances import (
     Instances,
     compact,
     concat,
@@ -16,7 +16,7 @@ from glandseg_core.segment.instances import (
     shift,
     survivors,
 )
-from glandseg_core.segment.views import merge_views
+from glandseg_core.segmenters.views import merge_views
 from glandseg_core.thresholds import MaskRCNNPost
 
 
@@ -197,7 +197,7 @@ def test_two_glands_meeting_in_the_overlap_stay_two() -> None:
 def test_a_cut_gland_that_another_window_saw_whole_without_finding_is_dropped() -> None:
     """Window A (cols 0..100) sees a gland cut by its right border; window B (cols 40..200) holds that whole
     area with context and found nothing there: B's reading wins. A cut gland no window holds whole stays."""
-    from glandseg_core.segment.views import drop_unconfirmed, seen_whole
+    from glandseg_core.segmenters.views import drop_unconfirmed, seen_whole
 
     inst = Instances(
         np.array([0.9, 0.8], np.float32),

@@ -128,7 +128,7 @@ def test_card_says_how_often_the_tests_were_scored_and_why(tmp_path: Path) -> No
     import json
 
     from glandseg_core.config import get_preset, save_config
-    from glandseg_core.evaluate import record_test_scoring
+    from glandseg_core.evaluation import record_test_scoring
     from glandseg_core.modelcard import data_and_splits, refresh_card, render
 
     model, run = tmp_path / "m", tmp_path / "run"

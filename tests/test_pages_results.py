@@ -20,7 +20,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from glandseg_core.datasets.glas import find_items, load_item
-from glandseg_core.evaluate import evaluate
+from glandseg_core.evaluation import evaluate
 from glandseg_core.imaging.io import write_label_png
 from glandseg_dashboard import drilldown, figures, inference, settings
 

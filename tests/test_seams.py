@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glandseg_core.segment import load_segmenter
-from glandseg_core.segment.instances import paint
-from glandseg_core.segment.tiling import MASKRCNN_OVERLAP, Tiling
+from glandseg_core.segmenters import load_segmenter
+from glandseg_core.segmenters.instances import paint
+from glandseg_core.segmenters.tiling import MASKRCNN_OVERLAP, Tiling
 from glandseg_core.slides.windows import window_instances
 from glandseg_core.thresholds import MaskRCNNPost
 from tests.helpers import REPO

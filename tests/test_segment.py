@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.segment: loading segmenters, any image size, TTA option, safe loading."""
+"""Tests for glandseg_core.segmenters: loading segmenters, any image size, TTA option, safe loading."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from glandseg_core.checkpoints import export_model
 from glandseg_core.config import PRESETS, replace_config, save_config
 from glandseg_core.errors import ModelError
 from glandseg_core.models import build_model
-from glandseg_core.segment import (
+from glandseg_core.segmenters import (
     MaskRCNNSegmenter,
     Segmenter,
     Tiling,

@@ -23,9 +23,9 @@ from glandseg_core.imaging.io import read_image
 from glandseg_core.models import build_model
 from glandseg_core.models.maskrcnn_view import ViewSettings, inference_view
 from glandseg_core.progress import Step, TextBar
-from glandseg_core.segment import MaskRCNNSegmenter, UNetSegmenter, load_segmenter, make_segmenter
-from glandseg_core.segment.native import maskrcnn_instances, native_view
-from glandseg_core.segment.tiling import MASKRCNN_TILE, Tiling
+from glandseg_core.segmenters import MaskRCNNSegmenter, UNetSegmenter, load_segmenter, make_segmenter
+from glandseg_core.segmenters.native import maskrcnn_instances, native_view
+from glandseg_core.segmenters.tiling import MASKRCNN_TILE, Tiling
 from glandseg_core.thresholds import MaskRCNNPost, UNetPost
 from glandseg_dashboard import worker
 from tests.helpers import REPO

@@ -1,13 +1,13 @@
-"""Post-processing of each segmenter: U-Net probabilities (``segment.unet.probs_to_labels``) and Mask
-R-CNN detections (``segment.instances.masks_to_labels``) -> label maps. Settings: test_thresholds.py."""
+"""Post-processing of each segmenter: U-Net probabilities (``segmenters.unet.probs_to_labels``) and Mask
+R-CNN detections (``segmenters.instances.masks_to_labels``) -> label maps. Settings: test_thresholds.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from glandseg_core.segment.instances import masks_to_labels
-from glandseg_core.segment.unet import probs_to_labels, remove_small
+from glandseg_core.segmenters.instances import masks_to_labels
+from glandseg_core.segmenters.unet import probs_to_labels, remove_small
 from glandseg_core.thresholds import MaskRCNNPost, UNetPost
 from glandseg_core.transforms import unet_targets
 

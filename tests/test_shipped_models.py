@@ -10,7 +10,7 @@ import pytest
 
 from glandseg_core.imaging.io import read_image, read_label_map
 from glandseg_core.metrics import score_image
-from glandseg_core.segment import load_segmenter
+from glandseg_core.segmenters import load_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "trained_models"

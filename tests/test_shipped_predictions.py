@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from glandseg_core.evaluate import HISTORY_FIGURES, evaluate, read_test_history
+from glandseg_core.evaluation import HISTORY_FIGURES, evaluate, read_test_history
 from tests.helpers import REPO
 
 FOLDERS = sorted(p.parent.name for p in (REPO / "trained_models").glob("*/metrics.json"))

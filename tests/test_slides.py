@@ -22,10 +22,10 @@ from shapely.geometry import shape
 
 from glandseg_core.config import RunConfig
 from glandseg_core.errors import ImageError
-from glandseg_core.segment import Tiling
-from glandseg_core.segment.base import Plan
-from glandseg_core.segment.instances import Instances, labels_to_instances
-from glandseg_core.segment.unet import probs_to_labels
+from glandseg_core.segmenters import Tiling
+from glandseg_core.segmenters.base import Plan
+from glandseg_core.segmenters.instances import Instances, labels_to_instances
+from glandseg_core.segmenters.unet import probs_to_labels
 from glandseg_core.slides import choose_level, is_slide, open_slide, predict_slide
 from glandseg_core.slides.tissue import tissue_mask
 from glandseg_core.thresholds import UNetPost

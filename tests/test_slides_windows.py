@@ -12,7 +12,7 @@ import shapely
 from PIL import Image
 from shapely.geometry import shape
 
-from glandseg_core.segment.instances import Instances, labels_to_instances, paint, shift
+from glandseg_core.segmenters.instances import Instances, labels_to_instances, paint, shift
 from glandseg_core.slides import predict_slide
 from glandseg_core.slides.stitch import Stitcher
 from glandseg_core.thresholds import MaskRCNNPost
@@ -133,8 +133,8 @@ def test_mosaic_with_small_windows_matches_each_tile_whole(
     60% (U-Net 7 of 11: in the mosaic, a neighbour's tissue replaces the image's mirrored border, and the
     U-Net's large receptive field sees it).
     """
-    from glandseg_core.segment import load_segmenter
-    from glandseg_core.segment.instances import paint
+    from glandseg_core.segmenters import load_segmenter
+    from glandseg_core.segmenters.instances import paint
     from glandseg_core.slides.windows import window_instances
 
     seg = load_segmenter(MODELS / model)
@@ -160,8 +160,8 @@ def test_mosaic_with_small_windows_matches_each_tile_whole(
 @pytest.mark.slow
 def test_maskrcnn_window_equals_the_segmenter_on_a_glas_image(glas_dir: Path) -> None:
     """At GlaS size, the per-box paste gives exactly torchvision's full-image paste."""
-    from glandseg_core.segment import load_segmenter
-    from glandseg_core.segment.native import maskrcnn_instances
+    from glandseg_core.segmenters import load_segmenter
+    from glandseg_core.segmenters.native import maskrcnn_instances
 
     seg = load_segmenter(MODELS / "maskrcnn")
     image = _glas(glas_dir, ["testA_5"])[0]

@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.segment.tiling: windows, seamless U-Net blending, Mask R-CNN merging across
+"""Tests for glandseg_core.segmenters.tiling: windows, seamless U-Net blending, Mask R-CNN merging across
 window borders; the window sizes are passed as a :class:`Tiling`.
 
 The Mask R-CNN tests use a fake detector (one instance per dark connected component of the window it is
@@ -19,17 +19,17 @@ from scipy import ndimage as ndi
 from glandseg_core.config import RunConfig, replace_config, save_config
 from glandseg_core.metrics import score_image
 from glandseg_core.models import build_model
-from glandseg_core.segment import (
+from glandseg_core.segmenters import (
     MaskRCNNSegmenter,
     UNetSegmenter,
     load_segmenter,
     make_segmenter,
     tiling,
 )
-from glandseg_core.segment import unet as unet_segment
-from glandseg_core.segment.instances import masks_to_labels
-from glandseg_core.segment.tiling import Tiling
-from glandseg_core.segment.unet import probs_to_labels
+from glandseg_core.segmenters import unet as unet_segment
+from glandseg_core.segmenters.instances import masks_to_labels
+from glandseg_core.segmenters.tiling import Tiling
+from glandseg_core.segmenters.unet import probs_to_labels
 from glandseg_core.thresholds import MaskRCNNPost, UNetPost, save_post
 
 PINK, PURPLE = (235, 170, 200), (90, 40, 120)

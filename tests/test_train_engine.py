@@ -291,7 +291,7 @@ def test_workers_and_time_limit_shorten_the_schedule(
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fit_and_predict_on_cuda(lock_dir: Path, fake_glas_dir: Path, tmp_path: Path) -> None:
-    from glandseg_core.segment import load_segmenter
+    from glandseg_core.segmenters import load_segmenter
 
     cfg = tiny_unet_config(train_epochs=1, train_amp=True)
     fit(cfg, fake_glas_dir, tmp_path / "run", device="cuda", show_bar=False)

@@ -1,4 +1,4 @@
-"""Tests for glandseg_core.segment.tta: view mapping, clustering across views, fading of glands few
+"""Tests for glandseg_core.segmenters.tta: view mapping, clustering across views, fading of glands few
 views found; TTA as a segmenter option; ``evaluate.compare_tta`` (without and with TTA, side by side).
 
 A fake detector stands in for Mask R-CNN: one detection per dark connected component of each view, with
@@ -17,9 +17,9 @@ import torch
 from scipy import ndimage as ndi
 
 from glandseg_core.config import RunConfig, replace_config, save_config
-from glandseg_core.evaluate import compare_tta
+from glandseg_core.evaluation import compare_tta
 from glandseg_core.models import build_model
-from glandseg_core.segment import MaskRCNNSegmenter, UNetSegmenter, make_segmenter, tta
+from glandseg_core.segmenters import MaskRCNNSegmenter, UNetSegmenter, make_segmenter, tta
 from glandseg_core.thresholds import MaskRCNNPost, UNetPost
 from tests.helpers import write_fake_glas
 

@@ -16,7 +16,7 @@ from glandseg_core.config import PRESETS, RunConfig
 from glandseg_core.kinds.maskrcnn import GRID as MASKRCNN_GRID
 from glandseg_core.kinds.unet import GRID as UNET_GRID
 from glandseg_core.kinds.unet import SEMANTIC_GRID as UNET_SEMANTIC_GRID
-from glandseg_core.segment import make_segmenter
+from glandseg_core.segmenters import make_segmenter
 from glandseg_core.thresholds import MaskRCNNPost, UNetPost
 from glandseg_core.train.tune import base_post, tune, tune_run
 from tests.helpers import make_glands, tiny_unet_config

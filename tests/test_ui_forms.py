@@ -44,9 +44,7 @@ def test_form_values_are_checked() -> None:
         {**values, "maskrcnn_anchor_sizes": "16, 32,64,128,256", "train_epochs": 3.0}
     )
     assert (
-        cfg.params.anchor_sizes[0] == 16
-        and cfg.train_epochs == 3
-        and isinstance(cfg.train_epochs, int)
+        cfg.params.anchor_sizes[0] == 16 and cfg.train_epochs == 3 and isinstance(cfg.train_epochs, int)
     )
 
 

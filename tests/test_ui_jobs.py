@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from glandseg_core.errors import ModelError, TrainingBusy
-from glandseg_core.segment import load_segmenter
+from glandseg_core.segmenters import load_segmenter
 from glandseg_core.train.locks import training_lock
 from glandseg_dashboard import jobs, runs
 from glandseg_dashboard.promote import promote, replaced

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from glandseg_core.evaluate import TEST_HISTORY
+from glandseg_core.evaluation import TEST_HISTORY
 from glandseg_dashboard import jobs, runs
 from glandseg_dashboard.promote import promote, replaced
 

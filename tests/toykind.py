@@ -22,9 +22,9 @@ from glandseg_core.config import RunConfig
 from glandseg_core.progress import ProgressFn
 from glandseg_core.registry import ModelKind, register_kind
 from glandseg_core.rules import Rule, Section, float_rule, int_rule
-from glandseg_core.segment.base import Plan, check_image, to_tensor
-from glandseg_core.segment.scale import at_model_scale, working_shape
-from glandseg_core.segment.tiling import Tiling
+from glandseg_core.segmenters.base import Plan, check_image, to_tensor
+from glandseg_core.segmenters.scale import at_model_scale, working_shape
+from glandseg_core.segmenters.tiling import Tiling
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from ..distributed import World, gather_to_main
 from ..errors import GlandsegError, ImageError, ModelError
 from ..imaging.inputs import check_input, find_inputs, identity, output_stems
 from ..imaging.io import read_image
-from ..segment import Segmenter
-from ..segment.base import WindowSegmenter
+from ..segmenters import Segmenter
+from ..segmenters.base import WindowSegmenter
 from ..slides import Progress, image_mpp, is_slide, predict_slide, segment_at_mpp
 from ..slides.outputs import output_paths as slide_outputs
 from .writing import (

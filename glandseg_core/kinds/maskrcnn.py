@@ -19,7 +19,7 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from ..models.maskrcnn import MaskRCNNParams, build_maskrcnn
 from ..registry import ModelKind
-from ..segment.maskrcnn import MaskRCNNSegmenter
+from ..segmenters.maskrcnn import MaskRCNNSegmenter
 from ..thresholds import MaskRCNNPost
 from ..transforms import maskrcnn_target
 from .unet import grid_points

@@ -21,7 +21,7 @@ from ..device import autocast
 from ..errors import ConfigError
 from ..models.unet import UNetParams, build_unet
 from ..registry import ModelKind
-from ..segment.unet import UNetSegmenter
+from ..segmenters.unet import UNetSegmenter
 from ..thresholds import UNetPost
 from ..transforms import unet_targets
 

@@ -25,7 +25,7 @@ import numpy as np
 from skimage.measure import regionprops
 
 from ..outputs.export import GLAND_CLASS_COLOUR, to_geojson
-from ..segment import Instances
+from ..segmenters import Instances
 
 GLAND_CSV_COLUMNS = [
     *("id", "centroid_x", "centroid_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"),

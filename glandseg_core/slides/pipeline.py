@@ -22,9 +22,9 @@ from PIL import Image
 
 from ..errors import ImageError
 from ..progress import ProgressFn, Step
-from ..segment.base import Plan, WindowSegmenter
-from ..segment.instances import shift
-from ..segment.tiling import even_spans
+from ..segmenters.base import Plan, WindowSegmenter
+from ..segmenters.instances import shift
+from ..segmenters.tiling import even_spans
 from .outputs import SlideWriter
 from .reader import LevelChoice, Slide, choose_level, open_slide
 from .stitch import Stitcher
@@ -64,7 +64,7 @@ def predict_slide(
     """Segment the glands of a whole-slide image and write GeoJSON, a gland table and a summary.
 
     Args:
-        segmenter: a loaded U-Net or Mask R-CNN (``segment.load_segmenter``).
+        segmenter: a loaded U-Net or Mask R-CNN (``segmenters.load_segmenter``).
         path: the slide (any format OpenSlide reads; see ``reader.py``).
         out_dir: output folder (created). name: output file stem (``<name>.geojson`` ...).
         mpp: level-0 micrometres per pixel, overriding (or standing in for) the slide's own.

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..errors import ImageError
 from ..imaging.io import MAX_PIXELS
-from ..segment.scale import SAME_MPP  # a level within 2% of the target pixel size is used as it is
+from ..segmenters.scale import SAME_MPP  # a level within 2% of the target pixel size is used as it is
 
 # Extensions that are slides whatever their content; .tif/.tiff are slides when pyramidal, tiled or OME.
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".vms", ".vmu", ".mrxs", ".scn", ".bif", ".svslide", ".dcm")

@@ -1,6 +1,6 @@
 """Segment a plain image at the model's pixel size, and give the label map back at the image's size.
 
-One implementation, in ``segment/scale.py``: a segmenter's own call does the same (``segmenter(image, mpp=...)``);
+One implementation, in ``segmenters/scale.py``: a segmenter's own call does the same (``segmenter(image, mpp=...)``);
 :func:`segment_at_mpp` serves any callable segmenter with a ``cfg.data_mpp`` (stand-ins included).
 
 Label maps are int32[H, W]: 0=background, 1..N glands.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..segment import Segmenter
-from ..segment.scale import at_model_scale
+from ..segmenters import Segmenter
+from ..segmenters.scale import at_model_scale
 
 
 def segment_at_mpp(segmenter: Segmenter, image: np.ndarray, mpp: float) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 How it works: windows are visited row by row. A row's instances, moved to slide coordinates with their ``cut``
 flags (:func:`instances.shift`: touching an inner window border), join the glands still pending from earlier
-rows and are merged (:func:`segment.views.merge_views`): a gland some window saw whole keeps that view and its cut views are
+rows and are merged (:func:`segmenters.views.merge_views`): a gland some window saw whole keeps that view and its cut views are
 dropped; the cut views of a gland no window saw whole are joined into one. A gland whose box ends above the next
 row's first pixel row cannot meet any later window: it is final and leaves memory. Final glands are made
 disjoint as the untiled painter does (:func:`instances.paint`): by decreasing score, a gland keeps the pixels no
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..segment import Instances
-from ..segment.instances import concat, mask_boxes
-from ..segment.views import Box, drop_unconfirmed, merge_views, overlap_slices
+from ..segmenters import Instances
+from ..segmenters.instances import concat, mask_boxes
+from ..segmenters.views import Box, drop_unconfirmed, merge_views, overlap_slices
 
 
 def select(inst: Instances, keep: np.ndarray) -> Instances:
@@ -33,7 +33,7 @@ class Stitcher:
         min_area: a final gland keeps at least this many pixels. min_visible: and at least this share of its
             mask (0 for the U-Net, whose window labels never overlap). shape: (H, W) of the slide in model
             pixels; when given, a cut gland that a segmented window held whole without finding it is dropped
-            (:func:`segment.views.drop_unconfirmed`).
+            (:func:`segmenters.views.drop_unconfirmed`).
     """
 
     def __init__(self, min_area: int, min_visible: float, shape: tuple[int, int] | None = None) -> None:

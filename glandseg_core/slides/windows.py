@@ -1,13 +1,13 @@
-"""One slide window -> its glands as box-cropped :class:`segment.instances.Instances` in window coordinates.
+"""One slide window -> its glands as box-cropped :class:`segmenters.instances.Instances` in window coordinates.
 
 Each segmenter class knows how it segments a window (``window_instances``) and what that runs
 (``window_plan``); both models give instances, so windows are stitched the same way (``stitch.py``):
 
-* Mask R-CNN: the whole window at the scale the model was trained at (:func:`segment.native.maskrcnn_instances`:
+* Mask R-CNN: the whole window at the scale the model was trained at (:func:`segmenters.native.maskrcnn_instances`:
   windows larger than a GlaS image are not shrunk to GlaS size), painted on its own (:func:`instances.survivors`),
   as the untiled pipeline paints an image.
 * U-Net: the window's label map (probabilities and watershed on the whole window, no inner tiling) becomes one
-  instance per label (:func:`segment.instances.labels_to_instances`), scored by its mean gland probability.
+  instance per label (:func:`segmenters.instances.labels_to_instances`), scored by its mean gland probability.
 
 Label maps are int32[H, W]: 0=background, 1..N glands.
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..progress import ProgressFn
-from ..segment.base import WindowSegmenter, check_image
-from ..segment.instances import Instances, labels_to_instances
+from ..segmenters.base import WindowSegmenter, check_image
+from ..segmenters.instances import Instances, labels_to_instances
 
 __all__ = ["labels_to_instances", "window_instances"]
 

@@ -27,7 +27,7 @@ from ..config import RunConfig, config_to_dict, save_config
 from ..datasets import DataLike
 from ..errors import TrainingStopped
 from ..metrics import pool_scores, score_image
-from ..segment import make_segmenter
+from ..segmenters import make_segmenter
 from ..thresholds import default_post
 from .batches import Batch, Sample
 from .context import Progress, RunContext, TrainState

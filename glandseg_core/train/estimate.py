@@ -16,7 +16,7 @@ import torch
 from ..config import RunConfig
 from ..datasets import DataLike
 from ..device import pick_device
-from ..segment import make_segmenter
+from ..segmenters import make_segmenter
 from ..thresholds import default_post
 from .batches import load_split
 from .context import RunContext

@@ -19,7 +19,7 @@ from ..checkpoints import model_from_state, read_checkpoint
 from ..config import RunConfig, load_config
 from ..files import atomic_write_text
 from ..metrics import pool_scores, score_image
-from ..segment import Segmenter, make_segmenter
+from ..segmenters import Segmenter, make_segmenter
 from ..thresholds import Post, save_post
 from .runfiles import writing
 
@@ -59,7 +59,9 @@ def tune(
     best_post, best = base, None
     for i, params in enumerate(grid):
         post = dataclasses.replace(base, **params)
-        s = pool_scores([score_image(segmenter.labels(r, post=post), g) for r, g in zip(raws, gts, strict=True)])
+        s = pool_scores(
+            [score_image(segmenter.labels(r, post=post), g) for r, g in zip(raws, gts, strict=True)]
+        )
         objective = s.pooled_f1 + s.pooled_object_dice
         if best is None or objective > best["objective"] + 1e-9:
             best_post = post

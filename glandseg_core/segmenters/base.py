@@ -1,6 +1,6 @@
 """What every segmenter offers: image -> raw output -> label map, in one direction.
 
-A segmenter is built by :func:`segment.load_segmenter` (from a model folder) or :func:`segment.make_segmenter`
+A segmenter is built by :func:`segmenters.load_segmenter` (from a model folder) or :func:`segmenters.make_segmenter`
 (from a network in memory). ``segmenter(image)`` is ``segmenter.labels(segmenter.raw(image))``: ``raw`` runs the
 network (with test-time augmentation and tiling when asked for) and ``labels`` post-processes its output with
 thresholds that may be swapped, e.g. while tuning them on ``val``.

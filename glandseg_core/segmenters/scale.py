@@ -5,7 +5,7 @@ learnt (20x, 0.62 µm/px, ``cfg.data_mpp``): :func:`at_model_scale` resamples it
 (antialiased bilinear), segments it, and brings the label map back with nearest-neighbour sampling (ids
 unchanged, no blended ids). ``mpp=None`` means "already at the model's scale". Every segmenter's
 ``__call__(image, mpp=...)`` and ``slides.segment_at_mpp`` go through here; :func:`working_shape` is the size
-the segmenter then sees (its :meth:`~segment.base.Segmenter.plan` starts from it).
+the segmenter then sees (its :meth:`~segmenters.base.Segmenter.plan` starts from it).
 
 Label maps are int32[H, W]: 0=background, 1..N glands.
 """

@@ -29,7 +29,7 @@ from .tta import VIEWS_8, merged_views
 
 @dataclass
 class MaskRCNNSegmenter:
-    """A loaded Mask R-CNN (see :class:`segment.base.Segmenter`); ``raw`` gives :class:`Instances`.
+    """A loaded Mask R-CNN (see :class:`segmenters.base.Segmenter`); ``raw`` gives :class:`Instances`.
 
     ``raw`` keeps the detections that painting with ``post`` could use (score at least ``post.score_thresh``,
     mask above ``post.mask_thresh``); :meth:`labels` may then paint them with stricter thresholds.
@@ -46,7 +46,7 @@ class MaskRCNNSegmenter:
 
     def outputs(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The network's detections at the image's size: scores float32[N], mask probabilities float32[N, H, W]
-        (a segmenter from :func:`segment.load_segmenter` reports only those scoring at least
+        (a segmenter from :func:`segmenters.load_segmenter` reports only those scoring at least
         ``post.score_thresh``)."""
         check_image(image)
         x = to_tensor(image).to(self.device)[0]
@@ -73,7 +73,7 @@ class MaskRCNNSegmenter:
         return not self.tta and isinstance(self.model, MaskRCNN)
 
     def native(self, image: np.ndarray) -> Instances:
-        """Detections of a window of any size at the scale the model was trained at (``segment/native.py``)."""
+        """Detections of a window of any size at the scale the model was trained at (``segmenters/native.py``)."""
         return maskrcnn_instances(self, image)
 
     def _grid(self, shape: tuple[int, ...]) -> list[tuple[slice, slice]]:

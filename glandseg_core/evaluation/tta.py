@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..datasets import DataLike
-from ..segment import load_segmenter
+from ..segmenters import load_segmenter
 from .scoring import evaluate
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from ..errors import ImageError
 from ..imaging.io import read_label_map, write_label_png
 from ..metrics import ImageScores, SplitScores, pool_scores, score_image
 from ..progress import ProgressFn, Step, report
-from ..segment import Segmenter
+from ..segmenters import Segmenter
 from .records import RELABEL_SUFFIX, record_test_scoring, write_results
 
 # Saved predictions are named <image>_labels.png (never a GlaS file name); --predictions reads both forms.
@@ -192,7 +192,7 @@ def evaluate(
             (uint8[H, W, 3] image, int32[H, W] label map) pairs (split ``test``).
         splits: e.g. ``["val"]`` (GlaS: train, val, testA, testB, all); None: every split of ``data``.
         out_dir: when given, ``per_image.csv`` and ``summary.json`` are written there; None writes nothing.
-        segmenter: a loaded model (:func:`segment.load_segmenter`, with or without TTA); exactly one of
+        segmenter: a loaded model (:func:`segmenters.load_segmenter`, with or without TTA); exactly one of
             ``segmenter`` and ``predictions``. Items whose ``mpp`` differs from its ``cfg.data_mpp`` are
             segmented at the model's scale.
         predictions: a folder of label maps named ``<image>.png`` or ``<image>_labels.png`` (or .tif/.bmp).

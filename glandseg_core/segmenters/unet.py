@@ -82,7 +82,7 @@ def probs_to_labels(prob: np.ndarray, post: UNetPost) -> np.ndarray:
 
 @dataclass
 class UNetSegmenter:
-    """A loaded U-Net (see :class:`segment.base.Segmenter`); ``raw`` gives float32[2, H, W] probabilities."""
+    """A loaded U-Net (see :class:`segmenters.base.Segmenter`); ``raw`` gives float32[2, H, W] probabilities."""
 
     model: torch.nn.Module
     cfg: RunConfig

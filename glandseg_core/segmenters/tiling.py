@@ -35,7 +35,7 @@ UNET_OVERLAP = 256  # at the U-Net's scale; with 768, tiled and whole probabilit
 MASKRCNN_TILE = (522, 775)  # (height, width), native pixels: the GlaS image size the models trained on
 MASKRCNN_OVERLAP = 256  # native pixels; >= the largest gland, so every gland is whole in some window
 MASKRCNN_WINDOW = (
-    2048  # native pixels: windows run at the training scale (segment/native.py), so they can be
+    2048  # native pixels: windows run at the training scale (segmenters/native.py), so they can be
 )
 # large and the overlap costs little (2048-px windows cover a 4000-px image 1.15x per side, not 2.9x in all)
 

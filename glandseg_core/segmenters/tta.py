@@ -105,7 +105,9 @@ def _detections(
         keep = np.flatnonzero(m.max(axis=(1, 2), initial=0.0) > mask_thresh)
         if len(keep):
             m = m[keep]
-            for b, mask in zip(mask_boxes(m > 0), m):  # pasted masks are exactly 0 outside their box
+            for b, mask in zip(
+                mask_boxes(m > 0), m, strict=True
+            ):  # pasted masks are exactly 0 outside their box
                 box, crop = unview(b, mask[b[0] : b[2], b[1] : b[3]], flip, k, m.shape[1:])
                 boxes.append(box)
                 crops.append(crop)
@@ -165,7 +167,7 @@ def merged_views(
         scores float32[N] (mean over the views that found the gland, decreasing), masks float32[N, H, W]
         (mean over all views, missed views counting as 0). Glands whose mean mask never exceeds the mask
         threshold (``post.mask_thresh``) are left out. A loaded Mask R-CNN reports only detections scoring at
-        least ``post.score_thresh`` (:func:`segment.load_segmenter`), so a view that scores a gland lower counts
+        least ``post.score_thresh`` (:func:`segmenters.load_segmenter`), so a view that scores a gland lower counts
         as having missed it.
     """
     min_score = post.score_thresh if min_score is None else min_score
