@@ -34,3 +34,11 @@ class TrainingBusy(GlandsegError, RuntimeError):
 
 class TrainingStopped(GlandsegError):
     """A training was asked to stop (SIGTERM or a stop request) and saved its state."""
+
+
+class WriteError(GlandsegError, OSError):
+    """A file that could not be written (disk full, ...): one line naming it; no temporary file is left."""
+
+
+class FolderBusy(GlandsegError, RuntimeError):
+    """Another process is writing into the same output folder (one line naming it and the holder)."""
