@@ -126,6 +126,59 @@ def test_import_refuses_symlinks(tmp_path: Path) -> None:
         import_zip(path, tmp_path / "glas", sums={"Grade.csv": "0" * 64}, show_bar=False)
 
 
+def _patch_entry(path: Path, *, flag: int = 0, method: int | None = None) -> None:
+    """Set general purpose flag bits and/or the compression method of the zip's last entry in both its
+    local header (offset 6: flags, 8: method) and its central directory record (offset 8: flags, 10: method)."""
+    with zipfile.ZipFile(path) as zf:
+        local = zf.infolist()[-1].header_offset
+    data = bytearray(path.read_bytes())
+    central = data.rfind(b"PK\x01\x02")
+    assert data[local : local + 4] == b"PK\x03\x04" and central > local
+    for flags_at, method_at in ((local + 6, local + 8), (central + 8, central + 10)):
+        data[flags_at] |= flag
+        if method is not None:
+            data[method_at : method_at + 2] = method.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [({"flag": 0x1}, "is encrypted"), ({"method": 99}, "compression method 99")],
+    ids=["encrypted", "aes-method"],
+)
+def test_import_refuses_an_entry_zipfile_cannot_unpack_in_one_line(
+    tmp_path: Path, patch: dict, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #23 item 9: an encrypted entry, or a compression method Python refuses, ended in a traceback."""
+    path = make_zip(tmp_path / "odd.zip", {"Grade.csv": b"name,grade\n" * 50})
+    _patch_entry(path, **patch)
+    dest = tmp_path / "glas"
+    with pytest.raises(DatasetError, match=message) as info:
+        import_zip(path, dest, sums={"Grade.csv": "0" * 64}, show_bar=False)
+    assert "Grade.csv" in str(info.value) and "\n" not in str(info.value)
+    assert list(dest.iterdir()) == []  # the staging folder is gone
+    sums_file = tmp_path / "sums.txt"
+    sums_file.write_text(f"{'0' * 64}  Grade.csv\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(glas_release, "SUMS_FILE", sums_file)
+        assert cli.main(["data", "import", str(path), "--dest", str(dest), "--no-bar"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_import_turns_an_unreadable_method_zipfile_claims_into_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A method that passes the up-front check but fails in zipfile (e.g. lzma missing) is still one line."""
+    path = make_zip(tmp_path / "odd.zip", {"Grade.csv": b"x" * 100})
+    _patch_entry(path, method=99)
+    monkeypatch.setattr(glas_release, "_METHODS", frozenset({0, 8, 99}))
+    with pytest.raises(DatasetError, match="cannot be read"):
+        import_zip(path, tmp_path / "glas", sums={"Grade.csv": "0" * 64}, show_bar=False)
+
+
 def test_import_caps_sizes_whatever_the_zip_declares(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,6 +43,9 @@ MAX_MEMBER_BYTES = 32 * 2**20  # the largest GlaS file is a 1.2 MB BMP
 MAX_RELEASE_BYTES = 1 * 2**30  # unpacked; the release is about 250 MB
 MAX_DOWNLOAD_BYTES = 512 * 2**20  # the zip is about 173 MB
 _CHUNK = 2**20
+_METHODS = frozenset(  # the compression methods zipfile unpacks (bzip2 and lzma when Python has them)
+    (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+)
 
 
 def where_to_get(dest: Path) -> str:
@@ -123,6 +126,21 @@ def _member_name(info: zipfile.ZipInfo) -> str | None:
     return None if info.is_dir() or not parts else parts[-1]
 
 
+_REZIP = "use the original release zip, or re-zip the files without a password and with plain deflate"
+_ENCRYPTED = 0x1  # general purpose bit 0 of an entry: the entry is encrypted (a password is needed)
+
+
+def _check_readable(info: zipfile.ZipInfo) -> None:
+    """Refuse an entry that Python's zipfile cannot unpack: encrypted, or an unsupported compression method."""
+    if info.flag_bits & _ENCRYPTED:
+        raise DatasetError(f"zip entry {info.filename!r} is encrypted (password-protected); {_REZIP}")
+    if info.compress_type not in _METHODS:
+        raise DatasetError(
+            f"zip entry {info.filename!r} uses compression method {info.compress_type}, which Python's "
+            f"zipfile cannot unpack (99 is AES encryption); {_REZIP}"
+        )
+
+
 def _unpack_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, to: Path, budget: int) -> tuple[str, int]:
     """Copy one entry to ``to`` while hashing it, capped at ``MAX_MEMBER_BYTES`` and ``budget`` bytes."""
     h, size, cap = hashlib.sha256(), 0, min(MAX_MEMBER_BYTES, budget)
@@ -154,10 +172,13 @@ def _stage(
         if name in seen:
             raise DatasetError(f"the zip holds {name} twice; refusing it")
         seen.add(name)
+        _check_readable(info)
         try:
             digest, size = _unpack_member(zf, info, staging / name, budget)
         except (zipfile.BadZipFile, zlib.error, EOFError) as e:
             raise DatasetError(f"zip entry {info.filename!r} is corrupt ({e})") from None
+        except (NotImplementedError, RuntimeError) as e:  # a method or an encryption the flags hid
+            raise DatasetError(f"zip entry {info.filename!r} cannot be read ({e}); {_REZIP}") from None
         budget -= size
         if digest != sums[name]:
             differ.append(name)
