@@ -87,11 +87,10 @@ def _poster() -> RunConfig:
     )
 
 
-@functools.cache
-def _presets() -> dict[str, RunConfig]:
-    poster = _poster()
-    # Our recipes: the poster's model with AdamW, a cosine schedule and strong augmentation, from scratch.
-    ours = dataclasses.replace(
+def _ours(poster: RunConfig) -> RunConfig:
+    """Our recipes' base: the poster's model with AdamW, a cosine schedule and strong augmentation, from
+    scratch."""
+    return dataclasses.replace(
         poster,
         train_optimizer="adamw",
         train_weight_decay=1e-4,
@@ -99,7 +98,12 @@ def _presets() -> dict[str, RunConfig]:
         train_augment="strong",
         pretrained="none",
     )
-    base = poster.params
+
+
+@functools.cache
+def _presets() -> dict[str, RunConfig]:
+    poster = _poster()
+    ours, base = _ours(poster), poster.params
     return {
         "poster-maskrcnn": poster,
         "glandseg-maskrcnn": dataclasses.replace(
@@ -188,7 +192,8 @@ class MaskRCNNKind(ModelKind):
         return str(cfg.params.backbone)
 
     def imagenet_module(self, model: nn.Module) -> tuple[nn.Module, str]:
-        return model.backbone.body, "backbone"
+        net: Any = model  # a torchvision MaskRCNN (untyped)
+        return net.backbone.body, "backbone"
 
     def targets(self, cfg: RunConfig, image: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
         return maskrcnn_target(labels)
@@ -234,7 +239,8 @@ class MaskRCNNKind(ModelKind):
         floor = float(
             np.nextafter(np.float32(post.score_thresh), np.float32(0))
         )  # keep scores == thresh
-        model.roi_heads.score_thresh = max(model.roi_heads.score_thresh, floor)
+        heads: Any = model.roi_heads  # a torchvision RoIHeads (untyped)
+        heads.score_thresh = max(heads.score_thresh, floor)
 
 
 MASKRCNN = MaskRCNNKind()
