@@ -7,16 +7,19 @@ instead of ``weights.pt``. Checkpoints are always read with ``torch.load(..., we
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
-import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from .config import RunConfig, config_to_dict, load_config
-from .errors import ModelError
+from .errors import ModelError, WriteError
+from .files import describe_os_error
 from .models import build_model
-from .thresholds import default_post, save_post
+from .thresholds import default_post
 
 WEIGHTS = "weights.pt"
 POSTPROCESS = "postprocess.json"
@@ -93,6 +96,8 @@ def export_model(
 
     Raises:
         ModelError: when ``model_dir`` holds a model already and ``overwrite`` is False.
+        WriteError: a file could not be written (a full disk): one line naming it; the folder keeps the model
+            it held (the files are replaced together or not at all) and no temporary file is left.
     """
     run_dir, model_dir = Path(run_dir), Path(model_dir)
     if (model_dir / WEIGHTS).exists() and not overwrite:
@@ -106,14 +111,50 @@ def export_model(
         k: v.half() if fp16 and v.is_floating_point() and "running_" not in k else v
         for k, v in state.items()
     }
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / (WEIGHTS + ".tmp")
-    torch.save({"model": state, "config": config_to_dict(cfg), "epoch": ckpt.get("epoch", -1)}, tmp)
-    tmp.replace(model_dir / WEIGHTS)
-    shutil.copyfile(run_dir / "config.json", model_dir / "config.json")
     post = run_dir / POSTPROCESS
-    if post.is_file():
-        shutil.copyfile(post, model_dir / POSTPROCESS)
-    else:
-        save_post(default_post(cfg), model_dir / POSTPROCESS)
+    post_bytes = post.read_bytes() if post.is_file() else _post_text(cfg).encode()
+    files = {"config.json": (run_dir / "config.json").read_bytes(), POSTPROCESS: post_bytes}
+    weights = {"model": state, "config": config_to_dict(cfg), "epoch": ckpt.get("epoch", -1)}
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(describe_os_error(model_dir, e, "create")) from e
+    _write_model_files(model_dir, weights, files)
     return model_dir
+
+
+def _post_text(cfg: RunConfig) -> str:
+    """``postprocess.json`` of untuned settings, as :func:`glandseg_core.thresholds.save_post` writes it."""
+    return json.dumps(asdict(default_post(cfg)), indent=2) + "\n"
+
+
+def _write_model_files(model_dir: Path, weights: dict, files: dict[str, bytes]) -> None:
+    """Write ``weights.pt`` and the small ``files`` all together or not at all (temporary files, then renames).
+
+    Raises:
+        WriteError: one line naming the file that failed (a full disk); no temporary file is left.
+    """
+    tmps: dict[Path, Path] = {}
+    target = model_dir / WEIGHTS
+    try:
+        tmps[target] = model_dir / (WEIGHTS + ".tmp")
+        with open(tmps[target], "wb") as fh:
+            torch.save(weights, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for name, data in files.items():
+            target = model_dir / name
+            tmps[target] = model_dir / f".{name}.tmp"
+            tmps[target].write_bytes(data)
+        for target, tmp in tmps.items():
+            os.replace(tmp, target)
+        tmps = {}
+    except OSError as e:
+        raise WriteError(describe_os_error(target, e) + "; nothing was exported") from e
+    except RuntimeError as e:  # torch's own writer on a full disk ("enforce fail at inline_container")
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        msg = f"cannot write {target}: disk full or I/O error (torch: {first}); nothing was exported"
+        raise WriteError(msg) from e
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import logging
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: appends are still single writes, without the lock
+    fcntl = None  # type: ignore[assignment]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | memoryview) -> None:
@@ -115,3 +123,154 @@ def describe_os_error(path: str | os.PathLike[str] | None, exc: OSError, action:
     cause = _CAUSES.get(exc.errno) if exc.errno is not None else None
     why = f"{cause} ({detail})" if cause else detail
     return f"cannot {action} {target}: {why}"
+
+
+# ------------------------------------------------------------------------------------- appended lines
+
+_log = logging.getLogger(__name__)
+TORN_SUFFIX = ".torn"  # a torn last line is moved to <file>.torn, never dropped unseen
+
+
+def _is_json(text: bytes) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _torn_tail(fd: int, size: int) -> bytes:
+    """The bytes after the last newline of the open file ``fd`` of ``size`` bytes (b"" when it ends in one)."""
+    tail, pos = b"", size
+    while pos > 0:
+        step = min(65536, pos)
+        pos -= step
+        chunk = os.pread(fd, step, pos)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            return chunk[cut + 1 :] + tail
+        tail = chunk + tail
+    return tail
+
+
+def _repair(fd: int, path: Path) -> bytes:
+    """Make the file end in a newline before an append; returns the bytes to write first.
+
+    A last line without its newline that is whole JSON is kept (a newline is added); anything else is a torn
+    write: it is moved to ``<file>.torn`` and cut off, with a warning naming both files.
+    """
+    size = os.fstat(fd).st_size
+    tail = _torn_tail(fd, size) if size else b""
+    if not tail:
+        return b""
+    if _is_json(tail):
+        return b"\n"
+    torn = path.with_name(path.name + TORN_SUFFIX)
+    with open(torn, "ab") as fh:
+        fh.write(tail + b"\n")
+    os.ftruncate(fd, size - len(tail))
+    _log.warning(
+        "%s: a torn last line (%d bytes, an interrupted write) was moved to %s", path, len(tail), torn
+    )
+    return b""
+
+
+def append_line(path: str | os.PathLike[str], text: str) -> None:
+    """Append ``text`` as one whole line: readers and later appends never see half of it.
+
+    How it works: the file is opened with ``O_APPEND`` and locked (``flock``, POSIX) against other appenders;
+    a torn last line left by an earlier crash or full disk is repaired first (:func:`_repair`: kept when it is
+    whole JSON, else moved to ``<file>.torn`` with a warning); then the line and its newline go out in a
+    single ``os.write``. A short or failed write is cut off again, so the file still ends in a whole line.
+
+    Args:
+        path: The file (created when missing); its folder must exist.
+        text: One line, without a newline inside (a trailing one is allowed).
+
+    Raises:
+        ValueError: ``text`` holds a newline before its end.
+        OSError: the disk is full, ...: ``filename`` is ``path``; the file is as it was before.
+    """
+    target = Path(path)
+    line = text.removesuffix("\n")
+    if "\n" in line:
+        raise ValueError(f"{target}: a record to append must be one line")
+    data = (line + "\n").encode("utf-8")
+    try:
+        fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        exc.filename = os.fspath(target)
+        raise
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _append_locked(fd, target, data)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        exc.filename = os.fspath(target)
+        raise
+    finally:
+        os.close(fd)
+
+
+def _append_locked(fd: int, target: Path, data: bytes) -> None:
+    """The body of :func:`append_line` once the file is open and locked."""
+    data = _repair(fd, target) + data
+    start = os.fstat(fd).st_size
+    try:
+        written = os.write(fd, data)
+        if written != len(data):  # a short write: the disk filled up in the middle of the line
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        os.fsync(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
+
+
+def _salvage(line: str) -> Any:
+    """A whole JSON object at the end of ``line`` (a torn record glued to the next one), else None."""
+    decoder = json.JSONDecoder()
+    for i in range(1, len(line)):
+        if line[i] != "{":
+            continue
+        try:
+            value, end = decoder.raw_decode(line, i)
+        except ValueError:
+            continue
+        if end == len(line.rstrip()):
+            return value
+    return None
+
+
+def read_json_lines(path: str | os.PathLike[str]) -> list[Any]:
+    """The JSON values of a JSON Lines file, oldest first ([] when it is missing), tolerant of faults.
+
+    A torn line (an interrupted append) is skipped with a warning naming the file and line; a record that an
+    older writer glued onto such a torn line is recovered.
+
+    Raises:
+        OSError: the file exists but cannot be read.
+    """
+    target = Path(path)
+    if not target.is_file():
+        return []
+    out = []
+    for n, line in enumerate(target.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+            continue
+        except ValueError:
+            pass
+        rescued = _salvage(line)
+        if rescued is not None:
+            out.append(rescued)
+            _log.warning(
+                "%s, line %d: a torn record glued to the next one; the next one is kept", target, n
+            )
+        else:
+            _log.warning("%s, line %d: skipped a torn or unreadable line", target, n)
+    return out

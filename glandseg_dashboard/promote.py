@@ -15,9 +15,9 @@ from collections.abc import Collection
 from pathlib import Path
 
 from glandseg_core.checkpoints import POSTPROCESS, WEIGHTS, export_model
-from glandseg_core.errors import ModelError
+from glandseg_core.errors import ModelError, WriteError
 from glandseg_core.evaluation import TEST_HISTORY
-from glandseg_core.files import atomic_write_text
+from glandseg_core.files import atomic_write_text, describe_os_error
 from glandseg_core.modelcard import render
 
 from .runs import EVAL_DIR, TRAIN_OUT
@@ -65,6 +65,8 @@ def promote(
     Raises:
         ModelError: ``model_dir`` holds entries not in ``confirmed`` (nothing is written then), or the
             checkpoint is unusable.
+        WriteError: a file could not be written (a full disk): one line naming it (an ``OSError``, which the
+            page shows); no temporary file is left.
     """
     run_dir, model_dir = Path(run_dir), Path(model_dir)
     if model_dir.exists() and not model_dir.is_dir():
@@ -72,7 +74,19 @@ def promote(
     found = replaced(model_dir)
     if unconfirmed := [n for n in found if n not in confirmed]:
         raise ModelError(f"{model_dir} holds {', '.join(unconfirmed)}; confirm replacing them")
-    export_model(run_dir, model_dir, overwrite=bool(found))
+    export_model(run_dir, model_dir, overwrite=bool(found))  # WriteError: one line, nothing exported
+    try:
+        _copy_results(run_dir, model_dir)
+    except OSError as e:  # a full disk after the weights went in: one line, and how to finish
+        why = describe_os_error(None, e)
+        raise WriteError(
+            f"{why}; {model_dir} is only partly promoted: free space and promote again"
+        ) from e
+    return model_dir
+
+
+def _copy_results(run_dir: Path, model_dir: Path) -> None:
+    """The run's evaluation, test history and model card into ``model_dir``; stale results removed."""
     ev = run_dir / EVAL_DIR
     copies = [(ev / "summary.json", "metrics.json"), (ev / "per_image.csv", "per_image.csv")]
     for src, dst in [*copies, (run_dir / TEST_HISTORY, TEST_HISTORY)]:
@@ -84,4 +98,3 @@ def promote(
         if (model_dir / name).is_dir():
             shutil.rmtree(model_dir / name)
     atomic_write_text(model_dir / CARD, render(model_dir, run_dir, _command(run_dir)))
-    return model_dir

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..files import atomic_write_text
+from ..errors import WriteError
+from ..files import append_line, atomic_write_text, describe_os_error, read_json_lines
 
 TEST_SPLITS = ("testA", "testB")
 TEST_HISTORY = "test_history.jsonl"
@@ -39,13 +40,18 @@ def write_results(
     relabelled diagnostic (a ``suffix``) says what it is.
 
     Raises:
-        OSError: a file could not be written (names it).
+        WriteError: a file could not be written (one line naming it; an ``OSError``); no temporary file is left.
     """
     out_dir = Path(out_dir)
-    atomic_write_text(out_dir / f"per_image{suffix}.csv", table.to_csv(index=False, float_format="%.6g"))
     note = "ground-truth ids split into connected components (8-connectivity); NOT the official GlaS figures"
     text = json.dumps({"diagnostic": note, **summary} if suffix else summary, indent=2)
-    atomic_write_text(out_dir / f"summary{suffix}.json", text + "\n")
+    try:
+        atomic_write_text(
+            out_dir / f"per_image{suffix}.csv", table.to_csv(index=False, float_format="%.6g")
+        )
+        atomic_write_text(out_dir / f"summary{suffix}.json", text + "\n")
+    except OSError as e:
+        raise WriteError(describe_os_error(None, e)) from e
 
 
 def read_relabel_summary(out_dir: str | os.PathLike) -> dict[str, dict]:
@@ -84,6 +90,9 @@ def record_test_scoring(
 
     Returns:
         How many lines were appended.
+
+    Raises:
+        WriteError: the history could not be written (one line naming it, e.g. a full disk).
     """
     model_dir = Path(model_dir)
     splits = [s for s in TEST_SPLITS if s in summary]
@@ -102,26 +111,22 @@ def record_test_scoring(
             "reason": reason,
             "figures": figures,
         }
-        lines.append(json.dumps(rec) + "\n")
-    with open(model_dir / TEST_HISTORY, "a", encoding="utf-8") as f:
-        f.write("".join(lines))
+        lines.append(json.dumps(rec))
+    path = model_dir / TEST_HISTORY
+    # each line whole or not at all; a torn tail of an earlier fault is repaired first
+    for line in lines:
+        try:
+            append_line(path, line)
+        except OSError as e:
+            raise WriteError(describe_os_error(path, e) + "; this scoring is not recorded") from e
     return len(lines)
 
 
 def read_test_history(model_dir: str | os.PathLike) -> list[dict]:
-    """The records of ``model_dir/test_history.jsonl``, oldest first ([] when there is none; torn lines skipped)."""
-    path = Path(model_dir) / TEST_HISTORY
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and rec.get("split") in TEST_SPLITS:
-            out.append(rec)
-    return out
+    """The records of ``model_dir/test_history.jsonl``, oldest first ([] when there is none); a torn line is
+    skipped with a warning, and a record glued onto one by an older writer is recovered."""
+    records = read_json_lines(Path(model_dir) / TEST_HISTORY)
+    return [r for r in records if isinstance(r, dict) and r.get("split") in TEST_SPLITS]
 
 
 def format_summary(summary: dict[str, dict]) -> str:

@@ -24,7 +24,8 @@ import pandas as pd
 from skimage.measure import label as connected_components
 
 from ..datasets import DataLike, Item, as_dataset
-from ..errors import ImageError
+from ..errors import ImageError, WriteError
+from ..files import describe_os_error
 from ..imaging.io import read_label_map, write_label_png
 from ..metrics import ImageScores, SplitScores, pool_scores, score_image
 from ..progress import ProgressFn, Step, report
@@ -146,13 +147,21 @@ def score_items(
         pred = predict(item, image, gt)
         seconds = time.perf_counter() - t0
         if save_to is not None:
-            save_to.mkdir(exist_ok=True)
-            write_label_png(save_to / f"{item.name}{PREDICTION_SUFFIX}.png", pred)
+            _save_prediction(save_to / f"{item.name}{PREDICTION_SUFFIX}.png", pred)
         official.add(item, score_image(pred, gt), seconds)
         if relabel_gt:
             diagnostic.add(item, score_image(pred, relabel_components(gt)), seconds)
         report(progress, Step("evaluate", i + 1, len(items), "images", {"image": item.name}))
     return official, diagnostic
+
+
+def _save_prediction(path: Path, pred: np.ndarray) -> None:
+    """Write one predicted label map atomically; a failure is one line naming the file (a full disk)."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+        write_label_png(path, pred)
+    except OSError as e:
+        raise WriteError(describe_os_error(None, e)) from e
 
 
 def _predictor(
@@ -207,6 +216,7 @@ def evaluate(
 
     Raises:
         DatasetError, ImageError: with one-line messages naming the file or item.
+        WriteError: a file could not be written (a full disk; one line naming it, no temporary file left).
         ValueError: not exactly one of segmenter and predictions; files asked for without ``out_dir``.
     """
     if (segmenter is None) == (predictions is None):

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..files import atomic_write_text
+from ..files import append_line, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        if e.errno in _DISK_FULL:
+        if e.errno is not None and e.errno in _DISK_FULL:
             cause = f"disk full ({os.strerror(e.errno)})"
         else:
             cause = e.strerror or str(e) or type(e).__name__
@@ -79,21 +79,15 @@ def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
 
 
 def append_log(run_dir: Path, record: dict[str, Any]) -> None:
-    """Append one epoch's record to ``log.jsonl``; on a failed write the partial line is cut off again.
+    """Append one epoch's record to ``log.jsonl`` as one whole line (:func:`glandseg_core.files.append_line`:
+    a failed write leaves no partial line; a torn last line of an earlier crash is repaired first).
 
     Raises:
         OSError: one line naming ``log.jsonl`` and the cause.
     """
     path = run_dir / LOG
-    with writing(path), open(path, "a", encoding="utf-8") as f:
-        start = f.tell()
-        try:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-        except OSError:
-            with contextlib.suppress(OSError):
-                f.truncate(start)
-            raise
+    with writing(path):
+        append_line(path, json.dumps(record))
 
 
 def _parse_log(path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -136,8 +130,9 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 def trim_log(run_dir: Path, last_epoch: int) -> None:
     """Keep the log records of epochs ``<= last_epoch`` (1-based; 0 empties it), so a resumed or retried run
-    never writes an epoch twice; a half-written last line goes too. The kept lines are not rewritten: the file
-    is replaced atomically, and only when something is dropped.
+    never writes an epoch twice; a half-written last line goes too, and so does all but the last line of an
+    epoch logged twice. The kept lines are not rewritten: the file is replaced atomically, and only when
+    something is dropped.
 
     Raises:
         ValueError: an unreadable line other than a half-written last one (names the file and line).
@@ -146,7 +141,11 @@ def trim_log(run_dir: Path, last_epoch: int) -> None:
     path = run_dir / LOG
     if not path.is_file():
         return
-    text = "".join(line + "\n" for line, rec in _parse_log(path) if rec["epoch"] <= last_epoch)
+    kept = [(line, rec) for line, rec in _parse_log(path) if rec["epoch"] <= last_epoch]
+    last = {rec["epoch"]: i for i, (_, rec) in enumerate(kept)}  # an epoch logged twice: its last line
+    if len(last) < len(kept):
+        log.warning("%s: dropping %d duplicated epoch line(s)", path, len(kept) - len(last))
+    text = "".join(line + "\n" for i, (line, rec) in enumerate(kept) if last[rec["epoch"]] == i)
     if text != path.read_text(encoding="utf-8"):
         with writing(path):
             atomic_write_text(path, text)
