@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import kinds  # noqa: F401  (registers the built-in model kinds
+from . import kinds  # noqa: F401  (registers the built-in model kinds)
 from ._version import __version__
 
 _LAZY = {
