@@ -13,6 +13,7 @@ import math
 import os
 import platform
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import torch
@@ -265,9 +266,8 @@ def _references(display: str, metrics: dict) -> list[str]:
                 f"| this model, per-image mean | {label} | {s['mean_f1']:.3f} | {s['mean_object_dice']:.3f} | {s['mean_object_hausdorff']:.1f} |"
             )
     for r in PUBLISHED:
-        lines.append(
-            f"| {r['method']} | {r['split']} | {r['f1']:.3f} | {_fmt(r['object_dice'])} | {_fmt(r['object_hausdorff'], 1)} |"
-        )
+        dice, hd = cast("float | None", r["object_dice"]), cast("float | None", r["object_hausdorff"])
+        lines.append(f"| {r['method']} | {r['split']} | {r['f1']:.3f} | {_fmt(dice)} | {_fmt(hd, 1)} |")
     return lines
 
 

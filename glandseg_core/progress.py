@@ -14,7 +14,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ParamSpec, TextIO, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TextIO, TypeVar
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -112,7 +115,7 @@ class TextBar:
     def __init__(self, stream: TextIO | None = None, disable: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.disable = disable
-        self._bar = None
+        self._bar: tqdm | None = None
         self._phase: str | None = None
 
     def __call__(self, step: Step) -> None:

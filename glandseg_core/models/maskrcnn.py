@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -74,9 +74,9 @@ class MixedPrecisionBackbone(nn.Module):
     def __init__(self, inner: nn.Module, enabled: bool) -> None:
         super().__init__()
         self.body, self.fpn, self.out_channels, self.enabled = (
-            inner.body,
-            inner.fpn,
-            inner.out_channels,
+            cast(nn.Module, inner.body),
+            cast(nn.Module, inner.fpn),
+            cast(int, inner.out_channels),  # BackboneWithFPN's attributes
             enabled,
         )
 

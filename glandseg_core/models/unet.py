@@ -90,6 +90,9 @@ class DecoderBlock(nn.Module):
 class UNet(nn.Module):
     """U-Net with ``depth`` down-sampling steps; input sides must be multiples of ``2**depth``."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(
         self, *, in_channels: int = 3, out_channels: int = 2, base: int = 32, depth: int = 4
     ) -> None:
@@ -153,6 +156,9 @@ class ResNetUNet(nn.Module):
 
     Skips: the stem (stride 2) and layers 1-3 (strides 4-16); layer 4 (stride 32) is the bottleneck.
     """
+
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     def __init__(self, *, encoder: str = "resnet34", out_channels: int = 2) -> None:
         super().__init__()

@@ -7,6 +7,7 @@ the segmenter's forward pass; instance painting and merging live in ``instances.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -66,7 +67,11 @@ def _read_config(model_dir: Path, ckpt: dict) -> RunConfig:
 
 
 def load_segmenter(
-    model_dir: str | Path, *, device: str | None = None, tta: bool = False, tiling: Tiling | None = None
+    model_dir: str | os.PathLike[str],
+    *,
+    device: str | None = None,
+    tta: bool = False,
+    tiling: Tiling | None = None,
 ) -> Segmenter:
     """Load a model folder (``weights.pt``, ``config.json``, ``postprocess.json``) or a training run folder.
 

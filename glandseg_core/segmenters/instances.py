@@ -10,6 +10,7 @@ claiming it, and an instance left with too little of its own mask is dropped. Wi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -54,7 +55,7 @@ def mask_boxes(masks: np.ndarray) -> np.ndarray:
     Returns:
         int64[N, 4] as (y0, x0, y1, x1), end-exclusive.
     """
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    rows, cols = cast(np.ndarray, masks.any(axis=2)), cast(np.ndarray, masks.any(axis=1))
     y0, y1 = rows.argmax(axis=1), rows.shape[1] - rows[:, ::-1].argmax(axis=1)
     x0, x1 = cols.argmax(axis=1), cols.shape[1] - cols[:, ::-1].argmax(axis=1)
     return np.stack([y0, x0, y1, x1], axis=1).astype(np.int64).reshape(-1, 4)

@@ -8,6 +8,7 @@ Label maps are int32[H, W]: 0=background, 1..N glands.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -105,7 +106,7 @@ class MaskRCNNSegmenter:
         if not t.needed(image.shape):
             inst = self.window(image, counter)
         elif not self.native_windows:  # views resized by torchvision: GlaS-sized
-            detect = partial(self.window, counter=counter)
+            detect: Callable[[np.ndarray], Instances] = partial(self.window, counter=counter)
             inst = tiled_instances(
                 detect, image, self.post, tile=t.maskrcnn_tile, overlap=t.maskrcnn_overlap
             )

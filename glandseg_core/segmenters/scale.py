@@ -74,9 +74,9 @@ def at_model_scale(
         return segment(image)
     h, w = image.shape[:2]
     sh, sw = scaled_shape(image.shape, f)
-    small = np.array(Image.fromarray(image).resize((sw, sh), Image.BILINEAR))
+    small = np.array(Image.fromarray(image).resize((sw, sh), Image.Resampling.BILINEAR))
     labels = np.asarray(segment(small), dtype=np.int32)
     del small
-    back = np.array(Image.fromarray(labels).resize((w, h), Image.NEAREST), dtype=np.int32)
+    back = np.array(Image.fromarray(labels).resize((w, h), Image.Resampling.NEAREST), dtype=np.int32)
     del labels
     return relabel_sequential(back)[0].astype(np.int32, copy=False)

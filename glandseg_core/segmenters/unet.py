@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import SupportsInt, cast
 
 import numpy as np
 import torch
@@ -113,7 +114,7 @@ class UNetSegmenter:
 
     def _windows(self, size: tuple[int, int]) -> int:
         """Windows of a prepared input of ``size`` (h, w), as :func:`tiling.blend_windows` cuts it."""
-        t, align = self.tiling, int(self.model.multiple)
+        t, align = self.tiling, int(cast(SupportsInt, self.model.multiple))
         return math.prod(len(aligned_spans(n, t.unet_tile, t.unet_overlap, align)) for n in size)
 
     def plan(self, shape: tuple[int, ...], mpp: float | None = None) -> Plan:
@@ -130,7 +131,7 @@ class UNetSegmenter:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities float32[1, 2, h, w] of a prepared input: padded to the network's stride (reflect),
         run, cropped back."""
-        multiple = self.model.multiple
+        multiple = cast(int, self.model.multiple)  # UNet.multiple, ResNetUNet.multiple
         h, w = x.shape[-2:]
         ph, pw = -h % multiple, -w % multiple
         xp = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
@@ -159,7 +160,7 @@ class UNetSegmenter:
                 x,
                 tile=t.unet_tile,
                 overlap=t.unet_overlap,
-                align=int(self.model.multiple),
+                align=int(cast(SupportsInt, self.model.multiple)),
             )
 
     def raw(self, image: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:

@@ -9,6 +9,8 @@ overlap in pieces, with a straight cut at the window border.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from .instances import CUT_MARGIN, Instances
@@ -168,7 +170,7 @@ def seen_whole(boxes: np.ndarray, windows: np.ndarray, shape: tuple[int, int]) -
         & (b[..., 2] <= win[..., 2] - inner[..., 2])
         & (b[..., 3] <= win[..., 3] - inner[..., 3])
     )
-    return inside.any(axis=0) if len(windows) else np.zeros(len(boxes), bool)
+    return cast(np.ndarray, inside.any(axis=0)) if len(windows) else np.zeros(len(boxes), bool)
 
 
 def drop_unconfirmed(

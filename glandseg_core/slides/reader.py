@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Self, cast
 
 import numpy as np
 import openslide
@@ -49,7 +50,11 @@ def is_slide(path: str | os.PathLike[str]) -> bool:
     try:
         with tifffile.TiffFile(p) as tif:
             page = tif.pages.first
-            pyramid = len(tif.series[0].levels) > 1 or len(tif.pages) > 1 and tif.pages[1].is_reduced
+            pyramid = (
+                len(tif.series[0].levels) > 1
+                or len(tif.pages) > 1
+                and cast("tifffile.TiffPage", tif.pages[1]).is_reduced
+            )
             big = page.imagewidth * page.imagelength > MAX_PIXELS
             return bool(tif.is_svs or page.is_tiled and (tif.is_ome or pyramid or big))
     except Exception:  # noqa: BLE001  anything tifffile cannot parse is not a slide (read_image will say why)
@@ -104,8 +109,10 @@ class Slide:
     def __init__(self, path: Path, osr: openslide.OpenSlide) -> None:
         self.path = path
         self._osr = osr
-        self.dimensions: tuple[int, int] = tuple(osr.dimensions)
-        self.levels: tuple[tuple[int, int], ...] = tuple(tuple(d) for d in osr.level_dimensions)
+        self.dimensions: tuple[int, int] = cast(tuple[int, int], tuple(osr.dimensions))
+        self.levels: tuple[tuple[int, int], ...] = tuple(
+            cast(tuple[int, int], tuple(d)) for d in osr.level_dimensions
+        )
         self.downsamples: tuple[float, ...] = tuple(float(d) for d in osr.level_downsamples)
         self.mpp = _mpp(osr.properties)
 
@@ -134,7 +141,8 @@ class Slide:
             rgba = self._osr.read_region((int(x), int(y)), level, (int(w), int(h)))
         except openslide.OpenSlideError as e:
             raise ImageError(f"{self.path.name}: cannot read slide data ({_brief(e)})") from None
-        if rgba.getextrema()[3][0] == 255:
+        extrema = cast(tuple[tuple[int, int], ...], rgba.getextrema())  # RGBA: (min, max) per band
+        if extrema[3][0] == 255:
             return rgba.convert("RGB")
         return Image.fromarray(_rgba_to_rgb(np.asarray(rgba)))
 
@@ -158,7 +166,7 @@ class Slide:
             y1 = min(lh, max(y0 + 1, math.ceil(t1 * r)))
             strip = Image.fromarray(self.read(level, 0, round(y0 * d), lw, y1 - y0))
             box = (0.0, t0 * r - y0, min(lw, tw * r), min(y1, t1 * r) - y0)
-            out[t0:t1] = np.asarray(strip.resize((tw, t1 - t0), Image.BILINEAR, box=box))
+            out[t0:t1] = np.asarray(strip.resize((tw, t1 - t0), Image.Resampling.BILINEAR, box=box))
         return out, scale
 
 
@@ -216,7 +224,7 @@ def _why_unreadable(path: Path) -> str:
     return "a TIFF that is not a whole-slide image OpenSlide can read"
 
 
-def _mpp(props: openslide._PropertyMap) -> tuple[float, float] | None:  # type: ignore[name-defined]
+def _mpp(props: Mapping[str, str]) -> tuple[float, float] | None:
     """Level-0 (x, y) micrometres per pixel from OpenSlide's properties, else None."""
     try:
         x = float(props[openslide.PROPERTY_NAME_MPP_X])

@@ -78,7 +78,9 @@ class Batches:
     def build(self, idx: np.ndarray, rng: np.random.Generator) -> list[tuple[np.ndarray, Any]]:
         """One batch as numpy arrays: the images ``idx`` augmented with ``rng``, and their targets."""
         cfg = self.cfg
-        samples = [augment(*self.data[i], cfg.train_augment, rng, crop=cfg.train_crop_size) for i in idx]
+        samples = [
+            augment(*self.data[int(i)], cfg.train_augment, rng, crop=cfg.train_crop_size) for i in idx
+        ]
         return [(im, cfg.kind.targets(cfg, im, lab)) for im, lab in samples]
 
     def tensors(self, batch: list[tuple[np.ndarray, Any]]) -> Batch:

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import distributed as dist
@@ -54,7 +54,7 @@ def train_step(state: TrainState, batch: Batch, device: torch.device, step: int)
         FloatingPointError: the loss is not finite (names the epoch and step).
     """
     losses = _losses(state, batch, device)
-    loss = sum(losses.values())
+    loss = cast(torch.Tensor, sum(losses.values()))  # a kind has at least one loss term
     if not torch.isfinite(loss):
         raise FloatingPointError(
             f"loss is {loss.item()} at epoch {state.epoch + 1}, step {step + 1}; lower train_lr"

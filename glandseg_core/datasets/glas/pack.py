@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -66,7 +67,7 @@ def pack_glas(
     return manifest
 
 
-_WEBP_LOSSLESS = {"lossless": True, "quality": 100, "method": 4, "exact": True}
+_WEBP_LOSSLESS: dict[str, Any] = {"lossless": True, "quality": 100, "method": 4, "exact": True}
 
 
 def _write_item(item: GlasItem, dst: Path, *, lossless: bool, quality: int) -> tuple[Path, Path]:
