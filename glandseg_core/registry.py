@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -29,6 +29,28 @@ from .errors import ConfigError
 
 ENTRY_POINT_GROUP = "glandseg.kinds"
 PLUGINS_ENV = "GLANDSEG_PLUGINS"
+
+
+@dataclass(frozen=True)
+class MemoryCost:
+    """How a kind's peak memory grows while it segments one image (``memory.py`` adds it up).
+
+    Peak bytes = ``base_bytes`` + ``work_bytes_per_pixel`` x pixels of the image at the model's pixel size
+    (+ ``tta_bytes_per_pixel`` with test-time augmentation) + ``input_bytes_per_pixel`` x pixels of the input
+    when it is resampled (the input itself and its label map back at its size). The defaults are generous, for
+    a plugin kind that declares nothing.
+
+    Attributes:
+        base_bytes: interpreter, torch, the weights, and one window's activations (windows bound them).
+        work_bytes_per_pixel: the resampled image, the network's whole output and its post-processing.
+        tta_bytes_per_pixel: the running sum of the views' outputs.
+        input_bytes_per_pixel: the input and its label map at the input's size (only when resampled).
+    """
+
+    base_bytes: int = 1536 * 2**20
+    work_bytes_per_pixel: int = 128
+    tta_bytes_per_pixel: int = 16
+    input_bytes_per_pixel: int = 24
 
 
 class ModelKind:
@@ -132,6 +154,16 @@ class ModelKind:
     def loaded(self, model: nn.Module, post: Any) -> None:
         """Adjust a network loaded for inference to its post-processing settings (default: nothing)."""
 
+    # --- memory
+    def memory_cost(self, cfg: Any) -> MemoryCost:
+        """How segmenting with a model of ``cfg`` grows in memory (default: generous coefficients)."""
+        return MemoryCost()
+
+    def train_bytes(self, cfg: Any) -> int:
+        """Estimated memory of one training step of ``cfg`` (activations kept for the backward pass, weights,
+        gradients, optimizer state), in bytes; 0: unknown (not checked)."""
+        return 0
+
 
 _KINDS: dict[str, ModelKind] = {}
 _plugins_loaded = False
@@ -164,7 +196,7 @@ def load_plugins() -> None:
         loaded = ep.load()
         if isinstance(loaded, ModelKind):
             register_kind(loaded)
-        elif isinstance(loaded, Callable):  # a function that registers its kinds
+        elif callable(loaded):  # a function that registers its kinds
             loaded()
 
 

@@ -45,6 +45,7 @@ LAYERS: tuple[str, ...] = (
     "stats",  # result tables, paired comparisons (pandas, on metrics' F1)
     "outputs",  # coloured overlays of label maps, gland tables and GeoJSON
     "segmenters",  # segmenters: image -> raw output -> label map; TTA, tiling
+    "memory",  # the memory estimate of a segmentation (after resampling) or a training step, the budget
     "kinds",  # the built-in model kinds (one object each), registered on import
     "slides",  # whole-slide prediction
     "batch",  # predict over many inputs, writing outputs

@@ -18,11 +18,19 @@ from torch import nn
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..models.maskrcnn import MaskRCNNParams, build_maskrcnn
-from ..registry import ModelKind
+from ..registry import MemoryCost, ModelKind
 from ..segmenters.maskrcnn import MaskRCNNSegmenter
 from ..thresholds import MaskRCNNPost
 from ..transforms import maskrcnn_target
 from .unet import grid_points
+
+# Memory (benchmarks/bench_dashboard_memory.py, CPU, fp32, the shipped ResNet-18 model): 1011 MiB at 1 MP, 1090
+# at 4, up to 1572 at 5.6 MP with 106 glands (kept instance crops); with a margin, 1152 MiB + 80 bytes per pixel.
+# A ResNet-50 backbone adds its weights and wider activations to the fixed part.
+BASE_BYTES = {"resnet18": 1152 * 2**20, "resnet34": 1280 * 2**20}
+BASE_BYTES_OTHER = 1664 * 2**20  # resnet50 and larger
+TRAIN_BYTES_PER_PIXEL = {"resnet18": 600, "resnet34": 800}  # one training image at the network's size
+TRAIN_BYTES_PER_PIXEL_OTHER = 1500  # resnet50 (torchvision's reference: ~1.5 GB per 800 x 1333 image)
 
 GRID = {
     "score_thresh": (0.3, 0.5, 0.7, 0.85),
@@ -231,6 +239,18 @@ class MaskRCNNKind(ModelKind):
         path: Any = None,
     ) -> MaskRCNNSegmenter:
         return MaskRCNNSegmenter(model, cfg, post, device, path, tta, tiling)
+
+    def memory_cost(self, cfg: RunConfig) -> MemoryCost:
+        backbone = str(cfg.params.backbone)
+        return MemoryCost(base_bytes=BASE_BYTES.get(backbone, BASE_BYTES_OTHER), work_bytes_per_pixel=80)
+
+    def train_bytes(self, cfg: RunConfig) -> int:
+        """Activations of one batch: each image reaches the network at most ``min_size`` x ``max_size``
+        pixels (torchvision resizes it), about ``TRAIN_BYTES_PER_PIXEL`` bytes each; plus the fixed part."""
+        p: MaskRCNNParams = cfg.params
+        per_px = TRAIN_BYTES_PER_PIXEL.get(str(p.backbone), TRAIN_BYTES_PER_PIXEL_OTHER)
+        fixed = BASE_BYTES.get(str(p.backbone), BASE_BYTES_OTHER)
+        return int(fixed + cfg.train_batch_size * p.min_size * p.max_size * per_px)
 
     def loaded(self, model: nn.Module, post: Any) -> None:
         """Drop detections scoring below the painting threshold inside the network: they are never painted,

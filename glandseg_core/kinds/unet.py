@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from ..config import RunConfig
 from ..device import autocast
 from ..errors import ConfigError
 from ..models.unet import UNetParams, build_unet
-from ..registry import ModelKind
+from ..registry import MemoryCost, ModelKind
 from ..segmenters.unet import UNetSegmenter
 from ..thresholds import UNetPost
 from ..transforms import unet_targets
@@ -32,6 +32,18 @@ GRID = {
     "min_area": (100, 300, 600),
 }
 SEMANTIC_GRID = {"fg_thresh": (0.4, 0.5, 0.6), "min_area": (100, 300, 600)}
+
+# Memory (benchmarks/bench_dashboard_memory.py, CPU, fp32, the shipped glandseg-unet: base 32, scale 0.5):
+# 915 MiB at 1 MP, 1317 at 4, 1925 at 12; with a margin, 1024 MiB + 80 bytes per pixel at the model's pixel
+# size. The fixed part holds one window's activations (windows of 768 px at the U-Net's scale, or a whole image
+# up to 1024 px a side): it grows with the width and with the U-Net's scale; the slope (probabilities, the
+# watershed) with the pixels the U-Net sees.
+RUNTIME_BYTES = 512 * 2**20  # interpreter, torch, weights
+ACTIVATION_BYTES = 512 * 2**20  # one window of base 32 at 768 x 768 network pixels
+TRAIN_BYTES_PER_PIXEL_CHANNEL = (
+    100  # kept activations per crop pixel and first-layer channel (fp32, generous)
+)
+GLAS_PIXELS = 775 * 522  # a whole GlaS image (train_crop_size=0)
 
 FIELD_WORDS = {
     "unet_base": ("U-Net first-layer channels", "channels",
@@ -153,7 +165,7 @@ class UNetKind(ModelKind):
         return str(cfg.params.encoder)
 
     def imagenet_module(self, model: nn.Module) -> tuple[nn.Module, str]:
-        return model.encoder, "encoder"
+        return cast(nn.Module, model.encoder), "encoder"
 
     def targets(self, cfg: RunConfig, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return unet_targets(labels, cfg.params.contour_width).astype(np.uint8)
@@ -191,6 +203,25 @@ class UNetKind(ModelKind):
         path: Any = None,
     ) -> UNetSegmenter:
         return UNetSegmenter(model, cfg, post, device, path, tta, tiling)
+
+    def memory_cost(self, cfg: RunConfig) -> MemoryCost:
+        p: UNetParams = cfg.params
+        window = max(768**2, (1024 * p.scale) ** 2) / 768**2  # largest pass, relative to a 768-px window
+        width = p.base / 32 * (1 if p.encoder == "none" else 2)
+        return MemoryCost(
+            base_bytes=int(RUNTIME_BYTES + ACTIVATION_BYTES * width * window),
+            work_bytes_per_pixel=int(72 + 32 * p.scale**2),
+            tta_bytes_per_pixel=16,
+        )
+
+    def train_bytes(self, cfg: RunConfig) -> int:
+        """Activations of one batch kept for the backward pass: about ``TRAIN_BYTES_PER_PIXEL_CHANNEL`` bytes
+        per crop pixel (at the U-Net's scale) and first-layer channel (each level down has twice the channels
+        on a quarter of the pixels), twice that with a ResNet encoder; plus the runtime."""
+        p: UNetParams = cfg.params
+        crop = cfg.train_crop_size**2 if cfg.train_crop_size else GLAS_PIXELS * p.scale**2
+        per_image = crop * p.base * TRAIN_BYTES_PER_PIXEL_CHANNEL * (1 if p.encoder == "none" else 2)
+        return int(RUNTIME_BYTES + cfg.train_batch_size * per_image)
 
 
 UNET = UNetKind()
