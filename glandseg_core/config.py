@@ -95,7 +95,7 @@ class RunConfig:
 
 
 _RULES: dict[str, Rule] = {
-    "name": Rule(str),
+    "name": Rule(str, folder_name=True),  # the default run folder is runs/<name>
     "model": Rule(str),  # a registered kind: checked by kind_of
     "data_mpp": float_rule(0.01, 100.0, lo_open=True),
     "train_epochs": int_rule(1, 100_000),

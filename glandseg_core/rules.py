@@ -13,11 +13,14 @@ from typing import Any, ClassVar
 
 from .errors import ConfigError
 
+MAX_NAME = 100  # characters of a folder name field (file systems allow 255 bytes)
+
 
 @dataclass(frozen=True)
 class Rule:
     """What one field allows: its type, an inclusive range for numbers (``lo_open``: lo excluded), choices,
-    and for tuples of whole numbers their ``length``."""
+    and for tuples of whole numbers their ``length``; ``folder_name``: a string that names one folder (a run's
+    default folder is ``runs/<name>``), see :func:`check_folder_name`."""
 
     kind: type
     lo: float = 0
@@ -25,16 +28,44 @@ class Rule:
     lo_open: bool = False
     choices: tuple[str, ...] = ()
     length: int = 0
+    folder_name: bool = False
 
     def allowed(self) -> str:
         if self.kind is bool:
             return "true or false"
+        if self.folder_name:
+            return FOLDER_NAME
         if self.choices:
             return f"one of {self.choices}"
         if self.kind is str:
             return "a string"
         what = "a whole number" if self.kind in (int, tuple) else "a number"
         return f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+
+
+FOLDER_NAME = (
+    f"a plain folder name: a string of 1 to {MAX_NAME} characters "
+    "without '/', '\\', ':', a leading '.' or control characters"
+)
+
+
+def check_folder_name(name: str, value: Any) -> str:
+    """``value`` when it names one folder inside another: not empty, at most ``MAX_NAME`` characters, no
+    ``/``, ``\\`` or ``:`` (a drive on Windows), no leading ``.`` (``.``, ``..``, hidden), no control
+    characters.
+
+    Raises:
+        ConfigError: one line naming the field, the value and what is allowed.
+    """
+    ok = (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_NAME
+        and not value.startswith(".")
+        and not any(c in "/\\:" or ord(c) < 32 or ord(c) == 127 for c in value)
+    )
+    if not ok:
+        raise ConfigError(f"{name} must be {FOLDER_NAME}, got {value!r}")
+    return value
 
 
 def int_rule(lo: int, hi: int) -> Rule:
@@ -69,6 +100,8 @@ def check_value(name: str, value: Any, rule: Rule) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{name} takes true or false, got {value!r}")
         return value
+    if rule.folder_name:
+        return check_folder_name(name, value)
     if rule.kind is str:
         if not isinstance(value, str) or (rule.choices and value not in rule.choices):
             raise ConfigError(f"{name} must be {rule.allowed()}, got {value!r}")

@@ -301,6 +301,41 @@ def test_every_field_has_a_rule_and_every_preset_and_shipped_model_passes() -> N
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    "name", ["../x", "a/b", "a\\b", "/abs", ".hidden", "..", "", "C:x", "tab\there", "x" * 101]
+)
+def test_a_name_must_be_a_plain_folder_name(name: str) -> None:
+    """Issue #23 item 9: ``--set name=../x`` put the default run folder (runs/<name>) outside runs/."""
+    with pytest.raises(ConfigError, match="name must be a plain folder name") as info:
+        coerce_overrides({"name": name})
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="name must be a plain folder name"):
+        replace_config(PRESETS["glandseg-unet"], name=name)
+    with pytest.raises(ConfigError, match="name must be a plain folder name"):
+        config_from_dict({"model": "unet", "name": name})
+
+
+def test_plain_names_with_spaces_dots_and_unicode_pass() -> None:
+    for name in ("my run 2", "unet.v2", "glandseg-unet_gpu", "Drüsen", "x" * 100):
+        assert replace_config(PRESETS["glandseg-unet"], name=name).name == name
+    names = [cfg.name for cfg in PRESETS.values()]
+    shipped = Path(__file__).resolve().parents[1].glob("trained_models/*/config.json")
+    names += [json.loads(p.read_text())["name"] for p in shipped]
+    assert len(names) >= 8 and all(check_field("name", n) == n for n in names)
+
+
+def test_the_cli_refuses_a_name_outside_runs_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from glandseg_core import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--set", "name=../x", "--data", str(tmp_path / "glas"), "--no-bar"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: name must be a plain folder name")
+    assert list(tmp_path.iterdir()) == [] and not (tmp_path.parent / "x").exists()
+
+
 def test_old_flat_config_with_both_kinds_fields_loads(tmp_path: Path) -> None:
     """config.json files written before sections carry every kind's fields; the other kind's are ignored."""
     old = json.loads(

@@ -21,6 +21,7 @@ from glandseg_core.train.locks import (
     RUN_LOCK,
     lock_holder,
     lock_path,
+    remove_unused_run_folder,
     run_folder_holder,
     run_folder_lock,
     training_lock,
@@ -157,3 +158,19 @@ def test_one_training_per_run_folder_whatever_the_lock_folder(
             first.wait()
     assert first.returncode == 3  # "stopped"
     assert _progress(run_dir)["status"] == "stopped" and _progress(run_dir)["pid"] == first.pid
+
+
+def test_remove_unused_run_folder_spares_a_held_or_used_folder(tmp_path: Path) -> None:
+    """Only a folder the run created, holding nothing but its free lock file, is removed (issue #23 item 9)."""
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    with run_folder_lock(run):
+        remove_unused_run_folder(run, [run, run.parent])  # held (here by this process): stays
+    assert (run / RUN_LOCK).is_file()
+    remove_unused_run_folder(run, [])  # not created by the run: stays
+    (run / "config.json").write_text("{}")
+    remove_unused_run_folder(run, [run, run.parent])  # something written: stays
+    assert (run / "config.json").is_file()
+    (run / "config.json").unlink()
+    remove_unused_run_folder(run, [run, run.parent])
+    assert not (tmp_path / "runs").exists()

@@ -154,6 +154,25 @@ def test_missing_data_fails_before_training(lock_dir: Path, tmp_path: Path) -> N
     assert lock_holder() is None
 
 
+def test_a_refused_data_folder_leaves_no_run_folder(lock_dir: Path, tmp_path: Path) -> None:
+    """Issue #23 item 9: a run folder holding only ``.train.lock`` was left after a refused data folder; the
+    folders the run created go (parents too), a folder that was there stays as it was."""
+    run = tmp_path / "runs" / "new"
+    with pytest.raises(DatasetError, match="does not exist"):
+        fit(tiny_unet_config(), tmp_path / "no_glas", run, show_bar=False)
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    with pytest.raises(DatasetError, match="does not exist"):
+        fit(tiny_unet_config(), tmp_path / "no_glas", tmp_path / "mine", show_bar=False)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == [".train.lock", "notes.txt"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError):
+        fit(tiny_unet_config(), tmp_path / "no_glas", tmp_path / "empty", show_bar=False)
+    assert (tmp_path / "empty").is_dir()
+    assert lock_holder() is None
+
+
 def few_proposals(build: Callable[[Any], torch.nn.Module]) -> Callable[[Any], torch.nn.Module]:
     """Wrap a model builder so that Mask R-CNN keeps 50 proposals at inference (torchvision's 1000 cost ~1 s/image)."""
 

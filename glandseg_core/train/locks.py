@@ -105,6 +105,35 @@ def training_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     return _hold(lock_path(), Path(run_dir), busy)
 
 
+def remove_unused_run_folder(run_dir: Path, created: list[Path]) -> None:
+    """Remove the folders a run created (``created``, deepest first) when the run failed before writing
+    anything: the run folder then holds nothing but its own free lock file, and a parent nothing at all.
+
+    The lock is taken (without waiting) while its file is removed, so a training that has just taken it is
+    never pulled out from under; a folder in any other state stays as it is.
+    """
+    run_dir = Path(run_dir)
+    if not created or created[0] != run_dir:
+        return
+    lock = FileLock(run_dir / RUN_LOCK)
+    try:
+        if {p.name for p in run_dir.iterdir()} - {RUN_LOCK}:
+            return
+        lock.acquire(timeout=0)
+    except (OSError, Timeout):
+        return
+    try:
+        if not {p.name for p in run_dir.iterdir()} - {RUN_LOCK}:
+            (run_dir / RUN_LOCK).unlink(missing_ok=True)
+    except OSError:
+        return
+    finally:
+        lock.release()
+    for folder in created:  # only when empty
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def run_folder_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the lock inside ``run_dir`` (which must exist) for the duration of the block.
 
