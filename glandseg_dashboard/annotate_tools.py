@@ -4,7 +4,7 @@
 The label map (int32[H, W]: 0=background, 1..N glands) lives in ``st.session_state``; the canvas shows it
 filled, one colour per gland, under an empty drawing layer. Each action is applied as soon as the canvas sends
 it (merge: when the button is pressed), then the canvas is mounted afresh (its key carries a version number).
-The label-map operations are ``glandseg_dashboard.annotations``' pure functions.
+The label-map operations are ``glandseg_dashboard.label_edits``' pure functions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from glandseg_dashboard import annotations
+from glandseg_dashboard import annotations, label_edits
 
 TOOLS = {
     "polygon": "Add: polygon",
@@ -94,7 +94,7 @@ def clicked_ids(drawing: dict | None, labels: np.ndarray, size: tuple[int, int])
         pts = annotations.canvas_points(obj, labels.shape, size)
         if pts is not None:
             centres.append(pts.mean(0))
-    return annotations.ids_at(labels, np.asarray(centres).reshape(-1, 2))
+    return label_edits.ids_at(labels, np.asarray(centres).reshape(-1, 2))
 
 
 def apply(
@@ -106,13 +106,13 @@ def apply(
         return None
     if tool in ("polygon", "freedraw"):
         drawn = annotations.drawing_to_labels(drawing, labels.shape, size)
-        return annotations.add_labels(labels, drawn) if drawn.any() else None
+        return label_edits.add_labels(labels, drawn) if drawn.any() else None
     if tool == "erase":
         ids = clicked_ids(drawing, labels, size)
-        return annotations.erase_ids(labels, ids) if ids else None
+        return label_edits.erase_ids(labels, ids) if ids else None
     out = labels
     for obj in objects:  # split: every stroke is a cut
         pts = annotations.canvas_points(obj, labels.shape, size)
         if pts is not None and len(pts) >= 2:
-            out = annotations.split_along(out, pts)
+            out = label_edits.split_along(out, pts)
     return out if not np.array_equal(out, labels) else None

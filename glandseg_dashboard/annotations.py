@@ -4,15 +4,12 @@ Label maps are int32 (H, W): 0=NO masks; 1,2... are mask labels. The canvas show
 ``(sx, sy) = (canvas_width / W, canvas_height / H)``; canvas coordinates are pixel-corner coordinates, so image
 pixel ``(row, col)`` covers canvas ``[col * sx, (col + 1) * sx) x [row * sy, (row + 1) * sy)``.
 No streamlit here: the page passes ``CanvasResult.json_data`` / ``.image_data`` in. Corrections of a label map
-(erase, merge, split along a cut line) are pure functions at the end; each returns a new map.
+(erase, merge, split along a cut line) and saving it live in :mod:`.label_edits`.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +18,6 @@ from skimage import draw
 from skimage.measure import approximate_polygon
 from skimage.segmentation import relabel_sequential
 
-from glandseg_core.imaging.io import write_label_png
 from glandseg_core.outputs.export import to_geojson
 
 FABRIC_VERSION = "7.4.0"  # the fabric.js bundled with streamlit-drawable-canvas 0.13
@@ -315,94 +311,14 @@ def _ring_area(ring: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)))
 
 
-# --------------------------------------------------------------------------------------------- files
-
-
-def annotation_path(root: str | Path, stem: str) -> Path:
-    """``root/<stem>.png`` with the stem reduced to safe characters (letters, digits, ``._-``)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(stem).stem).strip("._") or "annotation"
-    return Path(root) / f"{safe}.png"
-
-
-def save_annotation(labels: np.ndarray, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write a label map as a 16-bit PNG (atomically), creating the folder.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        ImageError: an id is above 65535.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; confirm overwriting it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_label_png(path, labels)
-    return path
-
-
-# ---------------------------------------------------------------------------------- label-map corrections
+# ------------------------------------------------------------------------------------- canvas clicks
 
 
 def canvas_points(obj: dict, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray | None:
     """float[N, 2] (row, col) image pixel-centre coordinates of a canvas object's outline or stroke (a click
-    of the point tool is a small circle: pass it to :func:`ids_at` as its centre, ``pts.mean(0)``)."""
+    of the point tool is a small circle: pass it to ``label_edits.ids_at`` as its centre, ``pts.mean(0)``)."""
     pts = object_outline(obj)
     if pts is None or len(pts) == 0:
         return None
     sx, sy = size[0] / shape[1], size[1] / shape[0]
     return np.stack([pts[:, 1] / sy - 0.5, pts[:, 0] / sx - 0.5], axis=1)
-
-
-def ids_at(labels: np.ndarray, points: np.ndarray) -> list[int]:
-    """Gland ids under (row, col) points, each once, in click order (background and outside skipped)."""
-    rc = np.rint(np.asarray(points, float).reshape(-1, 2)).astype(int)
-    rc = rc[(rc >= 0).all(1) & (rc[:, 0] < labels.shape[0]) & (rc[:, 1] < labels.shape[1])]
-    return list(dict.fromkeys(int(v) for v in labels[rc[:, 0], rc[:, 1]] if v))
-
-
-def erase_ids(labels: np.ndarray, ids: list[int]) -> np.ndarray:
-    """int32 label map without the glands ``ids`` (their pixels become background)."""
-    return np.where(np.isin(labels, ids), 0, labels).astype(np.int32)
-
-
-def merge_ids(labels: np.ndarray, ids: list[int]) -> np.ndarray:
-    """int32 label map where the glands ``ids`` are one gland, with the smallest of their ids."""
-    ids = [i for i in ids if i]
-    return np.where(np.isin(labels, ids), min(ids), labels).astype(np.int32) if ids else labels.copy()
-
-
-def add_labels(labels: np.ndarray, drawn: np.ndarray) -> np.ndarray:
-    """``drawn`` glands (a label map of new shapes) painted over ``labels`` with new ids (above the largest)."""
-    out = labels.astype(np.int32, copy=True)
-    out[drawn > 0] = drawn[drawn > 0] + int(labels.max(initial=0))
-    return out
-
-
-def split_along(labels: np.ndarray, polyline: np.ndarray) -> np.ndarray:
-    """Cut every gland the polyline crosses: each 4-connected piece left of a crossed gland becomes its own
-    gland (the largest keeps the id), and the cut pixels go to the nearest piece. A line that does not cut
-    a gland through leaves it whole.
-
-    Args:
-        labels (int[H, W]): 0=NO masks; 1,2... are mask labels.
-        polyline: float[N, 2] (row, col) points of the cut, in image pixel coordinates.
-    """
-    pts = np.rint(np.asarray(polyline, float).reshape(-1, 2)).astype(int)
-    cut = np.zeros(labels.shape, bool)
-    for (r0, c0), (r1, c1) in pairwise(pts):
-        rr, cc = draw.line(r0, c0, r1, c1)
-        keep = (rr >= 0) & (rr < labels.shape[0]) & (cc >= 0) & (cc < labels.shape[1])
-        cut[rr[keep], cc[keep]] = True
-    out = labels.astype(np.int32, copy=True)
-    next_id = int(labels.max(initial=0)) + 1
-    for gid in np.unique(labels[cut & (labels > 0)]):
-        gland = labels == gid
-        pieces, n = ndimage.label(gland & ~cut)  # 4-connected: an 8-connected cut line separates them
-        if n < 2:
-            continue
-        sizes = np.bincount(pieces.ravel())[1:]
-        idx = ndimage.distance_transform_edt(pieces == 0, return_distances=False, return_indices=True)
-        nearest = pieces[idx[0], idx[1]]  # every pixel's nearest piece
-        new_ids = np.array([0, *[gid if k == sizes.argmax() else next_id + k for k in range(n)]])
-        out[gland] = new_ids[nearest[gland]]
-        next_id += n
-    return out

@@ -13,6 +13,7 @@ from glandseg_dashboard import (
     annotations,
     budget,
     inference,
+    label_edits,
     loaders,
     pickers,
     safepaths,
@@ -37,7 +38,7 @@ image = picked.image
 shape = image.shape[:2]
 size = annotations.canvas_size(shape)
 root = settings.annotations_root()
-saved = annotations.annotation_path(root, picked.stem)
+saved = label_edits.annotation_path(root, picked.stem)
 
 starts = {"empty": "Empty canvas"}
 for name in names:
@@ -113,7 +114,7 @@ if tool == "merge":
         editor.clear_picked()
         st.rerun()
     if cols[2].button("Merge", type="primary", disabled=len(ids) < 2, key="ann_merge"):
-        editor.set(annotations.merge_ids(labels, ids))
+        editor.set(label_edits.merge_ids(labels, ids))
         st.rerun()
 if cols[3].button("Undo", disabled=not editor.can_undo(), key="ann_undo", icon=":material/undo:"):
     editor.undo()
@@ -144,7 +145,7 @@ else:
     )
     if cols[2].button("Save", type="primary", disabled=n == 0 or not confirm or path is None):
         try:
-            annotations.save_annotation(labels, path, overwrite=exists and confirm)
+            label_edits.save_annotation(labels, path, overwrite=exists and confirm)
             pickers.drawn_annotations()[picked.key] = labels
             where = f"Saved {n} glands to {path}."
             st.session_state["ann_message"] = (

@@ -10,17 +10,16 @@ from skimage.draw import polygon as sk_polygon
 
 from glandseg_core.imaging.io import read_label_map
 from glandseg_core.metrics import score_image
-from glandseg_dashboard import annotations
+from glandseg_dashboard import annotations, label_edits
 from glandseg_dashboard.annotations import (
-    annotation_path,
     canvas_size,
     drawing_to_labels,
     fill_polygon,
     image_data_to_labels,
     labels_to_drawing,
     object_outline,
-    save_annotation,
 )
+from glandseg_dashboard.label_edits import annotation_path, save_annotation
 from tests.helpers import make_glands
 
 
@@ -190,22 +189,22 @@ TWO = np.array(
 
 def test_ids_at_skips_background_outside_and_repeats() -> None:
     points = np.array([[0, 1], [3, 0], [0.6, 1.4], [2, 2], [-1, 0], [0, 9], [1, 5]])
-    assert annotations.ids_at(TWO, points) == [1, 3, 2]
+    assert label_edits.ids_at(TWO, points) == [1, 3, 2]
 
 
 def test_erase_and_merge_ids() -> None:
-    erased = annotations.erase_ids(TWO, [2, 3])
+    erased = label_edits.erase_ids(TWO, [2, 3])
     assert erased.dtype == np.int32 and set(np.unique(erased)) == {0, 1}
     assert (erased[TWO == 1] == 1).all() and TWO.max() == 3  # the input is unchanged
-    merged = annotations.merge_ids(TWO, [3, 2])
+    merged = label_edits.merge_ids(TWO, [3, 2])
     assert set(np.unique(merged)) == {0, 1, 2} and (merged[TWO == 3] == 2).all()
-    assert (annotations.merge_ids(TWO, []) == TWO).all()
+    assert (label_edits.merge_ids(TWO, []) == TWO).all()
 
 
 def test_add_labels_paints_new_ids_over_old_glands() -> None:
     drawn = np.zeros_like(TWO)
     drawn[0:2, 2:5] = 1
-    out = annotations.add_labels(TWO, drawn)
+    out = label_edits.add_labels(TWO, drawn)
     assert (out[0:2, 2:5] == 4).all() and (out[0:2, 1] == 1).all() and (out[0:2, 5] == 2).all()
 
 
@@ -213,7 +212,7 @@ def test_split_along_a_line_cuts_a_gland_in_two_and_keeps_its_area() -> None:
     labels = np.zeros((10, 12), np.int32)
     labels[2:8, 1:11] = 5  # one 6 x 10 gland
     labels[0, 0] = 7  # another gland the line does not touch
-    out = annotations.split_along(labels, np.array([[0.0, 5.0], [9.0, 6.0]]))  # a nearly vertical cut
+    out = label_edits.split_along(labels, np.array([[0.0, 5.0], [9.0, 6.0]]))  # a nearly vertical cut
     assert out.dtype == np.int32 and out[0, 0] == 7
     ids = set(np.unique(out[labels == 5]))
     assert len(ids) == 2 and 5 in ids and (out[labels == 0] == 0).all()  # cut pixels stay in the gland
@@ -223,7 +222,7 @@ def test_split_along_a_line_cuts_a_gland_in_two_and_keeps_its_area() -> None:
 
 def test_split_along_a_diagonal_line_separates_4_connected_pieces() -> None:
     labels = np.ones((8, 8), np.int32)
-    out = annotations.split_along(labels, np.array([[0, 0], [7, 7]]))
+    out = label_edits.split_along(labels, np.array([[0, 0], [7, 7]]))
     assert len(np.unique(out)) == 2 and (out > 0).all()
     assert out[0, 7] != out[7, 0]
 
@@ -231,8 +230,8 @@ def test_split_along_a_diagonal_line_separates_4_connected_pieces() -> None:
 def test_a_line_that_does_not_cut_through_leaves_the_gland_whole() -> None:
     labels = np.zeros((10, 10), np.int32)
     labels[2:8, 2:8] = 1
-    assert (annotations.split_along(labels, np.array([[0, 5], [4, 5]])) == labels).all()
-    assert (annotations.split_along(labels, np.array([[0, 0], [0, 9]])) == labels).all()  # on background
+    assert (label_edits.split_along(labels, np.array([[0, 5], [4, 5]])) == labels).all()
+    assert (label_edits.split_along(labels, np.array([[0, 0], [0, 9]])) == labels).all()  # on background
 
 
 def test_canvas_points_are_image_pixel_centres() -> None:

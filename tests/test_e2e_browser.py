@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from glandseg_core.imaging.io import read_image, read_label_map
-from glandseg_dashboard import annotations
+from glandseg_dashboard import label_edits
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -388,7 +388,7 @@ def a_cut(labels: np.ndarray) -> tuple[int, int, int]:
         np.linspace(cols.min() + 10, cols.max() - 10, 15).astype(int), key=lambda c: abs(c - middle)
     ):
         top, bottom = max(0, rows.min() - 8), min(labels.shape[0] - 1, rows.max() + 8)
-        cut = annotations.split_along(labels, np.array([[top, c], [bottom, c]]))
+        cut = label_edits.split_along(labels, np.array([[top, c], [bottom, c]]))
         if len(np.unique(cut)) > len(np.unique(labels)):
             return int(c), int(top), int(bottom)
     raise AssertionError("no vertical cut splits the largest gland")
@@ -453,7 +453,7 @@ def test_flow_prediction_corrected_into_an_annotation(server: tuple[str, Path], 
     wait_idle(page)
     shot(page, "flow4_split.png")
 
-    split = annotations.split_along(labels, np.array([[top, c], [bottom, c]]))
+    split = label_edits.split_along(labels, np.array([[top, c], [bottom, c]]))
     pieces = [
         int(g) for g in np.unique(split[labels == labels[split != labels][0]]) if g
     ]  # the cut gland
