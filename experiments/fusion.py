@@ -256,7 +256,8 @@ def read_fusion(model_dir: Path) -> FusionSpec:
     """Read ``model_dir/fusion.json``.
 
     Raises:
-        ModelError: an unreadable file, a missing member, or a bad threshold (one line naming it).
+        ModelError: an unreadable file, a missing member, a member that is a fusion folder (this one or
+            another: a fusion of fusions is not one), or a bad threshold (one line naming it).
     """
     path = model_dir / FUSION_FILE
     try:
@@ -267,6 +268,15 @@ def read_fusion(model_dir: Path) -> FusionSpec:
     for k, p in members.items():
         if not p.is_dir():
             raise ModelError(f"{path}: the {k} member folder {p} does not exist")
+        if p == model_dir.resolve() or (p / FUSION_FILE).exists():
+            which = (
+                "this fusion folder itself"
+                if p == model_dir.resolve()
+                else f"another fusion folder ({p})"
+            )
+            raise ModelError(
+                f"{path}: the {k} member is {which}; point it at a model folder (weights.pt, config.json)"
+            )
     try:
         unet_post = post_from_dict("unet", d["unet_post"]) if "unet_post" in d else None
     except ValueError as e:

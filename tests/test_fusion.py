@@ -183,3 +183,20 @@ def test_bad_fusion_folders_are_one_line_errors(member_dirs: Path, tmp_path: Pat
     (folder / "fusion.json").write_text(json.dumps(d))
     with pytest.raises(ModelError, match="boundary"):
         load_fusion(folder)
+
+
+def test_a_fusion_of_itself_or_of_another_fusion_is_one_line(member_dirs: Path, tmp_path: Path) -> None:
+    """Issue #23 item 9: a ``fusion.json`` pointing at its own folder ended in ``RecursionError``."""
+    folder = tmp_path / "f"
+    write_fusion(folder, ".", str(member_dirs / "maskrcnn"), FusionPost(), None)
+    with pytest.raises(ModelError, match="the unet member is this fusion folder itself") as info:
+        load_fusion(folder)
+    assert "\n" not in str(info.value) and str(folder / "fusion.json") in str(info.value)
+    write_fusion(folder, str(member_dirs / "unet"), "../f/", FusionPost(), None)
+    with pytest.raises(ModelError, match="the maskrcnn member is this fusion folder itself"):
+        load_fusion(folder)
+    other = tmp_path / "g"
+    write_fusion(other, str(member_dirs / "unet"), str(member_dirs / "maskrcnn"), FusionPost(), None)
+    write_fusion(folder, "../g", str(member_dirs / "maskrcnn"), FusionPost(), None)
+    with pytest.raises(ModelError, match="the unet member is another fusion folder"):
+        load_fusion(folder)
