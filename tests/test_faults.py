@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from glandseg_core import files
 from glandseg_core.checkpoints import read_checkpoint
 from glandseg_core.cli import main
 from glandseg_core.config import RunConfig, save_config
@@ -249,23 +250,18 @@ def test_disk_full_while_logging_leaves_no_partial_line(
     --resume continues with every epoch logged once."""
     run_dir = tmp_path / "run"
     cfg = _cfg(train_epochs=3)
-    real_open = open
+    real_write = os.write
 
-    def failing_open(file: object, mode: str = "r", *a: object, **k: object):  # type: ignore[no-untyped-def]
-        f = real_open(file, mode, *a, **k)  # type: ignore[call-overload]
-        if Path(str(file)).name == "log.jsonl" and "a" in mode and _epochs(run_dir) == [1]:
-            real_write = f.write
-
-            def write(text: str) -> int:
-                real_write(text[:7])
-                f.flush()
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-            f.write = write  # type: ignore[method-assign]
-        return f
+    def failing_write(fd: int, data: bytes) -> int:  # half a log line, then the disk is full
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == "log.jsonl" and _epochs(run_dir) == [
+            1
+        ]:
+            real_write(fd, data[:7])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
 
     with monkeypatch.context() as mp, pytest.raises(OSError) as info:
-        mp.setattr("builtins.open", failing_open)
+        mp.setattr(files.os, "write", failing_write)
         fit(cfg, fake_glas_dir, run_dir, show_bar=False)
     msg = str(info.value)
     assert f"cannot write {run_dir / 'log.jsonl'}: disk full" in msg and "\n" not in msg, msg

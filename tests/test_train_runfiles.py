@@ -62,21 +62,13 @@ def test_save_checkpoint_keeps_the_old_file_on_a_full_disk(
 
 def test_append_log_cuts_a_partial_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     append_log(tmp_path, {"epoch": 1})
-    real_open = open
+    real_write = os.write
 
-    def half_open(file: object, mode: str = "r", *a: object, **k: object):  # type: ignore[no-untyped-def]
-        f = real_open(file, mode, *a, **k)  # type: ignore[call-overload]
-        real_write = f.write
+    def half_write(fd: int, data: bytes) -> int:  # half the line goes out, then the disk is full
+        real_write(fd, data[:5])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        def write(text: str) -> int:
-            real_write(text[:5])
-            f.flush()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        f.write = write  # type: ignore[method-assign]
-        return f
-
-    monkeypatch.setattr("builtins.open", half_open)
+    monkeypatch.setattr(os, "write", half_write)
     with pytest.raises(OSError, match=f"cannot write {tmp_path / 'log.jsonl'}: disk full"):
         append_log(tmp_path, {"epoch": 2})
     monkeypatch.undo()
