@@ -181,7 +181,7 @@ def data_and_splits(model_dir: Path) -> str:
     )
     return (
         "GlaS (Warwick-QU, MICCAI 2015). `train`: 70 images, `val`: 15 images carved from the 85 training images "
-        "(stratified by grade, fixed in `glandseg_core/val_split.txt`), Test A: 60, Test B: 20. Epoch, checkpoint and "
+        "(stratified by grade, fixed in `glandseg_core/datasets/glas/val_split.txt`), Test A: 60, Test B: 20. Epoch, checkpoint and "
         f"post-processing thresholds were chosen on `val` only. {looked}"
     )
 
@@ -224,7 +224,7 @@ def history_section(model_dir: Path) -> list[str]:
 def _reproduce(model_dir: Path) -> str:
     return (
         f"Reproduce the figures without inference: `glandseg evaluate --predictions {model_dir}/predictions "
-        "--split testA testB --out /tmp/check` (compare with `metrics.json`); re-running the model "
+        "--split testA testB --out cache/check` (compare with `metrics.json`); re-running the model "
         f"(`--model {model_dir}`) is a new look at the test sets and is recorded in `{TEST_HISTORY}`."
     )
 

@@ -100,7 +100,7 @@ def prediction_files(pdir: Path, names: Sequence[str]) -> dict[str, Path]:
 def relabel_components(gt: np.ndarray) -> np.ndarray:
     """A diagnostic ground truth: each id split into its 8-connected pieces (int32[H, W], 0=background, 1..N).
 
-    Never used for the official figures (GLAS_METRICS.md: one id is one object, however many pieces it has).
+    Never used for the official figures (docs/METRICS.md: one id is one object, however many pieces it has).
     """
     return connected_components(gt, background=0, connectivity=2).astype(np.int32)
 
