@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .errors import ConfigError
 from .files import atomic_write_text
@@ -163,8 +163,9 @@ def rule_for(name: str) -> Rule:
         return _RULES[name]
     for kind in all_kinds():
         prefix = f"{kind.name}_"
-        if name.startswith(prefix) and name[len(prefix) :] in kind.params_type.RULES:
-            return kind.params_type.RULES[name[len(prefix) :]]
+        section = cast(type[Section], kind.params_type)
+        if name.startswith(prefix) and name[len(prefix) :] in section.RULES:
+            return section.RULES[name[len(prefix) :]]
     raise ConfigError(f"unknown config key {name!r}")
 
 
@@ -243,7 +244,7 @@ def _split_keys(d: dict[str, Any], kind: ModelKind) -> tuple[dict[str, Any], dic
         elif key.startswith(f"{kind.name}_"):
             section[key[len(kind.name) + 1 :]] = value
         elif not any(
-            key.startswith(f"{o}_") and key[len(o) + 1 :] in k.params_type.RULES
+            key.startswith(f"{o}_") and key[len(o) + 1 :] in cast(type[Section], k.params_type).RULES
             for o, k in others.items()
         ):
             unknown.append(key)
