@@ -21,7 +21,7 @@ from glandseg_core.datasets.glas import (
     val_names,
 )
 from glandseg_core.errors import DatasetError
-from tests.helpers import FAKE_TRAIN, VAL_NAMES, fake_grade
+from tests.helpers import FAKE_TRAIN, VAL_NAMES, fake_grade, write_fake_glas
 
 
 def one_line_error(fn: Callable[[], object]) -> str:
@@ -218,3 +218,27 @@ def test_unrelated_files_are_ignored(fake_glas_dir: Path) -> None:
     (fake_glas_dir / "notes.png").write_bytes(b"not really")
     shutil.copy(fake_glas_dir / "testA_1.bmp", fake_glas_dir / "thumbnail.bmp")
     assert [it.name for it in find_items(fake_glas_dir, ["testA"])] == ["testA_1"]
+
+
+def test_two_files_with_one_stem_are_named_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #23 item 6: testB_1_anno.bmp and testB_1_anno.png both there; one was picked by directory order
+    and pooled Test B F1 moved from 0.606 to 0.593."""
+    from glandseg_core.cli import main
+
+    root = write_fake_glas(tmp_path / "glas", names=("testA_1", "testB_1", "testB_2"))
+    Image.open(root / "testB_1_anno.bmp").save(root / "testB_1_anno.png")
+    Image.open(root / "testB_2.bmp").save(root / "testB_2.png")
+    with pytest.raises(DatasetError) as info:
+        find_items(root, ["testB"])
+    msg = str(info.value)
+    assert "testB_1_anno.bmp and testB_1_anno.png" in msg and "testB_2.bmp and testB_2.png" in msg
+    assert "\n" not in msg
+    assert [i.name for i in find_items(root, ["testA"])] == ["testA_1"]  # other splits still work
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    rc = main(["evaluate", "--predictions", str(preds), "--data", str(root), "--split", "testB",
+               "--out", str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "testB_1_anno.bmp and testB_1_anno.png" in err[0], err

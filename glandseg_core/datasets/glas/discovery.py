@@ -87,12 +87,26 @@ def val_names() -> tuple[str, ...]:
     return tuple(ln.strip() for ln in lines if ln.strip() and not ln.startswith("#"))
 
 
-def _index_files(root: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for p in root.iterdir():
+def _index_files(root: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """Image files by stem, and the stems held by more than one file (``testB_1_anno.bmp`` and ``.png``)."""
+    found: dict[str, list[Path]] = {}
+    for p in sorted(root.iterdir()):
         if p.suffix.lower() in IMAGE_EXTS and p.is_file():
-            files.setdefault(p.stem, p)
-    return files
+            found.setdefault(p.stem, []).append(p)
+    return {s: ps[0] for s, ps in found.items()}, {s: ps for s, ps in found.items() if len(ps) > 1}
+
+
+def _same_stem(twins: dict[str, list[Path]], prefixes: set[str]) -> str | None:
+    """One line naming the files that share a stem in the wanted splits (which one is meant is unknowable)."""
+    clashes = [
+        " and ".join(p.name for p in ps)
+        for s, ps in sorted(twins.items(), key=lambda x: _sort_key(x[0].removesuffix("_anno")))
+        if (m := _NAME_RE.match(s.removesuffix("_anno"))) and m.group(1) in prefixes
+    ]
+    if not clashes:
+        return None
+    more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
+    return f"{'; '.join(clashes[:3])}{more} share a name; keep one of each"
 
 
 def _sort_key(name: str) -> tuple[str, int]:
@@ -106,7 +120,8 @@ def find_items(root: str | os.PathLike | None, splits: tuple[str, ...] | list[st
     Only the files of the requested splits are needed.
 
     Raises:
-        DatasetError: naming the missing or unpaired files.
+        DatasetError: naming the missing or unpaired files, and files of the wanted splits that share a stem
+            (``testB_1_anno.bmp`` and ``testB_1_anno.png``: which one is the annotation cannot be guessed).
     """
     root = data_root(root)
     wanted: list[str] = []
@@ -116,11 +131,14 @@ def find_items(root: str | os.PathLike | None, splits: tuple[str, ...] | list[st
         for t in SPLITS if s == "all" else (s,):
             if t not in wanted:
                 wanted.append(t)
-    files = _index_files(root)
+    files, twins = _index_files(root)
     grades = read_grades(root)
     val = set(val_names())
     items: list[GlasItem] = []
     problems: list[str] = []
+    same = _same_stem(twins, {"train" if s in ("train", "val") else s for s in wanted})
+    if same:
+        problems.append(same)
     for split in wanted:
         prefix = "train" if split in ("train", "val") else split
         stems = [
