@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,16 +25,59 @@ from .thresholds import default_post
 WEIGHTS = "weights.pt"
 POSTPROCESS = "postprocess.json"
 FP16_ABOVE_BYTES = 90 * 2**20
+# torch.save stores tensors uncompressed, and trained weights hardly compress: a checkpoint whose tensors declare
+# far more bytes than the file holds is a decompression bomb (or not torch's), refused before it is loaded.
+MAX_EXPANSION = 2.0  # declared tensor bytes per byte of the file, at most
+EXPANSION_SLACK = 16 * 2**20  # plus this much (tiny files with a few zero tensors)
+MAX_TENSOR_BYTES = 16 * 2**30  # far above any glandseg model (Mask R-CNN ResNet-50 with Adam: ~0.6 GiB)
+LEGACY_MAGIC = (
+    b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save(_use_new_zipfile_serialization=False)
+)
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuse, before ``torch.load`` allocates anything, a checkpoint whose tensors declare an absurd size.
+
+    A torch zip checkpoint lists each tensor storage (``<archive>/data/<key>``) with its uncompressed size in
+    the zip directory; those sizes are what loading allocates. The old non-zip format reads each storage's
+    size from the pickle and allocates it before reading the data, so it cannot be checked: it is refused.
+
+    Raises:
+        ModelError: one line naming the file and the declared size.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(len(LEGACY_MAGIC))
+    if head == LEGACY_MAGIC:
+        raise ModelError(
+            f"{path.name}: refused: an old (non-zip) torch checkpoint, whose tensor sizes cannot be checked "
+            "before loading; load and save it again with a current torch.save"
+        )
+    if not zipfile.is_zipfile(path):
+        return  # not a torch checkpoint: torch.load says why
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return
+    declared = sum(i.file_size for i in infos if "/data/" in i.filename)
+    size = path.stat().st_size
+    if declared > MAX_TENSOR_BYTES or declared > MAX_EXPANSION * size + EXPANSION_SLACK:
+        raise ModelError(
+            f"{path.name}: refused: its tensors declare {declared / 2**20:,.0f} MiB in a "
+            f"{size / 2**20:,.1f} MiB file (compressed or forged; glandseg checkpoints are neither)"
+        )
 
 
 def read_checkpoint(path: Path) -> dict:
     """Load a checkpoint safely (``weights_only=True``).
 
     Raises:
-        ModelError: for a missing, truncated, foreign or malicious file.
+        ModelError: for a missing, truncated, foreign or malicious file, or one whose tensors declare far more
+            bytes than the file holds (a compressed bomb) or than any glandseg model has, before it is loaded.
     """
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint not found")
+    _check_declared_sizes(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -77,6 +77,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="micrometres per pixel of the inputs (default: TIFF/OME/slide metadata, else the model's)",
     )
     pr.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist")
+    pr.add_argument(
+        "--memory-budget",
+        type=float,
+        metavar="MB",
+        help="memory one image may need once resampled to the model's pixel size (default: "
+        "$GLANDSEG_MEMORY_BUDGET_MB, else 80%% of the memory available); larger images are refused",
+    )
     pr.add_argument("--no-bar", action="store_true", help="no progress bar")
     pr.add_argument("images", nargs="+", help="image or slide files, folders, quoted globs ('a/*.svs')")
 
@@ -233,6 +240,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .batch import Result, run_batch
     from .distributed import process_group, world_from_env
+    from .memory import current_budget
     from .segmenters import load_segmenter
 
     world = world_from_env()
@@ -246,6 +254,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         done = "skipped, done before: " if r.skipped else ""
         print(f"{tag}{r.path.name}: {done}{r.glands} glands{area} -> {r.output}")
 
+    budget = current_budget(args.memory_budget)
     with process_group(world):
         segmenter = load_segmenter(args.model, device=world.device(args.device), tta=args.tta)
         outcome = run_batch(
@@ -257,6 +266,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             world=world,
             report=report,
             show_bar=not args.no_bar,
+            budget=budget,
         )
     if outcome.interrupted:
         print(

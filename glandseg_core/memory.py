@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -73,10 +74,32 @@ def current_budget(mb: float | None = None, fraction: float | None = None) -> Bu
         fraction = float(
             _positive(os.environ.get(FRACTION_ENV, "") or BATCH_FRACTION, FRACTION_ENV, 1.0)
         )
-    available = psutil.virtual_memory().available
+    available = available_memory()
     return Budget(
         int(fraction * available), f"{fraction:.0%} of the {available / 2**30:.1f} GiB available"
     )
+
+
+def available_memory() -> int:
+    """Bytes this process may still use: the machine's available memory (``psutil``), at most what the
+    address-space limit (``ulimit -v``) and the cgroup (a container's memory limit) leave."""
+    available = int(psutil.virtual_memory().available)
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            available = min(available, int(soft) - int(psutil.Process().memory_info().vms))
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(0, available)
 
 
 def _positive(value: object, name: str, unit: float) -> int | float:

@@ -13,12 +13,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from ..distributed import World, gather_to_main
 from ..errors import GlandsegError, ImageError, ModelError
 from ..imaging.inputs import check_input, find_inputs, identity, output_stems
 from ..imaging.io import read_image
+from ..memory import Budget, check, current_budget, estimate_segmenter
 from ..segmenters import Segmenter
 from ..segmenters.base import WindowSegmenter
 from ..slides import Progress, image_mpp, is_slide, predict_slide, segment_at_mpp
@@ -37,9 +39,35 @@ from .writing import (
 # ------------------------------------------------------------------------------------------ one input
 
 
-def _segment_image(segmenter: Segmenter, path: Path, targets: list[Path], mpp: float | None) -> Result:
-    image = read_image(path)
+def _header_shape(path: Path) -> tuple[int, int] | None:
+    """(H, W) from an image file's header, without decoding it (None: unreadable; read_image will say why)."""
+    try:
+        with Image.open(path) as im:
+            return int(im.size[1]), int(im.size[0])
+    except Exception:  # noqa: BLE001  any header Pillow cannot read is read_image's to explain
+        return None
+
+
+def _check_memory(
+    segmenter: Segmenter, path: Path, shape: tuple[int, ...], mpp: float | None, budget: Budget
+) -> None:
+    """Refuse (ImageError, one line naming the file) an image whose segmentation at ``mpp`` (after
+    resampling to the model's pixel size) would exceed ``budget``."""
+    est = estimate_segmenter(segmenter, shape, mpp)
+    if est is not None:
+        check(est, budget, str(path), mpp, float(segmenter.cfg.data_mpp))
+
+
+def _segment_image(
+    segmenter: Segmenter, path: Path, targets: list[Path], mpp: float | None, budget: Budget
+) -> Result:
     mpp = image_mpp(path) if mpp is None else mpp
+    shape = _header_shape(path)
+    if shape is not None:  # before decoding: the size the network will see, after resampling
+        _check_memory(segmenter, path, shape, mpp, budget)
+    image = read_image(path)
+    if shape != image.shape[:2]:
+        _check_memory(segmenter, path, image.shape, mpp, budget)
     labels = segmenter(image) if mpp is None else segment_at_mpp(segmenter, image, mpp)
     write_together(dict(zip(targets, encode_outputs(image, labels, mpp), strict=True)))
     glands = int(np.count_nonzero(np.unique(labels)))
@@ -76,6 +104,7 @@ def predict_one(
     overwrite: bool = False,
     mpp: float | None = None,
     show_bar: bool = False,
+    budget: Budget | None = None,
 ) -> Result:
     """Segment one file and write its outputs (see the module docstring); errors become ``Result.error``.
 
@@ -83,6 +112,8 @@ def predict_one(
         inputs: ``(st_dev, st_ino)`` of every input of the batch: no output may replace one of them.
         mpp: micrometres per pixel of the input; None: read from its metadata, else the model's own scale.
         show_bar: a slide shows a progress bar of its windows (on a terminal).
+        budget: the memory an image may need once resampled to the model's pixel size (default:
+            :func:`glandseg_core.memory.current_budget`); above it the image is refused before it is decoded.
     """
     start = time.perf_counter()
     try:
@@ -100,7 +131,8 @@ def predict_one(
         elif slide:
             result = _segment_slide(segmenter, path, name, out_dir, mpp=mpp, show_bar=show_bar)
         else:
-            result = _segment_image(segmenter, path, targets, mpp)
+            budget = current_budget() if budget is None else budget
+            result = _segment_image(segmenter, path, targets, mpp, budget)
     except GlandsegError as e:
         result = Result(path, error=str(e))
     except OSError as e:
@@ -120,6 +152,7 @@ def predict_files(
     *,
     overwrite: bool = False,
     mpp: float | None = None,
+    budget: Budget | None = None,
 ) -> list[Result]:
     """Segment ``paths`` into ``out_dir`` (created), going on after a bad input; no summary file.
 
@@ -130,7 +163,11 @@ def predict_files(
     inputs = {i for i in map(identity, paths) if i is not None}
     results = []
     for path, name in zip(paths, output_stems(paths), strict=True):
-        results.append(predict_one(segmenter, path, name, out_dir, inputs, overwrite=overwrite, mpp=mpp))
+        results.append(
+            predict_one(
+                segmenter, path, name, out_dir, inputs, overwrite=overwrite, mpp=mpp, budget=budget
+            )
+        )
         if report is not None:
             report(results[-1])
     return results
@@ -186,6 +223,7 @@ def run_batch(
     world: World | None = None,
     report: Callable[[Result], None] | None = None,
     show_bar: bool = True,
+    budget: Budget | None = None,
 ) -> Outcome:
     """Segment every input that files, folders and globs name into ``out_dir`` and write the summary CSV.
 
@@ -194,12 +232,15 @@ def run_batch(
             input (default: each file's metadata, else the model's own scale). world: this process's share
             (:func:`glandseg_core.distributed.world_from_env`); under torchrun every rank must call this.
         report: called with each result as it comes. show_bar: a progress bar (rank 0, on a terminal).
+        budget: the memory one image may need after resampling (default: :func:`memory.current_budget`,
+            taken once); an image above it is refused in one line that says what would fit.
 
     Returns:
         An :class:`Outcome`. Ctrl-C stops after the input in hand is written or dropped whole; the summary
         then lists what was done, and the same command finishes the batch (finished inputs are skipped).
     """
     world = World() if world is None else world
+    budget = current_budget() if budget is None else budget
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs, problems = find_inputs(specs, out_dir)
     names = output_stems(inputs)
@@ -225,6 +266,7 @@ def run_batch(
                     overwrite=overwrite,
                     mpp=mpp,
                     show_bar=show_bar and world.main,
+                    budget=budget,
                 )
                 done.append((i, r))
                 bar.update()

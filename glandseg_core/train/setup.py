@@ -20,7 +20,9 @@ from ..checkpoints import load_weights, read_checkpoint
 from ..config import RunConfig, load_config, save_config
 from ..datasets import DataLike, Item, as_dataset
 from ..device import pick_device
+from ..distributed import init_group, world_from_env
 from ..errors import DatasetError
+from ..memory import check_training
 from ..models import build_model, load_pretrained
 from .batches import Batches, Sample, load_split
 from .context import RunContext, TrainState
@@ -34,15 +36,17 @@ def run_config(ctx: RunContext, cfg: RunConfig, resume: bool) -> RunConfig:
 
     Raises:
         FileNotFoundError: resuming without ``last.pt``. FileExistsError: a new run where ``last.pt`` exists.
-        ConfigError: ``config.json`` does not hold a valid config (names the field).
+        ConfigError: ``config.json`` does not hold a valid config (names the field), or a combination of
+            settings whose training step would not fit the device's memory (:func:`memory.check_training`).
     """
     last = ctx.run_dir / "last.pt"
     if resume:
         if not last.is_file():
             raise FileNotFoundError(f"cannot resume: {last} does not exist")
-        return load_config(ctx.run_dir / "config.json")
-    if ctx.rank == 0 and last.exists():
+        cfg = load_config(ctx.run_dir / "config.json")
+    elif ctx.rank == 0 and last.exists():
         raise FileExistsError(f"{ctx.run_dir} already holds a run; use --resume or another --out folder")
+    check_training(cfg, ctx.device)  # before any data is read or memory allocated
     return cfg
 
 
@@ -139,11 +143,17 @@ def start_state(state: TrainState, ctx: RunContext, resume: bool) -> None:
 
 
 def dist_setup(device_name: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); joins the process group when ``WORLD_SIZE > 1``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """(rank, world size, device); joins the process group when ``WORLD_SIZE > 1``.
+
+    Raises:
+        ConfigError: bad ``RANK``/``WORLD_SIZE``, or a rank that never came within
+            ``$GLANDSEG_RENDEZVOUS_TIMEOUT`` seconds (one line naming it and how to start torchrun).
+    """
+    env = world_from_env()
+    world = env.size
     device = pick_device(device_name)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        init_group(env, "nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if world > 1 else 0
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
