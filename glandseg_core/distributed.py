@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +29,13 @@ T = TypeVar("T")
 TIMEOUT = timedelta(
     hours=24
 )  # how long rank 0 waits for the slowest rank (a shard of slides takes hours)
+RENDEZVOUS_ENV = "GLANDSEG_RENDEZVOUS_TIMEOUT"  # seconds every rank waits for the others to start
+RENDEZVOUS_SECONDS = 300.0
+HOW_TO_START = (
+    "start every rank, e.g. torchrun --nproc_per_node N -m glandseg_core ... "
+    "(add --nnodes M --node_rank R --master_addr HOST --master_port PORT across machines)"
+)
+_JOINED = "glandseg/joined/"  # rank r sets _JOINED + r in the store once it has arrived
 
 
 @dataclass(frozen=True)
@@ -75,16 +84,133 @@ def world_from_env(env: Mapping[str, str] | None = None) -> World:
     return world
 
 
+def rendezvous_timeout(env: Mapping[str, str] | None = None) -> float:
+    """Seconds the ranks wait for each other to start: ``$GLANDSEG_RENDEZVOUS_TIMEOUT`` (default 300).
+
+    Raises:
+        ConfigError: a value that is not a number of seconds above 0.
+    """
+    raw = (os.environ if env is None else env).get(RENDEZVOUS_ENV, "").strip()
+    if not raw:
+        return RENDEZVOUS_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{RENDEZVOUS_ENV}={raw!r}: expected a number of seconds above 0")
+    return seconds
+
+
+def _master(env: Mapping[str, str]) -> tuple[str, int]:
+    """``MASTER_ADDR`` and ``MASTER_PORT``: where rank 0 waits for the others."""
+    addr, port = env.get("MASTER_ADDR", "").strip(), env.get("MASTER_PORT", "").strip()
+    if not addr or not port.isdigit() or not 0 < int(port) < 2**16:
+        raise ConfigError(
+            f"WORLD_SIZE > 1 needs MASTER_ADDR and MASTER_PORT (rank 0's address and a free port), "
+            f"got MASTER_ADDR={addr!r} MASTER_PORT={port!r}; {HOW_TO_START}"
+        )
+    return addr, int(port)
+
+
+def _wait_for_listener(host: str, port: int, world: World, seconds: float) -> None:
+    """Rank r > 0: wait until rank 0 listens at ``host:port`` (plain connection attempts, so that a missing
+    rank 0 is one line instead of torch's retry log)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"rank {world.rank} of {world.size}: rank 0 never came at {host}:{port} "
+                    f"(MASTER_ADDR:MASTER_PORT) within {seconds:g} s ({RENDEZVOUS_ENV}); {HOW_TO_START}"
+                ) from None
+            time.sleep(0.2)
+
+
+def rendezvous(
+    world: World, seconds: float | None = None, env: Mapping[str, str] | None = None
+) -> dist.TCPStore:
+    """Meet every rank within ``seconds`` (default :func:`rendezvous_timeout`): rank 0 hosts a TCP store at
+    ``MASTER_ADDR:MASTER_PORT``, every rank marks itself there and waits until all have.
+
+    Returns:
+        The store, for :func:`init_group` (its timeout is then the group's).
+
+    Raises:
+        ConfigError: one line naming the rank(s) that never came and how to start them all.
+    """
+    env = os.environ if env is None else env
+    seconds = rendezvous_timeout(env) if seconds is None else seconds
+    host, port = _master(env)
+    if not world.main:
+        _wait_for_listener(host, port, world, seconds)
+    try:
+        store = dist.TCPStore(
+            host, port, world.size, world.main, timedelta(seconds=seconds), wait_for_workers=False
+        )
+    except (RuntimeError, OSError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ConfigError(
+            f"rank {world.rank} cannot {'listen' if world.main else 'connect'} at {host}:{port} "
+            f"(MASTER_ADDR:MASTER_PORT): {first}"
+        ) from None
+    store.set(f"{_JOINED}{world.rank}", "1")
+    keys = [f"{_JOINED}{r}" for r in range(world.size)]
+    deadline = time.monotonic() + seconds
+    try:
+        while not store.check(keys):
+            if time.monotonic() >= deadline:
+                missing = [str(r) for r, k in enumerate(keys) if not store.check([k])]
+                raise ConfigError(
+                    f"rank {world.rank} of {world.size}: rank {', '.join(missing)} never came within "
+                    f"{seconds:g} s ({RENDEZVOUS_ENV}); {HOW_TO_START}"
+                )
+            time.sleep(0.1)
+    except RuntimeError as e:  # rank 0 went away (its own rendezvous failed) and took the store with it
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"rank {world.rank}: rank 0 left before every rank came ({first})") from None
+    return store
+
+
+def init_group(world: World, backend: str = "gloo", timeout: timedelta | None = None) -> None:
+    """Join the default process group of ``world`` (``backend``; ``timeout``: how long a collective waits,
+    None for torch's default), after a :func:`rendezvous` bounded by ``$GLANDSEG_RENDEZVOUS_TIMEOUT``.
+
+    Under torchrun's elastic agent (``TORCHELASTIC_USE_AGENT_STORE=True``) the agent has already gathered
+    every rank and serves the store at ``MASTER_ADDR:MASTER_PORT``: the group is then made as torch does
+    (``env://``).
+
+    Raises:
+        ConfigError: a missing rank or a missing ``MASTER_ADDR``/``MASTER_PORT`` (one line).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=timeout)
+        return
+    store = rendezvous(world)
+    store.set_timeout(timeout or dist.default_pg_timeout)
+    dist.init_process_group(
+        backend, store=store, rank=world.rank, world_size=world.size, timeout=timeout
+    )
+
+
 @contextlib.contextmanager
 def process_group(world: World) -> Iterator[None]:
     """A gloo process group for the duration of the block when ``world`` has many processes (else nothing).
 
-    torchrun's ``MASTER_ADDR`` and ``MASTER_PORT`` say where the processes meet (``env://``).
+    torchrun's ``MASTER_ADDR`` and ``MASTER_PORT`` say where the processes meet; a rank that does not come
+    within ``$GLANDSEG_RENDEZVOUS_TIMEOUT`` seconds is one line (:func:`init_group`), while a slow rank's shard
+    may take :data:`TIMEOUT`.
+
+    Raises:
+        ConfigError: a rank never came, or ``MASTER_ADDR``/``MASTER_PORT`` are missing.
     """
     if not world.distributed or dist.is_initialized():
         yield
         return
-    dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=TIMEOUT)
+    init_group(world, "gloo", TIMEOUT)
     try:
         yield
     finally:

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from glandseg_core.distributed import World, gather_to_main, process_group, world_from_env
+from glandseg_core.distributed import (
+    RENDEZVOUS_ENV,
+    World,
+    gather_to_main,
+    process_group,
+    rendezvous,
+    rendezvous_timeout,
+    world_from_env,
+)
 from glandseg_core.errors import ConfigError
 from tests.helpers import REPO, make_glands
 
@@ -96,3 +106,76 @@ def test_torchrun_two_processes_shard_the_inputs(untrained_unet_run: Path, tmp_p
         assert all(
             (out / f"img{i}{s}").is_file() for s in (".png", "_overlay.png", "_glands.csv", ".geojson")
         )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def master_env(port: int, seconds: str = "0.5") -> dict[str, str]:
+    return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), RENDEZVOUS_ENV: seconds}
+
+
+def test_rendezvous_timeout_comes_from_the_environment() -> None:
+    assert rendezvous_timeout({}) == 300.0 and rendezvous_timeout({RENDEZVOUS_ENV: "2.5"}) == 2.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        with pytest.raises(ConfigError, match=RENDEZVOUS_ENV):
+            rendezvous_timeout({RENDEZVOUS_ENV: bad})
+
+
+def test_a_rank_that_never_comes_is_one_line_naming_it() -> None:
+    """Issue #23 item 9: ``RANK=1 WORLD_SIZE=2`` with no other rank hung silently (a 24 h group timeout)."""
+    env = master_env(free_port())
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"rank 1 of 2: rank 0 never came at 127\.0\.0\.1") as info:
+        rendezvous(World(1, 2), env=env)
+    assert "torchrun --nproc_per_node" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"rank 0 of 3: rank 1, 2 never came within 0\.5 s") as info:
+        rendezvous(World(0, 3), env=env)
+    assert RENDEZVOUS_ENV in str(info.value) and "torchrun" in str(info.value)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(ConfigError, match="needs MASTER_ADDR and MASTER_PORT"):
+        rendezvous(World(1, 2), env={RENDEZVOUS_ENV: "0.5"})
+
+
+def test_two_ranks_that_both_come_meet() -> None:
+    import threading
+
+    env, stores, errors = master_env(free_port(), "20"), {}, []
+
+    def join(rank: int) -> None:
+        try:
+            stores[rank] = rendezvous(World(rank, 2), env=env)
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=join, args=(r,)) for r in (1, 0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and sorted(stores) == [0, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("verb", "rank"), [("predict", "1"), ("train", "0")])
+def test_cli_with_a_missing_rank_ends_in_one_line(verb: str, rank: str, tmp_path: Path) -> None:
+    """The commands with ``RANK``/``WORLD_SIZE`` set and no other rank: one ``error:`` line, within seconds."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "RANK": rank}
+    env.update(WORLD_SIZE="2", LOCAL_RANK=rank, **master_env(free_port(), "2"))
+    env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
+    args = {
+        "predict": ["--model", str(tmp_path / "model"), "--out", str(tmp_path / "out"), str(tmp_path)],
+        "train": ["--data", str(tmp_path / "glas"), "--out", str(tmp_path / "run"), "--no-bar"],
+    }[verb]
+    proc = subprocess.run(
+        [sys.executable, "-m", "glandseg_core", verb, *args],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    missing = "rank 0 never came" if rank == "1" else "rank 1 never came"
+    assert len(lines) == 1 and lines[0].startswith("error: ") and missing in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
