@@ -29,7 +29,7 @@ from glandseg_core.imaging.inputs import find_inputs
 from glandseg_core.imaging.io import read_label_map
 from tests.helpers import make_glands
 
-OUTPUTS = ("{}.png", "{}_overlay.png", "{}_glands.csv", "{}.geojson", "{}.ome.tif")
+OUTPUTS = ("{}.png", "{}_overlay.png", "{}_glands.csv", "{}.geojson", "{}.ome.tif", "{}.input.json")
 
 
 @dataclass

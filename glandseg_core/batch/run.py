@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..distributed import World, gather_to_main
 from ..errors import GlandsegError, ImageError, ModelError
+from ..files import atomic_write_bytes
 from ..imaging.inputs import check_input, find_inputs, identity, output_stems
 from ..imaging.io import read_image
 from ..memory import Budget, check, current_budget, estimate_segmenter
@@ -25,12 +26,15 @@ from ..segmenters import Segmenter
 from ..segmenters.base import WindowSegmenter
 from ..slides import Progress, image_mpp, is_slide, predict_slide, segment_at_mpp
 from ..slides.outputs import output_paths as slide_outputs
+from .lock import folder_lock
+from .provenance import check_names, config_identity, input_identity, is_done, record_bytes, record_path
 from .writing import (
     SUMMARY,
     Result,
     encode_outputs,
     existing_outputs,
     image_outputs,
+    merge_summary,
     os_message,
     write_summary,
     write_together,
@@ -59,7 +63,12 @@ def _check_memory(
 
 
 def _segment_image(
-    segmenter: Segmenter, path: Path, targets: list[Path], mpp: float | None, budget: Budget
+    segmenter: Segmenter,
+    path: Path,
+    targets: list[Path],
+    mpp: float | None,
+    budget: Budget,
+    record: tuple[Path, bytes],
 ) -> Result:
     mpp = image_mpp(path) if mpp is None else mpp
     shape = _header_shape(path)
@@ -69,7 +78,8 @@ def _segment_image(
     if shape != image.shape[:2]:
         _check_memory(segmenter, path, image.shape, mpp, budget)
     labels = segmenter(image) if mpp is None else segment_at_mpp(segmenter, image, mpp)
-    write_together(dict(zip(targets, encode_outputs(image, labels, mpp), strict=True)))
+    files = dict(zip(targets, encode_outputs(image, labels, mpp), strict=True))
+    write_together({**files, record[0]: record[1]})  # the outputs and the record of their input: one set
     glands = int(np.count_nonzero(np.unique(labels)))
     area = None if mpp is None else float(np.count_nonzero(labels)) * mpp * mpp
     return Result(path, glands=glands, output=targets[0], mpp=mpp, area_um2=area)
@@ -94,6 +104,20 @@ def _segment_slide(
     )
 
 
+def _identity(path: Path) -> dict:
+    """:func:`input_identity`, a read failure named in one line."""
+    try:
+        return input_identity(path)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _all_outputs(out_dir: Path, name: str) -> list[Path]:
+    """Every file an input named ``name`` may write (as an image or as a slide), its record included."""
+    slide = slide_outputs(out_dir, name).values()
+    return [*image_outputs(out_dir, name), *slide, record_path(out_dir, name)]
+
+
 def predict_one(
     segmenter: Segmenter,
     path: Path,
@@ -110,6 +134,8 @@ def predict_one(
 
     Args:
         inputs: ``(st_dev, st_ino)`` of every input of the batch: no output may replace one of them.
+        overwrite: redo the input even when its outputs are there (of this input, another one, or unknown);
+            otherwise outputs of the same input and model are skipped and any others refused in one line.
         mpp: micrometres per pixel of the input; None: read from its metadata, else the model's own scale.
         show_bar: a slide shows a progress bar of its windows (on a terminal).
         budget: the memory an image may need once resampled to the model's pixel size (default:
@@ -125,14 +151,21 @@ def predict_one(
             raise ImageError(
                 f"{clash[0]}: is an input of this run; refusing to overwrite it (choose another --out)"
             )
-        if not overwrite and all(t.is_file() for t in targets):
+        source, config, record = (
+            _identity(path),
+            config_identity(segmenter, mpp),
+            record_path(out_dir, name),
+        )
+        if not overwrite and is_done(path, targets, record, source, config):
             glands, area = existing_outputs(targets)
             result = Result(path, glands=glands, output=targets[0], skipped=True, area_um2=area)
         elif slide:
             result = _segment_slide(segmenter, path, name, out_dir, mpp=mpp, show_bar=show_bar)
+            atomic_write_bytes(record, record_bytes(source, config, targets))  # last: the set is done
         else:
             budget = current_budget() if budget is None else budget
-            result = _segment_image(segmenter, path, targets, mpp, budget)
+            rec = (record, record_bytes(source, config, targets))
+            result = _segment_image(segmenter, path, targets, mpp, budget, rec)
     except GlandsegError as e:
         result = Result(path, error=str(e))
     except OSError as e:
@@ -158,18 +191,22 @@ def predict_files(
 
     Returns:
         One :class:`Result` per input, in order.
+
+    Raises:
+        ImageError: two inputs would write files of the same name (refused before any work).
+        FolderBusy: another batch writes into ``out_dir`` now.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = {i for i in map(identity, paths) if i is not None}
+    names = output_stems(paths)
+    check_names(paths, [_all_outputs(out_dir, n) for n in names])
     results = []
-    for path, name in zip(paths, output_stems(paths), strict=True):
-        results.append(
-            predict_one(
-                segmenter, path, name, out_dir, inputs, overwrite=overwrite, mpp=mpp, budget=budget
-            )
-        )
-        if report is not None:
-            report(results[-1])
+    with folder_lock(out_dir):
+        for path, name in zip(paths, names, strict=True):
+            kw = {"overwrite": overwrite, "mpp": mpp, "budget": budget}
+            results.append(predict_one(segmenter, path, name, out_dir, inputs, **kw))  # type: ignore[arg-type]
+            if report is not None:
+                report(results[-1])
     return results
 
 
@@ -237,46 +274,60 @@ def run_batch(
 
     Returns:
         An :class:`Outcome`. Ctrl-C stops after the input in hand is written or dropped whole; the summary
-        then lists what was done, and the same command finishes the batch (finished inputs are skipped).
+        (``summary.csv``, merged with the rows of earlier batches into ``out_dir``) then lists what was done,
+        and the same command finishes the batch (finished inputs are skipped).
+
+    Raises:
+        ImageError: two inputs would write files of the same name (refused before any work).
+        FolderBusy: another batch writes into ``out_dir`` now (rank 0 holds the folder for the batch).
     """
     world = World() if world is None else world
     budget = current_budget() if budget is None else budget
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs, problems = find_inputs(specs, out_dir)
     names = output_stems(inputs)
-    protect = {i for i in map(identity, inputs) if i is not None}
+    check_names(inputs, [_all_outputs(out_dir, n) for n in names])
     done = [(-1, Result(p, error=msg)) for p, msg in problems] if world.main else []
     for _, r in done:
         if report is not None:
             report(r)
+    kw = {"overwrite": overwrite, "mpp": mpp, "budget": budget}
+    with folder_lock(out_dir, hold=world.main):
+        interrupted = _loop(segmenter, inputs, names, out_dir, world, done, report, show_bar, kw)
+        summary, part, counts = _summarise(world, out_dir, done, interrupted)
+    return Outcome([r for _, r in done], len(inputs) + len(problems), summary, part, interrupted, counts)
+
+
+def _loop(
+    segmenter: Segmenter,
+    inputs: list[Path],
+    names: list[str],
+    out_dir: Path,
+    world: World,
+    done: list[tuple[int, Result]],
+    report: Callable[[Result], None] | None,
+    show_bar: bool,
+    kw: dict,
+) -> bool:
+    """This process's share of the inputs, each result appended to ``done``; True when interrupted."""
+    protect = {i for i in map(identity, inputs) if i is not None}
     mine = world.shard(range(len(inputs)))
     bar = tqdm(
         total=len(mine), desc="predict", unit="image", disable=None if show_bar and world.main else True
     )
-    interrupted = False
     try:
         with bar, _sigterm_interrupts():
             for i in mine:
-                r = predict_one(
-                    segmenter,
-                    inputs[i],
-                    names[i],
-                    out_dir,
-                    protect,
-                    overwrite=overwrite,
-                    mpp=mpp,
-                    show_bar=show_bar and world.main,
-                    budget=budget,
-                )
+                bar_on = show_bar and world.main
+                r = predict_one(segmenter, inputs[i], names[i], out_dir, protect, show_bar=bar_on, **kw)
                 done.append((i, r))
                 bar.update()
                 if report is not None:
                     with tqdm.external_write_mode():
                         report(r)
     except KeyboardInterrupt:
-        interrupted = True
-    summary, part, counts = _summarise(world, out_dir, done, interrupted)
-    return Outcome([r for _, r in done], len(inputs) + len(problems), summary, part, interrupted, counts)
+        return True
+    return False
 
 
 def _summarise(
@@ -285,13 +336,13 @@ def _summarise(
     """Write this process's summary; under torchrun rank 0 then merges all ranks' rows in input order."""
     part = out_dir / (f"summary_rank{world.rank}.csv" if world.distributed else SUMMARY)
     rows = [r.row() for _, r in done]
-    write_summary(part, rows)
+    (write_summary if world.distributed else merge_summary)(part, rows)  # summary.csv keeps earlier rows
     summary = None if world.distributed else part
     if world.distributed and not interrupted:
         gathered = gather_to_main(world, [(i, row) for (i, _), row in zip(done, rows, strict=True)])
         if gathered is not None:
             rows, summary = [row for _, row in sorted(gathered, key=lambda x: x[0])], out_dir / SUMMARY
-            write_summary(summary, rows)
+            merge_summary(summary, rows)
     counts = Counter({"ok": 0, "skipped": 0, "error": 0})
     counts.update(str(row["status"]) for row in rows)
     return summary, part, counts

@@ -12,6 +12,7 @@ import csv
 import errno
 import io
 import json
+import logging
 import os
 import signal
 import tempfile
@@ -27,6 +28,7 @@ from ..imaging.formats import label_tiff_bytes
 from ..imaging.io import label_png_bytes, png_bytes
 from ..outputs.export import gland_table, overlay, to_geojson
 
+log = logging.getLogger(__name__)
 SUFFIXES = (".png", "_overlay.png", "_glands.csv", ".geojson", ".ome.tif")
 SUMMARY = "summary.csv"
 SUMMARY_COLUMNS = ("image", "name", "status", "glands", "area_um2", "mpp", "seconds", "message")
@@ -170,3 +172,42 @@ def write_summary(path: Path, rows: Sequence[dict[str, object]]) -> None:
     writer.writerows(rows)
     with _signals_deferred():
         atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def _read_summary(path: Path) -> list[dict[str, object]]:
+    """The rows of an earlier ``summary.csv`` ([] when there is none).
+
+    An unreadable one is kept under another name (``summary-<n>.csv``), never lost, with a warning.
+    """
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [{k: r.get(k) or "" for k in SUMMARY_COLUMNS} for r in csv.DictReader(fh)]
+    except (UnicodeDecodeError, csv.Error) as e:
+        n = 1
+        while (aside := path.with_name(f"{path.stem}-{n}{path.suffix}")).exists():
+            n += 1
+        os.replace(path, aside)
+        log.warning("%s: unreadable (%s); kept as %s", path, e, aside)
+        return []
+
+
+def merge_rows(
+    old: Sequence[dict[str, object]], new: Sequence[dict[str, object]]
+) -> list[dict[str, object]]:
+    """Earlier rows, then this batch's: a row of the same input is replaced, and so is another input's row
+    whose outputs this batch replaced (same output name, now ``ok``); every other earlier row is kept."""
+    inputs = {r["image"] for r in new}
+    redone = {r["name"] for r in new if r["status"] == "ok" and r["name"]}
+    kept = [
+        r for r in old
+        if r["image"] not in inputs and not (r["name"] in redone and r["status"] != "error")
+    ]  # fmt: skip
+    return [*kept, *new]
+
+
+def merge_summary(path: Path, rows: Sequence[dict[str, object]]) -> None:
+    """Write ``summary.csv`` with the rows of earlier batches into the same folder kept (:func:`merge_rows`);
+    the caller holds the folder's lock (:func:`glandseg_core.batch.lock.folder_lock`)."""
+    write_summary(path, merge_rows(_read_summary(path), rows))
