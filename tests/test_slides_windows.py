@@ -159,13 +159,18 @@ def test_mosaic_with_small_windows_matches_each_tile_whole(
 
 @pytest.mark.slow
 def test_maskrcnn_window_equals_the_segmenter_on_a_glas_image(glas_dir: Path) -> None:
-    """At GlaS size, the per-box paste gives exactly torchvision's full-image paste."""
+    """At GlaS size, a slide window (``window_instances``: the training scale, each mask pasted into its own
+    box) gives exactly the segmenter's image path (torchvision's full-image paste): the same glands, boxes,
+    scores and masks, and so the same label map."""
     from glandseg_core.segmenters import load_segmenter
-    from glandseg_core.segmenters.native import maskrcnn_instances
+    from glandseg_core.segmenters.instances import survivors
 
     seg = load_segmenter(MODELS / "maskrcnn")
     image = _glas(glas_dir, ["testA_5"])[0]
-    a, b = seg.window(image), maskrcnn_instances(seg, image)
+    raw = seg.raw(image)  # a GlaS-sized image: one window, no tiling
+    a = survivors(raw, seg.post, image.shape[:2])
+    b = seg.window_instances(image)
     assert len(a) == len(b) > 5
     assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
     assert all(np.array_equal(x, y) for x, y in zip(a.masks, b.masks, strict=True))
+    assert np.array_equal(paint(b, seg.post, image.shape[:2]), seg.labels(raw))
