@@ -66,10 +66,10 @@ def current_budget(mb: float | None = None, fraction: float | None = None) -> Bu
         ConfigError: a budget or fraction that is not a positive number (names the setting).
     """
     if mb is not None:
-        return Budget(_positive(mb, "--memory-budget", 2**20), f"--memory-budget {mb:g} MB")
+        return Budget(int(_positive(mb, "--memory-budget", 2**20)), f"--memory-budget {mb:g} MB")
     fixed = os.environ.get(BUDGET_ENV, "").strip()
     if fixed:
-        return Budget(_positive(fixed, BUDGET_ENV, 2**20), BUDGET_ENV)
+        return Budget(int(_positive(fixed, BUDGET_ENV, 2**20)), BUDGET_ENV)
     if fraction is None:
         fraction = float(
             _positive(os.environ.get(FRACTION_ENV, "") or BATCH_FRACTION, FRACTION_ENV, 1.0)
@@ -162,7 +162,7 @@ def estimate_config(cfg: Any, shape: tuple[int, ...], mpp: float | None, tta: bo
 
 def estimate_segmenter(segmenter: Any, shape: tuple[int, ...], mpp: float | None) -> Estimate | None:
     """:func:`estimate` from a loaded segmenter's own plan; None for a stand-in without a plan or a kind."""
-    cfg = getattr(segmenter, "cfg", None)
+    cfg: Any = getattr(segmenter, "cfg", None)
     if not callable(getattr(segmenter, "plan", None)) or not hasattr(cfg, "kind"):
         return None
     plan = segmenter.plan(shape, mpp)
