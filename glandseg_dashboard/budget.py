@@ -1,11 +1,12 @@
 """The pixel budget for interactive work (issue #15, item 4): how large an image the dashboard segments.
 
 How it works: a segmentation runs in its own process (:mod:`glandseg_dashboard.worker`), whose peak memory grows linearly with
-the image's pixels: ``peak = BASE_BYTES[kind] + BYTES_PER_PIXEL[kind] * pixels`` (measured with
-``benchmarks/bench_dashboard_memory.py``; test-time augmentation adds ``TTA_BYTES_PER_PIXEL``). The budget
-is a share of the memory the machine has available now (``psutil``): ``GLANDSEG_MEMORY_FRACTION`` (default
-0.25, leaving the rest to the server, its other sessions and the machine), or a fixed
-``GLANDSEG_MEMORY_BUDGET_MB``. Segmentations run one at a time (:mod:`glandseg_dashboard.inference`), so one job's budget is
+the pixels the network sees, after the image is resampled to the model's pixel size (:mod:`glandseg_core.memory`:
+each model kind declares its coefficients, ``ModelKind.memory_cost``, measured with
+``benchmarks/bench_dashboard_memory.py``). The budget is a share of the memory the machine has available now
+(``psutil``): ``GLANDSEG_MEMORY_FRACTION`` (default 0.25, leaving the rest to the server, its other sessions and
+the machine), or a fixed ``GLANDSEG_MEMORY_BUDGET_MB``. :func:`check_job` checks a job with the pixel size the
+user typed before a worker starts, and the worker checks it again with the segmenter's own plan. Segmentations run one at a time (:mod:`glandseg_dashboard.inference`), so one job's budget is
 not shared. An image above the budget is refused, or, with the user's consent, downsampled to fit: its
 measurements are then converted back to the original image's pixels (:func:`to_original`). No streamlit here.
 """
@@ -20,51 +21,73 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 from PIL import Image
 
-# Measured on the shipped models (CPU, fp32; benchmarks/README.md): U-Net 915 MiB at 1 MP, 1317 at 4, 1925 at 12;
-# Mask R-CNN 1011 MiB at 1 MP, 1090 at 4, up to 1572 at 5.6 MP with 106 glands (kept instance crops). With a margin.
-BASE_BYTES = {"unet": 1024 * 2**20, "maskrcnn": 1152 * 2**20}  # interpreter, torch, weights
-BYTES_PER_PIXEL = {"unet": 80, "maskrcnn": 80}  # slope of the peak over the image's pixels
-TTA_BYTES_PER_PIXEL = 16  # running sum of the flipped views' outputs
+from glandseg_core import memory
+from glandseg_core.config import load_config
+from glandseg_core.errors import GlandsegError
+from glandseg_core.registry import MemoryCost, all_kinds, get_kind
+
 MIN_PIXELS = 256 * 256  # below this a downsampled image is useless
 
 
+def kind_cost(kind: str) -> MemoryCost:
+    """The memory coefficients of a model ``kind`` (the largest over its presets; generous for an unknown)."""
+    try:
+        k = get_kind(kind)
+    except KeyError:
+        return max(
+            (kind_cost(k.name) for k in all_kinds()), key=lambda c: c.base_bytes, default=MemoryCost()
+        )
+    costs = [k.memory_cost(cfg) for cfg in k.presets().values()] or [MemoryCost()]
+    return MemoryCost(*(max(getattr(c, f) for c in costs) for f in MemoryCost.__dataclass_fields__))
+
+
 @dataclass(frozen=True)
-class Budget:
+class Budget(memory.Budget):
     """What one interactive segmentation may use: ``bytes`` of memory, of which ``source`` says where from."""
 
-    bytes: int
-    source: str
-
     def max_pixels(self, kind: str, tta: bool = False) -> int:
-        """The largest image (in pixels) that a model of ``kind`` may segment within this budget."""
-        per_px = BYTES_PER_PIXEL.get(kind, max(BYTES_PER_PIXEL.values())) + (
-            TTA_BYTES_PER_PIXEL if tta else 0
-        )
-        base = BASE_BYTES.get(kind, max(BASE_BYTES.values()))
-        return max(0, (self.bytes - base) // per_px)
+        """The largest image (in pixels, at the model's pixel size) a model of ``kind`` may segment."""
+        cost = kind_cost(kind)
+        per_px = cost.work_bytes_per_pixel + (cost.tta_bytes_per_pixel if tta else 0)
+        return max(0, (self.bytes - cost.base_bytes) // per_px)
 
 
 def current_budget() -> Budget:
     """The budget of one interactive segmentation on this machine now (see the module docstring)."""
-    fixed = os.environ.get("GLANDSEG_MEMORY_BUDGET_MB", "").strip()
-    if fixed:
-        return Budget(int(float(fixed) * 2**20), "GLANDSEG_MEMORY_BUDGET_MB")
-    fraction = float(os.environ.get("GLANDSEG_MEMORY_FRACTION", "") or 0.25)
-    available = psutil.virtual_memory().available
-    return Budget(
-        int(fraction * available), f"{fraction:.0%} of the {available / 2**30:.1f} GiB available"
-    )
+    fraction = os.environ.get(memory.FRACTION_ENV, "").strip() or memory.INTERACTIVE_FRACTION
+    now = memory.current_budget(fraction=float(fraction))
+    return Budget(now.bytes, now.source)
 
 
 def estimate_bytes(kind: str, pixels: int, tta: bool = False) -> int:
-    """Expected peak memory of segmenting ``pixels`` with a model of ``kind``."""
-    per_px = BYTES_PER_PIXEL.get(kind, max(BYTES_PER_PIXEL.values())) + (
-        TTA_BYTES_PER_PIXEL if tta else 0
+    """Expected peak memory of segmenting ``pixels`` (at the model's pixel size) with a model of ``kind``."""
+    cost = kind_cost(kind)
+    return (
+        cost.base_bytes + (cost.work_bytes_per_pixel + (cost.tta_bytes_per_pixel if tta else 0)) * pixels
     )
-    return BASE_BYTES.get(kind, max(BASE_BYTES.values())) + per_px * pixels
+
+
+def check_job(
+    model_dir: str | os.PathLike, shape: tuple[int, ...], mpp: float | None, tta: bool, what: str
+) -> int:
+    """Check that segmenting an image of ``shape`` at ``mpp`` µm/px (the pixel size the user typed; None:
+    the model's own) with ``model_dir`` fits the budget once resampled to the model's pixel size; returns the
+    budget in bytes (the worker checks again with it).
+
+    Raises:
+        ImageError: one line naming ``what``: the size the network would see, the memory it needs, the budget
+            and what would fit.
+    """
+    now = current_budget()
+    try:
+        cfg = load_config(Path(model_dir) / "config.json")
+    except (GlandsegError, OSError):
+        return now.bytes  # the worker says why the model folder cannot be used
+    est = memory.estimate_config(cfg, shape, mpp, tta)
+    memory.check(est, now, what, mpp, float(cfg.data_mpp))
+    return now.bytes
 
 
 def model_kind(model_dir: str | os.PathLike) -> str:

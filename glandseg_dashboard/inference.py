@@ -179,11 +179,13 @@ def run_job(
     mpp: float | None = None,
     done: Callable[[], Segmentation | None] | None = None,
     workers: _Workers | None = None,
+    memory_bytes: int | None = None,
 ) -> Segmentation:
     """Segment ``image`` with ``model_dir`` in a worker process; ``poll(elapsed_s, waiting, progress)`` runs
     every ``POLL_S`` while it waits for its turn (``waiting``) or runs (``progress``: the worker's
     ``progress.json``). Whatever ``poll`` raises stops the job: the worker is killed before the exception goes
     on. ``done()``, asked once the turn has come, may return the result computed meanwhile by another job.
+    ``memory_bytes``: the budget the worker checks the segmenter's own plan against before it segments.
 
     Raises:
         ModelError: the model folder or the image cannot be used (the worker's one-line message).
@@ -199,7 +201,12 @@ def run_job(
         with tempfile.TemporaryDirectory(prefix="glandseg-job-") as tmp:
             job_dir = Path(tmp)
             np.save(job_dir / "image.npy", np.ascontiguousarray(image))
-            job = {"model_dir": str(model_dir), "tta": bool(tta), "mpp": mpp}
+            job = {
+                "model_dir": str(model_dir),
+                "tta": bool(tta),
+                "mpp": mpp,
+                "memory_bytes": memory_bytes,
+            }
             (job_dir / "job.json").write_text(json.dumps(job))
             proc = workers.start(job_dir)
             try:
@@ -351,7 +358,8 @@ def segment(
 
     Raises:
         Cancelled: the user cancelled it (the page may draw :func:`offer_again`).
-        ModelError: the model cannot be used, or the image is above the pixel budget.
+        ModelError: the model cannot be used. ImageError: the image, resampled to the model's pixel size at
+            ``mpp``, would need more than the memory budget (one line saying what would fit).
         InferenceFailed: the worker died without a result.
     """
     model_dir = str(model_dir)
@@ -362,12 +370,7 @@ def segment(
         return hit
     if st.session_state.get("seg_cancelled") == image_id:
         raise Cancelled(f"Segmenting {what} was cancelled.")
-    kind = budget.model_kind(model_dir)
-    limit = budget.current_budget().max_pixels(kind, tta)
-    if image.shape[0] * image.shape[1] > limit:
-        raise ModelError(
-            f"{image.shape[1]}×{image.shape[0]} px is above this machine's budget of {limit:,} px"
-        )
+    memory_bytes = budget.check_job(model_dir, image.shape, mpp, tta, what)  # after resampling to mpp
     job = hashlib.blake2b(repr(key).encode(), digest_size=6).hexdigest()
     status = st.empty()
     box = st.empty()
@@ -378,7 +381,13 @@ def segment(
             raise Cancelled(f"Segmenting {what} was cancelled.")
     try:
         result = run_job(
-            model_dir, image, tta, _poller(status, what), mpp=mpp, done=lambda: _kept(key, persist)
+            model_dir,
+            image,
+            tta,
+            _poller(status, what),
+            mpp=mpp,
+            done=lambda: _kept(key, persist),
+            memory_bytes=memory_bytes,
         )
     finally:
         status.empty()

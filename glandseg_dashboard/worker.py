@@ -3,8 +3,9 @@
 Without ``JOB_DIR`` the worker imports torch and the segmenters first, then reads the job folder's path from
 its stdin: the dashboard keeps one such spare ready so that a job does not wait for the imports (seconds).
 
-``JOB_DIR`` holds ``job.json`` (``{"model_dir", "tta", "mpp"}``; ``mpp``, the image's µm per pixel, is optional:
-the image is then segmented at the model's pixel size) and ``image.npy`` (uint8[H, W, 3]). The worker loads the
+``JOB_DIR`` holds ``job.json`` (``{"model_dir", "tta", "mpp", "memory_bytes"}``; ``mpp``, the image's µm per pixel,
+is optional: the image is then segmented at the model's pixel size; ``memory_bytes``, optional, is the budget the
+segmenter's own plan is checked against before anything is allocated, :mod:`glandseg_core.memory`) and ``image.npy`` (uint8[H, W, 3]). The worker loads the
 segmenter, segments the image and writes ``labels.npy`` (int32[H, W], 0=background, 1..N glands) and
 ``result.json`` (``{"seconds", "peak_rss_mb"}``), or ``error.json`` (``{"error": one line}``) and exits with 1.
 
@@ -85,6 +86,13 @@ def run(job_dir: Path) -> dict[str, float]:
     image = np.load(job_dir / "image.npy")
     segmenter = load_segmenter(job["model_dir"], tta=bool(job.get("tta")), device=job.get("device"))
     mpp = float(job["mpp"]) if job.get("mpp") else None
+    if job.get("memory_bytes"):
+        from glandseg_core.memory import Budget, check, estimate_segmenter
+
+        est = estimate_segmenter(segmenter, image.shape, mpp)
+        if est is not None:
+            budget = Budget(int(job["memory_bytes"]), "the dashboard's budget")
+            check(est, budget, "the image", mpp, float(segmenter.cfg.data_mpp))
     plan = segmenter.plan(image.shape, mpp)
     progress.write("segmenting", 0, plan.passes, plan.windows, plan.views)
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ Memory = namedtuple("Memory", "available total")
 def test_the_budget_is_a_share_of_the_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GLANDSEG_MEMORY_BUDGET_MB", raising=False)
     monkeypatch.delenv("GLANDSEG_MEMORY_FRACTION", raising=False)
-    monkeypatch.setattr(budget.psutil, "virtual_memory", lambda: Memory(16 * 2**30, 32 * 2**30))
+    monkeypatch.setattr(budget.memory, "available_memory", lambda: 16 * 2**30)
     b = budget.current_budget()
     assert b.bytes == 4 * 2**30 and "25% of the 16.0 GiB available" in b.source
     # the 11000 x 9000 PNG needs more than a 4 GiB budget allows for either model

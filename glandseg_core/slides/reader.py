@@ -28,6 +28,11 @@ from ..errors import ImageError
 from ..imaging.io import MAX_PIXELS
 from ..segmenters.scale import SAME_MPP  # a level within 2% of the target pixel size is used as it is
 
+# A slide file holds its own pixels (except these formats, whose data lie in other files): even a tile of plain
+# glass takes some bytes, so a file that declares far more pixels than its size allows is refused when opened.
+MAX_PIXELS_PER_BYTE = 1000  # white JPEG tiles: ~40 pixels a byte, deflated white tiles: a few hundred
+DATA_ELSEWHERE = (".mrxs", ".vms", ".vmu", ".dcm")
+THUMBNAIL_READ_PIXELS = 4_000_000  # level pixels read at once for a thumbnail (one region)
 # Extensions that are slides whatever their content; .tif/.tiff are slides when pyramidal, tiled or OME.
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".vms", ".vmu", ".mrxs", ".scn", ".bif", ".svslide", ".dcm")
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -148,7 +153,11 @@ class Slide:
 
     def thumbnail(self, max_side: int) -> tuple[np.ndarray, float]:
         """A whole-slide RGB thumbnail at most ``max_side`` pixels on its longer side, and its level-0 pixels
-        per thumbnail pixel, read from the smallest level that is still at least that large."""
+        per thumbnail pixel, read from the smallest level that is still at least that large.
+
+        The level is read in bounded regions (about :data:`THUMBNAIL_READ_PIXELS` level pixels each): strips of
+        the full level width when one thumbnail row of the level fits that, else blocks, never a wider strip.
+        """
         w0, h0 = self.dimensions
         scale = max(1.0, max(w0, h0) / max_side)
         level = max(i for i, d in enumerate(self.downsamples) if d <= scale or i == 0)
@@ -157,17 +166,31 @@ class Slide:
         tw, th = max(1, round(w0 / scale)), max(1, round(h0 / scale))
         r = scale / d  # level pixels per thumbnail pixel
         out = np.empty((th, tw, 3), np.uint8)
-        step = max(
-            1, int(4_000_000 / (lw * r))
-        )  # thumbnail rows per strip: about 4 MP of the level read
-        for t0 in range(0, th, step):  # strip by strip, so memory stays at one strip of the level
-            t1 = min(th, t0 + step)
-            y0 = min(lh - 1, math.floor(t0 * r))
-            y1 = min(lh, max(y0 + 1, math.ceil(t1 * r)))
-            strip = Image.fromarray(self.read(level, 0, round(y0 * d), lw, y1 - y0))
-            box = (0.0, t0 * r - y0, min(lw, tw * r), min(y1, t1 * r) - y0)
-            out[t0:t1] = np.asarray(strip.resize((tw, t1 - t0), Image.Resampling.BILINEAR, box=box))
+        if lw * r <= THUMBNAIL_READ_PIXELS:  # strips of the full width, about 4 MP of the level each
+            rows, cols = max(1, int(THUMBNAIL_READ_PIXELS / (lw * r))), tw
+        else:  # square blocks of about 4 MP of the level (one thumbnail pixel at least)
+            rows = cols = max(1, int(math.sqrt(THUMBNAIL_READ_PIXELS) / r))
+        for t0 in range(0, th, rows):
+            for u0 in range(0, tw, cols):
+                self._thumbnail_block(out, level, r, (t0, min(th, t0 + rows)), (u0, min(tw, u0 + cols)))
         return out, scale
+
+    def _thumbnail_block(
+        self, out: np.ndarray, level: int, r: float, rows: tuple[int, int], cols: tuple[int, int]
+    ) -> None:
+        """Fill ``out[t0:t1, u0:u1]`` from the region of ``level`` it covers (``r`` level pixels a pixel)."""
+        (t0, t1), (u0, u1) = rows, cols
+        d, (lw, lh) = self.downsamples[level], self.levels[level]
+        y0 = min(lh - 1, math.floor(t0 * r))
+        y1 = min(lh, max(y0 + 1, math.ceil(t1 * r)))
+        x0 = min(lw - 1, math.floor(u0 * r))
+        x1 = min(lw, max(x0 + 1, math.ceil(u1 * r)))
+        if u0 == 0 and u1 == out.shape[1]:
+            x0, x1 = 0, lw  # a full-width strip, read as before
+        region = Image.fromarray(self.read(level, round(x0 * d), round(y0 * d), x1 - x0, y1 - y0))
+        box = (u0 * r - x0, t0 * r - y0, min(x1, u1 * r) - x0, min(y1, t1 * r) - y0)
+        resized = region.resize((u1 - u0, t1 - t0), Image.Resampling.BILINEAR, box=box)
+        out[t0:t1, u0:u1] = np.asarray(resized)
 
 
 def open_slide(path: str | os.PathLike[str]) -> Slide:
@@ -180,6 +203,7 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
     p = Path(path)
     if not p.is_file():
         raise ImageError(f"{p}: file not found")
+    _check_declared_size(p)
     try:
         osr = openslide.OpenSlide(os.fspath(p))
     except openslide.OpenSlideUnsupportedFormatError:
@@ -196,6 +220,31 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
         slide.close()
         raise ImageError(f"{e} (level {level} of {len(slide.levels)})") from None
     return slide
+
+
+def _check_declared_size(path: Path) -> None:
+    """Refuse a TIFF-based slide whose first page declares far more pixels than the file could hold (a sparse
+    or forged file: reading it would allocate for pixels that are not there), before OpenSlide opens it.
+
+    Raises:
+        ImageError: one line naming the file, its declared size and its bytes.
+    """
+    if path.suffix.lower() in DATA_ELSEWHERE:
+        return
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            width, height = int(page.imagewidth), int(page.imagelength)
+    except Exception:  # noqa: BLE001  not a TIFF (or unreadable): OpenSlide says why
+        return
+    size = path.stat().st_size
+    if width * height > MAX_PIXELS_PER_BYTE * max(size, 1):
+        raise ImageError(
+            f"{path.name}: refused: it declares {width}×{height} pixels in {size:,} bytes, far more than "
+            "the file can hold (a sparse or damaged slide)"
+        )
 
 
 def _why_unreadable(path: Path) -> str:
