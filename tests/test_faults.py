@@ -25,6 +25,7 @@ from glandseg_core.checkpoints import read_checkpoint
 from glandseg_core.cli import main
 from glandseg_core.config import RunConfig, save_config
 from glandseg_core.errors import TrainingStopped
+from glandseg_core.progress import Step
 from glandseg_core.train import fit
 from glandseg_core.train import runfiles as train_mod
 from glandseg_core.train.locks import lock_holder
@@ -274,8 +275,8 @@ def test_disk_full_while_logging_leaves_no_partial_line(
 # ------------------------------------------------------------------------------------ a torn log line
 
 
-def _stop_in_epoch_2(rec: dict) -> None:
-    if rec["event"] == "step" and rec["epoch"] == 2:
+def _stop_in_epoch_2(step: Step) -> None:
+    if step.phase == "train" and step.detail.get("event") == "step" and step.detail.get("epoch") == 2:
         os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -23,6 +23,7 @@ import torch
 from glandseg_core.checkpoints import read_checkpoint
 from glandseg_core.config import PRESETS, replace_config
 from glandseg_core.errors import DatasetError, TrainingStopped
+from glandseg_core.progress import Step
 from glandseg_core.train import fit
 from glandseg_core.train.locks import lock_holder
 from tests.helpers import REPO, tiny_unet_config, write_fake_glas
@@ -75,8 +76,17 @@ def test_short_run_lowers_the_loss_and_writes_the_run_folder(
     assert best["epoch"] in (3, 6) and {"val_f1", "val_object_dice", "val_object_hausdorff"} <= set(best)
     progress = json.loads((run_dir / "progress.json").read_text())
     assert progress["status"] == "finished" and progress["epoch"] == 6
-    assert {e["event"] for e in events} == {"step", "epoch"}
-    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3, 4, 5, 6]
+    train = [e for e in events if e.phase == "train"]
+    assert {e.detail["event"] for e in train} == {"step", "epoch"} and {e.unit for e in train} == {
+        "steps"
+    }
+    assert [e.detail["epoch"] for e in train if e.detail["event"] == "epoch"] == [1, 2, 3, 4, 5, 6]
+    assert {e.phase for e in events} == {
+        "train",
+        "validate",
+        "tune",
+    }  # one progress type for every phase
+    assert all(0 < e.done <= e.total for e in events)
 
     last = read_checkpoint(run_dir / "last.pt")  # weights_only loading works on our own checkpoints
     assert last["epoch"] == 5 and last["config"]["train_epochs"] == 6
@@ -91,9 +101,9 @@ def test_short_run_lowers_the_loss_and_writes_the_run_folder(
     assert lock_holder() is None  # the lock is released
 
 
-def _stop_at_epoch_2(rec: dict[str, Any]) -> None:
+def _stop_at_epoch_2(step: Step) -> None:
     """Progress callback: SIGTERM ourselves at the first step of epoch 2, as the dashboard's Stop button does."""
-    if rec["event"] == "step" and rec["epoch"] == 2:
+    if step.phase == "train" and step.detail.get("event") == "step" and step.detail.get("epoch") == 2:
         os.kill(os.getpid(), signal.SIGTERM)
 
 

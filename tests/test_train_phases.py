@@ -16,7 +16,7 @@ import pytest
 
 from glandseg_core.errors import TrainingStopped
 from glandseg_core.kinds.unet import GRID as UNET_GRID
-from glandseg_core.train import context, engine, fit, phases
+from glandseg_core.train import engine, fit, phases
 from glandseg_core.train.runfiles import read_log
 from tests.helpers import VAL_NAMES, tiny_unet_config
 
@@ -33,7 +33,7 @@ def written(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         seen.append(fields)
         original(run_dir, **fields)
 
-    for module in (phases, context, engine):
+    for module in (phases, engine):
         monkeypatch.setattr(module, "write_progress", record)
     return seen
 
@@ -50,7 +50,6 @@ def _sigterm_when(written: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(phases, "write_progress", record)
-    monkeypatch.setattr(context, "write_progress", record)
 
 
 def test_stop_flag_interrupts_an_armed_block_at_once() -> None:

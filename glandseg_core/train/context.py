@@ -7,7 +7,6 @@ arguments, so the engine's functions take two objects instead of a dozen positio
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,10 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
+from ..progress import ProgressFn, Step
 from .batches import Batches
-from .runfiles import write_progress
 
-Progress = Callable[[dict[str, Any]], None]
+Progress = ProgressFn  # the one progress type (glandseg_core.progress)
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,9 @@ class RunContext:
     Attributes:
         run_dir: the run folder. device: where the network runs.
         rank, world: this process's rank and the number of processes (DistributedDataParallel).
-        progress: called with a dict after every few steps (``event="step"``) and every epoch (``"epoch"``).
+        progress: hears a :class:`~glandseg_core.progress.Step` for every unit of every phase: ``train``
+            (``steps``; ``detail["event"]`` is ``step``, or ``epoch`` with the epoch's record), ``validate``
+            (``images``), ``tune`` (val images, then grid points).
         show_bar: a tqdm progress bar on stderr (rank 0). workers: processes that build batches (0 = inline).
         time_limit: a training budget in seconds (0 = none).
     """
@@ -43,13 +44,10 @@ class RunContext:
     workers: int = 0
     time_limit: float = 0.0
 
-    def report(self, record: dict[str, Any], **progress_fields: Any) -> None:
-        """Rank 0 only: write ``progress.json`` (``progress_fields``) and pass ``record`` to the callback."""
-        if self.rank != 0:
-            return
-        write_progress(self.run_dir, **progress_fields)
-        if self.progress:
-            self.progress(record)
+    def tell(self, step: Step) -> None:
+        """Rank 0 only: pass ``step`` to the progress callback."""
+        if self.rank == 0 and self.progress is not None:
+            self.progress(step)
 
 
 @dataclass

@@ -280,9 +280,8 @@ def _tune(ctx: RunContext, val: list[Sample], report: PhaseReport) -> None:
     """Rank 0: tune post-processing on ``val``; a stop interrupts it at once, writes nothing, and leaves the run
     resumable (``--resume`` on a trained run redoes only the tuning)."""
     report.begin("tune", len(val), "val images (model outputs)")
-    progress = report.callback({"outputs": "val images (model outputs)", "grid": "grid points"})
     with report.stop.armed("stopped while tuning post-processing; resume redoes the tuning"):
-        post, result = tune_checkpoint(ctx.run_dir, val, ctx.device, progress)
+        post, result = tune_checkpoint(ctx.run_dir, val, ctx.device, report.step)
     save_tuning(ctx.run_dir, post, result)
 
 
@@ -353,7 +352,8 @@ def fit(
         machine_lock: hold the machine-wide lock (:mod:`.locks`), as ``glandseg train`` and the dashboard do.
         resume: continue from ``run_dir/last.pt`` exactly (model, optimizer, scheduler, epoch, RNG).
         device: ``cpu``, ``cuda`` or None for automatic. show_bar: a tqdm progress bar on stderr.
-        progress: called with a dict after every few steps (``event="step"``) and every epoch (``event="epoch"``).
+        progress: hears a ``progress.Step`` per unit of each phase (``train`` steps with ``detail["event"]``
+            ``step`` or ``epoch``, ``validate`` images, ``tune``).
         workers: processes that build the augmented batches (0 = in this process, from the saved RNG stream).
         time_limit: a training budget in seconds (0 = none). After two epochs (and a validation) the run times
             itself and, if ``train_epochs`` would not fit, lowers it (in ``config.json`` too) so that the schedule

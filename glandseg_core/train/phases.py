@@ -27,10 +27,11 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import TrainingStopped
+from ..progress import Step
 from .context import RunContext
 from .runfiles import write_progress
 
@@ -120,10 +121,14 @@ class PhaseReport:
         return done <= 1 or done >= self.total or time.time() - self.last >= REPORT_EVERY_S
 
     def advance(self, done: int, record: dict[str, Any] | None = None, **fields: Any) -> None:
-        """``done`` items of the phase are finished: write ``progress.json`` when due. ``record`` also goes to
-        the run's progress callback (training steps)."""
+        """``done`` items of the phase are finished: tell the run's progress callback (a :class:`Step` whose
+        ``detail`` holds the event, the phase's fields and ``record``), and write ``progress.json`` when due."""
         self.fields.update(fields)
-        if self.ctx.rank != 0 or not self.due(done):
+        if self.ctx.rank != 0:
+            return
+        detail = {"event": self.event, **self.fields, **(record or {})}
+        self.ctx.tell(Step(self.phase, done, max(self.total, done), self.unit, detail))
+        if not self.due(done):
             return
         self.last = time.time()
         out = {
@@ -137,25 +142,17 @@ class PhaseReport:
             "phase_started": self.started,
         }
         with self.stop.paused():
-            if record is None:
-                write_progress(self.ctx.run_dir, **out)
-            else:
-                self.ctx.report(record, **out)
+            write_progress(self.ctx.run_dir, **out)
 
     def progress(self, done: int, total: int) -> None:
         """A ``progress(done, total)`` callback for the phase in progress (validation)."""
         self.total = total
         self.advance(done)
 
-    def callback(self, unit_names: dict[str, str]) -> Callable[[str, int, int], None]:
-        """A ``progress(stage, done, total)`` callback (tuning: ``outputs`` then ``grid``); each stage's unit is
-        ``unit_names[stage]``."""
-
-        def progress(stage: str, done: int, total: int) -> None:
-            unit = unit_names.get(stage, stage)
-            if unit != self.unit:
-                self.begin(self.phase, total, unit, event=self.event)
-            self.total = total
-            self.advance(done)
-
-        return progress
+    def step(self, step: Step) -> None:
+        """A progress callable for a sub-task of the phase in progress (tuning: model outputs, then grid
+        points): a new unit starts a new count."""
+        if step.unit != self.unit:
+            self.begin(self.phase, step.total, step.unit, event=self.event)
+        self.total = step.total
+        self.advance(step.done)

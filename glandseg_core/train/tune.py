@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,13 @@ from ..checkpoints import model_from_state, read_checkpoint
 from ..config import RunConfig, load_config
 from ..files import atomic_write_text
 from ..metrics import pool_scores, score_image
+from ..progress import ProgressFn, Step, report
 from ..segmenters import Segmenter, make_segmenter
 from ..thresholds import Post, save_post
 from .runfiles import writing
 
-TuneProgress = Callable[[str, int, int], None]  # (stage: "outputs" | "grid", done, total)
+OUTPUTS_UNIT = "val images (model outputs)"  # the first stage of tuning: one raw output per val image
+GRID_UNIT = "grid points"  # the second: every grid point scored on the cached outputs
 
 
 def base_post(cfg: RunConfig) -> tuple[Post, list[dict[str, Any]]]:
@@ -33,7 +34,7 @@ def base_post(cfg: RunConfig) -> tuple[Post, list[dict[str, Any]]]:
 
 
 def tune(
-    segmenter: Segmenter, val: list[tuple[np.ndarray, np.ndarray]], progress: TuneProgress | None = None
+    segmenter: Segmenter, val: list[tuple[np.ndarray, np.ndarray]], progress: ProgressFn | None = None
 ) -> tuple[Post, dict[str, Any]]:
     """Grid-search post-processing on ``val`` (uint8[H, W, 3] image, int32[H, W] label map) pairs.
 
@@ -41,8 +42,8 @@ def tune(
         segmenter: built with :func:`base_post`'s settings (its raw outputs must cover the whole grid); each
             grid point replaces some of them.
         val: the validation pairs.
-        progress: called as ``progress("outputs", done, n_images)`` after each raw output, then
-            ``progress("grid", done, n_points)`` after each grid point.
+        progress: hears ``Step("tune", done, n_images, OUTPUTS_UNIT)`` after each raw output, then
+            ``Step("tune", done, n_points, GRID_UNIT)`` after each grid point.
 
     Returns:
         The best settings and a report ``{"objective", "val_f1", "val_object_dice", "val_object_hausdorff",
@@ -53,8 +54,7 @@ def tune(
     raws = []
     for i, (img, _) in enumerate(val):
         raws.append(segmenter.raw(img))
-        if progress:
-            progress("outputs", i + 1, len(val))
+        report(progress, Step("tune", i + 1, len(val), OUTPUTS_UNIT))
     gts = [lab for _, lab in val]
     best_post, best = base, None
     for i, params in enumerate(grid):
@@ -71,8 +71,7 @@ def tune(
                 "val_object_dice": s.pooled_object_dice,
                 "val_object_hausdorff": s.pooled_object_hausdorff,
             }
-        if progress:
-            progress("grid", i + 1, len(grid))
+        report(progress, Step("tune", i + 1, len(grid), GRID_UNIT))
     if best is None:
         raise ValueError("empty tuning grid")
     best["grid_size"] = len(grid)
@@ -83,7 +82,7 @@ def tune_checkpoint(
     run_dir: Path,
     val: list[tuple[np.ndarray, np.ndarray]],
     device: torch.device,
-    progress: TuneProgress | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[Post, dict[str, Any]]:
     """Tune the run's ``best.pt`` on ``val`` without writing anything: (best settings, report with
     ``best_epoch``). ``progress`` as in :func:`tune`.
