@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from glandseg_core.errors import ImageError
 from glandseg_core.outputs import export
 from glandseg_dashboard import budget
 from tests.helpers import make_glands
@@ -68,3 +69,18 @@ def test_model_kind_reads_config_json(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model": "maskrcnn"}))
     assert budget.model_kind(tmp_path) == "maskrcnn"
     assert budget.model_kind(tmp_path / "missing") == ""
+
+
+def test_the_dashboard_checks_the_pixel_size_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #23 item 1: testA_1 (0.4 MP) with a pixel size of 10 and a 1536 MB budget was accepted; the check
+    now counts the pixels after resampling to the model's 0.62 µm/px, before any worker starts."""
+    monkeypatch.setenv("GLANDSEG_MEMORY_BUDGET_MB", "1536")
+    unet = Path(__file__).resolve().parents[1] / "trained_models" / "unet"
+    assert budget.check_job(unet, (522, 775, 3), None, False, "testA_1") == 1536 * 2**20
+    with pytest.raises(ImageError) as e:
+        budget.check_job(unet, (522, 775, 3), 10.0, False, "testA_1 with U-Net")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(
+        "testA_1 with U-Net: 12500×8419 px at the model's 0.62 µm/px"
+    )
+    assert "GLANDSEG_MEMORY_BUDGET_MB" in msg and "up to" in msg
