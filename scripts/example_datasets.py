@@ -48,7 +48,9 @@ def _twice(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _write_tiff(path: Path, image: np.ndarray, mpp: float) -> None:
     """An RGB TIFF recording ``mpp`` as its resolution (pixels per centimetre)."""
-    tifffile.imwrite(path, image, photometric="rgb", resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        path, image, photometric="rgb", resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER"
+    )
 
 
 def _spec(root: Path, pairs: Sequence[Pair], groups: dict[str, str], **extra: object) -> None:
@@ -110,7 +112,9 @@ def write_crag(root: Path, pairs: Sequence[Pair], groups: dict[str, str], n_vali
     return root
 
 
-def write_sets(out: Path, pairs: Sequence[Pair], groups: dict[str, str] | None = None) -> dict[str, Path]:
+def write_sets(
+    out: Path, pairs: Sequence[Pair], groups: dict[str, str] | None = None
+) -> dict[str, Path]:
     """Every example set under ``out``: ``{"plain": ..., "side": ..., "qupath": ..., "crag": ...}``."""
     groups = groups or {}
     writers = {"plain": write_plain, "side": write_side, "qupath": write_qupath, "crag": write_crag}

@@ -71,10 +71,12 @@ def split_items(data: DataLike, val_data: DataLike | None = None) -> tuple[list[
 def load_data(
     cfg: RunConfig, data: DataLike, rank: int, val_data: DataLike | None = None
 ) -> tuple[list[Sample], list[Sample]]:
-    """(train, val) samples in memory; training images at the U-Net's scale, ``val`` (rank 0 only) as is.
+    """(train, val) samples in memory at the model's pixel size (``cfg.data_mpp``; items at another ``mpp`` are
+    resized to it); training images also at the kind's input scale (the U-Net's), ``val`` (rank 0 only) not.
 
     Args:
-        data: a data set, a GlaS folder (None: ``$GLANDSEG_DATA``) or (image, label map) pairs to train on.
+        data: a data set, a folder in any layout (None: ``$GLANDSEG_DATA``), several folders (the first one's
+            splits, the others' ``train``) or (image, label map) pairs to train on.
         val_data: validation pairs or data set (default: ``data``'s ``val`` split).
 
     Raises:
@@ -84,8 +86,15 @@ def load_data(
     train_items, val_items = split_items(data, val_data)
     if cfg.train_max_images:
         train_items = train_items[: cfg.train_max_images]
-    train = load_split(train_items, scale)
-    return train, load_split(val_items) if rank == 0 else []
+    train = _at_model_scale(train_items, cfg, scale)
+    return train, _at_model_scale(val_items, cfg) if rank == 0 else []
+
+
+def _at_model_scale(items: list[Item], cfg: RunConfig, scale: float = 1.0) -> list[Sample]:
+    """The items in memory, each resized from its own pixel size (``item.mpp``; None: the model's) to the
+    model's ``cfg.data_mpp``, times ``scale``."""
+    factor = [(it.mpp or cfg.data_mpp) / cfg.data_mpp for it in items]
+    return [s for it, f in zip(items, factor, strict=True) for s in load_split([it], scale * f)]
 
 
 def new_state(cfg: RunConfig, train: list[Sample], ctx: RunContext) -> TrainState:
