@@ -26,7 +26,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     src = t.add_mutually_exclusive_group()
     src.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe, e.g. poster-maskrcnn")
     src.add_argument("--config", type=Path, help="a config.json to start from instead of a preset")
-    t.add_argument("--data", help="GlaS folder (default: $GLANDSEG_DATA)")
+    t.add_argument("--data", action="append", help="data folder (DATASETS.md); repeat: add its train")
+    t.add_argument("--init", type=Path, help="fine-tune from a model/run folder or .pt (train_init)")
     t.add_argument("--out", type=Path, help="run folder (default: runs/<preset>)")
     t.add_argument("--epochs", type=int, help="override train_epochs")
     t.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
@@ -106,13 +107,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     which = e.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", type=Path, help="model folder")
     which.add_argument("--predictions", type=Path, help="folder of label maps named <image>.png")
-    e.add_argument("--data", help="GlaS folder (default: $GLANDSEG_DATA)")
+    e.add_argument("--data", help="data folder, any layout (docs/DATASETS.md; default: $GLANDSEG_DATA)")
     e.add_argument(
         "--split",
         nargs="+",
-        default=["val"],
-        choices=[*SPLITS, "all"],
-        help="default: val. Scoring testA/testB with --model is recorded in the folder's test_history.jsonl",
+        help="splits of the set, or all (default: GlaS val, other sets all). GlaS testA/testB with --model "
+        "are recorded in the folder's test_history.jsonl",
     )
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--tta", action="store_true")
@@ -202,12 +202,16 @@ def _train_config(args: argparse.Namespace):
     if args.resume:
         if args.out is None:
             raise ValueError("--resume needs --out RUN_DIR")
-        if args.set or args.epochs is not None or args.config or args.preset:
+        if args.set or args.epochs is not None or args.config or args.preset or args.init:
             raise ValueError(
-                "--resume continues the run's saved config.json; drop --set/--epochs/--config/--preset"
+                "--resume continues the run's saved config.json; drop --set/--epochs/--config/--preset/--init"
             )
         return load_config(args.out / "config.json")
     base = load_config(args.config) if args.config else get_preset(args.preset or "glandseg-unet")
+    if args.init:  # fine-tune; a folder's own config.json unless --config/--preset chose one
+        from .train.starts import init_config
+
+        base = init_config(args.init, base if args.config or args.preset else None)
     bad = [kv for kv in args.set if "=" not in kv]
     if bad:
         raise ValueError(f"--set takes KEY=VALUE, got {bad[0]!r}")
@@ -224,7 +228,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / cfg.name
     best = fit(
         cfg,
-        args.data,
+        args.data,  # None, one folder, or several: the first set's splits, the others' train
         out,
         machine_lock=True,  # one training per machine; a library caller of fit chooses
         resume=args.resume,
@@ -286,13 +290,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .datasets import as_dataset, eval_splits
     from .evaluation import evaluate, format_summary, read_relabel_summary
     from .segmenters import load_segmenter
 
+    data = as_dataset(args.data)
+    splits = eval_splits(data, args.split)
     segmenter = load_segmenter(args.model, device=args.device, tta=args.tta) if args.model else None
     _, summary = evaluate(
-        args.data,
-        args.split,
+        data,
+        splits,
         args.out,
         segmenter=segmenter,
         predictions=args.predictions,
@@ -310,7 +317,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(
             f"wrote {args.out / 'per_image_relabel_gt.csv'} and {args.out / 'summary_relabel_gt.json'}"
         )
-    if args.model and {"testA", "testB", "all"} & set(args.split):
+    if args.model and {"testA", "testB"} & set(splits):
         print(f"recorded in {args.model / 'test_history.jsonl'} (test splits scored)")
     return 0
 
