@@ -11,7 +11,7 @@ from .crag import CRAG_MPP
 from .filesets import MAX_LABEL_ID, FileDataset
 from .glas import GLAS_MPP, GlasDataset
 from .mix import MixedDataset
-from .resolve import DataLike, as_dataset, detect_layout, open_folder
+from .resolve import DataLike, as_dataset, detect_layout, eval_splits, open_folder
 from .spec import SPEC_FILE, DatasetSpec, read_spec
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "PairsDataset",
     "as_dataset",
     "detect_layout",
+    "eval_splits",
     "expand_splits",
     "from_pairs",
     "open_folder",

@@ -19,7 +19,7 @@ from typing import cast
 import numpy as np
 
 from ..errors import DatasetError
-from .base import Dataset, from_pairs
+from .base import Dataset, expand_splits, from_pairs
 from .crag import CRAG_MPP, crag_folder, is_crag
 from .filesets import FileDataset
 from .folder import has_geojson, has_side_by_side, label_dir, plain_folder, qupath_folder
@@ -125,3 +125,15 @@ def _label(part: str | os.PathLike | Dataset, i: int) -> str:
     root = getattr(part, "root", None) if isinstance(part, Dataset) else part
     name = Path(os.fspath(root)).name if isinstance(root, str | os.PathLike) else ""
     return name or f"set{i}"
+
+
+def eval_splits(data: Dataset, splits: Sequence[str] | None) -> list[str]:
+    """The splits ``glandseg evaluate`` scores: ``splits`` (``all``: every one); by default GlaS ``val``, and
+    every split of any other set (all its annotated images).
+
+    Raises:
+        DatasetError: a split the set lacks (one line naming the ones it has).
+    """
+    if splits is None:
+        return ["val"] if isinstance(data, GlasDataset) else list(data.splits)
+    return expand_splits(splits, data.splits)

@@ -1,0 +1,47 @@
+"""Fine-tuning starts (``glandseg train --init``): the weights a run starts from and the config it trains.
+
+``init`` is a model folder (``weights.pt``), a training run folder (``best.pt``) or a checkpoint file; it becomes
+the config's ``train_init``. Fine-tuning a folder trains the folder's own ``config.json`` (its model kind, its
+section and its ``data_mpp``), renamed ``<name>-finetuned``, unless the caller gives another base config.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..checkpoints import weights_file
+from ..config import RunConfig, load_config, replace_config
+from ..errors import ConfigError, ModelError
+
+
+def init_weights(init: str | os.PathLike) -> Path:
+    """The checkpoint ``init`` names: ``weights.pt`` (else ``best.pt``) of a folder, or the file itself.
+
+    Raises:
+        ModelError: nothing to start from there (one line naming the path).
+    """
+    path = Path(init)
+    weights = weights_file(path) if path.is_dir() else path
+    if not weights.is_file():
+        raise ModelError(f"--init {path}: no weights.pt, best.pt or checkpoint file there")
+    return weights
+
+
+def init_config(init: str | os.PathLike, base: RunConfig | None = None) -> RunConfig:
+    """The config that fine-tunes from ``init``: ``base`` (a preset or config the caller chose), else the
+    folder's own ``config.json`` renamed ``<name>-finetuned``; its ``train_init`` is the checkpoint.
+
+    Raises:
+        ModelError: no checkpoint at ``init``. ConfigError: no ``base`` and no ``config.json`` beside it.
+    """
+    weights = init_weights(init)
+    if base is None:
+        own = weights.parent / "config.json"
+        if not own.is_file():
+            raise ConfigError(
+                f"--init {init}: no config.json beside the weights; give --preset or --config"
+            )
+        base = load_config(own)
+        base = replace_config(base, name=f"{base.name}-finetuned")
+    return replace_config(base, train_init=str(weights))
