@@ -31,7 +31,6 @@ from ..segmenters import make_segmenter
 from ..thresholds import default_post
 from .batches import Batch, Sample
 from .context import Progress, RunContext, TrainState
-from .locks import remove_unused_run_folder
 from .phases import PhaseReport, StopFlag, stop_on_signals
 from .runfiles import append_log, save_checkpoint, try_write_progress, write_progress, writing
 from .schedule import epochs_within, lr_lambda
@@ -375,7 +374,6 @@ def fit(
         raise ValueError("workers and time_limit cannot be negative")
     rank, world, dev = dist_setup(device)
     ctx = RunContext(Path(run_dir), dev, rank, world, progress, show_bar, workers, time_limit)
-    created = [p for p in (ctx.run_dir, *ctx.run_dir.parents) if not p.exists()]  # deepest first
     try:
         with stop_on_signals(rank) as stop, hold_locks(ctx, machine_lock):
             report = PhaseReport(ctx, stop)
@@ -388,10 +386,6 @@ def fit(
                 state, ctx, resume
             )  # writes config.json: not cut by a stop (checked right after)
             return _run(ctx, state, val_samples, report)
-    except BaseException:
-        if rank == 0:  # a run that failed before writing anything leaves no folder (only its lock file)
-            remove_unused_run_folder(ctx.run_dir, created)
-        raise
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()

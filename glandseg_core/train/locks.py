@@ -134,6 +134,19 @@ def remove_unused_run_folder(run_dir: Path, created: list[Path]) -> None:
             folder.rmdir()
 
 
+@contextlib.contextmanager
+def removed_if_unused(run_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """Run the block; when it raises (``enabled``: rank 0), remove the folders it created for ``run_dir`` if
+    nothing was written there (:func:`remove_unused_run_folder`), so a refused run leaves no folder behind."""
+    created = [p for p in (Path(run_dir), *Path(run_dir).parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        if enabled:
+            remove_unused_run_folder(Path(run_dir), created)
+        raise
+
+
 def run_folder_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the lock inside ``run_dir`` (which must exist) for the duration of the block.
 

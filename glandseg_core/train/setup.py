@@ -26,7 +26,7 @@ from ..memory import check_training
 from ..models import build_model, load_pretrained
 from .batches import Batches, Sample, load_split
 from .context import RunContext, TrainState
-from .locks import run_folder_lock, training_lock
+from .locks import removed_if_unused, run_folder_lock, training_lock
 from .runfiles import LOG, trim_log, writing
 from .schedule import lr_lambda, make_optimizer
 
@@ -173,8 +173,10 @@ def dist_setup(device_name: str | None) -> tuple[int, int, torch.device]:
 @contextlib.contextmanager
 def hold_locks(ctx: RunContext, machine_lock: bool = False) -> Iterator[None]:
     """Rank 0 holds the machine's training lock (when ``machine_lock``: the CLI and the dashboard ask for it),
-    then the run folder's own (created here)."""
+    then the run folder's own (created here); a run refused before writing anything leaves no folder."""
     with contextlib.ExitStack() as stack:
+        # entered first, so it sees a failure after the locks are released
+        stack.enter_context(removed_if_unused(ctx.run_dir, ctx.rank == 0))
         if ctx.rank == 0 and machine_lock:
             stack.enter_context(training_lock(ctx.run_dir))
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
