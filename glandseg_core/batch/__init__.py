@@ -2,7 +2,11 @@
 
 Outputs of one image are written all together or not at all (a full disk or Ctrl-C leaves no image
 half-done), never over an input file, and a bad input is reported in one line while the batch goes on with the
-next. An input whose outputs all exist already is skipped (``overwrite=True`` redoes it).
+next. Each output set records its input and model (``<stem>.input.json``, :mod:`.provenance`): an input whose
+outputs exist already, made from the same input with the same model, is skipped; outputs of another input or
+model, or that no record explains, are refused in one line (``overwrite=True`` redoes it). Two inputs that
+would write a file of the same name are refused before any work, one batch at a time writes into a folder
+(:mod:`.lock`), and ``summary.csv`` keeps the rows of earlier batches into the folder.
 
 Per image ``<stem>.<ext>``: ``<stem>.png`` (16-bit label map, 0=background, 1..N glands, at the input's size),
 ``<stem>_overlay.png``, ``<stem>_glands.csv``, ``<stem>.geojson`` and ``<stem>.ome.tif`` (the label map as
