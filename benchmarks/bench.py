@@ -183,7 +183,7 @@ def train_step_time(preset: str, repeats: int) -> tuple[float, float, str]:
     from glandseg_core.datasets.glas import find_items
     from glandseg_core.train.batches import load_split
     from glandseg_core.train.context import RunContext
-    from glandseg_core.train.engine import train_step
+    from glandseg_core.train.epoch import train_step
     from glandseg_core.train.setup import new_state
 
     cfg = replace(PRESETS[preset], train_max_images=0)

@@ -335,7 +335,7 @@ def test_the_unet_is_fed_float_images_in_0_1() -> None:
     (regression guard: the step used to apply the ImageNet normalisation itself)."""
     from types import SimpleNamespace
 
-    from glandseg_core.train import engine
+    from glandseg_core.train import epoch
 
     seen: list[torch.Tensor] = []
 
@@ -346,6 +346,6 @@ def test_the_unet_is_fed_float_images_in_0_1() -> None:
 
     x, y = torch.rand(2, 3, 8, 8), torch.zeros(2, 2, 8, 8)
     state = SimpleNamespace(cfg=tiny_unet_config(), net=Recorder())
-    losses = engine._losses(state, (x, y), torch.device("cpu"))  # type: ignore[arg-type]
+    losses = epoch._losses(state, (x, y), torch.device("cpu"))  # type: ignore[arg-type]
     torch.testing.assert_close(seen[0], x)
     assert set(losses) == {"loss_gland", "loss_contour", "loss_dice"}

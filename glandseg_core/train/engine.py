@@ -2,7 +2,7 @@
 ``references/detection/engine.py``): a :class:`RunContext` that stays fixed during a run, and a
 :class:`TrainState` that :func:`train_one_epoch` advances and ``last.pt`` checkpoints.
 
-A run folder holds ``config.json``, ``log.jsonl`` (one JSON object per epoch), ``progress.json`` (the live
+The work of one epoch (optimizer steps, validation) is in :mod:`.epoch`. A run folder holds ``config.json``, ``log.jsonl`` (one JSON object per epoch), ``progress.json`` (the live
 progress of each phase: epoch steps, validation, tuning; see :mod:`.phases`), ``last.pt`` (everything needed to
 resume exactly) and ``best.pt`` (best on ``val``), and at the end
 ``postprocess.json`` and ``tuning.json`` (thresholds tuned on ``val``). Checkpoints are written atomically.
@@ -15,134 +15,27 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import distributed as dist
-from tqdm import tqdm
 
 from ..config import RunConfig, config_to_dict, save_config
 from ..datasets import DataLike
 from ..errors import TrainingStopped
-from ..metrics import pool_scores, score_image
-from ..segmenters import make_segmenter
-from ..thresholds import default_post
-from .batches import Batch, Sample
+from .batches import Sample
 from .context import Progress, RunContext, TrainState
+from .epoch import train_one_epoch, validate
 from .phases import PhaseReport, StopFlag, stop_on_signals
 from .runfiles import append_log, save_checkpoint, try_write_progress, write_progress, writing
 from .schedule import epochs_within, lr_lambda
 from .setup import dist_setup, hold_locks, load_data, new_state, run_config, start_state
 from .tune import save_tuning, tune_checkpoint
 
-__all__ = ["StopFlag", "fit", "train_one_epoch", "train_step", "validate"]
+__all__ = ["StopFlag", "fit"]
 
 log = logging.getLogger(__name__)
-
-
-def _losses(state: TrainState, batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
-    """The training losses of one batch (images float32 in [0, 1]: the networks normalise them)."""
-    return state.cfg.kind.loss(state.net, batch, device, state.cfg.train_amp)
-
-
-def train_step(state: TrainState, batch: Batch, device: torch.device, step: int) -> dict[str, float]:
-    """One optimizer step on ``batch``; returns each loss term and their sum (``"loss"``) as floats.
-
-    Raises:
-        FloatingPointError: the loss is not finite (names the epoch and step).
-    """
-    losses = _losses(state, batch, device)
-    loss = cast(torch.Tensor, sum(losses.values()))  # a kind has at least one loss term
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"loss is {loss.item()} at epoch {state.epoch + 1}, step {step + 1}; lower train_lr"
-        )
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if state.cfg.train_grad_clip:
-        torch.nn.utils.clip_grad_norm_(state.net.parameters(), state.cfg.train_grad_clip)
-    state.optimizer.step()
-    state.scheduler.step()
-    return {**{k: float(v.detach()) for k, v in losses.items()}, "loss": float(loss.detach())}
-
-
-def train_one_epoch(
-    state: TrainState, ctx: RunContext, stop: StopFlag, report: PhaseReport | None = None
-) -> dict[str, Any]:
-    """Train epoch ``state.epoch``; returns its record (``epoch`` 1-based, ``lr``, mean losses).
-
-    A stop interrupts the step in progress (its result is thrown away; resuming repeats the epoch). ``report``
-    writes the ``train`` phase's progress (a new one when None).
-
-    Raises:
-        TrainingStopped: a stop was asked for.
-    """
-    cfg, steps = state.cfg, state.batches.steps()
-    report = report or PhaseReport(ctx, stop)
-    state.net.train()
-    sums: dict[str, float] = {}
-    report.begin(
-        "train",
-        steps,
-        "steps",
-        event="step",
-        epoch=state.epoch + 1,
-        epochs=cfg.train_epochs,
-        step=0,
-        steps=steps,
-        loss=None,
-    )
-    with stop.armed(f"stopped during epoch {state.epoch + 1}; resume repeats it"):
-        if ctx.workers:
-            source = state.batches.loader(state.epoch, ctx.workers)
-        else:
-            source = state.batches.epoch(state.rng, state.epoch)
-        desc = f"epoch {state.epoch + 1}/{cfg.train_epochs}"
-        bar = tqdm(
-            source, total=steps, desc=desc, disable=not ctx.show_bar or ctx.rank != 0, leave=False
-        )
-        for i, batch in enumerate(bar):
-            for k, v in train_step(state, batch, ctx.device, i).items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.3f}")
-            rec = {"event": "step", "epoch": state.epoch + 1, "epochs": cfg.train_epochs, "step": i + 1}
-            rec.update(steps=steps, loss=sums["loss"] / (i + 1), status="running")
-            report.advance(i + 1, rec, step=i + 1, loss=rec["loss"])
-    record: dict[str, Any] = {"epoch": state.epoch + 1, "lr": state.optimizer.param_groups[0]["lr"]}
-    record.update({("train_" + k if k == "loss" else k): v / steps for k, v in sums.items()})
-    return record
-
-
-def validate(
-    model: torch.nn.Module,
-    cfg: RunConfig,
-    val: list[Sample],
-    device: torch.device,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, float]:
-    """Pooled GlaS F1, object Dice and object Hausdorff on ``val`` with untuned post-processing.
-
-    Args:
-        model: the bare network (put in eval mode here, back in train mode after). cfg: its config.
-        val: (uint8[H, W, 3] image, int32[H, W] label map) pairs. device: where ``model`` is.
-        progress: called as ``progress(done, n_images)`` after each image.
-    """
-    model.eval()
-    segmenter = make_segmenter(model, cfg, default_post(cfg), device)
-    scores = []
-    for i, (img, lab) in enumerate(val):
-        scores.append(score_image(segmenter(img), lab))
-        if progress:
-            progress(i + 1, len(val))
-    model.train()
-    s = pool_scores(scores)
-    return {
-        "val_f1": s.pooled_f1,
-        "val_object_dice": s.pooled_object_dice,
-        "val_object_hausdorff": s.pooled_object_hausdorff,
-    }
 
 
 def _fit_to_time_limit(state: TrainState, ctx: RunContext) -> None:
@@ -382,9 +275,7 @@ def fit(
                 torch.manual_seed(cfg.train_seed + rank)
                 train_samples, val_samples = load_data(cfg, data, rank, val_data)
                 state = new_state(cfg, train_samples, ctx)
-            start_state(
-                state, ctx, resume
-            )  # writes config.json: not cut by a stop (checked right after)
+            start_state(state, ctx, resume)  # writes config.json: not cut by a stop (checked after)
             return _run(ctx, state, val_samples, report)
     finally:
         if world > 1 and dist.is_initialized():

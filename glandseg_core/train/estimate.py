@@ -20,7 +20,7 @@ from ..segmenters import make_segmenter
 from ..thresholds import default_post
 from .batches import load_split
 from .context import RunContext
-from .engine import train_step
+from .epoch import train_step
 from .setup import new_state, split_items
 
 
