@@ -596,3 +596,151 @@ def test_evaluate_refuses_a_fifo_prediction_without_hanging(trained: Trained, tm
     assert proc.returncode == 2
     err = lines(proc.stderr)
     assert len(err) == 1 and "testB_1.png" in err[0], proc.stderr
+
+
+# ------------------------------------------------------------- issue #20: --data in any layout, --init
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The example sets (plain, side by side, QuPath, CRAG) from synthetic 64×96 glands; one image at 2x."""
+    from scripts.example_datasets import TRAIN_NAMES, write_sets
+
+    pairs = [(n, *make_glands(seed=i)) for i, n in enumerate(TRAIN_NAMES)]
+    info = {n: {"group": f"p{i // 2}"} for i, n in enumerate(TRAIN_NAMES)}
+    return write_sets(tmp_path_factory.mktemp("layouts"), pairs, info)
+
+
+def cli_all(
+    runs: dict[str, list[object]], lock_dir: Path
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Several commands at once (each starts Python and torch), each with its own lock folder under ``lock_dir``."""
+    procs = {
+        k: subprocess.Popen(
+            [sys.executable, "-m", "glandseg_core", *map(str, a)], env=cli_env(lock_dir / k), cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for k, a in runs.items()
+    }  # fmt: skip
+    out = {}
+    for k, p in procs.items():
+        stdout, stderr = p.communicate(timeout=900)
+        out[k] = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+    return out
+
+
+@pytest.mark.slow
+def test_evaluate_data_in_every_layout(
+    trained: Trained, layouts: dict[str, Path], tmp_path: Path
+) -> None:
+    """#20 items 2 and 6: every layout is scored with the official metrics (all its images by default, or a
+    split of its own: tests/test_datasets_layouts.py); saved label maps are numbered 1..N; the 2x image is segmented at the model's scale."""
+    runs: dict[str, list[object]] = {
+        k: [
+            "evaluate",
+            "--model",
+            trained.model,
+            "--data",
+            d,
+            "--out",
+            tmp_path / k,
+            "--save-predictions",
+        ]
+        for k, d in layouts.items()
+    }
+    for k, proc in cli_all(runs, trained.lock_dir).items():
+        assert proc.returncode == 0, (k, proc.stderr[-2000:])
+        assert "official GlaS figures:" in proc.stdout and "Traceback" not in proc.stderr
+    for k in layouts:
+        table, summary = check_outputs(
+            tmp_path / k, ["train", "val", "test"] if k == "crag" else ["train", "val"]
+        )
+        assert len(table) == 6 and summary["all"]["n_images"] == 6
+        for name in table["image"]:
+            pred = read_label_map(tmp_path / k / "predictions" / f"{name}_labels.png")
+            ids = np.unique(pred[pred > 0])
+            assert np.array_equal(ids, np.arange(1, len(ids) + 1))  # 1..N
+            expect = (128, 192) if name == "train_3" and k in ("plain", "qupath") else (64, 96)
+            assert pred.shape == expect
+    assert not (trained.model / "test_history.jsonl").exists()  # a user's test split is not GlaS's
+
+
+@pytest.mark.slow
+def test_train_data_in_any_layout_with_init_and_mixing(
+    trained: Trained, layouts: dict[str, Path], tmp_path: Path
+) -> None:
+    """#20 item 3: train on a QuPath set from scratch, fine-tune the model folder on CRAG (its own config, its
+    weights as train_init), and on a plain folder with GlaS train added."""
+    common = ["--epochs", "1", "--device", "cpu", "--no-bar"]
+    runs: dict[str, list[object]] = {
+        "scratch": ["train", "--data", layouts["qupath"], "--out", tmp_path / "scratch", *common, "--set", *TINY],
+        "init": ["train", "--data", layouts["crag"], "--init", trained.model, "--out", tmp_path / "init",
+                 *common, "--set", "train_lr=0"],
+        "mix": ["train", "--data", layouts["plain"], "--data", trained.glas, "--init", trained.run,
+                "--preset", "glandseg-unet", "--out", tmp_path / "mix", *common, "--set", *TINY],
+    }  # fmt: skip
+    for k, proc in cli_all(runs, tmp_path / "locks").items():
+        assert proc.returncode == 0, (k, proc.stderr[-2000:])
+        assert "done:" in proc.stdout
+    cfg = json.loads((tmp_path / "init" / "config.json").read_text())
+    own = json.loads((trained.model / "config.json").read_text())
+    assert cfg["name"] == f"{own['name']}-finetuned" and cfg["train_init"] == str(
+        trained.model / "weights.pt"
+    )
+    assert all(cfg[k] == own[k] for k in own if k.startswith("unet_"))
+    before = torch.load(trained.model / "weights.pt", weights_only=True)["model"]
+    after = torch.load(tmp_path / "init" / "last.pt", weights_only=True)["model"]
+    weights = [k for k in before if "running_" not in k and "num_batches" not in k]
+    assert all(torch.equal(before[k].float(), after[k]) for k in weights)  # lr 0: the init weights
+    mix = json.loads((tmp_path / "mix" / "config.json").read_text())
+    assert mix["train_init"] == str(trained.run / "best.pt") and mix["name"] == "glandseg-unet"
+
+
+@pytest.mark.slow
+def test_bad_data_lines_and_init_errors_in_process(
+    trained: Trained,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bad item is one warning line naming its file and the others are scored; --init errors are one line."""
+    from glandseg_core.cli import main
+
+    monkeypatch.setenv("GLANDSEG_LOCK_DIR", str(tmp_path / "locks"))
+    data = tmp_path / "set"
+    data.mkdir()
+    for name, seed in (("a", 0), ("b", 1)):
+        image, labels = make_glands(seed=seed)
+        Image.fromarray(image).save(data / f"{name}.png")
+        write_label_png(data / f"{name}_labels.png", labels if name == "a" else labels[:32])
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    write_label_png(preds / "a.png", make_glands(seed=0)[1])
+    assert (
+        main(
+            ["evaluate", "--predictions", str(preds), "--data", str(data), "--out", str(tmp_path / "e")]
+        )
+        == 0
+    )
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [f"{data / 'b_labels.png'}: annotation is 96×32 but the image is 96×64"]
+    capsys.readouterr()
+    assert pd.read_csv(tmp_path / "e" / "per_image.csv")["f1"].tolist() == [1.0]
+    code = main(["evaluate", "--predictions", str(preds), "--data", str(data), "--split", "testA",
+                 "--out", str(tmp_path / "e2")])  # fmt: skip
+    assert code == 2 and "unknown split 'testA'" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    for init, needle in (
+        (tmp_path / "empty", "no weights.pt, best.pt"),
+        (tmp_path / "x.pt", "no weights.pt"),
+    ):
+        code = main(["train", "--data", str(data), "--init", str(init), "--out", str(tmp_path / "r")])
+        err = capsys.readouterr().err
+        assert code == 2 and len(lines(err)) == 1 and needle in err, err
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "weights.pt").write_bytes((trained.model / "weights.pt").read_bytes())
+    assert main(["train", "--data", str(data), "--init", str(lone), "--out", str(tmp_path / "r")]) == 2
+    assert "no config.json beside the weights" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
