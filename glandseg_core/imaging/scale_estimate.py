@@ -80,7 +80,7 @@ def estimate_mpp(
     """Estimate the pixel size of an H&E image from the size of its nuclei.
 
     Images over ``WORK_PIXELS`` are measured on a block-mean reduced copy; when their nuclei come out too small
-    to measure there, on a centred full-resolution crop of that many pixels instead.
+    (or unmeasurable) there, on a centred full-resolution crop of that many pixels instead.
 
     Args:
         image (uint8[H, W, 3]): RGB pixels.
@@ -99,7 +99,7 @@ def estimate_mpp(
     factor = math.ceil(math.sqrt(image.shape[0] * image.shape[1] / WORK_PIXELS))
     if factor > 1:
         reduced = _measure(_haematoxylin(_block_mean(image, factor)), factor)
-        if reduced.reason is not None or reduced.sigma_px >= MIN_REDUCED_SIGMA * factor:
+        if reduced.reason is None and reduced.sigma_px >= MIN_REDUCED_SIGMA * factor:
             return reduced.estimate(reference_mpp * reference_sigma)
         image = _centre_crop(image, round(math.sqrt(WORK_PIXELS)))
     return _measure(_haematoxylin(image), 1).estimate(reference_mpp * reference_sigma)
@@ -164,11 +164,11 @@ def check_mpp(
     ratio = est.mpp / given_mpp
     if max(ratio, 1.0 / ratio) <= factor:
         return None
-    hint = "higher magnification" if ratio < 1 else "lower magnification"
+    off = max(ratio, 1.0 / ratio)
+    finer = "finer" if ratio < 1 else "coarser"
     return (
-        f"pixel size {given_mpp:g} µm/px looks wrong: nuclear size suggests about {est.mpp:.2f} µm/px "
-        f"({max(ratio, 1 / ratio):.1f}x off; {hint} than given, from {est.n_nuclei} nuclei); "
-        "set the pixel size (--mpp) to avoid over- or under-segmenting"
+        f"pixel size {given_mpp:g} µm/px looks wrong: the nuclei ({est.n_nuclei}) suggest about "
+        f"{est.mpp:.2f} µm/px, {off:.1f}x {finer}; at the wrong pixel size glands are split or merged"
     )
 
 
