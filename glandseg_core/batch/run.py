@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -21,6 +22,7 @@ from ..errors import GlandsegError, ImageError, ModelError
 from ..files import atomic_write_bytes
 from ..imaging.inputs import check_input, find_inputs, identity, output_stems
 from ..imaging.io import read_image
+from ..imaging.scale_estimate import check_mpp
 from ..memory import Budget, check, current_budget, estimate_segmenter
 from ..segmenters import Segmenter
 from ..segmenters.base import WindowSegmenter
@@ -77,6 +79,9 @@ def _segment_image(
     image = read_image(path)
     if shape != image.shape[:2]:
         _check_memory(segmenter, path, image.shape, mpp, budget)
+    given = float(segmenter.cfg.data_mpp) if mpp is None else mpp
+    if warning := check_mpp(image, given):  # nuclear size disagrees: the CLI shows it on stderr
+        logging.getLogger("glandseg").warning("%s: %s", path.name, warning)
     labels = segmenter(image) if mpp is None else segment_at_mpp(segmenter, image, mpp)
     files = dict(zip(targets, encode_outputs(image, labels, mpp), strict=True))
     write_together({**files, record[0]: record[1]})  # the outputs and the record of their input: one set
