@@ -15,7 +15,7 @@ from PIL import Image
 from glandseg_core.checkpoints import export_model
 from glandseg_core.cli import get_args_parser, main
 from glandseg_core.config import save_config
-from glandseg_core.datasets import GlasDataset, from_pairs
+from glandseg_core.datasets import GlasDataset, eval_splits, from_pairs
 from glandseg_core.evaluation import (
     PER_IMAGE_COLUMNS,
     TEST_HISTORY,
@@ -227,4 +227,5 @@ def test_cli_prints_the_diagnostic_after_the_official_table(
     assert main([*argv, "--out", str(tmp_path / "o"), "--relabel-gt"]) == 0
     out = capsys.readouterr().out
     assert out.index("official GlaS figures") < out.index("DIAGNOSTIC, not the official figures")
-    assert get_args_parser().parse_args(["evaluate", "--model", "m", "--out", "o"]).split == ["val"]
+    default = get_args_parser().parse_args(["evaluate", "--model", "m", "--out", "o"]).split
+    assert eval_splits(GlasDataset(root), default) == ["val"]  # GlaS: val; other sets: all
