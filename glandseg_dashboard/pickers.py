@@ -7,13 +7,14 @@ explanation, or, when the user ticks the box that names the new size, worked on 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from glandseg_core.errors import ImageError
+from glandseg_core.imaging.scale_estimate import MppEstimate, check_mpp, estimate_mpp
 
 from . import budget
 from .loaders import (
@@ -192,6 +193,22 @@ def split_note(picked: Picked) -> str | None:
             "to choose the checkpoint and the post-processing thresholds, so its scores are slightly flattering."
         )
     return None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)  # the image array is the key
+def _nuclear_estimate(image: np.ndarray) -> MppEstimate:
+    return estimate_mpp(image)
+
+
+def mpp_check(picked: Picked, mpp: float) -> tuple[str, str | None]:
+    """The pixel size that the picked image's nuclear size suggests, as a caption for the pixel size field, and a
+    warning when it and ``mpp`` (the original image's µm/px) differ by more than 1.5x (None: they agree, or the
+    estimate is unreliable)."""
+    est = _nuclear_estimate(picked.image)  # of the working copy: ``scale`` original pixels a pixel
+    if not est.reliable:
+        return f"Nuclei: no estimate ({est.reason})", None
+    est = replace(est, mpp=est.mpp / picked.scale)
+    return f"Nuclei suggest ≈ {est.mpp:.2f} µm/px", check_mpp(picked.image, mpp, estimate=est)
 
 
 def drawn_annotations() -> dict[str, np.ndarray]:

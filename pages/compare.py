@@ -78,6 +78,10 @@ with header:
         help="Micrometres per pixel of this image (GlaS: 0.62 at 20×). The image is segmented at the models' "
         "pixel size, and areas are given in µm².",
     )
+    mpp_hint, mpp_warning = pickers.mpp_check(picked, mpp)  # the pixel size the nuclei suggest
+    right.caption(mpp_hint)
+    if mpp_warning:
+        st.warning(f"Check the pixel size: {mpp_warning}.", icon=":material/straighten:")
     if note := pickers.split_note(picked):
         st.warning(note, icon=":material/school:")
     if gt is not None:

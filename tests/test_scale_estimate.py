@@ -138,21 +138,63 @@ def test_predict_warns_on_stderr_when_the_pixel_size_disagrees(
     model = export_model(untrained_unet_run, tmp_path / "model")
     image = tmp_path / "big.png"
     Image.fromarray(resized(sample, 2.0)).save(image)
-    env = {
+    proc_env = {
         "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": "1",
         "CUDA_VISIBLE_DEVICES": "",
         "PATH": "/usr/bin:/bin",
     }
-    env["GLANDSEG_LOCK_DIR"] = str(tmp_path / "locks")
+    proc_env["GLANDSEG_LOCK_DIR"] = str(tmp_path / "locks")
     stderr = {}
     for mpp in ("0.62", "0.31"):
         cmd = [sys.executable, "-m", "glandseg_core", "predict", "--model", str(model), "--no-bar"]
         cmd += ["--out", str(tmp_path / f"out{mpp}"), "--mpp", mpp, str(image)]
         proc = subprocess.run(
-            cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+            cmd, env=proc_env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         stderr[mpp] = proc.stderr
     assert "big.png: pixel size 0.62 µm/px looks wrong" in stderr["0.62"]
     assert "looks wrong" not in stderr["0.31"]
+
+
+def test_dashboard_mpp_check_reads_the_original_pixel_size(sample: np.ndarray) -> None:
+    from glandseg_dashboard.pickers import Picked, mpp_check
+
+    picked = Picked("k", "testA_1", sample, None, "unknown", sample.shape[:2])
+    hint, warning = mpp_check(picked, 0.62)
+    assert hint.startswith("Nuclei suggest ≈ 0.") and warning is None
+    assert mpp_check(picked, 0.31)[1] is not None
+    halved = Picked("k2", "big", resized(sample, 0.5), None, "unknown", sample.shape[:2], scale=2.0)
+    assert mpp_check(halved, 0.62)[1] is None  # the working copy is halved: its pixels are 1.24 µm
+    blank = Picked("k3", "blank", np.full((300, 400, 3), 255, np.uint8), None, "unknown", (300, 400))
+    hint, warning = mpp_check(blank, 0.62)
+    assert hint.startswith("Nuclei: no estimate") and warning is None
+
+
+@pytest.fixture
+def page_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny untrained models and private folders for the Compare page (as tests/test_app.py's ``env``)."""
+    from tests.test_app import make_tiny_models
+
+    make_tiny_models(tmp_path / "models")
+    for name in ("models", "runs", "annotations", "locks", "cache"):
+        var = {"locks": "LOCK_DIR"}.get(name, name.upper())
+        monkeypatch.setenv(f"GLANDSEG_{var}", str(tmp_path / name))
+    for var in ("GLANDSEG_DATA", "GLANDSEG_DATA_ROOT", "GLANDSEG_ALLOW_ANY_PATH", "GLANDSEG_READONLY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GLANDSEG_MEMORY_BUDGET_MB", "4096")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("page_env")
+def test_compare_page_shows_the_estimate_and_warns() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "pages" / "compare.py"), default_timeout=400).run()
+    assert not at.exception
+    assert any("Nuclei suggest" in str(c.value) for c in at.caption)
+    assert not any("Check the pixel size" in str(w.value) for w in at.warning)
+    at.number_input(key="cmp_mpp_sample:testA_1").set_value(0.31).run()
+    assert not at.exception
+    assert any("Check the pixel size" in str(w.value) for w in at.warning)
