@@ -75,8 +75,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--mpp",
         type=_positive,
         metavar="UM",
-        help="micrometres per pixel of the inputs (default: TIFF/OME/slide metadata, else the model's); "
-        "an image whose nuclei suggest a pixel size 1.5x off gets a warning on stderr",
+        help="micrometres per pixel of the inputs (default: TIFF/OME/slide metadata, else the model's)",
     )
     pr.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist")
     pr.add_argument(
