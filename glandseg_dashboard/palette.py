@@ -1,8 +1,10 @@
 """One colour per model on every page and plot, as ``#rrggbb`` for plotly and HTML legends.
 
 The colours themselves live in :mod:`glandseg_core.outputs.overlays.palette` (``MODEL_COLOURS``, checked against H&E
-stain colours and colour-blind vision): U-Net azure, Mask R-CNN orange, the poster's recipe brown. A model is known by its folder name (``poster-maskrcnn``), else by its kind (``maskrcnn``); anything
-else gets a grey.
+stain colours and colour-blind vision): U-Net green, Mask R-CNN dark green, the poster's recipe lime. They are
+a set of their own, disjoint from the outcome colours (found, merge, split, false, missed) and the gland
+identity colours, so a model's colour never reads as an outcome or a gland (docs/PALETTE.md). A model is
+known by its folder name (``poster-maskrcnn``), else by its kind (``maskrcnn``); anything else gets a grey.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""Coloured overlays of label maps on images: one colour per gland, detection outcomes, disagreements.
+"""Coloured overlays of label maps on images: gland identity, detection outcomes, disagreements.
 
 Every function takes label maps: int (H, W), 0=NO masks; 1,2... are mask labels (ids need not be
 consecutive, and one id may cover several pieces). Images are uint8 (H, W, 3) RGB; each function returns a
 new image. No file I/O here. ``glandseg_core.outputs.export`` re-exports the public names.
 
-Colours come from :mod:`.palette` (checked against H&E stain colours and colour-blind vision); the merge /
+Colours come from :mod:`.palette` (checked against H&E stain colours and colour-blind vision), three disjoint
+sets for gland identity, outcomes and models; identity colours follow the glands' adjacency
+(:mod:`.identity`: touching glands never share a colour). The merge /
 split classification of the outcome view from :mod:`.outcomes`. Outlines are double: a dark outer ring and
 the gland's colour inside it, so two touching glands always show a dark line between them.
 """
@@ -18,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from skimage.segmentation import find_boundaries, relabel_sequential
 
+from .identity import gland_colours
 from .outcomes import GlandOutcomes, gland_outcomes
 from .palette import (
     DISAGREEMENT_COLOURS,
@@ -40,6 +43,7 @@ __all__ = [
     "colour_for",
     "compact_ids",
     "disagreement_map",
+    "gland_colours",
     "gland_outcomes",
     "highlight",
     "outcome_legend",
@@ -51,21 +55,31 @@ __all__ = [
 # -------------------------------------------------------------------------------------------- overlays
 
 
-def colour_for(label_id: int) -> tuple[int, int, int]:
-    """Stable colour of a gland id: ``GLAND_PALETTE`` cycled by id, so consecutive ids always differ.
+def colour_for(label_id: int, labels: np.ndarray | None = None) -> tuple[int, int, int]:
+    """Identity colour of a gland.
+
+    With ``labels``, the colour :func:`gland_colours` gives the gland in that map (neighbouring glands
+    differ; what every overlay draws). Without, ``GLAND_PALETTE`` cycled by id, so consecutive ids differ:
+    a fallback for a gland seen without its map.
 
     Args:
         label_id: Gland id (>= 0; 0, the background, gets the last colour).
+        labels (int[H, W] | None): The label map the gland belongs to, 0=NO masks; 1,2... are mask labels.
 
     Returns:
         (r, g, b) in 0..255.
 
     Raises:
-        ValueError: ``label_id`` is negative.
+        ValueError: ``label_id`` is negative, or not in ``labels``.
     """
     if label_id < 0:
         raise ValueError(f"gland ids are >= 0, got {label_id}")
-    return GLAND_PALETTE[(label_id - 1) % len(GLAND_PALETTE)]
+    if labels is None:
+        return GLAND_PALETTE[(label_id - 1) % len(GLAND_PALETTE)]
+    colours = gland_colours(check_labels(labels))
+    if label_id not in colours:
+        raise ValueError(f"gland {label_id} is not in the label map")
+    return colours[label_id]
 
 
 def overlay(
@@ -77,7 +91,8 @@ def overlay(
     ids: bool = False,
     colours: dict[int, tuple[int, int, int]] | None = None,
 ) -> np.ndarray:
-    """Glands drawn over the image, each in its own colour.
+    """Glands drawn over the image, each in its identity colour; neighbouring glands (touching or within a
+    few pixels) never share one (:func:`gland_colours`).
 
     Args:
         image (uint8[H, W, 3]): RGB image (uint8[H, W] grayscale is accepted too).
@@ -86,7 +101,7 @@ def overlay(
         outlines: Draw each gland's double outline opaque (a dark outer ring, then its colour; each ring
             about 1 pixel per 400 pixels of image side, 2 on a GlaS image).
         ids: Write each gland's id at its centroid.
-        colours: Colour per id; other ids use :func:`colour_for`.
+        colours: Colour per id; other ids get their :func:`gland_colours` colour.
 
     Returns:
         uint8[H, W, 3]: a new image; pixels outside glands are unchanged.
@@ -95,9 +110,10 @@ def overlay(
         ValueError: Shapes or dtypes do not match the contract, or alpha is outside 0..1.
     """
     out = _check_image(image, labels, alpha)
-    gids, compact = compact_ids(check_labels(labels))
-    custom = colours or {}
-    lut = _lut([custom.get(int(i)) or colour_for(int(i)) for i in gids])
+    lab = check_labels(labels)
+    gids, compact = compact_ids(lab)
+    chosen = gland_colours(lab) | dict(colours or {})
+    lut = _lut([chosen[int(i)] for i in gids])
     _paint(out, compact, lut, np.ones(lut.shape[0], bool), alpha, outlines)
     if ids and gids.size:
         _draw_ids(out, compact, gids)
@@ -116,8 +132,8 @@ def outcome_overlay(
 ) -> np.ndarray:
     """Detection outcomes drawn over the image, merges and splits as such (``OUTCOME_COLOURS``).
 
-    Predicted glands are filled by class (:func:`gland_outcomes`): TP green, merge orange, split yellow,
-    FP brown. Missed ground-truth glands get an azure outline and a light fill underneath. The ground-truth
+    Predicted glands are filled by class (:func:`gland_outcomes`): TP bluish green, merge orange, split
+    yellow, FP rust. Missed ground-truth glands get an azure outline and a light fill underneath. The ground-truth
     glands inside a merge, and the glands a split cuts, are outlined in white over the predictions, so a
     merge shows the several glands it swallowed and a split the one gland its pieces share.
 
@@ -176,8 +192,8 @@ def outcome_legend(klass: GlandOutcomes | None = None) -> dict[str, tuple[int, i
 def disagreement_map(image: np.ndarray, labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
     """Where two label maps disagree on foreground.
 
-    Pixels only ``labels_a`` calls gland are tinted orange, pixels only ``labels_b`` calls gland cyan
-    (``DISAGREEMENT_COLOURS``, 65% opacity); pixels both call gland show the image dimmed to 55%, and
+    Pixels only ``labels_a`` calls gland are tinted in U-Net's colour, pixels only ``labels_b`` calls gland
+    in Mask R-CNN's (``DISAGREEMENT_COLOURS``, 65% opacity); pixels both call gland show the image dimmed to 55%, and
     pixels both call background are unchanged. Instance ids are ignored.
 
     Args:

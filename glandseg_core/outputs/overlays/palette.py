@@ -18,22 +18,30 @@ from skimage.color import deltaE_ciede2000, rgb2lab
 
 RGB = tuple[int, int, int]
 
-#: Gland colours, cycled by id (:func:`glandseg_core.outputs.overlays.colour_for`): yellow, bluish green, orange,
-#: azure, dark green.
+# Three roles, three disjoint sets (no shared RGB; ``tests/test_overlays.py`` holds the smallest ΔE00 between
+# sets): a colour means one thing. Outcomes are saturated and bright; gland identity colours are muted earth
+# and teal tones; model colours are greens. Without red, pink and purple (the stains' hues) and with every
+# colour legible for deuteranopes and protanopes, 14 colours cannot all be far apart: between sets they are
+# at least 17 apart with normal vision but only 6.5 to 9 as simulated for colour blindness (docs/PALETTE.md).
+
+#: Gland identity colours (:func:`glandseg_core.outputs.overlays.identity.gland_colours` colours the glands'
+#: adjacency, so neighbours differ): slate teal, dark olive, olive, khaki, mint, dark teal.
 GLAND_PALETTE: tuple[RGB, ...] = (
-    (240, 228, 66),
-    (0, 158, 115),
-    (230, 120, 0),
-    (30, 130, 255),
-    (20, 90, 40),
+    (60, 120, 135),
+    (75, 60, 0),
+    (135, 120, 0),
+    (150, 150, 105),
+    (45, 240, 165),
+    (30, 90, 75),
 )
-#: Detection outcomes (see :mod:`glandseg_core.outputs.overlays.outcomes`); "FN" is a missed ground-truth gland.
+#: Detection outcomes (see :mod:`glandseg_core.outputs.overlays.outcomes`); "FN" is a missed ground-truth gland:
+#: found bluish green, merge orange, split yellow, false rust, missed azure.
 OUTCOME_COLOURS: dict[str, RGB] = {
-    "TP": (0, 158, 115),
-    "merge": (230, 120, 0),
-    "split": (240, 228, 66),
-    "FP": (130, 70, 20),
-    "FN": (30, 130, 255),
+    "TP": (0, 150, 120),
+    "merge": (240, 120, 30),
+    "split": (240, 225, 0),
+    "FP": (165, 60, 30),
+    "FN": (75, 135, 255),
 }
 #: What each outcome colour means, for legends (same keys and order as ``OUTCOME_COLOURS``).
 OUTCOME_NAMES: dict[str, str] = {
@@ -43,11 +51,12 @@ OUTCOME_NAMES: dict[str, str] = {
     "FP": "false (FP)",
     "FN": "missed (FN)",
 }
-#: One colour per model across every page and plot, by model folder name (a model kind falls back here too).
+#: One colour per model across every page and plot, by model folder name (a model kind falls back here too):
+#: U-Net green, Mask R-CNN dark green, the poster's recipe lime.
 MODEL_COLOURS: dict[str, RGB] = {
-    "unet": (30, 130, 255),
-    "maskrcnn": (230, 120, 0),
-    "poster-maskrcnn": (130, 70, 20),
+    "unet": (0, 180, 60),
+    "maskrcnn": (0, 105, 15),
+    "poster-maskrcnn": (195, 255, 120),
 }
 #: Pixels only one of two label maps calls gland (the Compare page passes U-Net as A, Mask R-CNN as B).
 DISAGREEMENT_COLOURS: dict[str, RGB] = {
@@ -55,11 +64,7 @@ DISAGREEMENT_COLOURS: dict[str, RGB] = {
     "B only": MODEL_COLOURS["maskrcnn"],
 }
 OUTLINE_DARK: RGB = (20, 20, 20)  # the outer ring of every outline: separates touching glands
-TRUE_OUTLINE: RGB = (
-    255,
-    255,
-    255,
-)  # ground-truth glands drawn inside merges and around splits; highlight
+TRUE_OUTLINE: RGB = (255, 255, 255)  # ground-truth glands inside merges and around splits; highlight
 
 #: Typical stain colours of GlaS H&E images (haematoxylin, eosin, white lumen and background).
 STAINS: dict[str, RGB] = {
@@ -126,13 +131,24 @@ def check(colours: dict[str, RGB]) -> dict[str, float]:
     return out
 
 
+def cross_check(a: dict[str, RGB], b: dict[str, RGB]) -> dict[str, float]:
+    """The smallest difference between a colour of ``a`` and a colour of ``b``, per vision
+    (``{"cross <vision>": ΔE00}``)."""
+    return {f"cross {v}": min(delta_e(x, y, v) for x in a.values() for y in b.values()) for v in VISIONS}
+
+
+def colour_sets() -> dict[str, dict[str, RGB]]:
+    """The three roles by name: gland identity, outcome and model colours."""
+    return {
+        "gland": {f"gland {k + 1}": c for k, c in enumerate(GLAND_PALETTE)},
+        "outcome": dict(OUTCOME_COLOURS),
+        "model": dict(MODEL_COLOURS),
+    }
+
+
 def report() -> str:
     """A markdown table: each colour's difference to each stain (normal / deuteranopia / protanopia)."""
-    sets = {
-        "gland": {f"gland {k + 1}": c for k, c in enumerate(GLAND_PALETTE)},
-        "outcome": OUTCOME_COLOURS,
-        "model": MODEL_COLOURS,
-    }
+    sets = colour_sets()
     lines = [
         "| set | colour | RGB | " + " | ".join(STAINS) + " |",
         "|---|---|---|" + "---|" * len(STAINS),
@@ -145,4 +161,7 @@ def report() -> str:
     for set_name, colours in sets.items():
         worst = ", ".join(f"{k} {v:.1f}" for k, v in check(colours).items())
         lines.append(f"- {set_name}: smallest ΔE00: {worst}")
+    for a, b in itertools.combinations(sets, 2):
+        worst = ", ".join(f"{k} {v:.1f}" for k, v in cross_check(sets[a], sets[b]).items())
+        lines.append(f"- {a} vs {b}: smallest ΔE00: {worst}")
     return "\n".join(lines)
