@@ -129,7 +129,7 @@ def test_model_colours_and_legends(results_env) -> None:
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     box = charts[0]["data"]
     named = {t["name"]: t["marker"]["color"] for t in box if t.get("type") == "box"}
-    assert named == {"U-Net": "#1e82ff", "Mask R-CNN": "#e67800"}
+    assert named == {"U-Net": "#00b43c", "Mask R-CNN": "#00690f"}  # MODEL_COLOURS (docs/PALETTE.md)
     assert all(t.get("showlegend", True) for t in box if t.get("type") == "box")
     paired = {t["name"] for t in charts[1]["data"]}
     assert {"95% CI of the mean difference (bootstrap)", "mean difference"} <= paired
