@@ -42,7 +42,7 @@ WORK_PIXELS = (
 MIN_REDUCED_SIGMA = 2.0  # nuclei smaller than this (px) on the reduced copy: measure a full-size crop
 MIN_NUCLEI = 30  # fewer blobs at the peak scale than this: unreliable
 MIN_RESPONSE = 0.006  # 99th-percentile response below this (H optical density): no stain, unreliable
-MAX_SPREAD = 2.0  # quadrants disagreeing by more than this factor: unreliable
+MAX_SPREAD = 2.5  # quadrants disagreeing by more than this factor: unreliable
 DEFAULT_FACTOR = 1.5
 
 
@@ -217,14 +217,20 @@ def _responses(h: np.ndarray) -> list[tuple[float, float, int, np.ndarray]]:
 
 
 def _peak(sigmas: list[float], p99: list[float]) -> _Scale:
-    """The scale where the 99th-percentile response peaks, interpolated in log sigma (a parabola)."""
+    """The scale where the 99th-percentile response peaks, interpolated in log sigma (a parabola).
+
+    The first local maximum inside the range counts: the smallest scales respond to pixel noise and JPEG
+    blocks, which can top the curve at its first sample without being a blob size, and crowded nuclei form
+    dark areas that can make a second, higher peak at several times the nuclear scale.
+    """
     if len(p99) < 3:
         return _Scale(math.nan, "image too small")
-    i = int(np.argmax(p99))
-    if p99[i] < MIN_RESPONSE:
+    inner = [j for j in range(1, len(p99) - 1) if p99[j - 1] < p99[j] >= p99[j + 1]]  # local maxima
+    if max(p99) < MIN_RESPONSE:
         return _Scale(math.nan, "no haematoxylin stain")
-    if i in (0, len(p99) - 1):
+    if not inner:  # a curve that only falls (pixel noise) or only rises
         return _Scale(math.nan, "nuclear size outside the measurable range")
+    i = inner[0]
     y0, y1, y2 = np.log(p99[i - 1 : i + 2])
     d = 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2) if y0 - 2 * y1 + y2 < 0 else 0.0
     step = math.log(sigmas[i + 1] / sigmas[i])
