@@ -43,13 +43,24 @@ def kind_cost(kind: str) -> MemoryCost:
     return MemoryCost(*(max(getattr(c, f) for c in costs) for f in MemoryCost.__dataclass_fields__))
 
 
+def folder_cost(folder: str | os.PathLike) -> MemoryCost:
+    """The memory coefficients of the model in ``folder`` (from its config.json), else of the kind its name
+    suggests (the largest over that kind's presets)."""
+    try:
+        cfg = load_config(Path(folder) / "config.json")
+    except (GlandsegError, OSError):
+        return kind_cost(Path(folder).name)
+    return cfg.kind.memory_cost(cfg)
+
+
 @dataclass(frozen=True)
 class Budget(memory.Budget):
     """What one interactive segmentation may use: ``bytes`` of memory, of which ``source`` says where from."""
 
-    def max_pixels(self, kind: str, tta: bool = False) -> int:
-        """The largest image (in pixels, at the model's pixel size) a model of ``kind`` may segment."""
-        cost = kind_cost(kind)
+    def max_pixels(self, kind: str, tta: bool = False, cost: MemoryCost | None = None) -> int:
+        """The largest image (in pixels, at the model's pixel size) a model of ``kind`` (or of memory ``cost``:
+        see :func:`folder_cost`) may segment."""
+        cost = cost or kind_cost(kind)
         per_px = cost.work_bytes_per_pixel + (cost.tta_bytes_per_pixel if tta else 0)
         return max(0, (self.bytes - cost.base_bytes) // per_px)
 

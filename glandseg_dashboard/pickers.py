@@ -16,7 +16,7 @@ import streamlit as st
 from glandseg_core.errors import ImageError
 from glandseg_core.imaging.scale_estimate import MppEstimate, check_mpp, estimate_mpp
 
-from . import budget
+from . import budget, settings
 from .loaders import (
     UPLOAD_TYPES,
     Source,
@@ -51,9 +51,13 @@ class Picked:
 
 
 def page_limit(kinds: list[str] | tuple[str, ...], tta: bool = False) -> int:
-    """The largest image (pixels) every model kind of a page can segment now."""
+    """The largest image (pixels) every model of a page can segment now: each kind's own folder under the
+    models root when it exists (its config says its size), else the kind's largest preset."""
     now = budget.current_budget()
-    return min((now.max_pixels(k, tta) for k in kinds or ("unet",)), default=0)
+    root = settings.models_root()
+    return min(
+        (now.max_pixels(k, tta, budget.folder_cost(root / k)) for k in kinds or ("unet",)), default=0
+    )
 
 
 def _fit(key: str, shape: tuple[int, int], limit: int) -> tuple[int, int]:
