@@ -208,10 +208,11 @@ def _train_config(args: argparse.Namespace):
             )
         return load_config(args.out / "config.json")
     base = load_config(args.config) if args.config else get_preset(args.preset or "glandseg-unet")
-    if args.init:  # fine-tune; a folder's own config.json unless --config/--preset chose one
+    if args.init:  # fine-tune: the folder's own config.json, a --preset on its section, or --config
         from .train.starts import init_config
 
-        base = init_config(args.init, base if args.config or args.preset else None)
+        chosen = base if args.config or args.preset else None
+        base = init_config(args.init, chosen, own_section=bool(args.preset))
     bad = [kv for kv in args.set if "=" not in kv]
     if bad:
         raise ValueError(f"--set takes KEY=VALUE, got {bad[0]!r}")

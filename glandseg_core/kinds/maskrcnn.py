@@ -108,10 +108,33 @@ def _ours(poster: RunConfig) -> RunConfig:
     )
 
 
+def _cpu(ours: RunConfig) -> RunConfig:
+    """What two CPU cores allow: ResNet-18-FPN at half resolution, lighter ROI sampling (the shipped model's
+    section, and so the fine-tune's)."""
+    return dataclasses.replace(
+        ours,
+        name="glandseg-maskrcnn-cpu",
+        params=dataclasses.replace(
+            ours.params,
+            backbone="resnet18",
+            min_size=261,
+            max_size=388,
+            anchor_sizes=(16, 32, 64, 128, 256),
+            rpn_post_nms_top_n_train=500,
+            box_batch_size_per_image=128,
+        ),
+        train_lr=3e-4,
+        train_warmup_steps=100,
+        train_epochs=30,
+        train_batch_size=2,
+    )
+
+
 @functools.cache
 def _presets() -> dict[str, RunConfig]:
     poster = _poster()
     ours, base = _ours(poster), poster.params
+    cpu = _cpu(ours)
     return {
         "poster-maskrcnn": poster,
         "glandseg-maskrcnn": dataclasses.replace(
@@ -124,24 +147,7 @@ def _presets() -> dict[str, RunConfig]:
             train_warmup_steps=200,
             train_epochs=100,
         ),
-        # What two CPU cores allow: ResNet-18-FPN at half resolution, lighter ROI sampling.
-        "glandseg-maskrcnn-cpu": dataclasses.replace(
-            ours,
-            name="glandseg-maskrcnn-cpu",
-            params=dataclasses.replace(
-                base,
-                backbone="resnet18",
-                min_size=261,
-                max_size=388,
-                anchor_sizes=(16, 32, 64, 128, 256),
-                rpn_post_nms_top_n_train=500,
-                box_batch_size_per_image=128,
-            ),
-            train_lr=3e-4,
-            train_warmup_steps=100,
-            train_epochs=30,
-            train_batch_size=2,
-        ),
+        "glandseg-maskrcnn-cpu": cpu,
         # ResNet-18 and a 512-wide box head keep the fp16 weights (45 MiB) small enough to come back from the
         # GPU machine beside the U-Net's (15 MiB) and to ship.
         "glandseg-maskrcnn-gpu": dataclasses.replace(
@@ -159,6 +165,18 @@ def _presets() -> dict[str, RunConfig]:
             train_epochs=150,
             train_batch_size=4,
             train_val_every=3,
+        ),
+        # Fine-tune a trained Mask R-CNN on a few dozen glands (--init trained_models/maskrcnn): the shipped
+        # model's section (glandseg-maskrcnn-cpu's, its config.json), a low rate, 4 epochs of 15 steps of whole
+        # images, every epoch validated; fit re-tunes post-processing on the set's val.
+        "finetune-maskrcnn": dataclasses.replace(
+            cpu,
+            name="finetune-maskrcnn",
+            train_lr=5e-5,  # the shipped run's peak was 2e-4
+            train_warmup_steps=10,
+            train_epochs=4,
+            train_steps_per_epoch=15,
+            train_val_every=1,
         ),
     }
 

@@ -119,6 +119,23 @@ def _presets() -> dict[str, RunConfig]:
             train_warmup_steps=100,
             train_val_every=2,
         ),
+        # Fine-tune a trained U-Net on a few dozen glands of a new set (--init trained_models/unet): the shipped
+        # model's section (its config.json), a low rate, 5 epochs of 20 steps (about 5 minutes on 2 CPU cores,
+        # benchmarks/bench_finetune.py), every epoch validated; fit re-tunes post-processing on the set's val.
+        "finetune-unet": RunConfig(
+            name="finetune-unet",
+            model="unet",
+            params=UNetParams(base=16, depth=5, scale=0.5, contour_width=2),
+            train_epochs=5,
+            train_batch_size=4,
+            train_steps_per_epoch=20,
+            train_crop_size=256,
+            train_lr=2e-4,  # the shipped run's peak was 1e-3
+            train_weight_decay=1e-4,
+            train_warmup_steps=10,
+            train_augment="strong",
+            train_val_every=1,
+        ),
     }
 
 

@@ -2,7 +2,8 @@
 
 ``init`` is a model folder (``weights.pt``), a training run folder (``best.pt``) or a checkpoint file; it becomes
 the config's ``train_init``. Fine-tuning a folder trains the folder's own ``config.json`` (its model kind, its
-section and its ``data_mpp``), renamed ``<name>-finetuned``, unless the caller gives another base config.
+section and its ``data_mpp``), renamed ``<name>-finetuned``, unless the caller gives another base config; a
+preset given with it keeps the folder's section and ``data_mpp`` (``own_section``).
 """
 
 from __future__ import annotations
@@ -28,16 +29,26 @@ def init_weights(init: str | os.PathLike) -> Path:
     return weights
 
 
-def init_config(init: str | os.PathLike, base: RunConfig | None = None) -> RunConfig:
+def init_config(
+    init: str | os.PathLike, base: RunConfig | None = None, *, own_section: bool = False
+) -> RunConfig:
     """The config that fine-tunes from ``init``: ``base`` (a preset or config the caller chose), else the
     folder's own ``config.json`` renamed ``<name>-finetuned``; its ``train_init`` is the checkpoint.
+
+    ``own_section`` (``--preset`` with ``--init``): when the folder's ``config.json`` is of ``base``'s model kind,
+    the result takes the folder's section and ``data_mpp`` (what its weights were trained with) and ``base``'s
+    name and training fields (e.g. ``finetune-unet``'s short schedule and low rate).
 
     Raises:
         ModelError: no checkpoint at ``init``. ConfigError: no ``base`` and no ``config.json`` beside it.
     """
     weights = init_weights(init)
+    own = weights.parent / "config.json"
+    if base is not None and own_section and own.is_file():
+        mine = load_config(own)
+        if mine.model == base.model:
+            base = replace_config(base, params=mine.params, data_mpp=mine.data_mpp)
     if base is None:
-        own = weights.parent / "config.json"
         if not own.is_file():
             raise ConfigError(
                 f"--init {init}: no config.json beside the weights; give --preset or --config"
