@@ -58,6 +58,10 @@ def apply_shift(image: np.ndarray, shift: StainShift = NEW_LAB) -> np.ndarray:
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    if (
+        shift == StainShift()
+    ):  # the round trip through HED is not exact on colours outside the stains' span
+        return image.copy()
     hed = rgb2hed(image)
     scale = np.array([shift.h_scale, shift.e_scale, shift.d_scale])
     offset = np.array([shift.h_shift, shift.e_shift, shift.d_shift])
