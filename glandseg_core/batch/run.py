@@ -79,8 +79,8 @@ def _segment_image(
     image = read_image(path)
     if shape != image.shape[:2]:
         _check_memory(segmenter, path, image.shape, mpp, budget)
-    given = float(segmenter.cfg.data_mpp) if mpp is None else mpp
-    if warning := check_mpp(image, given):  # nuclear size disagrees: the CLI shows it on stderr
+    given = mpp if mpp is not None else getattr(getattr(segmenter, "cfg", None), "data_mpp", None)
+    if given is not None and (warning := check_mpp(image, float(given))):  # the CLI: one line on stderr
         logging.getLogger("glandseg").warning("%s: %s", path.name, warning)
     labels = segmenter(image) if mpp is None else segment_at_mpp(segmenter, image, mpp)
     files = dict(zip(targets, encode_outputs(image, labels, mpp), strict=True))
