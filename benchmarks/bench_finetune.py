@@ -241,6 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _rel(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (results files name no machine's paths)."""
+    try:
+        return str(path.resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def report_lines(
     args: argparse.Namespace, cfg: dict, seconds: float, total: float, model: Path
 ) -> list[str]:
@@ -251,7 +259,8 @@ def report_lines(
     return [
         f"command: python -m benchmarks.bench_finetune {' '.join(sys.argv[1:])}".rstrip(),
         f"hardware: {hardware()}",
-        f"model: {args.model} fine-tuned with --preset {args.preset} (train_init {cfg['train_init']})",
+        f"model: {_rel(args.model)} fine-tuned with --preset {args.preset} "
+        f"(train_init {_rel(Path(cfg['train_init']))})",
         f"stain change: {NEW_LAB.describe()}",
         "images: the 15 GlaS val images (never trained on by the shipped models), split by patient:",
         *(f"  {part}: {', '.join(n for n in SPLIT[part][: args.limit or None])}" for part in SPLIT),
