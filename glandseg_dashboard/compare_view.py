@@ -162,7 +162,7 @@ def disagreement(image: np.ndarray, a: Result, b: Result) -> None:
         {
             f"only {a.title}": colours["A only"],
             f"only {b.title}": colours["B only"],
-            "both (darkened)": (110, 80, 110),
+            "both (lightened)": (244, 208, 226),
         }
     )
     st.caption(f"The models agree on {agree:.1%} of the pixels (gland vs background).")

@@ -192,9 +192,10 @@ def outcome_legend(klass: GlandOutcomes | None = None) -> dict[str, tuple[int, i
 def disagreement_map(image: np.ndarray, labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
     """Where two label maps disagree on foreground.
 
-    Pixels only ``labels_a`` calls gland are tinted in U-Net's colour, pixels only ``labels_b`` calls gland
-    in Mask R-CNN's (``DISAGREEMENT_COLOURS``, 65% opacity); pixels both call gland show the image dimmed to 55%, and
-    pixels both call background are unchanged. Instance ids are ignored.
+    Pixels only ``labels_a`` calls gland are painted in U-Net's colour, pixels only ``labels_b`` calls gland
+    in Mask R-CNN's (``DISAGREEMENT_COLOURS``, 85% opacity); pixels both call gland show the image lightened
+    (45% image, 55% white), so that both models' colours, the darker one too, stand out against it; pixels
+    both call background are unchanged. Instance ids are ignored.
 
     Args:
         image (uint8[H, W, 3]): RGB image.
@@ -211,10 +212,10 @@ def disagreement_map(image: np.ndarray, labels_a: np.ndarray, labels_b: np.ndarr
     fg_a, fg_b = check_labels(labels_a) > 0, check_labels(labels_b) > 0
     for sel, key in ((fg_a & ~fg_b, "A only"), (fg_b & ~fg_a, "B only")):
         out[sel] = np.rint(
-            out[sel] * 0.35 + np.asarray(DISAGREEMENT_COLOURS[key], np.float32) * 0.65
+            out[sel] * 0.15 + np.asarray(DISAGREEMENT_COLOURS[key], np.float32) * 0.85
         ).astype(np.uint8)
     both = fg_a & fg_b
-    out[both] = np.rint(out[both] * 0.55).astype(np.uint8)
+    out[both] = np.rint(out[both] * 0.45 + 255 * 0.55).astype(np.uint8)
     return out
 
 
