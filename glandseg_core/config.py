@@ -229,7 +229,7 @@ def _split_keys(d: dict[str, Any], kind: ModelKind) -> tuple[dict[str, Any], dic
     """(common fields, section fields) of a flat or nested config dict; other kinds' fields are dropped (old
     ``config.json`` files carry every kind's fields)."""
     common: dict[str, Any] = {}
-    section: dict[str, Any] = dict(d.get("params") or {}) if isinstance(d.get("params"), dict) else {}
+    section: dict[str, Any] = dict(d["params"]) if isinstance(d.get("params"), dict) else {}
     others = {k.name: k for k in all_kinds() if k.name != kind.name}
     unknown = []
     for key, value in d.items():
@@ -268,29 +268,22 @@ def config_from_dict(d: dict[str, Any]) -> RunConfig:
 
 
 def replace_config(cfg: RunConfig, **changes: Any) -> RunConfig:
-    """``cfg`` with ``changes``: common fields, or the kind's section fields by qualified name (``unet_base``);
-    a change of ``model`` starts the new kind's section from its defaults.
+    """``cfg`` with ``changes``: common fields, the kind's section fields by qualified name (``unet_base``), or
+    a whole section (``params``); a change of ``model`` starts the new kind's section from its defaults.
 
     Raises:
         ConfigError: a field of another kind, or as :func:`config_from_dict`.
     """
     kind = kind_of(changes.get("model", cfg.model))
-    d = (
-        config_to_dict(cfg)
-        if kind.name == cfg.model
-        else {k: v for k, v in config_to_dict(cfg).items() if k in _RULES}
-    )
     for key in changes:
         if key not in _RULES and key != "params" and not key.startswith(f"{kind.name}_"):
             raise ConfigError(f"{key} is not a setting of a {kind.name} model")
-    if "params" in changes:
+    d = config_to_dict(cfg)
+    if kind.name != cfg.model or "params" in changes:  # the section starts afresh
         d = {k: v for k, v in d.items() if k in _RULES}
-        params = changes["params"]
-        if isinstance(params, Section):
-            params = dataclasses.asdict(params)
-        return config_from_dict(
-            {**d, **{k: v for k, v in changes.items() if k != "params"}, "params": params}
-        )
+    params = changes.pop("params", None)
+    if params is not None:
+        d["params"] = dataclasses.asdict(params) if isinstance(params, Section) else params
     return config_from_dict({**d, **changes})
 
 

@@ -61,6 +61,7 @@ class ModelKind:
         name: the ``model`` value in configs (``"unet"``); its config fields are written ``<name>_<field>``.
         title: how people call it (``"U-Net"``).
         params_type: the config section: a frozen dataclass subclassing ``config.Section``.
+        segmenter_class: the segmenter (``segmenters.base.Segmenter``), made by :meth:`segmenter`.
         post_type: the post-processing settings: a frozen dataclass of bools, whole-number pixel areas and
             fractions in [0, 1] (validated by ``thresholds``).
     """
@@ -69,6 +70,7 @@ class ModelKind:
     title: ClassVar[str] = ""
     params_type: ClassVar[type] = object
     post_type: ClassVar[type] = object
+    segmenter_class: ClassVar[type] = object
 
     # --- configuration
     def presets(self) -> dict[str, Any]:
@@ -148,8 +150,9 @@ class ModelKind:
         tiling: Any = None,
         path: Any = None,
     ) -> Any:
-        """The segmenter (``segmenters.base.Segmenter``) around a network in memory."""
-        raise NotImplementedError
+        """The segmenter (``segmenters.base.Segmenter``) around a network in memory: ``segmenter_class`` built
+        as ``segmenter_class(model, cfg, post, device, path, tta, tiling)``."""
+        return self.segmenter_class(model, cfg, post, device, path, tta, tiling)
 
     def loaded(self, model: nn.Module, post: Any) -> None:
         """Adjust a network loaded for inference to its post-processing settings (default: nothing)."""

@@ -96,6 +96,7 @@ class ToyKind(ModelKind):
     title = "Toy"
     params_type = ToyParams
     post_type = ToyPost
+    segmenter_class = ToySegmenter
 
     def presets(self) -> dict[str, RunConfig]:
         tiny = RunConfig(
@@ -140,19 +141,6 @@ class ToyKind(ModelKind):
 
     def tuning(self, cfg: RunConfig) -> tuple[ToyPost, list[dict[str, Any]]]:
         return ToyPost(), [{"thresh": 0.4}, {"thresh": 0.6}]
-
-    def segmenter(
-        self,
-        model: nn.Module,
-        cfg: RunConfig,
-        post: Any,
-        device: torch.device,
-        *,
-        tta: bool = False,
-        tiling: Any = None,
-        path: Any = None,
-    ) -> ToySegmenter:
-        return ToySegmenter(model, cfg, post, device, path, tta, tiling or Tiling())
 
 
 TOY = register_kind(ToyKind())

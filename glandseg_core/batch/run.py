@@ -24,9 +24,10 @@ from ..imaging.inputs import check_input, find_inputs, identity, output_stems
 from ..imaging.io import read_image
 from ..imaging.scale_estimate import check_mpp
 from ..memory import Budget, check, current_budget, estimate_segmenter
+from ..progress import Step
 from ..segmenters import Segmenter
 from ..segmenters.base import WindowSegmenter
-from ..slides import Progress, image_mpp, is_slide, predict_slide, segment_at_mpp
+from ..slides import image_mpp, is_slide, predict_slide, segment_at_mpp
 from ..slides.outputs import output_paths as slide_outputs
 from .lock import folder_lock
 from .provenance import check_names, config_identity, input_identity, is_done, record_bytes, record_path
@@ -97,7 +98,7 @@ def _segment_slide(
         raise ModelError(f"{path}: a {segmenter.kind} model cannot segment slide windows")
     bar = tqdm(desc=path.name, unit="window", leave=False, disable=None if show_bar else True)
 
-    def progress(p: Progress) -> None:
+    def progress(p: Step) -> None:
         bar.total, bar.n = p.total, p.done
         bar.refresh()
 

@@ -14,7 +14,6 @@ a thinner overlap (a shared edge, a few brush pixels) goes to the gland drawn fi
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from .spec import read_json
 
 GEOJSON_EXT = ".geojson"
 OVERLAP_TOLERANCE = (
@@ -91,12 +91,7 @@ def read_glands(path: Path, classes: Sequence[str] | None = None) -> list[Shape]
     Raises:
         DatasetError: unreadable JSON, a malformed polygon, or more glands than a label map holds (names the file).
     """
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: not valid GeoJSON ({e.msg}, line {e.lineno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: cannot be read ({e})") from None
+    raw = read_json(path, "GeoJSON")
     glands = []
     for i, feature in enumerate(_features(raw), 1):
         if not isinstance(feature, dict):

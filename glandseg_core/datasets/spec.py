@@ -113,13 +113,22 @@ def _splits(raw: Any, where: str) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in raw.items()}
 
 
-def _load_json(path: Path) -> dict:
+def read_json(path: Path, what: str = "JSON") -> Any:
+    """The JSON document in ``path``.
+
+    Raises:
+        DatasetError: unreadable, or not valid ``what`` (one line naming the file and the place).
+    """
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        raise DatasetError(f"{path}: not valid {what} ({e.msg}, line {e.lineno})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: cannot be read ({e})") from None
+
+
+def _load_json(path: Path) -> dict:
+    raw = read_json(path)
     if not isinstance(raw, dict):
         raise DatasetError(f"{path}: must hold a JSON object")
     unknown = sorted(set(raw) - _KEYS)

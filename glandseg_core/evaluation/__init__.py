@@ -23,7 +23,6 @@ from .scoring import (
     prediction_files,
     relabel_components,
     score_items,
-    segment_item,
     summarise,
 )
 from .tta import compare_tta
@@ -46,7 +45,6 @@ __all__ = [
     "record_test_scoring",
     "relabel_components",
     "score_items",
-    "segment_item",
     "summarise",
     "write_results",
 ]

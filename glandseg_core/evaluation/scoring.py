@@ -105,12 +105,6 @@ def relabel_components(gt: np.ndarray) -> np.ndarray:
     return connected_components(gt, background=0, connectivity=2).astype(np.int32)
 
 
-def segment_item(segmenter: Segmenter, image: np.ndarray, mpp: float | None) -> np.ndarray:
-    """int32[H, W] label map of ``image`` (0=background, 1..N glands); an image whose pixel size ``mpp`` differs
-    from the model's ``cfg.data_mpp`` is segmented at the model's scale and brought back to its own size."""
-    return segmenter(image, mpp=mpp)
-
-
 Predict = Callable[[Item, np.ndarray, np.ndarray], np.ndarray]  # (item, image, gt) -> label map
 
 
@@ -169,7 +163,7 @@ def _predictor(
 ) -> Predict:
     """Segment each item with ``segmenter``, or read its label map from the ``predictions`` folder."""
     if segmenter is not None:
-        return lambda item, image, gt: segment_item(segmenter, image, item.mpp)
+        return lambda item, image, gt: segmenter(image, mpp=item.mpp)  # at the model's scale
     files = prediction_files(Path(predictions), [it.name for it in items])  # type: ignore[arg-type]
     return lambda item, image, gt: read_label_map(files[item.name], shape=gt.shape)
 

@@ -188,6 +188,7 @@ class MaskRCNNKind(ModelKind):
     title = "Mask R-CNN"
     params_type = MaskRCNNParams
     post_type = MaskRCNNPost
+    segmenter_class = MaskRCNNSegmenter
 
     def presets(self) -> dict[str, RunConfig]:
         return dict(_presets())
@@ -244,19 +245,6 @@ class MaskRCNNKind(ModelKind):
         """A base that keeps every detection the grid's lowest ``score_thresh`` could paint, so one ``raw`` per
         image serves every grid point."""
         return MaskRCNNPost(score_thresh=min(GRID["score_thresh"])), grid_points(GRID)
-
-    def segmenter(
-        self,
-        model: nn.Module,
-        cfg: RunConfig,
-        post: Any,
-        device: torch.device,
-        *,
-        tta: bool = False,
-        tiling: Any = None,
-        path: Any = None,
-    ) -> MaskRCNNSegmenter:
-        return MaskRCNNSegmenter(model, cfg, post, device, path, tta, tiling)
 
     def memory_cost(self, cfg: RunConfig) -> MemoryCost:
         backbone = str(cfg.params.backbone)

@@ -146,6 +146,7 @@ class UNetKind(ModelKind):
     title = "U-Net"
     params_type = UNetParams
     post_type = UNetPost
+    segmenter_class = UNetSegmenter
 
     def presets(self) -> dict[str, RunConfig]:
         return dict(_presets())
@@ -207,19 +208,6 @@ class UNetKind(ModelKind):
     def tuning(self, cfg: RunConfig) -> tuple[UNetPost, list[dict[str, Any]]]:
         grid = GRID if cfg.params.instance else SEMANTIC_GRID
         return UNetPost(instance=cfg.params.instance), grid_points(grid)
-
-    def segmenter(
-        self,
-        model: nn.Module,
-        cfg: RunConfig,
-        post: Any,
-        device: torch.device,
-        *,
-        tta: bool = False,
-        tiling: Any = None,
-        path: Any = None,
-    ) -> UNetSegmenter:
-        return UNetSegmenter(model, cfg, post, device, path, tta, tiling)
 
     def memory_cost(self, cfg: RunConfig) -> MemoryCost:
         p: UNetParams = cfg.params

@@ -18,8 +18,6 @@ from ..config import RunConfig
 from ..progress import ProgressFn, Step
 from .batches import Batches
 
-Progress = ProgressFn  # the one progress type (glandseg_core.progress)
-
 
 @dataclass(frozen=True)
 class RunContext:
@@ -39,7 +37,7 @@ class RunContext:
     device: torch.device
     rank: int = 0
     world: int = 1
-    progress: Progress | None = None
+    progress: ProgressFn | None = None
     show_bar: bool = True
     workers: int = 0
     time_limit: float = 0.0

@@ -24,8 +24,9 @@ from torch import distributed as dist
 from ..config import RunConfig, config_to_dict, save_config
 from ..datasets import DataLike
 from ..errors import TrainingStopped
+from ..progress import ProgressFn
 from .batches import Sample
-from .context import Progress, RunContext, TrainState
+from .context import RunContext, TrainState
 from .epoch import train_one_epoch, validate
 from .phases import PhaseReport, StopFlag, stop_on_signals
 from .runfiles import append_log, save_checkpoint, try_write_progress, write_progress, writing
@@ -230,7 +231,7 @@ def fit(
     machine_lock: bool = False,
     resume: bool = False,
     device: str | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     show_bar: bool = True,
     workers: int = 0,
     time_limit: float = 0.0,
