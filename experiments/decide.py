@@ -1,0 +1,91 @@
+"""Compare two variants on `val` under the keep/drop rule of docs/EXPERIMENTS.md.
+
+    GLANDSEG_DATA=<GlaS folder> .venv/bin/python -m experiments.decide A B [--tta-a] [--tta-b] [--split val]
+
+A and B are model folders (``trained_models/unet``) or training run folders (``runs/unet-sep``, its ``best.pt`` with
+its tuned ``postprocess.json``). Each is scored once on the split (predictions and ``per_image.csv`` cached under
+``cache/decide/<variant>``, git-ignored; a rerun reuses them unless ``--fresh``), then the script prints the
+pooled F1 of each, the paired bootstrap 95% interval of the difference B − A, the verdict, the per-image mean
+object Dice and Hausdorff differences, and the mechanism counts (merged, missed, partial glands) of each.
+Only `val` (or another non-test split) may be compared here: Test A / Test B are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from glandseg_core.api import load_segmenter
+from glandseg_core.datasets import as_dataset
+from glandseg_core.evaluation import evaluate
+from glandseg_core.evaluation.decide import pooled_f1_difference
+from glandseg_core.evaluation.failures import Failures, total_failures
+from glandseg_core.imaging.io import read_label_map
+from glandseg_core.stats import paired_comparison
+
+TEST_SPLITS = ("testA", "testB", "test")
+
+
+def _scored(model: str, tta: bool, split: str, data: str | None, fresh: bool) -> Path:
+    key = hashlib.sha1(f"{Path(model).resolve()}|{tta}|{split}|{data}".encode()).hexdigest()[:10]
+    out = Path("cache/decide") / f"{Path(model).name}{'-tta' if tta else ''}-{split}-{key}"
+    if fresh or not (out / "per_image.csv").is_file():
+        segmenter = load_segmenter(model, tta=tta)
+        evaluate(data, [split], out, segmenter=segmenter, save_predictions=True)
+    return out
+
+
+def _failures(out: Path, split: str, data: str | None) -> Failures:
+    pairs = []
+    for item in as_dataset(data).items([split]):
+        _, gt = item.load_annotated()
+        pred = read_label_map(out / "predictions" / f"{item.name}_labels.png", shape=gt.shape)
+        pairs.append((pred, gt))
+    return total_failures(pairs)
+
+
+def _line(name: str, f: Failures) -> str:
+    return (
+        f"{name}: FN {f.missed_total} of {f.n_gt} glands = merged {f.merged} + missed {f.missed} "
+        f"(at the border {f.missed_at_border}, small {f.missed_small}) + partial {f.partial}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.decide", description=__doc__.split("\n")[0])
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--tta-a", action="store_true")
+    p.add_argument("--tta-b", action="store_true")
+    p.add_argument("--split", default="val")
+    p.add_argument("--data", default=None, help="data folder (default: $GLANDSEG_DATA)")
+    p.add_argument("--fresh", action="store_true", help="score again instead of reusing cache/decide")
+    args = p.parse_args(argv)
+    if args.split in TEST_SPLITS:
+        p.error(f"{args.split} is a test split: variants are chosen on val only")
+    outs = [
+        _scored(m, t, args.split, args.data, args.fresh)
+        for m, t in ((args.a, args.tta_a), (args.b, args.tta_b))
+    ]
+    ta, tb = (pd.read_csv(o / "per_image.csv") for o in outs)
+    d = pooled_f1_difference(ta, tb)
+    print(f"{args.split}, {d.n} images. A = {args.a}{' +TTA' if args.tta_a else ''}; "
+          f"B = {args.b}{' +TTA' if args.tta_b else ''}")  # fmt: skip
+    print(f"pooled F1: A {d.f1_a:.3f}, B {d.f1_b:.3f}; B - A {d.diff:+.3f}, "
+          f"95% CI [{d.ci_low:+.3f}, {d.ci_high:+.3f}], B higher in {d.share_b_better:.0%} of resamples: "
+          f"{d.verdict}")  # fmt: skip
+    for col in ("object_dice", "object_hausdorff"):
+        r = paired_comparison(ta.set_index("image")[col], tb.set_index("image")[col])
+        print(
+            f"per-image mean {col}: B - A {r.mean_diff:+.3f}, 95% CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+        )
+    for name, o in zip(("A", "B"), outs, strict=True):
+        print(_line(name, _failures(o, args.split, args.data)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
