@@ -86,6 +86,52 @@ class Editor:
     def can_undo(self) -> bool:
         return bool(self.state["undo"])
 
+    def changed(self, start: np.ndarray | None) -> bool:
+        """Whether the label map differs from ``start`` (None: an empty map)."""
+        labels = self.state["labels"]
+        return bool(labels.any()) if start is None else not np.array_equal(labels, start)
+
+    def reset(self, start: np.ndarray | None) -> None:
+        """Back to ``start`` (None: an empty map), as one more change that Undo takes back."""
+        labels = self.state["labels"]
+        self.set(np.zeros_like(labels) if start is None else start.astype(np.int32, copy=True))
+
+
+#: Hides streamlit-drawable-canvas's own toolbar (its undo, redo and "Reset canvas & history" act on the drawing
+#: layer, which the page empties after every action, so they never touched the label map). The canvas renders in
+#: an open shadow root (components v2, isolated styles) and 0.13 has no argument to hide the toolbar, so a style
+#: is added to each canvas's shadow root, now and whenever the canvas is mounted afresh.
+_HIDE_TOOLBAR = """<script>
+(() => {
+  const doc = document;
+  const patch = () => {
+    doc.__glandsegPatchQueued = false;
+    doc.querySelectorAll("*").forEach((el) => {
+      const sr = el.shadowRoot;
+      if (sr && !sr.querySelector("style[data-glandseg]")) {
+        const s = doc.createElement("style");
+        s.dataset.glandseg = "hide-canvas-toolbar";
+        s.textContent = ".dc-toolbar{display:none !important}";
+        sr.appendChild(s);
+      }
+    });
+  };
+  const queue = () => {
+    if (!doc.__glandsegPatchQueued) { doc.__glandsegPatchQueued = true; requestAnimationFrame(patch); }
+  };
+  if (!doc.__glandsegToolbarObserver) {
+    doc.__glandsegToolbarObserver = new MutationObserver(queue);
+    doc.__glandsegToolbarObserver.observe(doc.body, {childList: true, subtree: true});
+  }
+  queue();
+})();
+</script>"""
+
+
+def hide_canvas_toolbar() -> None:
+    """Hide the drawing canvas's own toolbar on this page (see ``_HIDE_TOOLBAR``); the page's Undo stays."""
+    st.html(_HIDE_TOOLBAR, unsafe_allow_javascript=True)
+
 
 def clicked_ids(drawing: dict | None, labels: np.ndarray, size: tuple[int, int]) -> list[int]:
     """Gland ids under the point tool's clicks, in click order."""

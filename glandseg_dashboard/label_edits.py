@@ -1,40 +1,14 @@
-"""Corrections of a label map on the Annotate page (erase, merge, add drawn glands, split along a cut line), and
-saving it. Pure functions: each returns a new int32 map (0 = background, 1..N glands). No streamlit here.
+"""Corrections of a label map on the Annotate page (erase, merge, add drawn glands, split along a cut line); saving
+lives in :mod:`.annotation_sets`. Pure functions: each returns a new int32 map (0 = background, 1..N glands). No streamlit here.
 """
 
 from __future__ import annotations
 
-import re
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 from skimage import draw
-
-from glandseg_core.imaging.io import write_label_png
-
-
-def annotation_path(root: str | Path, stem: str) -> Path:
-    """``root/<stem>.png`` with the stem reduced to safe characters (letters, digits, ``._-``)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(stem).stem).strip("._") or "annotation"
-    return Path(root) / f"{safe}.png"
-
-
-def save_annotation(labels: np.ndarray, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write a label map as a 16-bit PNG (atomically), creating the folder.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        ImageError: an id is above 65535.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; confirm overwriting it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_label_png(path, labels)
-    return path
-
 
 # ---------------------------------------------------------------------------------- label-map corrections
 

@@ -20,6 +20,7 @@ from glandseg_core.errors import DatasetError
 from glandseg_core.imaging.io import png_bytes, read_image, read_label_map
 
 from . import budget, settings
+from .annotation_sets import flat_annotations
 from .settings import SAMPLE_GRADES
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"]
@@ -190,10 +191,9 @@ def decode_upload_labels(data: bytes, name: str, shape: tuple[int, int]) -> np.n
 
 
 def saved_annotations() -> list[Path]:
-    """Label maps saved by the Annotate page (newest first)."""
-    root = settings.annotations_root()
-    files = [p for p in root.glob("*.png") if p.is_file()] if root.is_dir() else []
-    return sorted(files, key=lambda p: -p.stat().st_mtime)
+    """Label maps that older dashboards saved flat in the annotations root (read-only; newest first). Today's
+    Annotate page saves into named sets (:mod:`glandseg_dashboard.annotation_sets`)."""
+    return flat_annotations(settings.annotations_root())
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

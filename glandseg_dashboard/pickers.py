@@ -16,7 +16,7 @@ import streamlit as st
 from glandseg_core.errors import ImageError
 from glandseg_core.imaging.scale_estimate import MppEstimate, check_mpp, estimate_mpp
 
-from . import budget, settings
+from . import annotation_sets, budget, settings
 from .loaders import (
     UPLOAD_TYPES,
     Source,
@@ -148,6 +148,7 @@ def pick_arrival(prefix: str, *, limit: int) -> Picked | None:
         key=f"{prefix}_upload",
     )
     options = {s.key: s for s in sources}
+    sticky(f"{prefix}_source", list(options))
     choice = right.selectbox(
         "…or look at a bundled sample or a GlaS image",
         list(options),
@@ -157,6 +158,7 @@ def pick_arrival(prefix: str, *, limit: int) -> Picked | None:
         help="Test images first: the models never saw them. Training images are marked: the models learnt "
         "from them, so their scores flatter the models. Remove the uploaded file to pick one.",
     )
+    remember(f"{prefix}_source", choice)
     if up is not None:
         return _from_upload(up, limit)
     return None if choice is None else _from_source(options[choice], limit)
@@ -238,15 +240,29 @@ def fit_labels(labels: np.ndarray, picked: Picked) -> np.ndarray:
     return labels
 
 
+def set_annotations(picked: Picked) -> dict[str, Path]:
+    """Label maps of the picked image saved in annotation sets (set name -> file), newest first; only those of
+    the image's original or working size."""
+    sizes = {tuple(picked.original_shape), tuple(picked.image.shape[:2])}
+    root = settings.annotations_root()
+    return {
+        p.parent.parent.name: p
+        for p in annotation_sets.saved_label_maps(root, picked.stem)
+        if image_size(str(p)) in sizes
+    }
+
+
 def _gt_options(picked: Picked) -> dict[str, str]:
     options: dict[str, str] = {}
     if picked.anno_path is not None:
         options["anno"] = f"GlaS annotation ({picked.anno_path.name})"
+    for name, p in set_annotations(picked).items():
+        options[f"saved:{p}"] = f"Annotation set {name} ({p.name})"
     if picked.key in drawn_annotations():
         options["drawn"] = "Drawn on the Annotate page (this session)"
     for p in saved_annotations():
         if p.stem == picked.stem:
-            options[f"saved:{p}"] = f"Saved annotation ({p.parent.name}/{p.name})"
+            options[f"saved:{p}"] = f"Saved annotation ({p.parent.name}/{p.name}, read-only)"
     options["none"] = "None"
     options["upload"] = "Upload an annotation file…"
     return options
@@ -281,13 +297,17 @@ def pick_ground_truth(
     """
     box = where or st
     options = _gt_options(picked)
+    key = f"{prefix}_gt"  # one key for every image: a new image never leaves a stale selector behind
+    sticky(key, list(options), scope=picked.key)
     choice = box.selectbox(
         "Ground truth",
         list(options),
-        key=f"{prefix}_gt_{picked.key}",
+        key=key,
         format_func=lambda k: options[k],
-        help="Label map: one integer id per gland, 0 = background, same size as the image.",
+        help="Label map: one integer id per gland, 0 = background, same size as the image. Label maps saved "
+        "in an annotation set on the Annotate page are offered for the image of the same name and size.",
     )
+    remember(key, choice, scope=picked.key)
     try:
         labels = _gt_labels(picked, choice, box, prefix)
     except ImageError as e:
@@ -302,3 +322,37 @@ def pick_ground_truth(
         return None, "none"
     desc = "Uploaded annotation" if choice == "upload" else options[choice]
     return labels, desc
+
+
+# ------------------------------------------------------------------------- choices that survive page switches
+
+KEPT = "_kept_choices"
+
+
+def sticky(key: str, options: list, scope: str = "", default: object = None) -> None:
+    """Before a selectbox or radio with ``key`` is drawn: restore the choice remembered for ``scope`` (e.g. the
+    image) when the widget's own state is gone (Streamlit drops the state of widgets a page switch left
+    unrendered) or belongs to another scope. Pair with :func:`remember` after the widget."""
+    kept = st.session_state.setdefault(KEPT, {})
+    scope_key = f"{KEPT}_scope_{key}"
+    current = st.session_state.get(key)
+    if current in options and st.session_state.get(scope_key) == scope:
+        return
+    want = kept.get((key, scope))
+    fallback = default if default in options else (options[0] if options else None)
+    if fallback is not None or want in options:
+        st.session_state[key] = want if want in options else fallback
+    st.session_state[scope_key] = scope
+
+
+def remember(key: str, value: object, scope: str = "") -> None:
+    """Keep a widget's choice for ``scope`` outside the widget state (see :func:`sticky`)."""
+    st.session_state.setdefault(KEPT, {})[(key, scope)] = value
+
+
+def sticky_value(key: str, default: object, scope: str = "") -> None:
+    """Before a number or text input with ``key`` is drawn: its remembered value (else ``default``) when the
+    widget's own state is gone. Pair with :func:`remember`."""
+    if key not in st.session_state:
+        kept = st.session_state.setdefault(KEPT, {}).get((key, scope))
+        st.session_state[key] = default if kept is None else kept

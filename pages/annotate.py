@@ -1,22 +1,22 @@
 """Annotate: turn a model's prediction (or a blank canvas) into ground truth: add, erase, split and merge glands,
-then save them as an instance label map."""
+then save them into a named annotation set (images/, labels/, dataset.json: a data set every command reads)."""
 
 import numpy as np
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
 from glandseg_core.errors import ImageError, ModelError
-from glandseg_core.imaging.io import label_png_bytes
 from glandseg_core.outputs import overlays
 from glandseg_dashboard import (
+    annotate_save,
     annotate_tools,
+    annotation_sets,
     annotations,
     budget,
     inference,
     label_edits,
     loaders,
     pickers,
-    safepaths,
     settings,
 )
 
@@ -38,15 +38,17 @@ image = picked.image
 shape = image.shape[:2]
 size = annotations.canvas_size(shape)
 root = settings.annotations_root()
-saved = label_edits.annotation_path(root, picked.stem)
 
 starts = {"empty": "Empty canvas"}
 for name in names:
     starts[f"model:{name}"] = f"Prediction of {name}"
 if picked.anno_path is not None:
     starts["anno"] = f"GlaS annotation ({picked.anno_path.name})"
-if saved.exists():
-    starts["saved"] = f"Saved annotation ({saved.parent.name}/{saved.name})"
+for set_name, path in pickers.set_annotations(picked).items():
+    starts[f"saved:{path}"] = f"Annotation set {set_name} ({path.name})"
+for path in loaders.saved_annotations():
+    if path.stem == annotation_sets.safe_stem(picked.stem):
+        starts[f"saved:{path}"] = f"Saved annotation ({path.parent.name}/{path.name})"
 
 c = st.columns([3, 2])
 tool = c[0].radio(
@@ -56,8 +58,10 @@ tool = c[0].radio(
     key="ann_mode",
     format_func=annotate_tools.TOOLS.get,
 )
-start = c[1].selectbox("Start from", list(starts), format_func=starts.get, key=f"ann_start_{picked.key}")
-st.caption(annotate_tools.HELP[tool] + " Undo takes back the last change.")
+pickers.sticky("ann_start", list(starts), scope=picked.key)  # kept when the user visits another page
+start = c[1].selectbox("Start from", list(starts), format_func=starts.get, key="ann_start")
+pickers.remember("ann_start", start, scope=picked.key)
+st.caption(annotate_tools.HELP[tool] + " Undo (below the canvas) takes back the last change.")
 
 initial = None
 try:
@@ -65,8 +69,8 @@ try:
         name = start.split(":", 1)[1]
         seg = inference.segment(settings.models_root() / name, image, what=f"{picked.stem} with {name}")
         initial = seg.labels
-    elif start in ("anno", "saved"):
-        path = picked.anno_path if start == "anno" else saved
+    elif start == "anno" or start.startswith("saved:"):
+        path = picked.anno_path if start == "anno" else start.split(":", 1)[1]
         initial = pickers.fit_labels(loaders.load_labels(str(path), None, settings.mtime(path)), picked)
 except inference.Cancelled as e:
     st.info(str(e))
@@ -81,7 +85,7 @@ if size[0] < shape[1]:
     st.caption(
         f"The {shape[1]}×{shape[0]} image is shown at {size[0]}×{size[1]}; edits are mapped back to full resolution."
     )
-st.write("")  # room for the canvas toolbar, which floats above the canvas
+annotate_tools.hide_canvas_toolbar()  # one Undo: ours, which knows the label map
 result = st_canvas(
     fill_color=annotations.FILL,
     stroke_width=3 if tool == "split" else 2,
@@ -104,7 +108,7 @@ if tool == "split" and (result.json_data or {}).get("objects"):
         "That line cuts no gland through: draw it from background to background across the gland."
     )
 n = int(np.count_nonzero(np.unique(labels)))
-cols = st.columns([1, 2, 1, 1], vertical_alignment="bottom")
+cols = st.columns([1, 2, 1, 1, 1], vertical_alignment="bottom")
 cols[0].metric("Glands drawn", n)
 if tool == "merge":
     editor.pick(annotate_tools.clicked_ids(result.json_data, labels, size))
@@ -119,47 +123,9 @@ if tool == "merge":
 if cols[3].button("Undo", disabled=not editor.can_undo(), key="ann_undo", icon=":material/undo:"):
     editor.undo()
     st.rerun()
+if cols[4].button("Start over", disabled=not editor.changed(initial), key="ann_reset", icon=":material/restart_alt:",
+                  help=f"Back to {starts[start]} (Undo brings the edits back)"):  # fmt: skip
+    editor.reset(initial)
+    st.rerun()
 
-st.subheader("Save")
-if "ann_message" in st.session_state:
-    st.success(st.session_state.pop("ann_message"))
-cols = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
-path, exists, confirm = None, False, False
-if settings.read_only():
-    cols[0].caption(
-        "This deployment is read-only: nothing is saved on the server. Download the label map instead."
-    )
-else:
-    fname = cols[0].text_input(
-        "File name", saved.name, key=f"ann_file_{picked.key}", help=f"Saved under {root}"
-    )
-    try:
-        path = safepaths.output_file(root, fname, ".png", "File name")
-    except ValueError as e:
-        st.error(str(e))
-    exists = path is not None and path.exists()
-    confirm = (
-        cols[1].checkbox(f"Replace the saved {path.name}", key=f"ann_overwrite_{path.name}")
-        if exists
-        else True
-    )
-    if cols[2].button("Save", type="primary", disabled=n == 0 or not confirm or path is None):
-        try:
-            label_edits.save_annotation(labels, path, overwrite=exists and confirm)
-            pickers.drawn_annotations()[picked.key] = labels
-            where = f"Saved {n} glands to {path}."
-            st.session_state["ann_message"] = (
-                f"{where} The Compare page offers it as ground truth for {picked.stem}."
-            )
-            st.rerun()
-        except (FileExistsError, ImageError, OSError) as e:
-            st.error(str(e))
-out_name = path.name if path is not None else saved.name
-cols[3].download_button(
-    "Download", label_png_bytes(labels), out_name, "image/png", on_click="ignore", disabled=n == 0
-)
-if exists and not confirm:
-    st.caption(f"`{path}` exists already: tick the box to replace it.")
-if st.button("Use as ground truth on Compare (without saving)", disabled=n == 0):
-    pickers.drawn_annotations()[picked.key] = labels
-    st.success("Done: choose “Drawn on the Annotate page” under Ground truth on the Compare page.")
+annotate_save.save_section(picked, labels, n)

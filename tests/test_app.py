@@ -236,38 +236,62 @@ def test_bad_uploads_give_one_line_errors() -> None:
 # ------------------------------------------------------------------------------------------- Annotate
 
 
-def test_annotate_from_ground_truth_save_confirm_and_compare_offers_it(env: dict[str, Path]) -> None:
+def save_button(at: AppTest):
+    return next(b for b in at.button if b.label == "Save to set")
+
+
+def test_annotate_saves_into_a_set_confirms_a_replace_and_compare_scores_against_it(
+    env: dict[str, Path],
+) -> None:
     at = AppTest.from_file(ANNOTATE, default_timeout=TIMEOUT).run()
     assert not at.exception
-    assert (
-        at.radio(key="ann_mode").options == ["Polygon", "Freehand"]
-        or at.radio(key="ann_mode").value == "polygon"
-    )
+    assert at.radio(key="ann_mode").value == "polygon"
     assert at.metric[0].value == "0"
-    at.selectbox(key="ann_start_sample:testA_1").set_value("anno").run()
+    assert [b.label for b in at.button].count("Undo") == 1  # the canvas's own toolbar is hidden
+    at.selectbox(key="ann_start").set_value("anno").run()
     assert not at.exception and at.metric[0].value == "9"
-    save = next(b for b in at.button if b.label == "Save")
-    save.click().run()
-    saved = env["annotations"] / "testA_1.png"
+    assert at.text_input(key="ann_set").label == "Annotation set"
+    at.text_input(key="ann_set").set_value("../escape").run()
+    assert "Annotation set" in texts(at, "error") and save_button(at).disabled
+    at.text_input(key="ann_set").set_value("colon-set").run()
+    save_button(at).click().run()
+    folder = env["annotations"] / "colon-set"
+    saved = folder / "labels" / "testA_1.png"
     assert saved.is_file() and len(np.unique(read_label_map(saved))) == 10
-    assert "Saved 9 glands" in texts(at, "success")
-    # a second save needs the overwrite box
-    assert next(b for b in at.button if b.label == "Save").disabled
-    at.checkbox(key="ann_overwrite_testA_1.png").check().run()
-    assert not next(b for b in at.button if b.label == "Save").disabled
+    assert (folder / "images" / "testA_1.png").is_file()
+    assert json.loads((folder / "dataset.json").read_text())["mpp"] == pytest.approx(0.62)
+    assert str(folder) in texts(at, "success") and "holds 1 image" in texts(at, "success")
+    assert (
+        "Annotation set colon-set (testA_1.png)" in at.selectbox(key="ann_start").options
+    )  # start again
+    # the same image again: only after ticking the box, and only its own label map
+    assert save_button(at).disabled
+    at.checkbox(key="ann_replace_colon-set_testA_1").check().run()
+    assert not save_button(at).disabled
+    save_button(at).click().run()
+    assert "Replaced the annotation of testA_1" in texts(at, "success")
 
     cmp = AppTest.from_file(COMPARE, default_timeout=TIMEOUT).run()
-    gt = cmp.sidebar.selectbox(key="cmp_gt_sample:testA_1")
-    saved_key = f"saved:{saved}"
-    assert saved_key in gt.options or any("Saved annotation" in o for o in gt.options)
-    gt.set_value(saved_key).run()
+    gt = cmp.sidebar.selectbox(key="cmp_gt")
+    assert "Annotation set colon-set (testA_1.png)" in gt.options
+    gt.set_value(f"saved:{saved}").run()
     assert not cmp.exception and metric_labels(cmp).count("F1") == 2
-    assert "Saved annotation" in texts(cmp, "caption")
+    assert "Annotation set colon-set" in texts(cmp, "caption")
+
+
+def test_old_flat_annotations_still_show_up_read_only(env: dict[str, Path]) -> None:
+    env["annotations"].mkdir(parents=True)
+    shutil.copy(REPO / "samples" / "testA_1_anno.png", env["annotations"] / "testA_1.png")
+    at = AppTest.from_file(ANNOTATE, default_timeout=TIMEOUT).run()
+    flat = f"saved:{env['annotations'] / 'testA_1.png'}"
+    assert "Saved annotation (annotations/testA_1.png)" in at.selectbox(key="ann_start").options
+    at.selectbox(key="ann_start").set_value(flat).run()
+    assert not at.exception and at.metric[0].value == "9"
 
 
 def test_annotate_starts_from_a_model_prediction(env: dict[str, Path]) -> None:
     at = AppTest.from_file(ANNOTATE, default_timeout=TIMEOUT).run()
-    at.selectbox(key="ann_start_sample:testA_1").set_value("model:unet").run()
+    at.selectbox(key="ann_start").set_value("model:unet").run()
     assert not at.exception and not at.error
     assert at.metric[0].label == "Glands drawn"
     at.radio(key="ann_mode").set_value("freedraw").run()

@@ -19,7 +19,6 @@ from glandseg_dashboard.annotations import (
     labels_to_drawing,
     object_outline,
 )
-from glandseg_dashboard.label_edits import annotation_path, save_annotation
 from tests.helpers import make_glands
 
 
@@ -159,19 +158,6 @@ def test_image_data_fallback_labels_painted_regions() -> None:
     labels = image_data_to_labels(rgba, (40, 60))
     assert labels.shape == (40, 60) and labels.max() == 2
     assert image_data_to_labels(None, (4, 4)).shape == (4, 4)
-
-
-def test_save_annotation_never_overwrites_silently(tmp_path: Path) -> None:
-    labels = np.zeros((10, 12), np.int32)
-    labels[2:5, 3:7] = 300
-    path = annotation_path(tmp_path / "ann", "../weird name?.tif")
-    assert path.parent == tmp_path / "ann" and path.name == "weird_name.png"
-    save_annotation(labels, path)
-    assert np.array_equal(read_label_map(path), labels)
-    with pytest.raises(FileExistsError, match="confirm"):
-        save_annotation(labels, path)
-    save_annotation(labels * 0, path, overwrite=True)
-    assert read_label_map(path).max() == 0
 
 
 # ---------------------------------------------------------------------------------- label-map corrections
