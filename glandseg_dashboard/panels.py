@@ -16,6 +16,7 @@ from glandseg_core.imaging.io import label_png_bytes, png_bytes
 from glandseg_core.outputs import export
 
 from . import budget
+from .annotation_sets import renumber
 
 SWATCH = (
     '<span style="display:inline-block;width:.9em;height:.9em;background:{};border-radius:2px;'
@@ -85,6 +86,7 @@ def _files(
     labels: np.ndarray, view: np.ndarray, stem: str, scale: float, mpp: float | None
 ) -> list[tuple[str, bytes | str, str, str, str]]:
     """(button label, data, file name, MIME type, help) of each download (kept: a revisit draws at once)."""
+    labels = renumber(labels)  # every download numbers the glands 1..N
     h, w = labels.shape
     size_note = f" ({w}×{h}, downsampled)" if scale != 1.0 else ""
     table = budget.to_original(export.gland_table(labels), scale)
@@ -93,7 +95,11 @@ def _files(
         table = table.assign(
             area_um2=um["area_um2"].to_numpy(), perimeter_um=um["perimeter_um"].to_numpy()
         )
-    geo = budget.geojson_to_original(export.to_geojson(labels), scale)
+    geo = budget.geojson_to_original(
+        export.to_geojson(labels, mpp=None if mpp is None else mpp * scale), scale
+    )
+    for feature in geo["features"] if mpp is not None else []:  # the original image's pixel size
+        feature["properties"]["mpp"] = mpp
     return [
         (
             "Label map",
@@ -121,6 +127,7 @@ def _files(
             json.dumps(geo),
             f"{stem}.geojson",
             "application/geo+json",
-            "Gland outlines for QuPath",
+            "Gland outlines for QuPath"
+            + (", with each gland's area in µm² at the pixel size set above" if mpp is not None else ""),
         ),
     ]

@@ -106,7 +106,8 @@ def to_geojson(labels: np.ndarray, *, name: str = "Gland", mpp: float | None = N
         labels (int[H, W]): 0=NO masks; 1,2... are mask labels.
         name: QuPath classification of every gland.
         mpp: micrometres per pixel; when given, each feature also carries QuPath ``measurements``
-            (``"Area µm^2"``, the pixel count times ``mpp**2``) and ``area_um2``. Coordinates stay pixels.
+            (``"Area µm^2"``, the pixel count times ``mpp**2``), ``area_um2`` and the pixel size ``mpp``
+            (as the slide GeoJSON of ``glandseg predict`` does). Coordinates stay pixels.
 
     Returns:
         ``{"type": "FeatureCollection", "features": [...]}``, one Feature per id in id order, with
@@ -142,7 +143,11 @@ def to_geojson(labels: np.ndarray, *, name: str = "Gland", mpp: float | None = N
         }
         if mpp is not None:
             area_um2 = properties["area"] * mpp * mpp
-            properties |= {"area_um2": area_um2, "measurements": {"Area µm^2": area_um2}}
+            properties |= {
+                "area_um2": area_um2,
+                "mpp": float(mpp),
+                "measurements": {"Area µm^2": area_um2},
+            }
         features.append({"type": "Feature", "geometry": geometry, "properties": properties})
     return {"type": "FeatureCollection", "features": features}
 
