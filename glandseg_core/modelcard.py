@@ -3,7 +3,8 @@
 Usage: ``glandseg card trained_models/unet --run runs/unet --command "..." [--notes notes.md]``. This is the only
 card writer: the dashboard's Promote calls :func:`write_card` too.
 Reads the run's ``config.json``, ``log.jsonl`` and ``tuning.json``, and the model folder's ``metrics.json`` (Test A /
-Test B), ``val/summary.json``, ``tta/summary.json`` (when present) and ``per_image.csv``.
+Test B), ``val/summary.json``, ``tta/summary.json`` and ``summary_relabel_gt.json`` (when present) and
+``per_image.csv``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .checkpoints import WEIGHTS, read_checkpoint
 from .config import RunConfig, config_to_dict, load_config
 from .datasets.glas import find_items, single_id_annotations
 from .errors import DatasetError
-from .evaluation import TEST_HISTORY, TEST_SPLITS, read_test_history
+from .evaluation import TEST_HISTORY, TEST_SPLITS, read_relabel_summary, read_test_history
 from .files import atomic_write_text
 from .stats import POSTER, PUBLISHED, detection_f1
 
@@ -162,7 +163,31 @@ def _results(model_dir: Path, run_dir: Path, metrics: dict) -> list[str]:
     if tta:
         lines += ["", "With test-time augmentation (`--tta`: 8 flips / 90° rotations):", ""]
         lines += _results_table({("val + Test A + B" if k == "all" else k): v for k, v in tta.items()})
-    return lines
+    return lines + _components_section(model_dir, metrics)
+
+
+def _components_section(model_dir: Path, metrics: dict) -> list[str]:
+    """The same predictions scored against ground truth split into connected components (``--relabel-gt``):
+    the convention several published GlaS results use, so theirs are compared with the right figures."""
+    comp = read_relabel_summary(model_dir)
+    if not comp:
+        return []
+    differ = [k for k, v in comp.items() if k != "all" and v != metrics.get(k)]
+    intro = (
+        "The same predictions against ground truth whose ids are split into connected components (8-connected; "
+        "`glandseg evaluate --relabel-gt`), the convention several published GlaS results use; figures differ "
+        f"from the official ones on {', '.join(differ) or 'no split'}. Pooled and per-image-mean columns as above:"
+    )
+    lines = [
+        "",
+        "### Ground truth split into components (a second convention, not the official figures)",
+        "",
+    ]
+    return (
+        lines
+        + [intro, ""]
+        + _results_table({("Test A + B" if k == "all" else k): v for k, v in comp.items()})
+    )
 
 
 def _times(n: int) -> str:

@@ -157,3 +157,27 @@ def test_card_says_how_often_the_tests_were_scored_and_why(tmp_path: Path) -> No
     text = (model / "MODEL_CARD.md").read_text()
     assert text.count("## Test-set history") == 1 and "Test A was scored 2 times" in text
     assert text.index("## Test-set history") < text.index("## Beside the poster")
+
+
+def test_card_reports_both_conventions_when_the_components_diagnostic_is_there(tmp_path: Path) -> None:
+    """#21 item 7: the card shows the official figures and, labelled, the ground-truth-split-into-components
+    ones (pooled and per-image mean), naming the splits where they differ."""
+    import json
+
+    from glandseg_core.config import get_preset, save_config
+    from glandseg_core.modelcard import render
+
+    model, run = tmp_path / "m", tmp_path / "run"
+    model.mkdir()
+    run.mkdir()
+    save_config(get_preset("poster-maskrcnn"), model / "config.json")
+    official = {"testA": _summary(0.8), "testB": _summary(0.6)}
+    (model / "metrics.json").write_text(json.dumps(official))
+    assert "split into components" not in render(model, run, "cmd", hardware="cpu")
+    comp = {"testA": _summary(0.8), "testB": {**_summary(0.6), "pooled_f1": 0.75, "mean_f1": 0.7}}
+    (model / "summary_relabel_gt.json").write_text(json.dumps(comp))
+    card = render(model, run, "cmd", hardware="cpu")
+    section = card[card.index("split into components") :]
+    assert "differ from the official ones on testB." in section
+    assert "| testB | 3 | 0.750 |" in section and "| 0.700 |" in section
+    assert "| testB | 3 | 0.600 |" in card[: card.index("split into components")]
