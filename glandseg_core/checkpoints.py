@@ -106,6 +106,39 @@ def load_weights(model: torch.nn.Module, state: dict, mismatch: str) -> None:
         raise ModelError(f"{mismatch} ({str(e).splitlines()[0][:160]})") from None
 
 
+def grow_outputs(model: torch.nn.Module, state: dict) -> tuple[dict, list[str]]:
+    """``state`` with the model's output layer widened where the model has more output channels: the one
+    shape mismatch a fine-tuning start accepts (a 2-channel U-Net fine-tuned with the separation head).
+
+    The tensors that may grow are those the network names in ``growable_outputs`` (the U-Net's final 1x1
+    ``head``), all of them or none: each must have fewer output channels (first dimension) in the checkpoint
+    and the same other dimensions. The checkpoint's channels fill the model's first outputs and the others keep
+    the model's fresh initialisation. Anything else (a model of fewer outputs, other input widths, other tensors) is
+    left as it is, so loading it still fails.
+
+    Returns:
+        (the state to load, ``"name old->new"`` for each tensor grown; empty when nothing grew).
+    """
+    own = model.state_dict()
+    names = tuple(getattr(model, "growable_outputs", ()))
+    fits = [
+        n in state
+        and n in own
+        and state[n].shape[1:] == own[n].shape[1:]
+        and 0 < state[n].shape[0] < own[n].shape[0]
+        for n in names
+    ]
+    if not names or not all(fits):
+        return state, []
+    grown = [f"{n} {state[n].shape[0]}->{own[n].shape[0]}" for n in names]
+    state = dict(state)
+    for name in names:
+        merged = own[name].detach().clone()
+        merged[: state[name].shape[0]] = state[name].to(merged.dtype)
+        state[name] = merged
+    return state, grown
+
+
 def model_from_state(
     cfg: RunConfig, state: dict, device: torch.device, source: str = "checkpoint"
 ) -> torch.nn.Module:

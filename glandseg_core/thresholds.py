@@ -28,6 +28,7 @@ class UNetPost:
     min_marker_area: int = 40
     min_area: int = 150
     instance: bool = True
+    marker_dist: float = 0.4  # separation head only: markers where the per-gland distance exceeds this
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,90 @@ def unet_targets(labels: np.ndarray, contour_width: int) -> np.ndarray:
     return np.stack([fg, contour]).astype(np.float32)
 
 
+GAP_W0 = 10.0  # the U-Net paper's gap weight w0 (Ronneberger et al. 2015, eq. 2)
+GAP_SIGMA = 5.0  # its sigma, in pixels at the U-Net's scale
+
+
+def _touching_sides(box: tuple[slice, slice], shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """For each axis, whether the box starts at 0 / ends at the edge of ``shape`` (1) or not (0)."""
+    return tuple((int(s.start == 0), int(s.stop == n)) for s, n in zip(box, shape, strict=True))
+
+
+def gland_distance(labels: np.ndarray) -> np.ndarray:
+    """Per-gland normalised distance transform: each gland pixel's Euclidean distance to its gland's border,
+    divided by that gland's largest distance.
+
+    A gland cut by the map's edge continues beyond it (the edge is not its border), as in a training crop.
+
+    Args:
+        labels: int[H, W], 0=background, 1..N glands.
+
+    Returns:
+        float32[H, W] in [0, 1]: 0 on the background, each gland's maximum 1.
+    """
+    out = np.zeros(labels.shape, np.float32)
+    for k, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        mask = labels[box] == k
+        # pad with background, except where the box meets the map's edge: there the gland goes on
+        padded = np.pad(mask, 1, mode="edge")
+        (top, bottom), (left, right) = _touching_sides(box, labels.shape)
+        padded[0] &= bool(top)
+        padded[-1] &= bool(bottom)
+        padded[:, 0] &= bool(left)
+        padded[:, -1] &= bool(right)
+        if padded.all():  # the map lies inside one gland: no border in sight
+            out[box][mask] = 1.0
+            continue
+        dist = ndi.distance_transform_edt(padded)[1:-1, 1:-1]
+        out[box][mask] = dist[mask] / dist[mask].max()
+    return out
+
+
+def gap_weights(labels: np.ndarray, w0: float = GAP_W0, sigma: float = GAP_SIGMA) -> np.ndarray:
+    """The U-Net paper's separation weights: ``1 + w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` on background
+    pixels, where d1 and d2 are the distances to the nearest and second-nearest gland; 1 on gland pixels and
+    where fewer than two glands lie within ``4 sigma`` (the thin gaps between touching glands weigh most).
+
+    Args:
+        labels: int[H, W], 0=background, 1..N glands.
+
+    Returns:
+        float32[H, W], at least 1.
+    """
+    d1 = np.full(labels.shape, np.inf, np.float32)
+    d2 = np.full(labels.shape, np.inf, np.float32)
+    reach = int(np.ceil(4 * sigma))
+    h, w = labels.shape
+    for k, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        r0, r1 = max(0, box[0].start - reach), min(h, box[0].stop + reach)
+        c0, c1 = max(0, box[1].start - reach), min(w, box[1].stop + reach)
+        d = ndi.distance_transform_edt(labels[r0:r1, c0:c1] != k).astype(np.float32)
+        a, b = d1[r0:r1, c0:c1], d2[r0:r1, c0:c1]
+        b[...] = np.minimum(b, np.maximum(a, d))
+        a[...] = np.minimum(a, d)
+    gap = (labels == 0) & (d1 + d2 <= 4 * sigma)
+    weights = np.ones(labels.shape, np.float32)
+    weights[gap] += w0 * np.exp(-((d1[gap] + d2[gap]) ** 2) / (2 * sigma**2))
+    return weights
+
+
+def unet_separation_targets(labels: np.ndarray, contour_width: int) -> np.ndarray:
+    """Targets of a U-Net with the separation head (``unet_separation``).
+
+    Returns:
+        float32[4, H, W]: gland and contour (:func:`unet_targets`), the per-gland normalised distance
+        (:func:`gland_distance`, the third output's target) and the gap weights of the gland loss
+        (:func:`gap_weights`, not an output).
+    """
+    return np.concatenate(
+        [unet_targets(labels, contour_width), gland_distance(labels)[None], gap_weights(labels)[None]]
+    )
+
+
 def maskrcnn_target(labels: np.ndarray) -> dict[str, np.ndarray]:
     """torchvision detection target from a label map (as in the torchvision tutorial's PennFudanDataset).
 

@@ -1,8 +1,11 @@
 """The U-Net kind: our contour-aware U-Net (``models/unet.py``), its targets, loss, presets and tuning grid.
 
 Training targets are two channels (gland, gland contour: ``transforms.unet_targets``); the loss is binary
-cross-entropy on both (contours weighted 3x) plus a soft Dice on the gland channel. Images are resized by
-``params.scale`` before the network, in training and inference alike.
+cross-entropy on both (contours weighted 3x) plus a soft Dice on the gland channel. With the separation head
+(``unet_separation``) the targets add the per-gland normalised distance and the U-Net paper's gap weights
+(``transforms.unet_separation_targets``): the gland cross-entropy is weighted by them, and the distance output
+is regressed on gland pixels. Images are resized by ``params.scale`` before the network, in training and
+inference alike.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from ..models.unet import UNetParams, build_unet
 from ..registry import MemoryCost, ModelKind
 from ..segmenters.unet import UNetSegmenter
 from ..thresholds import UNetPost
-from ..transforms import unet_targets
+from ..transforms import unet_separation_targets, unet_targets
 
 GRID = {
     "fg_thresh": (0.4, 0.5, 0.6),
@@ -32,6 +35,16 @@ GRID = {
     "min_area": (100, 300, 600),
 }
 SEMANTIC_GRID = {"fg_thresh": (0.4, 0.5, 0.6), "min_area": (100, 300, 600)}
+# With the separation head: markers from the distance output (contour_thresh is unused there); 60 points.
+SEPARATION_GRID = {
+    "fg_thresh": (0.4, 0.5, 0.6),
+    "marker_dist": (0.2, 0.3, 0.4, 0.5, 0.6),
+    "min_marker_area": (20, 80),
+    "min_area": (300, 600),
+}
+DISTANCE_WEIGHT = (
+    5.0  # the distance regression's weight in the loss (its squared error is small, in [0, 1])
+)
 
 # Memory (benchmarks/bench_dashboard_memory.py, CPU, fp32, the shipped glandseg-unet: base 32, scale 0.5):
 # 915 MiB at 1 MP, 1317 at 4, 1925 at 12; with a margin, 1024 MiB + 80 bytes per pixel at the model's pixel
@@ -57,6 +70,8 @@ FIELD_WORDS = {
                            "Width of the gland-border band the contour head learns, at the U-Net's scale."),
     "unet_encoder": ("U-Net encoder", "",
                      "none: our own blocks; resnet18/34/50: a torchvision ResNet encoder (can start from ImageNet)."),
+    "unet_separation": ("Separation head", "",
+                        "Also predict each gland's distance to its border and split touching glands at its cores."),
 }  # fmt: skip
 
 
@@ -66,18 +81,34 @@ def grid_points(grid: dict[str, tuple]) -> list[dict[str, Any]]:
 
 
 def unet_loss(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Binary cross-entropy on gland and contour (contours weighted 3x), and soft Dice on the gland channel.
+    """Binary cross-entropy on gland and contour (contours weighted 3x), and soft Dice on the gland channel;
+    with the separation head, the gland cross-entropy weighted by the gap weights and the distance's squared
+    error on gland pixels (``loss_distance``, weighted ``DISTANCE_WEIGHT``).
 
     Args:
-        logits: float[B, 2, H, W]. target: float32[B, 2, H, W] in {0, 1} (gland, contour).
+        logits: float[B, 2, H, W]; or float[B, 3, H, W] with the separation head (gland, contour, distance).
+        target: float32[B, 2, H, W] in {0, 1} (gland, contour); or float32[B, 4, H, W] with the separation head:
+            gland, contour, distance in [0, 1], gap weight >= 1 (``transforms.unet_separation_targets``).
+
+    Raises:
+        ValueError: logits and targets of different heads.
     """
+    separation = logits.shape[1] == 3
+    if target.shape[1] != (4 if separation else 2):
+        raise ValueError(f"U-Net logits {tuple(logits.shape)} do not fit targets {tuple(target.shape)}")
     logits = logits.float()
-    bce_fg = F.binary_cross_entropy_with_logits(logits[:, 0], target[:, 0])
+    gland = target[:, 0]
+    weight = target[:, 3] if separation else None
+    bce_fg = F.binary_cross_entropy_with_logits(logits[:, 0], gland, weight=weight)
     bce_ct = F.binary_cross_entropy_with_logits(logits[:, 1], target[:, 1], pos_weight=torch.tensor(3.0))
     p = torch.sigmoid(logits[:, 0])
-    inter = (p * target[:, 0]).sum()
-    dice = 1 - (2 * inter + 1) / (p.sum() + target[:, 0].sum() + 1)
-    return {"loss_gland": bce_fg, "loss_contour": bce_ct, "loss_dice": dice}
+    inter = (p * gland).sum()
+    dice = 1 - (2 * inter + 1) / (p.sum() + gland.sum() + 1)
+    losses = {"loss_gland": bce_fg, "loss_contour": bce_ct, "loss_dice": dice}
+    if separation:
+        err = (torch.sigmoid(logits[:, 2]) - target[:, 2]) ** 2
+        losses["loss_distance"] = DISTANCE_WEIGHT * (err * gland).sum() / gland.sum().clamp(min=1)
+    return losses
 
 
 @functools.cache
@@ -186,10 +217,13 @@ class UNetKind(ModelKind):
         return cast(nn.Module, model.encoder), "encoder"
 
     def targets(self, cfg: RunConfig, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        if cfg.params.separation:
+            return unet_separation_targets(labels, cfg.params.contour_width)
         return unet_targets(labels, cfg.params.contour_width).astype(np.uint8)
 
     def collate(self, batch: list[tuple[np.ndarray, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(float32[B, 3, H, W] in [0, 1], float32[B, 2, H, W] gland and contour targets)."""
+        """(float32[B, 3, H, W] in [0, 1], float32[B, 2, H, W] gland and contour targets; [B, 4, H, W] with
+        the separation head: and the distance and gap weights)."""
         x = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im, _ in batch]).float() / 255
         return x, torch.stack([torch.from_numpy(t) for _, t in batch]).float()
 
@@ -207,6 +241,8 @@ class UNetKind(ModelKind):
 
     def tuning(self, cfg: RunConfig) -> tuple[UNetPost, list[dict[str, Any]]]:
         grid = GRID if cfg.params.instance else SEMANTIC_GRID
+        if cfg.params.separation:
+            grid = SEPARATION_GRID
         return UNetPost(instance=cfg.params.instance), grid_points(grid)
 
     def memory_cost(self, cfg: RunConfig) -> MemoryCost:
@@ -215,7 +251,8 @@ class UNetKind(ModelKind):
         width = p.base / 32 * (1 if p.encoder == "none" else 2)
         return MemoryCost(
             base_bytes=int(RUNTIME_BYTES + ACTIVATION_BYTES * width * window),
-            work_bytes_per_pixel=int(72 + 32 * p.scale**2),
+            # the separation head's third probability channel: 4 bytes, twice (raw output, upsampled)
+            work_bytes_per_pixel=int(72 + 32 * p.scale**2 + (8 if p.separation else 0)),
             tta_bytes_per_pixel=16,
         )
 

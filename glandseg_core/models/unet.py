@@ -3,7 +3,9 @@ or, with ``encoder`` = resnet18/34/50, a torchvision ResNet as the encoder (smp'
 "resnet34")`` layout: skips at strides 2-16, a decoder of upsample + concatenate + two convolutions), which
 ``pretrained=imagenet`` fills with ImageNet weights (models/pretrained.py).
 
-Output: logits[B, 2, H, W]: channel 0 = gland, channel 1 = gland contour (see ``transforms.unet_targets``).
+Output: logits[B, 2, H, W]: channel 0 = gland, channel 1 = gland contour (see ``transforms.unet_targets``); with
+``separation`` (``unet_separation``) a third channel, the per-gland normalised distance to the gland's border
+(``transforms.gland_distance``), whose markers separate touching glands.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class UNetParams(Section):
         "scale": float_rule(0.05, 2.0),
         "contour_width": int_rule(1, 32),
         "encoder": Rule(str, choices=ENCODERS),
+        "separation": Rule(bool),
     }
 
     base: int = 32
@@ -47,6 +50,13 @@ class UNetParams(Section):
     scale: float = 0.5  # images are resized by this factor before the U-Net (GlaS glands are large)
     contour_width: int = 2  # contour band width in pixels, at the U-Net's scale
     encoder: str = "none"  # or resnet18/34/50: a torchvision ResNet encoder
+    # a third output, the per-gland normalised distance transform, whose markers split touching glands
+    separation: bool = False
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels: gland and contour, plus the distance with ``separation``."""
+        return 3 if self.separation else 2
 
     def check(self) -> None:
         widest = self.base * 2**self.depth
@@ -54,6 +64,10 @@ class UNetParams(Section):
             raise ConfigError(
                 f"unet_base={self.base} with unet_depth={self.depth} gives a {widest}-channel "
                 f"bottleneck; unet_base * 2**unet_depth must be at most {UNET_MAX_WIDTH}"
+            )
+        if self.separation and not self.instance:
+            raise ConfigError(
+                "unet_separation=true separates glands, so it needs unet_instance=true (a plain mask has none)"
             )
 
 
@@ -92,6 +106,8 @@ class UNet(nn.Module):
 
     mean: torch.Tensor  # buffers, registered in __init__
     std: torch.Tensor
+    # a fine-tuning start may have fewer outputs (checkpoints.grow_outputs): 2 channels into the separation head
+    growable_outputs = ("head.weight", "head.bias")
 
     def __init__(
         self, *, in_channels: int = 3, out_channels: int = 2, base: int = 32, depth: int = 4
@@ -159,6 +175,7 @@ class ResNetUNet(nn.Module):
 
     mean: torch.Tensor  # buffers, registered in __init__
     std: torch.Tensor
+    growable_outputs = UNet.growable_outputs
 
     def __init__(self, *, encoder: str = "resnet34", out_channels: int = 2) -> None:
         super().__init__()
@@ -201,10 +218,11 @@ class ResNetUNet(nn.Module):
 
 
 def build_unet(cfg: RunConfig) -> nn.Module:
-    """U-Net with 2 output channels (gland, contour): our own, of width ``params.base`` and depth
-    ``params.depth``, or one with a torchvision ResNet encoder (``params.encoder``)."""
+    """U-Net with 2 output channels (gland, contour), 3 with ``params.separation`` (and the distance): our
+    own, of width ``params.base`` and depth ``params.depth``, or one with a torchvision ResNet encoder
+    (``params.encoder``)."""
     check_start(cfg)
     p: UNetParams = cfg.params
     if p.encoder != "none":
-        return ResNetUNet(encoder=p.encoder, out_channels=2)
-    return UNet(base=p.base, depth=p.depth, out_channels=2)
+        return ResNetUNet(encoder=p.encoder, out_channels=p.out_channels)
+    return UNet(base=p.base, depth=p.depth, out_channels=p.out_channels)

@@ -2,7 +2,9 @@
 
 Post-processing (instance mode): markers are the gland interiors (gland probability high, contour probability
 low); a marker-controlled watershed on the gland probability grows them back to the full gland mask, so touching
-glands stay apart. Semantic mode labels the connected components of the gland mask.
+glands stay apart. With the separation head (``unet_separation``) the markers are the cores of the predicted
+per-gland distance instead, and the watershed floods the negated distance. Semantic mode labels the connected
+components of the gland mask.
 
 Label maps are int32[H, W]: 0=background, 1..N glands.
 """
@@ -34,7 +36,7 @@ from .tta import VIEWS_8, mean_of_views
 
 Forward = Callable[
     [torch.Tensor], torch.Tensor
-]  # float32[1, 3, h, w] -> probabilities float32[1, 2, h, w]
+]  # float32[1, 3, h, w] -> probabilities float32[1, C, h, w] (C = 2, or 3 with the separation head)
 
 
 def remove_small(labels: np.ndarray, min_area: int) -> np.ndarray:
@@ -53,27 +55,42 @@ def _sequential(labels: np.ndarray) -> np.ndarray:
     return relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 
+def _markers(prob: np.ndarray, mask: np.ndarray, post: UNetPost) -> tuple[np.ndarray, np.ndarray]:
+    """Watershed markers and the surface they flood (lowest first).
+
+    With the distance channel (``prob[2]``, ``unet_separation``): markers are the connected components of
+    distance > ``post.marker_dist`` inside the mask, flooding ``-distance``. Else the gland interiors (gland
+    probability above ``post.fg_thresh``, contour probability below ``post.contour_thresh``), flooding the
+    negated gland probability. Markers under ``post.min_marker_area`` pixels are dropped.
+    """
+    if prob.shape[0] == 3:
+        seeds, surface = mask & (prob[2] > post.marker_dist), -prob[2]
+    else:
+        seeds, surface = (prob[0] > post.fg_thresh) & (prob[1] < post.contour_thresh), -prob[0]
+    markers, _ = ndi.label(seeds)
+    return remove_small(markers.astype(np.int32), post.min_marker_area), surface
+
+
 def probs_to_labels(prob: np.ndarray, post: UNetPost) -> np.ndarray:
     """Turn U-Net probabilities into a label map.
 
     Args:
-        prob: float32[2, H, W]: gland probability and contour probability (sigmoid outputs).
+        prob: float32[2, H, W]: gland probability and contour probability (sigmoid outputs); or float32[3, H, W]
+            from a U-Net with the separation head, whose third channel (the per-gland normalised distance)
+            gives the markers (:func:`_markers`).
         post: thresholds.
 
     Returns:
         int32[H, W] label map, 0=background, 1..N glands.
     """
-    if prob.ndim != 3 or prob.shape[0] != 2:
-        raise ValueError(f"prob must be [2, H, W], got {prob.shape}")
-    fg_prob, contour_prob = prob[0], prob[1]
-    mask = ndi.binary_fill_holes(fg_prob > post.fg_thresh)
+    if prob.ndim != 3 or prob.shape[0] not in (2, 3):
+        raise ValueError(f"prob must be [2, H, W] or [3, H, W], got {prob.shape}")
+    mask = ndi.binary_fill_holes(prob[0] > post.fg_thresh)
     if not post.instance:
         labels, _ = ndi.label(mask)
         return _sequential(remove_small(labels.astype(np.int32), post.min_area))
-    markers_mask = (fg_prob > post.fg_thresh) & (contour_prob < post.contour_thresh)
-    markers, _ = ndi.label(markers_mask)
-    markers = remove_small(markers.astype(np.int32), post.min_marker_area)
-    labels = watershed(-fg_prob, markers, mask=mask).astype(np.int32)
+    markers, surface = _markers(prob, mask, post)
+    labels = watershed(surface, markers, mask=mask).astype(np.int32)
     # Gland pixels that no marker reached (a gland whose interior was all contour) become their own objects.
     orphan, _ = ndi.label(mask & (labels == 0))
     if orphan.any():
@@ -83,7 +100,8 @@ def probs_to_labels(prob: np.ndarray, post: UNetPost) -> np.ndarray:
 
 @dataclass
 class UNetSegmenter:
-    """A loaded U-Net (see :class:`segmenters.base.Segmenter`); ``raw`` gives float32[2, H, W] probabilities."""
+    """A loaded U-Net (see :class:`segmenters.base.Segmenter`); ``raw`` gives float32[C, H, W] probabilities
+    (C = 2: gland, contour; C = 3 with the separation head: and the per-gland normalised distance)."""
 
     model: torch.nn.Module
     cfg: RunConfig
@@ -148,7 +166,7 @@ class UNetSegmenter:
     def prepared_probs(
         self, x: torch.Tensor, *, tiled: bool, counter: Counter | None = None
     ) -> torch.Tensor:
-        """Probabilities float32[1, 2, h, w] of a prepared input, window by window when ``tiled``; each
+        """Probabilities float32[1, C, h, w] of a prepared input, window by window when ``tiled``; each
         forward pass ticks ``counter``."""
         forward = self.forward if counter is None else counter.counted(self.forward)
         with torch.inference_mode():
@@ -164,8 +182,9 @@ class UNetSegmenter:
             )
 
     def raw(self, image: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
-        """Gland and contour probabilities float32[2, H, W] at the image's size (windowed above
-        ``tiling.tile_above`` pixels, blended without seams); ``progress`` gets a step per forward pass."""
+        """Gland and contour probabilities (and the distance with the separation head) float32[C, H, W] at the
+        image's size (windowed above ``tiling.tile_above`` pixels, blended without seams); ``progress`` gets a
+        step per forward pass."""
         check_image(image)
         counter = self.plan(image.shape).counter(progress)
         with torch.inference_mode():

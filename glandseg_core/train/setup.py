@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import distributed as dist
 
-from ..checkpoints import load_weights, read_checkpoint
+from ..checkpoints import read_checkpoint
 from ..config import RunConfig, load_config, save_config
 from ..datasets import DataLike, Item, as_dataset
 from ..device import pick_device
@@ -29,6 +28,7 @@ from .context import RunContext, TrainState
 from .locks import removed_if_unused, run_folder_lock, training_lock
 from .runfiles import LOG, trim_log, writing
 from .schedule import lr_lambda, make_optimizer
+from .starts import load_init
 
 
 def run_config(ctx: RunContext, cfg: RunConfig, resume: bool) -> RunConfig:
@@ -137,10 +137,7 @@ def start_state(state: TrainState, ctx: RunContext, resume: bool) -> None:
         _restore(state, ctx)
     else:
         if cfg.train_init:
-            init = read_checkpoint(Path(cfg.train_init))["model"]
-            load_weights(
-                state.model, init, f"train_init {cfg.train_init}: weights do not fit this model"
-            )
+            load_init(state.model, cfg.train_init)
         else:
             load_pretrained(state.model, cfg)  # cfg.pretrained: none (scratch), coco, imagenet or a file
         if ctx.rank == 0:

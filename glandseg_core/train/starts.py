@@ -4,16 +4,25 @@
 the config's ``train_init``. Fine-tuning a folder trains the folder's own ``config.json`` (its model kind, its
 section and its ``data_mpp``), renamed ``<name>-finetuned``, unless the caller gives another base config; a
 preset given with it keeps the folder's section and ``data_mpp`` (``own_section``).
+
+:func:`load_init` loads those weights. It accepts one shape mismatch, and logs it: a checkpoint whose output
+layer has fewer channels than the network (the shipped 2-channel U-Net fine-tuned with ``unet_separation=true``:
+its gland and contour outputs keep their weights, the distance output starts fresh).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from ..checkpoints import weights_file
+import torch
+
+from ..checkpoints import grow_outputs, load_weights, read_checkpoint, weights_file
 from ..config import RunConfig, load_config, replace_config
 from ..errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
 
 
 def init_weights(init: str | os.PathLike) -> Path:
@@ -56,3 +65,22 @@ def init_config(
         base = load_config(own)
         base = replace_config(base, name=f"{base.name}-finetuned")
     return replace_config(base, train_init=str(weights))
+
+
+def load_init(model: torch.nn.Module, init: str | os.PathLike) -> None:
+    """Load the checkpoint ``init`` (``train_init``) into ``model``; a checkpoint with fewer output channels
+    fills the first outputs of the network's output layer (:func:`checkpoints.grow_outputs`), said in one log
+    line.
+
+    Raises:
+        ModelError: an unusable checkpoint, or weights that do not fit otherwise (one line naming the file).
+    """
+    state, grown = grow_outputs(model, read_checkpoint(Path(init))["model"])
+    load_weights(model, state, f"train_init {init}: weights do not fit this model")
+    if grown:
+        log.info(
+            "train_init %s: output layer widened (%s): the checkpoint's channels fill the first outputs, "
+            "the new ones start from a fresh initialisation",
+            init,
+            ", ".join(grown),
+        )
