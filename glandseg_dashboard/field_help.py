@@ -8,9 +8,12 @@ as a bare identifier; ``tests/test_ui_forms.py`` checks that every field has an 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from glandseg_core.config import COMMON_FIELDS
+from glandseg_core.config import COMMON_FIELDS, RunConfig
+from glandseg_core.errors import ConfigError
+from glandseg_core.models.pretrained import cache_file, start_kind, weights_for
 from glandseg_core.registry import all_kinds, get_kind, kind_names
 
 
@@ -116,3 +119,32 @@ def missing_fields() -> list[str]:
         names += [f"{kind.name}_{f.name}" for f in dataclasses.fields(kind.params_type)]
     known = {**FIELDS, **_kind_words()}
     return [n for n in names if n not in known]
+
+
+def start_words(cfg: RunConfig) -> tuple[bool, str]:
+    """(whether ``cfg.pretrained`` can be loaded now without a download, what it is in plain words): for a
+    missing file, which file and the folder it is looked for in (torch's cache, ``TORCH_HOME``); no
+    command-line syntax (issue #22)."""
+    kind = start_kind(cfg)
+    if kind == "none":
+        return True, "random weights: the network trains from scratch"
+    try:
+        weights = weights_for(cfg)
+    except ConfigError as e:
+        return False, f"does not fit this model ({e})"
+    if weights is None:
+        path = Path(cfg.pretrained).expanduser()
+        if path.is_file():
+            return True, f"the weights in {path}"
+        return False, f"the weights file {path} does not exist"
+    path = cache_file(weights)
+    if path.is_file():
+        return True, f"found on this computer: {path}"
+    mb = weights.meta.get("_file_size")
+    size = f" ({mb:.0f} MB)" if mb else ""
+    return False, (
+        f"the weights file **{path.name}**{size} is not on this computer. It is looked for in the folder "
+        f"**{path.parent}** (torch's download cache; the TORCH_HOME environment variable moves it). Starting "
+        f"downloads it from {weights.url} when this computer is online; offline, copy the file into that "
+        "folder first, or train from scratch instead."
+    )

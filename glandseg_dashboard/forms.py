@@ -8,7 +8,7 @@ one spec as a Streamlit widget.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import streamlit as st
 
@@ -74,6 +74,9 @@ def config_from_values(values: dict[str, Any]) -> RunConfig:
         raise ValueError("name must not be empty")
     return config_from_dict(d)
 
+
+DEVICES = ("cuda", "cpu")
+DEVICE_WORDS = {"cuda": "GPU (cuda)", "cpu": "CPU"}
 
 PHASE_WORDS = {
     "setup": "setting up",
@@ -147,12 +150,25 @@ def config_widget(spec: dict[str, Any], key: str, model: str = "") -> Any:
     return st.text_input(label, value, key=key, help=help_)
 
 
+class RunForm(NamedTuple):
+    """What the run form returns: field values, workers, time budget (minutes), device (None: the trainer's
+    default), and which button was clicked."""
+
+    values: dict[str, Any]
+    workers: int
+    budget: float
+    device: str | None
+    submitted: bool
+    estimate: bool
+
+
 def run_form(
-    preset: str, cfg: RunConfig, gpu: bool, cpus: int
-) -> tuple[dict[str, Any], int, float, bool, bool]:
-    """The form of a new run, prefilled from ``cfg``: (field values, workers, time budget minutes, Start
-    clicked, Estimate clicked)."""
-    with st.form(f"train_form_{preset}"):
+    preset: str, cfg: RunConfig, gpu: bool, cpus: int, *, key: str = "", estimate: bool = True
+) -> RunForm:
+    """The form of a new run, prefilled from ``cfg``; ``key`` prefixes its widget keys (two forms of one
+    preset on a page), ``estimate`` offers the epoch-time estimate. With a GPU (``gpu``) it asks which device
+    trains (cuda first), else the trainer uses the CPU."""
+    with st.form(f"{key}train_form_{preset}"):
         st.caption(
             "The **?** beside a field says what it does. **· poster** marks a value copied from the poster "
             "(Mask R-CNN: ResNet-50, SGD 0.005, momentum 0.9, weight decay 0.0005, ×0.1 every 3 epochs, "
@@ -163,14 +179,17 @@ def run_form(
         values = {}
         for spec in field_specs(cfg):
             with tabs[spec["group"]]:
-                values[spec["name"]] = config_widget(spec, f"cfg_{preset}_{spec['name']}", cfg.model)
+                values[spec["name"]] = config_widget(
+                    spec, f"{key}cfg_{preset}_{spec['name']}", cfg.model
+                )
+        device = _device_choice(gpu, f"{key}device_{preset}")
         c1, c2 = st.columns(2)
         workers = c1.number_input(
             "Augmentation workers",
             min_value=0,
             max_value=64,
             step=1,
-            key=f"workers_{preset}",
+            key=f"{key}workers_{preset}",
             value=min(6, cpus - 1) if gpu else 0,
             help="processes that build augmented batches, so a GPU is not kept waiting (0 = in the trainer)",
         )
@@ -179,15 +198,29 @@ def run_form(
             min_value=0.0,
             step=5.0,
             format="%g",
-            key=f"budget_{preset}",
+            key=f"{key}budget_{preset}",
             help="after two epochs the run times itself and shortens its schedule to end within the budget",
         )
         c1, c2 = st.columns(2)
         submitted = c1.form_submit_button("Start training", type="primary")
-        estimate = c2.form_submit_button(
+        clicked = estimate and c2.form_submit_button(
             "Estimate time per epoch", help="times 2-3 training steps of these values in a child process"
         )
-    return values, int(workers), float(budget), submitted, estimate
+    return RunForm(values, int(workers), float(budget), device, submitted, bool(clicked))
+
+
+def _device_choice(gpu: bool, key: str) -> str | None:
+    """The device a run trains on: a choice with a GPU (cuda first), else None (the CPU, said above the form)."""
+    if not gpu:
+        return None
+    return st.radio(
+        "Train on",
+        DEVICES,
+        horizontal=True,
+        key=key,
+        format_func=DEVICE_WORDS.get,
+        help="the GPU is many times faster; the CPU leaves the GPU free for something else",
+    )
 
 
 def confirm_replace(found: list[str], where: str, key: str) -> bool:

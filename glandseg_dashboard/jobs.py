@@ -29,6 +29,7 @@ import psutil
 from filelock import FileLock
 
 from glandseg_core.config import RunConfig, config_to_dict, save_config
+from glandseg_core.datasets import detect_layout, open_folder
 from glandseg_core.datasets.glas import data_root, find_items
 from glandseg_core.errors import DatasetError, TrainingBusy
 from glandseg_core.evaluation import TEST_HISTORY
@@ -113,13 +114,17 @@ def busy_message() -> str | None:
 
 
 def check_data(data: str | os.PathLike | None, splits: tuple[str, ...] = ("train", "val")) -> Path:
-    """The GlaS folder a job would read, checked with the trainer's own discovery.
+    """The data folder a job would read, checked with the trainer's own discovery (GlaS, or any other layout
+    of ``glandseg_core.datasets``, e.g. a fine-tuning run's own copy of an annotation set).
 
     Raises:
         DatasetError: one line saying what is missing (no folder, no ``train_N`` images, unpaired files, ...).
     """
     root = data_root(data)
-    find_items(root, splits)
+    if detect_layout(root) == "glas":
+        find_items(root, splits)
+    elif not open_folder(root).items(list(splits)):
+        raise DatasetError(f"{root} has no annotated images in {', '.join(splits)}")
     return root
 
 
@@ -163,6 +168,7 @@ def start_training(
     time_limit_minutes: float = 0.0,
     *,
     replace: Collection[str] = (),
+    device: str | None = None,
 ) -> int:
     """Launch a new training of ``cfg`` into ``run_dir`` in the background.
 
@@ -174,6 +180,7 @@ def start_training(
         workers: processes that build augmented batches (``train --workers``).
         time_limit_minutes: a training budget; the run fits its schedule to it (``train --time-limit``).
         replace: the files of an earlier attempt (:func:`previous_attempt`) the user agreed to replace.
+        device: ``cpu`` or ``cuda`` (``train --device``); None: the trainer's default (CUDA when present).
 
     Returns:
         The trainer's process id.
@@ -201,6 +208,7 @@ def start_training(
     args = ["train", "--config", str(run_dir / REQUESTED_CONFIG), "--out", str(run_dir), "--no-bar"]
     args += ["--workers", str(int(workers))] if workers else []
     args += ["--time-limit", f"{float(time_limit_minutes):g}"] if time_limit_minutes else []
+    args += ["--device", device] if device else []
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         _clear_attempt(run_dir, found)
@@ -216,7 +224,11 @@ def start_training(
 
 
 def resume_training(
-    run_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, restart: bool = False
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    *,
+    restart: bool = False,
+    device: str | None = None,
 ) -> int:
     """Continue a stopped, failed or killed run from its ``last.pt``, in the background (a run stopped while
     tuning redoes only the tuning). With ``restart``, a run stopped before its first finished epoch starts
@@ -231,14 +243,16 @@ def resume_training(
     if runs.run_status(run_dir)["alive"]:
         raise TrainingBusy(f"{run_dir.name} is running already")
     root = check_data(data)
+    on = ["--device", device] if device else []  # the device the run was started on (None: the default)
     if not (run_dir / "last.pt").is_file():
         if not restart or not (run_dir / REQUESTED_CONFIG).is_file():
             raise FileNotFoundError(
                 f"{run_dir.name} has no last.pt yet (no finished epoch); nothing to resume"
             )
         args = ["train", "--config", str(run_dir / REQUESTED_CONFIG), "--out", str(run_dir), "--no-bar"]
-        return _start(run_dir, [*args, "--data", str(root)])
-    return _start(run_dir, ["train", "--out", str(run_dir), "--resume", "--no-bar", "--data", str(root)])
+        return _start(run_dir, [*args, "--data", str(root), *on])
+    args = ["train", "--out", str(run_dir), "--resume", "--no-bar", "--data", str(root)]
+    return _start(run_dir, [*args, *on])
 
 
 def stop_training(run_dir: str | os.PathLike) -> bool:

@@ -19,9 +19,22 @@ import streamlit as st
 from glandseg_core.config import RunConfig
 from glandseg_core.errors import DatasetError, ModelError, TrainingBusy
 from glandseg_core.evaluation import TEST_HISTORY, read_test_history
-from glandseg_core.models.pretrained import NAMED_STARTS, pretrained_status
+from glandseg_core.models.pretrained import NAMED_STARTS
 
-from . import figures, forms, inference, jobs, promote, runs, safepaths, settings
+from . import (
+    before_after,
+    before_after_panel,
+    field_help,
+    figures,
+    finetune,
+    forms,
+    inference,
+    jobs,
+    promote,
+    runs,
+    safepaths,
+    settings,
+)
 
 LIVE = ("running", "starting")
 SCORES = ["n_images", "pooled_f1", "pooled_object_dice", "pooled_object_hausdorff"]
@@ -33,20 +46,30 @@ FORMATS = {
 }
 
 
-def pretrained_starts(cfg: RunConfig) -> None:
-    """Whether each pretrained start of ``cfg``'s model can be loaded now (no download), before Start."""
+def pretrained_starts(cfg: RunConfig, form_key: str) -> None:
+    """Whether each pretrained start of ``cfg``'s model can be loaded now (no download), in plain words; when
+    the preset's own start is missing, a button sets the form's *Pretrained start* (``form_key``) to none."""
     lines = []
     for start in dict.fromkeys([*NAMED_STARTS, cfg.pretrained]):
-        ok, why = pretrained_status(dataclasses.replace(cfg, pretrained=start))
-        if not ok and "not in the torch cache" not in why and start != cfg.pretrained:
+        option = dataclasses.replace(cfg, pretrained=start)
+        ok, words = field_help.start_words(option)
+        if start != cfg.pretrained and start != "none" and not ok and "does not fit" in words:
             continue  # does not fit this model at all (e.g. coco for a U-Net): not an option here
         chosen = " ← this preset" if start == cfg.pretrained else ""
+        short = words if ok else words.split(". ")[0]
         lines.append(
-            f"- **{start}**{chosen}: {':green[available]' if ok else ':orange[not available]'} · {why}"
+            f"- **{start}**{chosen}: {':green[available]' if ok else ':orange[not available]'} · {short}"
         )
-    st.markdown(
-        "**Pretrained starts available now** (set *Pretrained start* in the form):\n" + "\n".join(lines)
-    )
+    st.markdown("**Pretrained starts** (the form's *Pretrained start*):\n" + "\n".join(lines))
+    ok, words = field_help.start_words(cfg)
+    if not ok and st.session_state.get(form_key, cfg.pretrained) == cfg.pretrained:
+        st.warning(f"This preset starts from **{cfg.pretrained}**: {words}")
+        st.button(
+            "Train from scratch instead",
+            key=f"scratch_{form_key}",
+            on_click=lambda: st.session_state.__setitem__(form_key, "none"),
+            help="sets the form's Pretrained start to none (random weights)",
+        )
 
 
 def estimate(values: dict[str, Any], data: Callable[[], str], clicked: bool, preset: str) -> None:
@@ -101,7 +124,10 @@ def _progress(run_dir: Path, s: dict[str, Any]) -> None:
             )
         )
     if s["status"] in ("failed", "dead") and s["error"]:
-        st.error(f"{s['status']}: {s['error']}")
+        cfg = runs.load_run_config(run_dir)
+        ok, words = field_help.start_words(cfg) if cfg is not None else (True, "")
+        # a missing pretrained file: which file and where, in words (the trainer's line names CLI options)
+        st.error(f"{s['status']}: {s['error'] if ok else 'its pretrained start is missing: ' + words}")
 
 
 def _curves(run_dir: Path) -> None:
@@ -132,7 +158,8 @@ def _stop_resume(run_dir: Path, s: dict[str, Any], data: Callable[[], str]) -> N
         help="Continue from last.pt (a run stopped while tuning redoes only the tuning)",
     ):
         try:
-            st.toast(f"{label}d (pid {jobs.resume_training(run_dir, data=data(), restart=True)}).")
+            own = finetune.run_data(run_dir)  # a fine-tuning run reads its own copy of the set
+            st.toast(f"{label}d (pid {finetune.resume(run_dir, own or data())}).")
             st.rerun(scope="app")
         except (TrainingBusy, FileNotFoundError, DatasetError, ValueError, OSError) as e:
             st.error(str(e))
@@ -204,7 +231,8 @@ def _promote(run_dir: Path, info: dict[str, Any]) -> None:
     name = run_dir.name
     st.subheader(f"Promote to {settings.models_root().name}/")
     cols = st.columns([2, 3, 1], vertical_alignment="bottom")
-    default_target = info["model"] if info["model"] in settings.ROLES else name
+    beside = bool(finetune.read_record(run_dir))  # a fine-tuned model goes beside the shipped ones
+    default_target = info["model"] if info["model"] in settings.ROLES and not beside else name
     target_name = cols[0].text_input(
         "Model folder name",
         default_target,
@@ -217,10 +245,18 @@ def _promote(run_dir: Path, info: dict[str, Any]) -> None:
     except ValueError as e:
         target, found = None, []
         st.error(str(e))
+    if beside and found:
+        st.error(
+            f"`{target_name}` holds a model: a fine-tuned model is kept beside it, under a new name."
+        )
+        target, found = None, []
     with cols[1]:
         confirm = forms.confirm_replace(found, f"{target_name}/", f"promote_ok_{name}_{target_name}")
-    if cols[2].button(
-        "Promote", disabled=not info["has_best"] or not confirm or target is None, type="primary"
+    if (
+        cols[2].button(
+            "Promote", disabled=not info["has_best"] or not confirm or target is None, type="primary"
+        )
+        and target is not None
     ):
         try:
             promote.promote(run_dir, target, confirmed=found)
@@ -237,10 +273,14 @@ def _any_live(root: Path) -> bool:
     if jobs.busy_message() is not None:
         return True
     rows = runs.list_runs(root)
-    return any(r["status"] in LIVE for r in rows) or any(
-        runs.evaluation_status(Path(r["path"]), k)["status"] == "running"
-        for r in rows
-        for k in runs.EVALS
+    return (
+        any(r["status"] in LIVE for r in rows)
+        or any(
+            runs.evaluation_status(Path(r["path"]), k)["status"] == "running"
+            for r in rows
+            for k in runs.EVALS
+        )
+        or any(before_after.status(Path(r["path"]))["status"] == "running" for r in rows)
     )
 
 
@@ -267,7 +307,10 @@ def runs_section(root: Path, data: Callable[[], str]) -> None:
         _progress(run_dir, s)
         _stop_resume(run_dir, s, data)
         _curves(run_dir)
-        _evaluate(run_dir, s, data)
+        if finetune.read_record(run_dir):
+            before_after_panel.section(run_dir, s)
+        else:
+            _evaluate(run_dir, s, data)
         _promote(run_dir, info)
 
     section()

@@ -1,5 +1,6 @@
 """Train: configure a run from a preset (human labels, the poster's values marked, an epoch-time estimate), launch
-it in the background, watch its phases, stop/resume, evaluate on val then (recorded) on Test A + B, promote."""
+it in the background (on the GPU or CPU), or fine-tune a model on an annotation set; watch its phases,
+stop/resume, evaluate on val then (recorded) on Test A + B, or see a fine-tune before vs after; promote."""
 
 import datetime
 import os
@@ -8,7 +9,17 @@ import streamlit as st
 
 from glandseg_core.config import PRESETS
 from glandseg_core.errors import TrainingBusy
-from glandseg_dashboard import forms, jobs, loaders, run_panel, runs, safepaths, settings
+from glandseg_dashboard import (
+    finetune_panel,
+    forms,
+    gpu_panel,
+    jobs,
+    loaders,
+    run_panel,
+    runs,
+    safepaths,
+    settings,
+)
 
 loaders.ensure_router()
 st.title("Train a model")
@@ -17,10 +28,11 @@ if settings.read_only():
     st.stop()
 dev = runs.device_info()
 if dev["cuda"]:
-    st.success(f"GPU available: {dev['name']}. Training runs on **cuda**.")
+    st.success(f"GPU available: {dev['name']}. Choose **GPU (cuda)** or **CPU** in each run's form.")
 else:
     st.info(
-        f"No GPU available: training runs on the **CPU** ({dev['cpus']} cores); big recipes take days."
+        f"No GPU available: training runs on the **CPU** ({dev['cpus']} cores); big recipes take days. "
+        "On a machine with a CUDA GPU this page offers the GPU, and the poster's recipe in one click."
     )
 busy = jobs.busy_message()
 if busy:
@@ -53,7 +65,7 @@ with st.expander("New training run", expanded=not busy):
         key="train_preset",
         help="poster-* copy the poster's hyperparameters; glandseg-* are our tuned recipes",
     )
-    run_panel.pretrained_starts(PRESETS[preset])
+    run_panel.pretrained_starts(PRESETS[preset], f"cfg_{preset}_pretrained")
     run_name = st.text_input(
         "Run folder name",
         f"{preset}-{datetime.date.today():%Y%m%d}",
@@ -73,29 +85,30 @@ with st.expander("New training run", expanded=not busy):
     except ValueError as e:
         new_run = None
         st.error(str(e))
-    values, workers, budget, submitted, estimate = forms.run_form(
-        preset, PRESETS[preset], dev["cuda"], dev["cpus"]
-    )
-    run_panel.estimate(values, glas_folder, estimate, preset)
-    if submitted:
+    form = forms.run_form(preset, PRESETS[preset], dev["cuda"], dev["cpus"])
+    run_panel.estimate(form.values, glas_folder, form.estimate, preset)
+    if form.submitted:
         try:
             if busy_now := jobs.busy_message():  # the lock first: it is the most useful answer
                 raise TrainingBusy(busy_now)
-            cfg = forms.config_from_values(values)
+            cfg = forms.config_from_values(form.values)
             if new_run is None:
                 raise ValueError("choose a valid run folder name first")
             pid = jobs.start_training(
                 cfg,
                 new_run,
                 data=glas_folder(),
-                workers=workers,
-                time_limit_minutes=budget,
+                workers=form.workers,
+                time_limit_minutes=form.budget,
                 replace=replace,
+                device=form.device,
             )
             st.session_state["train_selected"] = new_run.name
             runs.remember(runs_root, data_dir=data_dir, preset=preset)  # for the next browser session
-            st.success(f"Started {new_run.name} (pid {pid}) on {dev['device']}.")
+            st.success(f"Started {new_run.name} (pid {pid}) on {form.device or dev['device']}.")
         except (TrainingBusy, FileExistsError, ValueError, OSError) as e:
             st.error(str(e))
 
+gpu_panel.poster_on_gpu(runs_root, glas_folder, dev)
+finetune_panel.section(runs_root, dev)
 run_panel.runs_section(runs_root, glas_folder)
