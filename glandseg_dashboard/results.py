@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from glandseg_core import stats
 from glandseg_core.checkpoints import WEIGHTS
 from glandseg_core.datasets.glas import item_by_name, load_item
 from glandseg_core.errors import DatasetError, ImageError, ModelError
@@ -40,6 +39,13 @@ class ModelFolder:
     kind: str
     path: str
     preset: str = ""
+    scores: str = (
+        ""  # the folder of its per_image.csv, metrics.json and predictions/ (default: ``path``)
+    )
+
+    @property
+    def results(self) -> Path:
+        return Path(self.scores or self.path)
 
 
 def _kind_and_preset(folder: Path) -> tuple[str, str]:
@@ -107,7 +113,7 @@ def _read_csv(path: str, stamp: float) -> pd.DataFrame:
 
 def per_image(model: ModelFolder) -> pd.DataFrame | None:
     """The folder's per_image.csv (None when absent)."""
-    path = Path(model.path) / "per_image.csv"
+    path = model.results / "per_image.csv"
     return _read_csv(str(path), mtime(path)) if path.is_file() else None
 
 
@@ -119,7 +125,7 @@ def _read_json(path: str, stamp: float) -> dict:
 def summary(model: ModelFolder) -> dict | None:
     """The folder's metrics.json (else summary.json): ``{split: {pooled_f1, ...}}``; None when absent."""
     for name in ("metrics.json", "summary.json"):
-        path = Path(model.path) / name
+        path = model.results / name
         if path.is_file():
             try:
                 return _read_json(str(path), mtime(path))
@@ -153,7 +159,7 @@ def _read_prediction(path: str, stamp: float) -> np.ndarray:
 
 def prediction(model: ModelFolder, name: str, image: np.ndarray) -> tuple[np.ndarray | None, str]:
     """The model's label map of ``name``: saved prediction, else :func:`glandseg_dashboard.inference.segment`; (None, why)."""
-    path = Path(model.path) / "predictions" / f"{name}{PREDICTION_SUFFIX}.png"
+    path = model.results / "predictions" / f"{name}{PREDICTION_SUFFIX}.png"
     if path.is_file():
         try:
             labels = _read_prediction(str(path), mtime(path))
@@ -242,49 +248,62 @@ AGGREGATIONS = {
 PAPER_METRICS = {"f1": "F1", "object_dice": "Dice", "object_hausdorff": "Hausdorff"}
 
 
+#: How each row of the results table was aggregated, said in its own column.
+CONVENTIONS = {
+    ("official", "pooled"): "pooled (official GlaS)",
+    ("official", "per-image mean"): "per-image mean",
+    ("components", "pooled"): "GT split into components, pooled",
+    ("components", "per-image mean"): "GT split into components, per-image mean",
+}
+UNNAMED_SPLIT = "Split not named"  # the poster's figures: per-image means over a split it does not name
+
+
 def paper_table(
-    tidy: pd.DataFrame, aggregation: str, splits: tuple[str, ...] = ("Test A", "Test B")
+    tidy: pd.DataFrame,
+    aggregation: str,
+    splits: tuple[str, ...] = ("Test A", "Test B"),
+    components: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The results in the paper's layout: one row per method, and per split its F1, object Dice and object
-    Hausdorff (columns ``"<split> F1"``, ``"<split> Dice"``, ``"<split> Hausdorff"``).
+    """The results in the paper's layout: one row per method and convention, and per split its F1, object Dice
+    and object Hausdorff (columns ``"<split> F1"``, ``"<split> Dice"``, ``"<split> Hausdorff"``).
+
+    Our models appear in ``aggregation``; the poster's and published rows appear in every view, each labelled
+    with the convention it used (the poster's under :data:`UNNAMED_SPLIT`, since it names none).
 
     Args:
         tidy: :func:`glandseg_core.stats.results_table` rows (method, source, split, aggregation, ...).
-        aggregation: "pooled" or "per-image mean"; rows of the other aggregation are left out.
+        aggregation: "pooled" or "per-image mean": the rows of our models to show.
         splits: The split names to show, in order.
+        components: the same rows scored against ground truth split into connected components (optional).
 
     Returns:
-        Columns method, source, then the split columns; methods in their first order of appearance.
+        Columns method, source, convention, then the split columns; rows in their first order of appearance.
     """
-    rows = tidy[(tidy["aggregation"] == aggregation) & tidy["split"].isin(splits)]
+    parts = [tidy.assign(gt="official")]
+    if components is not None and len(components):
+        parts.append(components[components["source"] == "ours"].assign(gt="components"))
+    rows = pd.concat(parts, ignore_index=True)
+    rows = rows[(rows["source"] != "ours") | (rows["aggregation"] == aggregation)].copy()
+    rows.loc[rows["source"] == "poster", "split"] = UNNAMED_SPLIT
+    rows["convention"] = [
+        CONVENTIONS[(g, a)] for g, a in zip(rows["gt"], rows["aggregation"], strict=True)
+    ]
+    shown = [*splits, *([UNNAMED_SPLIT] if (rows["source"] == "poster").any() else [])]
+    rows = rows[rows["split"].isin(shown)]
+    keys = ["method", "source", "convention"]
     wide = rows.pivot_table(
-        index=["method", "source"],
+        index=keys,
         columns="split",
         values=list(PAPER_METRICS),
         aggfunc="first",
         sort=False,
         dropna=False,
     )
-    columns = [f"{s} {name}" for s in splits for name in PAPER_METRICS.values()]
+    columns = [f"{s} {name}" for s in shown for name in PAPER_METRICS.values()]
     out = pd.DataFrame(index=wide.index, columns=columns, dtype=float)
-    for s in splits:
+    for s in shown:
         for metric, name in PAPER_METRICS.items():
             if (metric, s) in wide:
                 out[f"{s} {name}"] = wide[(metric, s)]
-    order = list(dict.fromkeys(zip(rows["method"], rows["source"], strict=True)))
+    order = list(dict.fromkeys(zip(*(rows[k] for k in keys), strict=True)))
     return out.reindex(order).reset_index()
-
-
-def poster_line() -> str:
-    """The poster's own figures in one line (per-image means over a split it does not name)."""
-    parts = []
-    for row in stats.POSTER:
-        figures = [f"F1 {row['f1']:.3f}"] + [
-            f"{name} {row[m]:.3f}" if m != "object_hausdorff" else f"Hausdorff {row[m]:.1f} px"
-            for m, name in (("object_dice", "Dice"), ("object_hausdorff", ""))
-            if pd.notna(row[m])
-        ]
-        parts.append(f"{row['method']}: {', '.join(figures)}")
-    return (
-        "The poster's figures (per-image means over a split it does not name): " + "; ".join(parts) + "."
-    )

@@ -1,4 +1,4 @@
-"""Image drill-down: images sorted by any metric, one image's ground truth and predictions coloured by outcome
+"""Image drill-down (GlaS Test A / B or any evaluated set): images sorted by any metric, one image's ground truth and predictions coloured by outcome
 (TP, FP, missed, merges and splits), and each gland's own Dice and Hausdorff. Reads per_image.csv and
 predictions/<image>_labels.png."""
 
@@ -8,14 +8,17 @@ import numpy as np
 import streamlit as st
 
 from glandseg_core.outputs import overlays
-from glandseg_dashboard import drilldown, loaders, palette, panels, settings
+from glandseg_dashboard import drilldown, loaders, palette, panels, set_results, settings
 from glandseg_dashboard import results as ur
 
 loaders.ensure_router()  # a first direct visit to this URL must still go through app.py's router
 palette.style_selected_pills()
 st.title("Image drill-down")
 
-models, all_tables, _ = ur.results_or_stop()
+ds = set_results.pick_set("drill")  # GlaS (None) or an evaluated set, as chosen on the Metrics page
+models, all_tables, _ = (
+    ur.results_or_stop() if ds is None else set_results.results_or_stop(ds, score=False)
+)
 chosen = st.pills(
     "Models",
     list(all_tables),
@@ -25,7 +28,7 @@ chosen = st.pills(
 )
 tables = {m: t for m, t in all_tables.items() if m in chosen} or all_tables
 images = drilldown.image_table(tables)
-if settings.glas_dir() is None:
+if ds is None and settings.glas_dir() is None:
     st.info(
         "GLANDSEG_DATA is not set, so only the bundled samples in `samples/` can be shown. Point it at "
         "the unpacked GlaS folder and restart: `GLANDSEG_DATA=/path/to/glas streamlit run app.py`."
@@ -77,12 +80,12 @@ row = ordered.loc[ordered["image"] == name].iloc[0]
 n_gt = int(row["glands"])
 st.subheader(f"{name} — {row['grade']}, {n_gt} gland{'' if n_gt == 1 else 's'} annotated")
 st.caption(drilldown.score_line(row, list(tables)))
-if name in loaders.single_id_images():
+if ds is None and name in loaders.single_id_images():
     st.info(
         "This annotation gives all its glands one id: the official metrics count it as one gland, so a "
         "gland-by-gland segmentation scores F1 0 here however well it draws (see docs/METRICS.md)."
     )
-image, gt, source = ur.glas_image(name)
+image, gt, source = ur.glas_image(name) if ds is None else set_results.set_image(ds, name)
 if image is None:
     st.warning(f"Cannot show {name}: {source}")
     st.stop()

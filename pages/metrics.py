@@ -1,97 +1,56 @@
 """Metrics: GlaS F1 / object Dice / object Hausdorff per model beside the poster's and published figures (the
-paper's layout, pooled or per-image mean), per-image distributions and a paired comparison. Reads each model folder's precomputed per_image.csv and
-metrics.json; nothing is recomputed."""
+paper's layout, pooled or per-image mean, each row labelled with its convention), per-image distributions and a
+paired comparison, on GlaS Test A / B or any evaluated set (an annotation set can be scored here in the
+background). Reads precomputed per_image.csv and metrics.json; nothing is recomputed on page load."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from glandseg_core import stats
-from glandseg_dashboard import figures, loaders, palette, panels
+from glandseg_dashboard import figures, loaders, metrics_table, palette, panels, set_results
 from glandseg_dashboard import results as ur
 
 loaders.ensure_router()  # a first direct visit to this URL must still go through app.py's router
 palette.style_selected_pills()
 st.title("Metrics")
-st.caption(
-    "GlaS object-level F1, object Dice and object Hausdorff (pixels) on the held-out test splits, read "
-    "from each model folder's `per_image.csv` and `metrics.json`. Click a point in any plot to open that "
-    "image in the drill-down."
-)
-
-models, tables, summaries = ur.results_or_stop()
+ds = set_results.pick_set("metrics")
+if ds is None:
+    st.caption(
+        "GlaS object-level F1, object Dice and object Hausdorff (pixels) on the held-out test splits, read "
+        "from each model folder's `per_image.csv` and `metrics.json`. Click a point in any plot to open that "
+        "image in the drill-down."
+    )
+    models, tables, summaries = ur.results_or_stop()
+    split_sets, default_splits = stats.SPLIT_SETS, list(stats.SPLIT_SETS)[:2]
+else:
+    st.caption(
+        f"The official GlaS metrics on {ds.label} (`{ds.folder}`), read from `evaluations/<model>/` in the set's "
+        "folder. Click a point in any plot to open that image in the drill-down."
+    )
+    models, tables, summaries = set_results.results_or_stop(ds)
+    split_sets = set_results.split_sets(tables)
+    default_splits = [next(iter(split_sets))]
 colours = palette.colours_for({label: models[label] for label in tables})
 panels.legend(colours, "**Models:**")
 
+all_grades = (
+    list(stats.GRADES) if ds is None else sorted({str(g) for df in tables.values() for g in df["grade"]})
+)
 c1, c2 = st.columns(2)
 split_names = c1.pills(
-    "Split",
-    list(stats.SPLIT_SETS)[:2],
-    selection_mode="multi",
-    default=list(stats.SPLIT_SETS)[:2],
-    key="metrics_splits",
+    "Split", list(split_sets), selection_mode="multi", default=default_splits, key="metrics_splits"
 )
-grades = c2.pills(
-    "Grade", list(stats.GRADES), selection_mode="multi", default=list(stats.GRADES), key="metrics_grades"
-)
+grades = c2.pills("Grade", all_grades, selection_mode="multi", default=all_grades, key="metrics_grades")
 if not split_names or not grades:
     st.info("Choose at least one split and one grade.")
     st.stop()
-splits = [s for name in split_names for s in stats.SPLIT_SETS[name]]
-grade_filter = None if set(grades) == set(stats.GRADES) else list(grades)
+splits = list(dict.fromkeys(s for name in split_names for s in split_sets[name]))
+grade_filter = None if set(grades) == set(all_grades) else list(grades)
 
 st.subheader("Results")
-c1, c2 = st.columns([3, 2])
-aggregation = (
-    c1.segmented_control(
-        "Aggregation",
-        list(ur.AGGREGATIONS),
-        format_func=ur.AGGREGATIONS.get,
-        default="pooled",
-        key="metrics_aggregation",
-        help="Pooled: counts and object weights summed over the split (the official "
-        "GlaS figures). Per-image mean: the mean of the image scores (the poster's figures).",
-    )
-    or "pooled"
-)
-references = c2.toggle("Show the poster's and published figures", value=True, key="metrics_refs")
-tidy = stats.results_table(tables, grade_filter, summaries, references=references)
-table = ur.paper_table(tidy, aggregation)
-st.dataframe(
-    table,
-    hide_index=True,
-    placeholder="—",
-    column_config={
-        "method": st.column_config.TextColumn("Method", width="medium"),
-        "source": st.column_config.TextColumn("Source", width="small"),
-        **{
-            c: st.column_config.NumberColumn(
-                c.replace(" Hausdorff", " · Hausdorff (px)")
-                .replace(" F1", " · F1")
-                .replace(" Dice", " · Dice"),
-                format="%.1f" if c.endswith("Hausdorff") else "%.3f",
-            )
-            for c in table.columns[2:]
-        },
-    },
-    key="metrics_table",
-)
-notes = [
-    (
-        "F1: detection (a gland counts as found when one prediction covers more than 50% of it); Dice: "
-        "object Dice; Hausdorff: object Hausdorff, in pixels (lower is better)."
-    )
-]
-if references and aggregation == "pooled":
-    notes.append("Published figures are the official pooled GlaS results.")
-elif references:
-    notes.append(ur.poster_line())
-if aggregation == "pooled" and table[table["source"] == "ours"].iloc[:, 2:].isna().any().any():
-    notes.append(
-        "Pooled object Dice and Hausdorff need per-object sums that only the `evaluate` summary "
-        "(metrics.json) holds, so they are blank under a grade filter or without a matching "
-        "metrics.json; pooled F1 is always recomputed from the summed TP / FP / FN."
-    )
+comp = set_results.components({label: models[label] for label in tables})
+notes = metrics_table.show(tables, summaries, comp, split_sets, grade_filter, glas=ds is None)
 recipes = [label for label, m in models.items() if ur.is_poster_recipe(m)]
 if recipes:
     notes.append(
@@ -102,19 +61,16 @@ if recipes:
     )
 if grade_filter:
     notes.insert(0, f"Grade filter: {', '.join(grade_filter)} images only.")
-st.caption(" ".join(notes))
 in_view = {n for df in tables.values() for n in stats.filter_images(df, splits, grade_filter)["image"]}
-quirks = [n for n in loaders.single_id_images() if n in in_view]
-with st.expander("How glands are matched, and the images whose annotation gives every gland one id"):
-    st.markdown(ur.MATCHING_RULE)
-    if quirks:
-        st.markdown(
-            f"**{', '.join(quirks)}**: the annotation gives all glands one id, so each counts as one gland and a "
-            "model that outlines glands one by one scores F1 0 there (the official figures keep them; see "
-            "docs/METRICS.md)."
-        )
+quirks = [n for n in loaders.single_id_images() if n in in_view] if ds is None else []
 if quirks:
-    st.caption(f"{', '.join(quirks)}: the annotation gives all glands one id (see above).")
+    notes.append(
+        f"{', '.join(quirks)}: the annotation gives all glands one id, so each counts as one gland and a model "
+        "that outlines glands one by one scores F1 0 there (the official figures keep them; see docs/METRICS.md)."
+    )
+st.caption(" ".join(notes))
+with st.expander("How glands are matched"):
+    st.markdown(ur.MATCHING_RULE)
 
 shown = {m: stats.filter_images(df, splits, grade_filter) for m, df in tables.items()}
 shown = {m: df for m, df in shown.items() if len(df)}

@@ -80,8 +80,8 @@ def _texts(at: AppTest) -> str:
 # ----------------------------------------------------------------------------------------- metrics
 
 
-PAPER_COLUMNS = ["method", "source"] + [
-    f"{s} {m}" for s in ("Test A", "Test B") for m in ("F1", "Dice", "Hausdorff")
+PAPER_COLUMNS = ["method", "source", "convention"] + [
+    f"{s} {m}" for s in ("Test A", "Test B", "Split not named") for m in ("F1", "Dice", "Hausdorff")
 ]
 
 
@@ -112,14 +112,31 @@ def test_metrics_page_shows_table_distributions_and_paired_test(results_env) -> 
     assert "more than 50%" in text  # the matching rule, where the numbers are
     assert not at.warning
 
+    assert set(table.query("source == 'published'")["convention"]) == {"pooled (official GlaS)"}
+
     at.segmented_control(key="metrics_aggregation").set_value("per-image mean").run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert list(table.columns) == PAPER_COLUMNS and set(table["source"]) == {"ours"}
+    assert list(table.columns) == PAPER_COLUMNS
+    assert set(table["source"]) == {
+        "ours",
+        "poster",
+        "published",
+    }  # #22 item 6: references in both views
+    assert set(table.query("source == 'ours'")["convention"]) == {"per-image mean"}
+    assert set(table.query("source == 'published'")["convention"]) == {"pooled (official GlaS)"}
+    poster = table.query("source == 'poster'").set_index("method")
+    assert poster.loc["U-Net (poster, 15 epochs)", "Split not named F1"] == pytest.approx(0.49)
+    assert poster.loc["Mask R-CNN (poster, 200 epochs)", "Split not named Hausdorff"] == pytest.approx(
+        153
+    )
+    assert set(poster["convention"]) == {"per-image mean"}
     df = pd.read_csv(results_env["maskrcnn"] / "per_image.csv")
     mean_b = df[df["split"] == "testB"]["object_hausdorff"].mean()
-    assert table.set_index("method").loc["Mask R-CNN", "Test B Hausdorff"] == pytest.approx(mean_b)
-    assert "The poster's figures (per-image means" in _texts(at)
+    ours = table.query("source == 'ours'").set_index("method")
+    assert ours.loc["Mask R-CNN", "Test B Hausdorff"] == pytest.approx(mean_b)
+    text = _texts(at)
+    assert text.count("Split not named") == 1 and text.count("official pooled GlaS figures") == 1
 
 
 def test_model_colours_and_legends(results_env) -> None:
