@@ -96,7 +96,7 @@ def test_progress_reports_every_phase(
 
 
 @pytest.mark.slow
-def test_stop_mid_tuning_then_resume_redoes_the_tuning(
+def test_stop_mid_tuning_then_resume_continues_the_tuning(
     lock_dir: Path, fake_glas_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run, seen = tmp_path / "run", []
@@ -106,7 +106,7 @@ def test_stop_mid_tuning_then_resume_redoes_the_tuning(
         fit(cfg, fake_glas_dir, run, show_bar=False)
     progress = json.loads((run / "progress.json").read_text())
     assert progress["status"] == "stopped" and progress["phase"] == "tune"
-    assert "resume redoes the tuning" in progress["message"]
+    assert "resume continues the tuning" in progress["message"]
     assert not (run / "postprocess.json").exists() and not (run / "tuning.json").exists()
     assert [r["epoch"] for r in read_log(run / "log.jsonl")] == [1, 2]
     assert max(r["done"] for r in seen if r.get("unit") == "grid points") < GRID_POINTS  # cut short

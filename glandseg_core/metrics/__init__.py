@@ -8,6 +8,7 @@ Modules, lowest first (each imports only those before it):
     overlap    validation, the contingency table, partners, TP / Dice terms, ``safe_divide``, the one F1
     hausdorff  exact, pruned object Hausdorff distances and nearest-object search
     glas       the GlaS scores of an image (``score_image``) and of a split (``pool_scores``)
+    scorer     ``ImageScorer``: many predictions against one ground truth (a grid search), work shared
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .glas import (
     pool_scores,
     score_image,
 )
-from .hausdorff import HausdorffCache, hausdorff_terms
+from .hausdorff import HausdorffCache, HausdorffMemo, hausdorff_terms
 from .overlap import (
     Overlap,
     as_label_map,
@@ -34,9 +35,12 @@ from .overlap import (
     overlap,
     safe_divide,
 )
+from .scorer import ImageScorer
 
 __all__ = [
     "HausdorffCache",
+    "HausdorffMemo",
+    "ImageScorer",
     "ImageScores",
     "Outcomes",
     "Overlap",

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .hausdorff import hausdorff_terms
-from .overlap import Overlap, overlap, terms
+from .overlap import Overlap, Terms, overlap, terms
 from .overlap import detection_scores as _detection
 from .overlap import safe_divide as _safe_divide
 
@@ -131,8 +131,12 @@ def score_image(pred: np.ndarray, gt: np.ndarray) -> ImageScores:
         ValueError: If a map is not 2-D, holds non-integer or negative values, or the shapes differ.
     """
     t = terms(pred, gt)
+    return scores_of_terms(t, *hausdorff_terms(t.ov))
+
+
+def scores_of_terms(t: Terms, pred_haus: np.ndarray, gt_haus: np.ndarray) -> ImageScores:
+    """The `ImageScores` of an image from its `Terms` and per-object Hausdorff terms (`hausdorff_terms`)."""
     ov = t.ov
-    pred_haus, gt_haus = hausdorff_terms(ov)
     tp = int(t.pred_tp.sum())
     fp, fn = ov.n_pred - tp, ov.n_gt - tp
     f1, precision, recall, f2 = _detection(tp, fp, fn)

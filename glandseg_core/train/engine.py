@@ -170,11 +170,13 @@ def _train(state: TrainState, ctx: RunContext, val: list[Sample], report: PhaseR
 
 
 def _tune(ctx: RunContext, val: list[Sample], report: PhaseReport) -> None:
-    """Rank 0: tune post-processing on ``val``; a stop interrupts it at once, writes nothing, and leaves the run
-    resumable (``--resume`` on a trained run redoes only the tuning)."""
+    """Rank 0: tune post-processing on ``val``; a stop interrupts it at once and leaves the run resumable
+    (``--resume`` on a trained run continues the tuning from the grid points saved in ``tuning_state.json``)."""
     report.begin("tune", len(val), "val images (model outputs)")
-    with report.stop.armed("stopped while tuning post-processing; resume redoes the tuning"):
-        post, result = tune_checkpoint(ctx.run_dir, val, ctx.device, report.step)
+    with report.stop.armed("stopped while tuning post-processing; resume continues the tuning"):
+        post, result = tune_checkpoint(
+            ctx.run_dir, val, ctx.device, report.step, pause=report.stop.paused
+        )
     save_tuning(ctx.run_dir, post, result)
 
 
@@ -258,7 +260,7 @@ def fit(
     Raises:
         TrainingBusy: another training trains this run folder (or holds the machine's lock: ``machine_lock``).
         TrainingStopped: SIGTERM/SIGINT arrived; the phase in progress (steps, validation, tuning) ends at once
-            and ``last.pt`` stays the last finished epoch's (resume repeats the epoch, or redoes the tuning).
+            and ``last.pt`` stays the last finished epoch's (resume repeats the epoch, or continues the tuning).
         DatasetError: the data set is missing, incomplete or lacks a split.
         FileExistsError / FileNotFoundError: a new run in a used folder / nothing to resume.
         OSError: a file of the run folder could not be written (one line naming it, e.g. disk full).

@@ -19,7 +19,8 @@ Stopping: SIGTERM or SIGINT set :class:`StopFlag`. Inside an :meth:`StopFlag.arm
 stop throws away: training steps, validation, tuning) the handler raises :class:`TrainingStopped` at once, so a
 Stop never waits for the phase to end; outside (checkpoints and logs being written) it only records the stop, and
 the next armed block raises. Nothing a stop interrupts is ever written half: ``last.pt`` stays the last finished
-epoch's, and resuming repeats the interrupted epoch (or redoes the tuning).
+epoch's, and resuming repeats the interrupted epoch (or continues the tuning from the grid points saved in
+``tuning_state.json``).
 """
 
 from __future__ import annotations
