@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_slides make cache/bench/big.svs        # the slide (once)
     .venv/bin/python -m benchmarks.bench_slides run cache/bench/big.svs         # both models
+    .venv/bin/python -m benchmarks.bench_slides run cache/bench/big.svs --engines torch openvino  # engine column
 
 See benchmarks/README.md ("Whole slides") for what each figure means.
 """
@@ -49,13 +50,13 @@ def make(path: Path, side: int) -> None:
     )
 
 
-def untiled(model: Path, repeats: int) -> dict:
+def untiled(model: Path, repeats: int, engine: str = "auto") -> dict:
     """Seconds (wall, CPU) per megapixel of one whole GlaS image (testA_1, 775x522, no tiling), median of
     ``repeats`` after a warm-up call, in this process."""
     from glandseg_core.imaging.io import read_image
     from glandseg_core.segmenters import load_segmenter
 
-    seg = load_segmenter(model)
+    seg = load_segmenter(model, engine=engine)
     image = read_image(glas_dir() / "testA_1.bmp")
     seg(image)
     walls, cpus = [], []
@@ -68,7 +69,7 @@ def untiled(model: Path, repeats: int) -> dict:
     return {"mp": mp, "wall_s": float(np.median(walls)), "cpu_s": float(np.median(cpus))}
 
 
-def slide_run(model: Path, slide: Path, out: Path) -> dict:
+def slide_run(model: Path, slide: Path, out: Path, engine: str = "auto") -> dict:
     """`glandseg predict` on the slide in a fresh process under /usr/bin/time -v: wall, CPU, peak RSS."""
     import json
     import os
@@ -87,7 +88,7 @@ def slide_run(model: Path, slide: Path, out: Path) -> dict:
         "--model",
         str(model),
     ]
-    cmd += ["--out", str(out), "--no-bar", str(slide)]
+    cmd += ["--engine", engine, "--out", str(out), "--no-bar", str(slide)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
@@ -128,63 +129,92 @@ def check_geojson(path: Path) -> dict:
     return {"features": len(feats), "all_valid": valid, "overlapping_pairs": overlap}
 
 
-def run(slide: Path, models: list[Path], out: Path, repeats: int) -> None:
+def _report(name: str, slide: Path, r: dict, before: dict, after: dict) -> None:
+    ref, big, slide_mp, window_mp, sm = (
+        r["untiled"],
+        r["slide"],
+        r["slide_mp"],
+        r["window_mp"],
+        r["summary"],
+    )
+    per = {k: ref[k] / ref["mp"] for k in ("wall_s", "cpu_s")}
+    print(
+        f"\n== {name}: {slide.name} {sm['width']} x {sm['height']} px at {sm['slide_mpp']} um/px = "
+        f"{slide_mp:.1f} MP at the model's {sm['model_mpp']} um/px; {sm['windows']} windows "
+        f"({sm['windows_skipped']} skipped as background), {sm['glands']} glands"
+    )
+    print(f"   {big['cmd']}")
+    print(
+        f"   peak RSS {big['peak_rss_mb']:.0f} MB; wall {big['wall_s']:.0f} s; CPU {big['cpu_s']:.0f} s; "
+        f"GeoJSON {big['geojson']}"
+    )
+    print(
+        f"   untiled testA_1: {ref['mp'] / ref['wall_s']:.3f} MP/s wall, {ref['mp'] / ref['cpu_s']:.3f} MP/s CPU "
+        f"(before the slide {before['mp'] / before['wall_s']:.3f} / {before['mp'] / before['cpu_s']:.3f}, "
+        f"after {after['mp'] / after['wall_s']:.3f} / {after['mp'] / after['cpu_s']:.3f})"
+    )
+    # the tiled inference itself (reading, segmenting, stitching the windows: the summary's segment_*
+    # seconds), and the whole process (Python and torch start-up, model loading, tissue, outputs too)
+    seg = {"wall_s": sm["segment_seconds"], "cpu_s": sm["segment_cpu_seconds"]}
+    for what, secs in (("tiled inference", seg), ("whole process", big)):
+        for label, mp in (("slide MP", slide_mp), ("window MP", window_mp)):
+            for k in ("wall_s", "cpu_s"):
+                rate = mp / secs[k]
+                ratio = (secs[k] / mp) / per[k]
+                print(
+                    f"   {what:15s} per {label:9s} ({k[:-2]:4s}): {rate:.3f} MP/s; "
+                    f"cost per MP = {ratio:.2f} x untiled"
+                )
+
+
+def _one(model: Path, slide: Path, out: Path, repeats: int, engine: str, dims: tuple[int, int]) -> dict:
+    from glandseg_core.slides.pipeline import OVERLAP, WINDOW, even_spans
+
+    w0, h0 = dims
+    before = untiled(model, repeats, engine)
+    big = slide_run(model, slide, out / f"{model.name}-{engine}", engine)
+    after = untiled(model, repeats, engine)
+    # the untiled reference is seconds long, the slide minutes: measured on both sides of the slide run,
+    # the faster of the two (the stricter reference for the ratio)
+    ref = min(before, after, key=lambda r: r["cpu_s"])
+    ref["wall_s"] = min(before["wall_s"], after["wall_s"])
+    sm = dict(big["summary"], width=w0, height=h0)
+    scale = sm["model_mpp"] / sm["slide_mpp"]
+    th = even_spans(round(h0 / scale), WINDOW, OVERLAP)[1]
+    tw = even_spans(round(w0 / scale), WINDOW, OVERLAP)[1]
+    r = {
+        "engine": engine,
+        "untiled": ref,
+        "slide": big,
+        "summary": sm,
+        "slide_mp": w0 * h0 / scale**2 / 1e6,  # the whole slide at the model's pixel size
+        "window_mp": sm["windows"] * th * tw / 1e6,  # what the windows covered (overlaps counted twice)
+    }
+    _report(f"{model.name}, engine {engine}", slide, r, before, after)
+    return r
+
+
+def run(slide: Path, models: list[Path], out: Path, repeats: int, engines: list[str]) -> None:
     import json
 
     from glandseg_core.slides import open_slide
-    from glandseg_core.slides.pipeline import OVERLAP, WINDOW, even_spans
 
     with open_slide(slide) as s:
-        w0, h0 = s.dimensions
+        dims = s.dimensions
     results = {}
     for model in models:
-        before = untiled(model, repeats)
-        big = slide_run(model, slide, out / model.name)
-        after = untiled(model, repeats)
-        # the untiled reference is seconds long, the slide minutes: measured on both sides of the slide run,
-        # the faster of the two (the stricter reference for the ratio)
-        ref = min(before, after, key=lambda r: r["cpu_s"])
-        ref["wall_s"] = min(before["wall_s"], after["wall_s"])
-        sm = big["summary"]
-        scale = sm["model_mpp"] / sm["slide_mpp"]
-        slide_mp = w0 * h0 / scale**2 / 1e6  # the whole slide at the model's pixel size
-        th = even_spans(round(h0 / scale), WINDOW, OVERLAP)[1]
-        tw = even_spans(round(w0 / scale), WINDOW, OVERLAP)[1]
-        window_mp = sm["windows"] * th * tw / 1e6  # what the windows covered (overlaps counted twice)
-        per = {k: ref[k] / ref["mp"] for k in ("wall_s", "cpu_s")}
-        results[model.name] = {
-            "untiled": ref,
-            "slide": big,
-            "slide_mp": slide_mp,
-            "window_mp": window_mp,
-        }
-        print(
-            f"\n== {model.name}: {slide.name} {w0} x {h0} px at {sm['slide_mpp']} um/px = "
-            f"{slide_mp:.1f} MP at the model's {sm['model_mpp']} um/px; {sm['windows']} windows "
-            f"({sm['windows_skipped']} skipped as background), {sm['glands']} glands"
-        )
-        print(f"   {big['cmd']}")
-        print(
-            f"   peak RSS {big['peak_rss_mb']:.0f} MB; wall {big['wall_s']:.0f} s; CPU {big['cpu_s']:.0f} s; "
-            f"GeoJSON {big['geojson']}"
-        )
-        print(
-            f"   untiled testA_1: {ref['mp'] / ref['wall_s']:.3f} MP/s wall, {ref['mp'] / ref['cpu_s']:.3f} MP/s CPU "
-            f"(before the slide {before['mp'] / before['wall_s']:.3f} / {before['mp'] / before['cpu_s']:.3f}, "
-            f"after {after['mp'] / after['wall_s']:.3f} / {after['mp'] / after['cpu_s']:.3f})"
-        )
-        # the tiled inference itself (reading, segmenting, stitching the windows: the summary's segment_*
-        # seconds), and the whole process (Python and torch start-up, model loading, tissue, outputs too)
-        seg = {"wall_s": sm["segment_seconds"], "cpu_s": sm["segment_cpu_seconds"]}
-        for what, secs in (("tiled inference", seg), ("whole process", big)):
-            for label, mp in (("slide MP", slide_mp), ("window MP", window_mp)):
-                for k in ("wall_s", "cpu_s"):
-                    rate = mp / secs[k]
-                    ratio = (secs[k] / mp) / per[k]
-                    print(
-                        f"   {what:15s} per {label:9s} ({k[:-2]:4s}): {rate:.3f} MP/s; "
-                        f"cost per MP = {ratio:.2f} x untiled"
-                    )
+        for engine in engines:
+            results[f"{model.name}/{engine}"] = _one(model, slide, out, repeats, engine, dims)
+        base = results[f"{model.name}/{engines[0]}"]
+        for engine in engines[1:]:
+            r = results[f"{model.name}/{engine}"]
+            print(
+                f"\n{model.name}: engine {engine} vs {engines[0]}: slide throughput (whole process, wall) "
+                f"{base['slide']['wall_s'] / r['slide']['wall_s']:.2f} x, tiled inference "
+                f"{base['summary']['segment_seconds'] / r['summary']['segment_seconds']:.2f} x; peak RSS "
+                f"{r['slide']['peak_rss_mb']:.0f} vs {base['slide']['peak_rss_mb']:.0f} MB; glands "
+                f"{r['summary']['glands']} vs {base['summary']['glands']}"
+            )
     (out / "bench_slides.json").write_text(json.dumps(results, indent=2, default=str))
 
 
@@ -204,11 +234,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     p_run.add_argument("--out", type=Path, default=Path("cache/bench/out"))
     p_run.add_argument("--repeats", type=int, default=7)
+    p_run.add_argument(
+        "--engines",
+        nargs="+",
+        default=["torch", "auto"],
+        help="engines run in turn (the first is the reference of the ratios; default torch auto)",
+    )
     args = parser.parse_args(argv)
     if args.cmd == "make":
         make(args.slide, args.side)
     else:
-        run(args.slide, args.models, args.out, args.repeats)
+        run(args.slide, args.models, args.out, args.repeats, args.engines)
 
 
 if __name__ == "__main__":

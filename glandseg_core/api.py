@@ -64,24 +64,30 @@ def model_path(model: str | os.PathLike[str]) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(path: str, device: str | None, tta: bool) -> Segmenter:
-    return _load_segmenter(path, device=device, tta=tta)
+def _cached(path: str, device: str | None, tta: bool, engine: str) -> Segmenter:
+    return _load_segmenter(path, device=device, tta=tta, engine=engine)
 
 
 def load_segmenter(
-    model: ModelLike = "unet", *, device: str | None = None, tta: bool = False
+    model: ModelLike = "unet",
+    *,
+    device: str | None = None,
+    tta: bool = False,
+    engine: str = "auto",
 ) -> Segmenter:
-    """A loaded model (kept for the next call with the same folder, device and TTA setting).
+    """A loaded model (kept for the next call with the same folder, device, TTA setting and engine).
 
     Args:
         model: a model folder, a name under :func:`models_root`, or a segmenter (returned as is).
         device: ``cpu``, ``cuda`` or None (CUDA when present). tta: average 8 flipped/rotated views.
+        engine: ``auto`` (OpenVINO or ONNX Runtime when installed, on a CPU; else PyTorch), ``torch``,
+            ``openvino`` or ``onnx`` (``glandseg_core.engines``).
 
     Raises:
         ModelError: a missing or broken model folder (one line).
     """
     if isinstance(model, (str, os.PathLike)):
-        return _cached(str(model_path(model).resolve()), device, tta)
+        return _cached(str(model_path(model).resolve()), device, tta, engine)
     return model
 
 
@@ -93,6 +99,7 @@ def segment(
     tta: bool = False,
     device: str | None = None,
     progress: ProgressFn | None = None,
+    engine: str = "auto",
 ) -> np.ndarray:
     """The glands of one image as an int32[H, W] label map at the image's size (0 = background, 1..N glands).
 
@@ -101,13 +108,14 @@ def segment(
         model: as in :func:`load_segmenter`.
         mpp: the image's micrometres per pixel; the image is brought to the model's scale (GlaS: 0.62) and the
             labels back to its size. None: a TIFF's recorded pixel size, else the model's own scale.
-        tta, device: as in :func:`load_segmenter`. progress: hears a ``segment`` step per forward pass.
+        tta, device, engine: as in :func:`load_segmenter`. progress: hears a ``segment`` step per forward pass.
     """
     if not isinstance(image, np.ndarray):
         path = Path(image)
         mpp = image_mpp(path) if mpp is None else mpp
         image = read_image(path)
-    return load_segmenter(model, device=device, tta=tta)(image, mpp=mpp, progress=progress)
+    seg = load_segmenter(model, device=device, tta=tta, engine=engine)
+    return seg(image, mpp=mpp, progress=progress)
 
 
 def evaluate(
@@ -119,19 +127,20 @@ def evaluate(
     tta: bool = False,
     device: str | None = None,
     progress: ProgressFn | None = None,
+    engine: str = "auto",
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Score ``model`` with the official GlaS metrics on ``data`` (writes files only with ``out_dir``; never
     records test-set scorings, which ``glandseg evaluate`` does).
 
     Args:
-        model: as in :func:`load_segmenter`.
+        model, engine: as in :func:`load_segmenter`.
         data: a data set (:func:`from_pairs`, :class:`GlasDataset`, ...), a GlaS folder, or None for
             ``$GLANDSEG_DATA``. splits: e.g. ``["val"]``; None: every split of ``data``.
 
     Returns:
         (per-image table, summary ``{split: {"pooled_f1", "pooled_object_dice", ...}}``).
     """
-    segmenter = load_segmenter(model, device=device, tta=tta)
+    segmenter = load_segmenter(model, device=device, tta=tta, engine=engine)
     return _evaluate(data, splits, out_dir, segmenter=segmenter, progress=progress)
 
 

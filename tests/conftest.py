@@ -9,6 +9,7 @@ Everything here is small enough for two CPU cores: images are 64×96, models are
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,10 @@ import pytest
 import torch
 
 from tests.helpers import FAKE_NAMES, make_glands, real_glas, tiny_unet_config, write_fake_glas
+
+# The suite runs PyTorch (what `auto` means here, subprocesses included): exporting every tiny model it builds to
+# an engine would cost seconds each; tests/test_engines.py asks for the engines by name.
+os.environ.setdefault("GLANDSEG_ENGINE", "torch")
 
 # ---------------------------------------------------------------------------------- browser marker
 

@@ -69,6 +69,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ..batch import Result, run_batch
     from ..distributed import process_group, world_from_env
+    from ..engines import engine_of
     from ..memory import current_budget
     from ..segmenters import load_segmenter
 
@@ -85,7 +86,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     budget = current_budget(args.memory_budget)
     with process_group(world):
-        segmenter = load_segmenter(args.model, device=world.device(args.device), tta=args.tta)
+        segmenter = load_segmenter(
+            args.model, device=world.device(args.device), tta=args.tta, engine=args.engine
+        )
+        log.info("%sengine: %s", tag, engine_of(segmenter.model))
         outcome = run_batch(
             segmenter,
             args.images,
@@ -121,7 +125,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     data = as_dataset(args.data)
     splits = eval_splits(data, args.split)
-    segmenter = load_segmenter(args.model, device=args.device, tta=args.tta) if args.model else None
+    segmenter = None
+    if args.model:
+        segmenter = load_segmenter(args.model, device=args.device, tta=args.tta, engine=args.engine)
     _, summary = evaluate(
         data,
         splits,

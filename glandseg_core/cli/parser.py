@@ -55,12 +55,24 @@ def _positive(text: str) -> float:
     return value
 
 
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=["auto", "torch", "openvino", "onnx"],
+        default="auto",
+        help="what runs the network on the CPU (default auto: OpenVINO, else ONNX Runtime when installed, "
+        "else PyTorch; $GLANDSEG_ENGINE sets what auto means); exported graphs are cached in "
+        "$GLANDSEG_ENGINE_CACHE (default ~/.cache/glandseg/engines)",
+    )
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("predict", help="segment images, folders, globs, slides (also under torchrun)")
     pr.add_argument("--model", type=Path, required=True, help="model folder, e.g. trained_models/unet")
     pr.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (predictions)")
     pr.add_argument("--tta", action="store_true", help="test-time augmentation (8 flips/rotations)")
     pr.add_argument("--device", choices=["cpu", "cuda"])
+    _add_engine(pr)
     pr.add_argument(
         "--mpp",
         type=_positive,
@@ -110,6 +122,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--save-predictions", action="store_true", help="also write out/predictions/<image>_labels.png"
     )
     e.add_argument("--device", choices=["cpu", "cuda"])
+    _add_engine(e)
     e.add_argument(
         "--reason", default="", help="why the test splits are scored (kept in test_history.jsonl)"
     )

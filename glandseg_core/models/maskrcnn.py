@@ -52,6 +52,8 @@ class MaskRCNNParams(Section):
         "anchor_sizes": Rule(tuple, 1, 2048, length=ANCHOR_LEVELS),
         "detections_per_img": int_rule(1, 500),
         "rpn_post_nms_top_n_train": int_rule(1, 10000),
+        "rpn_pre_nms_top_n_test": int_rule(1, 10000),
+        "rpn_post_nms_top_n_test": int_rule(1, 10000),
         "box_batch_size_per_image": int_rule(1, 4096),
         "box_head_dim": int_rule(16, 4096),
     }
@@ -62,6 +64,9 @@ class MaskRCNNParams(Section):
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     detections_per_img: int = 100
     rpn_post_nms_top_n_train: int = 2000
+    # test-time proposals per FPN level before NMS, and in all after NMS (torchvision: 1000 and 1000)
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
     box_batch_size_per_image: int = 512
     box_head_dim: int = 1024  # width of the box head's two fully connected layers (torchvision: 1024)
 
@@ -137,6 +142,8 @@ def build_maskrcnn(cfg: RunConfig) -> MaskRCNN:
         box_detections_per_img=p.detections_per_img,
         box_score_thresh=0.05,
         rpn_post_nms_top_n_train=p.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=p.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=p.rpn_post_nms_top_n_test,
         box_batch_size_per_image=p.box_batch_size_per_image,
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],

@@ -15,6 +15,7 @@ import torch
 from ..checkpoints import POSTPROCESS, model_from_state, read_checkpoint, weights_file
 from ..config import RunConfig, config_from_dict, load_config
 from ..device import apply_thread_limit, pick_device
+from ..engines import accelerate
 from ..errors import ConfigError, ModelError
 from ..thresholds import Post, default_post, load_post
 from .base import Segmenter
@@ -43,17 +44,24 @@ def make_segmenter(
     tta: bool = False,
     tiling: Tiling | None = None,
     path: Path | None = None,
+    engine: str = "torch",
+    weights: Path | None = None,
 ) -> Segmenter:
     """A segmenter around a network in memory (eval mode is the caller's business).
 
+    ``engine`` (``engines.ENGINES``) is ``torch`` by default here: a network in memory is often one being trained
+    (tuning and validation during ``fit``), whose forward an engine would freeze. ``auto``, ``openvino`` or
+    ``onnx`` export it (keyed by ``weights``' SHA-256, else a hash of its tensors) and replace its modules' ``forward`` in place.
+
     Raises:
-        ModelError: when ``post`` does not belong to ``cfg.model``'s kind.
+        ModelError: when ``post`` does not belong to ``cfg.model``'s kind, or ``engine`` cannot run.
     """
     device = torch.device("cpu") if device is None else device
     tiling = Tiling() if tiling is None else tiling
     kind = cfg.kind
     if not isinstance(post, kind.post_type):
         raise ModelError(f"{type(post).__name__} settings do not fit a {cfg.model} model")
+    accelerate(model, cfg, device, engine, weights=weights)
     return kind.segmenter(model, cfg, post, device, tta=tta, tiling=tiling, path=path)
 
 
@@ -72,6 +80,7 @@ def load_segmenter(
     device: str | None = None,
     tta: bool = False,
     tiling: Tiling | None = None,
+    engine: str = "auto",
 ) -> Segmenter:
     """Load a model folder (``weights.pt``, ``config.json``, ``postprocess.json``) or a training run folder.
 
@@ -82,6 +91,9 @@ def load_segmenter(
     Args:
         model_dir: the folder. device: ``cpu``, ``cuda`` or None (CUDA when present).
         tta: average 8 flipped/rotated views. tiling: window settings for large images (default :class:`Tiling`).
+        engine: ``auto`` (the fastest installed engine on a CPU, PyTorch otherwise or when an export fails),
+            ``torch``, ``openvino`` or ``onnx`` (``glandseg_core/engines``); ``engines.engine_of(seg.model)``
+            says which runs.
 
     Raises:
         ModelError: naming what is missing or broken.
@@ -101,4 +113,6 @@ def load_segmenter(
     apply_thread_limit()
     model = model_from_state(cfg, ckpt["model"], dev, weights.name)
     cfg.kind.loaded(model, post)
-    return make_segmenter(model, cfg, post, dev, tta=tta, tiling=tiling, path=model_dir)
+    return make_segmenter(
+        model, cfg, post, dev, tta=tta, tiling=tiling, path=model_dir, engine=engine, weights=weights
+    )

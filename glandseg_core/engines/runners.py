@@ -1,0 +1,139 @@
+"""Exporting a graph to an engine's format and running it: OpenVINO and ONNX Runtime, on the CPU.
+
+* OpenVINO: ``openvino.convert_model`` traces the torch module (no ONNX step), ``openvino.save_model`` stores
+  the IR (weights kept in fp32); compiled with ``INFERENCE_PRECISION_HINT`` bf16 where the graph may run in
+  reduced precision (as PyTorch's own autocast would, on CPUs with AMX), else f32.
+* ONNX Runtime: ``torch.onnx.export`` (the torch.export-based exporter, which needs ``onnx`` and ``onnxscript``),
+  run by the CPU execution provider in fp32.
+
+Both use as many threads as torch (``GLANDSEG_THREADS``, ``device.apply_thread_limit``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+
+MODULES = {"openvino": "openvino", "onnx": "onnxruntime"}  # engine -> the package that runs it
+TITLES = {"openvino": "OpenVINO", "onnx": "ONNX Runtime", "torch": "PyTorch"}
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A module to export: flat float32 tensors in, a flat tuple of tensors out.
+
+    Attributes:
+        name: the part's name (``network``, ``backbone``, ``rpn_head``, ...).
+        module: the module (eval mode). example: inputs to trace it with.
+        dynamic: per input, the axes whose size may change between calls.
+        reduced: whether the engine may run it in bf16 (PyTorch's own path autocasts it).
+    """
+
+    name: str
+    module: nn.Module
+    example: tuple[torch.Tensor, ...]
+    dynamic: tuple[tuple[int, ...], ...]
+    reduced: bool
+
+
+def engine_version(engine: str) -> str:
+    """The installed version of the engine's package (ImportError when it is missing)."""
+    if engine == "openvino":
+        import openvino
+
+        return str(openvino.__version__)
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
+class _Locked:
+    """Serialises calls: one compiled graph, one inference at a time (the dashboard may call from threads)."""
+
+    def __init__(self, run: Runner) -> None:
+        self._run, self._lock = run, threading.Lock()
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            return self._run(inputs)
+
+
+def _ov_build(graph: Graph, folder: Path) -> None:
+    import openvino as ov
+
+    shapes = [
+        ov.PartialShape([-1 if i in dyn else int(n) for i, n in enumerate(x.shape)])
+        for x, dyn in zip(graph.example, graph.dynamic, strict=True)
+    ]
+    with torch.no_grad():
+        example = tuple(x.clone() for x in graph.example)  # tracing refuses inference-mode tensors
+        model = ov.convert_model(graph.module, example_input=example, input=shapes)
+    ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
+
+
+def _ov_load(folder: Path, reduced: bool, threads: int) -> Runner:
+    import openvino as ov
+
+    core = ov.Core()
+    config = {
+        "INFERENCE_PRECISION_HINT": "bf16" if reduced else "f32",
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    compiled = core.compile_model(core.read_model(folder / "model.xml"), "CPU", config)
+    n_out = len(compiled.outputs)
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        result = compiled(list(inputs))
+        return [np.asarray(result[i]) for i in range(n_out)]
+
+    return _Locked(run)
+
+
+def _onnx_build(graph: Graph, folder: Path) -> None:
+    dims = tuple(
+        {axis: torch.export.Dim.DYNAMIC for axis in dyn} for dyn in graph.dynamic
+    )  # one dict per input
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its steps
+        example = tuple(x.clone() for x in graph.example)
+        torch.onnx.export(
+            graph.module,
+            example,
+            str(folder / "model.onnx"),
+            dynamo=True,
+            dynamic_shapes=(dims,),  # forward(*xs): one entry, the tuple of inputs
+            external_data=False,
+            verbose=False,
+        )
+
+
+def _onnx_load(folder: Path, reduced: bool, threads: int) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    session = ort.InferenceSession(
+        str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    names = [i.name for i in session.get_inputs()]
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(o) for o in session.run(None, dict(zip(names, inputs, strict=True)))]
+
+    return _Locked(run)
+
+
+BUILD: dict[str, Callable[[Graph, Path], None]] = {"openvino": _ov_build, "onnx": _onnx_build}
+LOAD: dict[str, Callable[[Path, bool, int], Runner]] = {"openvino": _ov_load, "onnx": _onnx_load}
