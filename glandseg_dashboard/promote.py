@@ -8,6 +8,7 @@ promotion into a folder would replace or remove, and :func:`promote` refuses unl
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,11 +21,23 @@ from glandseg_core.evaluation import TEST_HISTORY
 from glandseg_core.files import atomic_write_text, describe_os_error
 from glandseg_core.modelcard import render
 
-from .runs import EVAL_DIR, TRAIN_OUT
+from .runs import EVAL_DIR, TRAIN_OUT, read_json
 from .safepaths import existing
 
 CARD = "MODEL_CARD.md"
-WRITTEN = (WEIGHTS, "config.json", POSTPROCESS, CARD, "metrics.json", "per_image.csv", TEST_HISTORY)
+BEFORE_AFTER = (
+    "finetune_before_after.json"  # a fine-tune's base vs fine-tuned scores on its held-out images
+)
+WRITTEN = (
+    WEIGHTS,
+    "config.json",
+    POSTPROCESS,
+    CARD,
+    "metrics.json",
+    "per_image.csv",
+    TEST_HISTORY,
+    BEFORE_AFTER,
+)
 # Results of the model being replaced (drill-down predictions, val and TTA scores read by the card): removed.
 STALE = ("predictions", "val", "tta")
 
@@ -51,7 +64,8 @@ def promote(
     """Export a run's best checkpoint to a model folder, with its evaluation and its model card.
 
     Copies ``eval/summary.json`` as ``metrics.json`` and ``eval/per_image.csv`` when the run was evaluated on
-    Test A / B, and the run's ``test_history.jsonl`` (every scoring of a test split, so the card counts them);
+    Test A / B, the run's ``test_history.jsonl`` (every scoring of a test split, so the card counts them), and a
+    fine-tune's before/after summaries on its held-out images (``finetune_before_after.json``);
     scores, history and predictions of a model being replaced are removed, never left beside the new weights.
 
     Args:
@@ -94,7 +108,20 @@ def _copy_results(run_dir: Path, model_dir: Path) -> None:
             atomic_write_text(model_dir / dst, src.read_text())
         else:
             (model_dir / dst).unlink(missing_ok=True)  # never leave another model's scores behind
+    _copy_before_after(run_dir, model_dir)
     for name in STALE:
         if (model_dir / name).is_dir():
             shutil.rmtree(model_dir / name)
     atomic_write_text(model_dir / CARD, render(model_dir, run_dir, _command(run_dir)))
+
+
+def _copy_before_after(run_dir: Path, model_dir: Path) -> None:
+    """A fine-tuning run's before/after summaries (base and fine-tuned on the held-out images, with what was held
+    out and from which set) as ``finetune_before_after.json``; removed when the run has none."""
+    record = read_json(run_dir / "finetune.json")
+    sides = {s: read_json(run_dir / "before_after" / s / "summary.json") for s in ("base", "tuned")}
+    if not record or not all(sides.values()):
+        (model_dir / BEFORE_AFTER).unlink(missing_ok=True)
+        return
+    keep = {k: record.get(k) for k in ("set", "base", "held_out")}
+    atomic_write_text(model_dir / BEFORE_AFTER, json.dumps({**keep, **sides}, indent=1) + "\n")

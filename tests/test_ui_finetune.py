@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from glandseg_core.datasets import as_dataset
 from glandseg_core.evaluation.compare_models import compare_models, paired_table
 from glandseg_core.imaging.io import write_label_png, write_png
-from glandseg_dashboard import before_after, finetune, jobs
+from glandseg_dashboard import before_after, finetune, jobs, promote
 from tests.helpers import make_glands, write_fake_glas
 from tests.test_app import TIMEOUT, TRAIN, env, texts, tiny_models, write_fake_run
 
@@ -97,7 +97,9 @@ def test_start_finetune_launches_on_the_run_copy_with_the_device(
     assert "--resume" in launched[1] and launched[1][-2:] == ["--device", "cuda"]
 
 
-def test_before_after_scores_both_models_on_the_held_out_images(env: dict[str, Path], tmp_path: Path) -> None:
+def test_before_after_scores_both_models_on_the_held_out_images(
+    env: dict[str, Path], tmp_path: Path
+) -> None:
     user = write_set(tmp_path / "mine", n=3)
     run = tmp_path / "run"
     data = finetune.prepare_run_data(user, ["img2"], run)
@@ -113,10 +115,14 @@ def test_before_after_scores_both_models_on_the_held_out_images(env: dict[str, P
     shown, per_image = before_after.results(run)  # type: ignore[misc]
     assert list(per_image[("image", "")]) == ["img2"]
     views = before_after.overlays(run, "img2")
-    assert {k: v.shape for k, v in views.items()} == dict.fromkeys(("truth", "base", "tuned"), (64, 96, 3))
+    assert {k: v.shape for k, v in views.items()} == dict.fromkeys(
+        ("truth", "base", "tuned"), (64, 96, 3)
+    )
 
 
-def test_train_page_shows_a_finished_finetune_before_and_after(env: dict[str, Path], tmp_path: Path) -> None:
+def test_train_page_shows_a_finished_finetune_before_and_after(
+    env: dict[str, Path], tmp_path: Path
+) -> None:
     user = write_set(env["annotations"] / "corrections", n=3)
     run = env["runs"] / "ft-run"
     write_fake_run(run, env["models"] / "unet" / "weights.pt")
@@ -134,6 +140,9 @@ def test_train_page_shows_a_finished_finetune_before_and_after(env: dict[str, Pa
     at.text_input(key="promote_ft-run").set_value("unet").run()
     assert "kept beside it" in texts(at, "error")
     assert "corrections" in at.selectbox(key="ft_set").options
+    promoted = promote.promote(run, tmp_path / "promoted")
+    kept = json.loads((promoted / promote.BEFORE_AFTER).read_text())
+    assert kept["held_out"] == ["img2"] and kept["tuned"]["test"]["n_images"] == 1
 
 
 @pytest.fixture
@@ -171,7 +180,9 @@ def test_with_a_gpu_the_form_offers_the_device_and_the_run_gets_it(
     assert cfg["name"] == "poster-maskrcnn" and cfg["pretrained"] == "coco"
 
 
-def test_without_a_gpu_there_is_no_device_choice(env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_gpu_there_is_no_device_choice(
+    env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
     assert not at.exception and not [r for r in at.radio if str(r.key).startswith("device_")]
