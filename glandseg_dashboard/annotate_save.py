@@ -32,11 +32,10 @@ def set_name_input(sets: list[str]) -> str:
     if SET_KEY not in st.session_state:
         kept = st.session_state.get(pickers.KEPT, {}).get((SET_KEY, ""))
         st.session_state[SET_KEY] = kept or (sets[0] if sets else annotation_sets.DEFAULT_SET)
-    name = st.text_input(
-        "Annotation set",
-        key=SET_KEY,
-        help="A folder under the annotations root: images/, labels/ and dataset.json, the plain layout that "
-        "`glandseg evaluate --data` and `glandseg train --data` read. Letters, digits, '.', '_' and '-'.",
+    name = st.text_input("Annotation set", key=SET_KEY)  # no help icon: its label names the field alone
+    st.caption(
+        "A folder under the annotations root with images/, labels/ and dataset.json: the plain layout that "
+        "`glandseg evaluate --data` and `glandseg train --data` read. Letters, digits, '.', '_' and '-'."
     )
     pickers.remember(SET_KEY, name)
     if sets:

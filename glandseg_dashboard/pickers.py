@@ -114,7 +114,9 @@ def pick_image(
     box = where or st
     samples, glas = sample_sources(), glas_sources()
     kinds = (["Bundled sample"] if samples else []) + (["GlaS dataset"] if glas else []) + ["Upload"]
+    sticky(f"{prefix}_kind", kinds)  # kept when the user visits another page
     kind = box.radio("Image", kinds, key=f"{prefix}_kind", horizontal=True)
+    remember(f"{prefix}_kind", kind)
     if kind == "Upload":
         up = box.file_uploader(
             "H&E image (PNG, JPEG, TIFF, BMP)",
@@ -124,12 +126,14 @@ def pick_image(
         )
         return None if up is None else _from_upload(up, limit)
     options = {s.key: s for s in (samples if kind == "Bundled sample" else glas)}
+    sticky(f"{prefix}_{kind[:6]}", list(options))
     choice = box.selectbox(
         "Sample" if kind == "Bundled sample" else "GlaS image",
         list(options),
         key=f"{prefix}_{kind[:6]}",
         format_func=lambda k: options[k].label,
     )
+    remember(f"{prefix}_{kind[:6]}", choice)
     return _from_source(options[choice], limit)
 
 

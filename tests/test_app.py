@@ -289,11 +289,13 @@ def test_old_flat_annotations_still_show_up_read_only(env: dict[str, Path]) -> N
     assert not at.exception and at.metric[0].value == "9"
 
 
+@pytest.mark.slow  # Compare runs both tiny models twice (~100 s on two busy cores)
 def test_choices_survive_a_visit_to_another_page(env: dict[str, Path]) -> None:
     """#22 item 7: Annotate's "Start from" and Compare's ground truth stay as chosen after a page switch
     (Streamlit drops the state of widgets a run leaves unrendered)."""
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()  # opens on Compare
     at.switch_page("pages/annotate.py").run()
+    at.selectbox(key="ann_Bundle").set_value("sample:testA_13").run()
     at.selectbox(key="ann_start").set_value("anno").run()
     at.switch_page("pages/compare.py").run()
     assert not at.exception
@@ -302,8 +304,8 @@ def test_choices_survive_a_visit_to_another_page(env: dict[str, Path]) -> None:
     gt.set_value("none").run()
     assert [s.label for s in at.sidebar.selectbox].count("Ground truth") == 1
     at.switch_page("pages/annotate.py").run()
-    assert not at.exception and at.selectbox(key="ann_start").value == "anno"
-    assert at.metric[0].value == "9"
+    assert not at.exception and at.selectbox(key="ann_Bundle").value == "sample:testA_13"
+    assert at.selectbox(key="ann_start").value == "anno" and at.metric[0].value != "0"
     at.switch_page("pages/compare.py").run()
     assert at.sidebar.selectbox(key="cmp_gt").value == "none"
     assert "no ground truth" in texts(at, "caption")
