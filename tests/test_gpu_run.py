@@ -14,8 +14,9 @@ import torch
 
 from glandseg_core.segmenters import load_segmenter
 from glandseg_core.train.gpu_augment import GpuAugment, augment, random_crops
+from glandseg_core.train.gpu_run import GpuRun, _fit_schedule
 from scripts import gpu_train
-from tests.helpers import VAL_NAMES
+from tests.helpers import VAL_NAMES, tiny_unet_config
 
 TINY = ["unet_base=4", "unet_depth=2", "train_crop_size=48", "train_batch_size=2", "train_amp=false"]
 
@@ -65,3 +66,12 @@ def test_augmentation_moves_image_and_targets_together() -> None:
     assert set(ya.unique().tolist()) <= {0.0, 1.0} and xa.min() >= 0 and xa.max() <= 1
     agree = ((xa[:, :1] > 0.5).float() == ya).float().mean()
     assert agree > 0.97  # only the resampled edges may differ
+
+
+def test_schedule_shrinks_to_the_steps_that_fit() -> None:
+    cfg = tiny_unet_config(train_epochs=50, train_steps_per_epoch=100)
+    spec = GpuRun(minutes=6.0)
+    # 30 steps done in 20 s at 0.1 s a step: 3400 more fit in the 340 s left, so 35 epochs of 100
+    assert _fit_schedule(cfg, spec, 30, 20.0, 0.1).train_epochs == 35
+    assert _fit_schedule(cfg, spec, 30, 20.0, 0.001).train_epochs == 50  # never more than asked
+    assert _fit_schedule(cfg, spec, 30, 400.0, 0.1).train_epochs == 1  # out of time: what is done

@@ -101,10 +101,11 @@ def save_progress(
             save_post(default_post(cfg), folder / "postprocess.json")
 
 
-def _fit_schedule(cfg: RunConfig, spec: GpuRun, step: int, elapsed: float) -> RunConfig:
-    """``cfg`` with ``train_epochs`` lowered so that the steps left fit the time left at the measured pace."""
+def _fit_schedule(cfg: RunConfig, spec: GpuRun, step: int, elapsed: float, pace: float) -> RunConfig:
+    """``cfg`` with ``train_epochs`` lowered so that the steps left fit the time left at ``pace`` seconds a step
+    (``step`` steps done in ``elapsed`` seconds)."""
     per_epoch = cfg.train_steps_per_epoch or 100
-    affordable = step + int(max(0.0, 60 * spec.minutes - elapsed) / max(elapsed / step, 1e-9))
+    affordable = step + int(max(0.0, 60 * spec.minutes - elapsed) / max(pace, 1e-9))
     epochs = max(1, min(cfg.train_epochs, math.ceil(affordable / per_epoch)))
     return replace_config(cfg, train_epochs=epochs, train_steps_per_epoch=per_epoch)
 
@@ -128,6 +129,8 @@ def _step(
 def _train(cfg: RunConfig, data: DataLike, out: Path, spec: GpuRun, dev: torch.device) -> tuple:
     """The training loop; returns (model, final config, steps done, seconds, val pairs)."""
     torch.manual_seed(spec.seed)
+    # One crop size throughout: let cuDNN pick its kernels once.
+    torch.backends.cudnn.benchmark = dev.type == "cuda"
     gen = torch.Generator().manual_seed(spec.seed)
     images, targets, val = _on_device(cfg, data, dev)
     model = cfg.kind.prepare(build_model(cfg).to(dev)).train()
@@ -136,13 +139,17 @@ def _train(cfg: RunConfig, data: DataLike, out: Path, spec: GpuRun, dev: torch.d
     total = spec.max_steps or cfg.train_epochs * per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, per_epoch))
     aug, t0, saved, step = GpuAugment(), time.time(), time.time(), 0
+    t_probe = t0
     while step < min(total, cfg.train_epochs * per_epoch):
         x, y = random_crops(images, targets, cfg.train_batch_size, cfg.train_crop_size, gen)
         loss = _step(model, opt, augment(x, y, aug, gen), cfg, dev)
         sched.step()
         step += 1
+        if step == spec.probe_steps // 3:  # the first steps warm up (cuDNN, allocator): not timed
+            t_probe = time.time()
         if step == spec.probe_steps:
-            cfg = _fit_schedule(cfg, spec, step, time.time() - t0)
+            pace = (time.time() - t_probe) / (step - spec.probe_steps // 3)
+            cfg = _fit_schedule(cfg, spec, step, time.time() - t0, pace)
             sched.lr_lambdas[0] = lr_lambda(cfg, per_epoch)
         if step % spec.log_every == 0 or step == 1:
             rec = {
