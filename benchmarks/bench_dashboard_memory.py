@@ -2,12 +2,13 @@
 
 Builds an H&E mosaic (tiles of ``samples/testA_1.png``) of exactly the largest size the Compare page accepts under
 a memory budget (:func:`glandseg_dashboard.pickers.page_limit` with TTA, as the page asks), then does in this process what the
-Compare page does for it: both models segment it in their worker processes (:func:`glandseg_dashboard.inference.run_job`), and
+Compare page does for it: both models segment it in their warm worker processes (:func:`glandseg_dashboard.pool.run_job`), and
 the overlays, the disagreement map and the downloads (label map PNG, overlay PNG, gland CSV, GeoJSON) are made
 here. This process stands for the dashboard server; it reports:
 
 - the dashboard process: resident memory before, its peak, and after the work (the image and results dropped);
-- the segmentation workers (child processes): the largest peak, and what is left running (the one spare);
+- the segmentation workers (child processes, one per model, kept warm): what they hold after the work, and
+  their largest peak (read once they are shut down, as the server does at its exit);
 - each model's time in its worker.
 
 Usage: ``python benchmarks/bench_dashboard_memory.py [--budget-mb 2048] [--models unet maskrcnn]``
@@ -57,12 +58,13 @@ def dashboard_work(image: np.ndarray, models: list[str]) -> dict[str, object]:
     """Both segmentations in workers, then the Compare page's drawings and downloads in this process."""
     from glandseg_core.imaging.io import label_png_bytes, png_bytes
     from glandseg_core.outputs import export
-    from glandseg_dashboard import inference
+    from glandseg_dashboard import pool
 
     labels, seconds = {}, {}
+    workers = pool.Pool()
     for name in models:
-        result = inference.run_job(
-            str(REPO / "trained_models" / name), image, False, lambda *progress: None
+        result = pool.run_job(
+            workers, str(REPO / "trained_models" / name), image, False, lambda *progress: None
         )
         labels[name], seconds[name] = result.labels, round(result.seconds, 1)
     for lab in labels.values():
@@ -71,9 +73,13 @@ def dashboard_work(image: np.ndarray, models: list[str]) -> dict[str, object]:
         export.gland_table(lab).to_csv(index=False), json.dumps(export.to_geojson(lab))
     if len(labels) == 2:
         png_bytes(export.disagreement_map(image, *labels.values()))
+    kept = [psutil.Process(pid).memory_info().rss for pid in workers.pids().values()]
+    workers.shutdown()  # their peak (ru_maxrss of the children) is known once they are reaped
     return {
         "glands": {k: int(np.count_nonzero(np.unique(v))) for k, v in labels.items()},
         "model_s": seconds,
+        "workers_kept": len(kept),
+        "workers_kept_rss_mib": round(sum(kept) / 2**20),
     }
 
 
@@ -91,7 +97,6 @@ def main() -> None:
     wall = time.perf_counter() - t0
     del image
     gc.collect()
-    workers = [p for p in me.children() if "glandseg_dashboard.worker" in " ".join(p.cmdline())]
     result = {
         "budget_mb": args.budget_mb, "page_limit_px": limit, "image": f"{w}x{h}", "megapixels": round(h * w / 1e6, 2),
         **work, "wall_s": round(wall, 1),
@@ -99,7 +104,6 @@ def main() -> None:
         "dashboard_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "dashboard_rss_after_mib": round(me.memory_info().rss / 2**20),
         "worker_peak_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
-        "workers_left": len(workers), "workers_left_rss_mib": round(sum(p.memory_info().rss for p in workers) / 2**20),
     }  # fmt: skip
     print(json.dumps(result))
 

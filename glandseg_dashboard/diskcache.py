@@ -1,11 +1,13 @@
 """Segmentations kept on disk between server starts, and the bundled samples segmented ahead of the first visit.
 
 The Compare page opens on a bundled sample with both models' results: so that this first paint does not wait
-for the models (tens of seconds on two cores), the samples' label maps are computed once, at the server's first
-page run, by a background thread (:func:`warm`), and saved under ``$GLANDSEG_CACHE`` (default ``cache/`` beside
-app.py, git-ignored) as ``segmentations/<hash>.npz``. The key holds the model folder, its weights' mtime, TTA,
-the pixel size and the image's digest, so a replaced model is segmented again. Only images the server ships or
-reads from the GlaS folder are kept on disk, never a user's upload. No streamlit here.
+for the models, the samples' label maps are shipped in the repository (:mod:`glandseg_dashboard.shipped`) and,
+where those are stale (other weights), computed at install time (``python -m glandseg_dashboard.precompute``,
+run by scripts/setup.sh) or at the server's first page run by a background thread (:func:`warm`), and saved under
+``$GLANDSEG_CACHE`` (default ``cache/`` beside app.py, git-ignored) as ``segmentations/<hash>.npz``. The key
+(:func:`key`) holds the model folder, its weights' mtime, TTA, the pixel size and the image's digest, so a
+replaced model is segmented again. Only images the server ships or reads from the GlaS folder are kept on disk,
+never a user's upload. No streamlit here.
 """
 
 from __future__ import annotations
@@ -19,10 +21,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .settings import APP_DIR
+from glandseg_core.checkpoints import WEIGHTS
+
+from .settings import APP_DIR, mtime
 
 _started: set[str] = set()
 _lock = threading.Lock()
+
+
+def digest(image: np.ndarray) -> str:
+    """A short content hash of an image (part of the result key)."""
+    h = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=12)
+    h.update(repr(image.shape).encode())
+    return h.hexdigest()
+
+
+def key(model_dir: str, tta: bool, mpp: float | None, image_id: str) -> tuple:
+    """The key of a segmentation: model folder, its weights' mtime, TTA, pixel size, image digest."""
+    return (model_dir, mtime(Path(model_dir) / WEIGHTS), bool(tta), mpp, image_id)
 
 
 def cache_dir() -> Path:

@@ -1,48 +1,40 @@
-"""Segmentation for the pages, in a child process that can be cancelled (issue #15, item 4).
+"""Segmentation for the pages, on warm worker processes that can be cancelled (issues #15 item 4, #22 item 1).
 
-Every segmentation runs in its own ``python -m glandseg_dashboard.worker`` process, one at a time per server. The page's
-script polls it every quarter second, drawing the elapsed time and a Cancel button; clicking Cancel, leaving
-the page or changing a widget stops the script run (Streamlit raises inside the poll), and a ``finally`` kills
-the child. A browser session that ends (tab closed) is noticed in the poll as well. When a job ends its process
-exits, so its memory goes back to the operating system. A spare worker waits with torch already imported, so a
-job does not wait for the imports. Results are kept in a small store shared by all sessions, keyed by model
-folder, weights' mtime, TTA, pixel size and the image's digest; those of bundled samples and GlaS images also on
-disk (:mod:`glandseg_dashboard.diskcache`), where the samples are computed ahead of the first visit (:func:`warm`).
+Each model folder has a long-lived worker process that keeps its model loaded (:mod:`glandseg_dashboard.pool`,
+one pool per server, shared by all sessions): a job pays the network's time only. Jobs run one at a time per
+server. The page's script polls the job every quarter second, drawing a progress bar and a Cancel button;
+clicking Cancel, leaving the page or changing a widget stops the script run (Streamlit raises inside the poll),
+and the pool kills that model's worker, so the job's memory goes back to the operating system at once; the next
+job for that model starts a new worker and loads the model again (said under the Cancel's "run again" button).
+A browser session that ends (tab closed) is noticed in the poll as well. Results are kept in a small store
+shared by all sessions, keyed by model folder, weights' mtime, TTA, pixel size and the image's digest; those of
+bundled samples and GlaS images also on disk (:mod:`glandseg_dashboard.diskcache`), and the bundled samples'
+results ship with the repository (:mod:`glandseg_dashboard.shipped`), so a first visit shows them at once.
 
-Progress: the worker rewrites ``progress.json`` in its job folder after each forward pass, from the segmenter's
-plan and progress steps (:mod:`glandseg_dashboard.worker`; the CLI's bar is told the same steps); the poll draws it as a progress bar with the step (model, window, TTA view) and the time left.
+Progress: the worker rewrites ``progress.json`` in its job folder after each forward pass (:mod:`glandseg_dashboard.worker`);
+the poll draws it as a progress bar with the step (model, window, TTA view) and the time left, estimated from
+the finished forward passes (:func:`glandseg_core.progress.time_left`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from glandseg_core.checkpoints import WEIGHTS
-from glandseg_core.errors import ModelError
+from glandseg_core.progress import time_left
 
-from . import budget, diskcache
-from .settings import APP_DIR, mtime
+from . import budget, diskcache, pool, shipped
+from .pool import InferenceFailed, Poll, Segmentation, read_progress  # noqa: F401  re-exported for the pages
 
-POLL_S = 0.25
+POLL_S = pool.POLL_S
 GONE_GRACE_S = 5.0  # a session without a browser for this long is over (a reconnect takes less)
-
-
-class InferenceFailed(RuntimeError):
-    """The worker process died without a result (killed, out of memory); one-line message."""
+digest = diskcache.digest
 
 
 class Cancelled(Exception):
@@ -51,14 +43,6 @@ class Cancelled(Exception):
 
 class SessionEnded(Exception):
     """The browser session of this script run has gone; the run ends (pages do not catch this)."""
-
-
-@dataclass(frozen=True)
-class Segmentation:
-    """A label map (int32[H, W], 0=background, 1..N glands) and the model's time in seconds."""
-
-    labels: np.ndarray
-    seconds: float
 
 
 class _Store:
@@ -88,86 +72,20 @@ class _Store:
             self._items.clear()
 
 
-class _Workers:
-    """One job at a time, and one spare worker with its imports done (a cache resource)."""
-
-    def __init__(self) -> None:
-        self.slot = threading.Lock()
-        self._spare: subprocess.Popen | None = None
-        self._lock = threading.Lock()
-
-    def _spawn(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "glandseg_dashboard.worker", *args],
-            cwd=APP_DIR,
-            stdin=subprocess.PIPE if not args else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,  # the worker reports in error.json
-        )
-
-    def start(self, job_dir: Path) -> subprocess.Popen:
-        """A worker given ``job_dir``: the spare when it is alive, else a new one; a new spare is made."""
-        with self._lock:
-            proc, self._spare = self._spare, None
-            if proc is None or proc.poll() is not None:
-                proc = self._spawn()
-            self._spare = self._spawn()
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(f"{job_dir}\n".encode())
-            proc.stdin.close()
-        except OSError:  # the spare died meanwhile: a worker of its own
-            kill(proc)
-            proc = self._spawn(str(job_dir))
-        return proc
-
-
 @st.cache_resource
 def _store() -> _Store:
     return _Store()
 
 
 @st.cache_resource
-def _workers() -> _Workers:
-    return _Workers()
+def _pool() -> pool.Pool:
+    """The server's warm workers (one per model folder; shut down with the server)."""
+    return pool.Pool()
 
 
 def clear() -> None:
     """Forget every kept segmentation (after a model folder changed)."""
     _store().clear()
-
-
-def kill(proc: subprocess.Popen) -> None:
-    """End a worker now (it holds nothing worth saving) and reap it."""
-    if proc.poll() is None:
-        proc.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-    if proc.stdin is not None:
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
-
-
-def _outcome(proc: subprocess.Popen, job_dir: Path) -> Segmentation:
-    if (job_dir / "result.json").is_file():
-        result = json.loads((job_dir / "result.json").read_text())
-        return Segmentation(np.load(job_dir / "labels.npy"), float(result["seconds"]))
-    if (job_dir / "error.json").is_file():
-        raise ModelError(json.loads((job_dir / "error.json").read_text())["error"])
-    code = proc.returncode
-    why = "killed: out of memory?" if code is not None and code < 0 else f"exit code {code}"
-    raise InferenceFailed(f"the segmentation process ended without a result ({why})")
-
-
-def read_progress(job_dir: Path) -> dict | None:
-    """The worker's ``progress.json`` (None before it wrote one, or while it is being replaced)."""
-    try:
-        return json.loads((job_dir / "progress.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-Poll = Callable[[float, bool, "dict | None"], None]
 
 
 def run_job(
@@ -177,48 +95,14 @@ def run_job(
     poll: Poll,
     *,
     mpp: float | None = None,
-    done: Callable[[], Segmentation | None] | None = None,
-    workers: _Workers | None = None,
+    done=None,
+    workers: pool.Pool | None = None,
     memory_bytes: int | None = None,
 ) -> Segmentation:
-    """Segment ``image`` with ``model_dir`` in a worker process; ``poll(elapsed_s, waiting, progress)`` runs
-    every ``POLL_S`` while it waits for its turn (``waiting``) or runs (``progress``: the worker's
-    ``progress.json``). Whatever ``poll`` raises stops the job: the worker is killed before the exception goes
-    on. ``done()``, asked once the turn has come, may return the result computed meanwhile by another job.
-    ``memory_bytes``: the budget the worker checks the segmenter's own plan against before it segments.
-
-    Raises:
-        ModelError: the model folder or the image cannot be used (the worker's one-line message).
-        InferenceFailed: the worker died without a result.
-    """
-    workers = workers or _workers()
-    t0 = time.monotonic()
-    while not workers.slot.acquire(timeout=POLL_S):
-        poll(time.monotonic() - t0, True, None)
-    try:
-        if done is not None and (hit := done()) is not None:
-            return hit
-        with tempfile.TemporaryDirectory(prefix="glandseg-job-") as tmp:
-            job_dir = Path(tmp)
-            np.save(job_dir / "image.npy", np.ascontiguousarray(image))
-            job = {
-                "model_dir": str(model_dir),
-                "tta": bool(tta),
-                "mpp": mpp,
-                "memory_bytes": memory_bytes,
-            }
-            (job_dir / "job.json").write_text(json.dumps(job))
-            proc = workers.start(job_dir)
-            try:
-                while proc.poll() is None:
-                    poll(time.monotonic() - t0, False, read_progress(job_dir))
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(timeout=POLL_S)
-            finally:
-                kill(proc)
-            return _outcome(proc, job_dir)
-    finally:
-        workers.slot.release()
+    """:func:`glandseg_dashboard.pool.run_job` on the server's pool (or ``workers``)."""
+    return pool.run_job(
+        workers or _pool(), model_dir, image, tta, poll, mpp=mpp, done=done, memory_bytes=memory_bytes
+    )
 
 
 def session_active() -> bool:
@@ -230,13 +114,6 @@ def session_active() -> bool:
     if ctx is None or not Runtime.exists():
         return True
     return Runtime.instance().is_active_session(ctx.session_id)
-
-
-def digest(image: np.ndarray) -> str:
-    """A short content hash of an image (part of the result key)."""
-    h = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=12)
-    h.update(repr(image.shape).encode())
-    return h.hexdigest()
 
 
 def _duration(s: float) -> str:
@@ -256,10 +133,10 @@ def describe(elapsed: float, waiting: bool, progress: dict | None, now: float) -
     step = [f"window {done // views + 1} of {total // views}"] if total > views else []
     step += [f"TTA view {done % views + 1} of {views}"] if views > 1 else []
     started = progress.get("started")
-    if done and started:
-        left = f"about {_duration((now - started) / done * (total - done))} left"
-    else:
-        left = "estimating the time left"
+    seconds = time_left(started, progress.get("last"), done, total, now) if started else None
+    left = (
+        "estimating the time left" if seconds is None else f"about {_duration(max(1.0, seconds))} left"
+    )
     return done / total, " · ".join([*step, f"{_duration(elapsed)} elapsed, {left}"])
 
 
@@ -280,14 +157,21 @@ def _poller(box: st.delta_generator.DeltaGenerator, what: str) -> Poll:
     return poll
 
 
-def _key(model_dir: str, tta: bool, mpp: float | None, image_id: str) -> tuple:
-    return (model_dir, mtime(Path(model_dir) / WEIGHTS), bool(tta), mpp, image_id)
+_key = diskcache.key
+
+
+def _on_disk(key: tuple) -> tuple[np.ndarray, float] | None:
+    """A kept result on disk: the cache's, else (no TTA, the model's pixel size) a shipped sample's."""
+    if (disk := diskcache.load(key)) is not None:
+        return disk
+    model_dir, _, tta, mpp, image_id = key
+    return shipped.load(model_dir, image_id) if not tta and mpp is None else None
 
 
 def _kept(key: tuple, persist: bool) -> Segmentation | None:
     if (hit := _store().get(key)) is not None:
         return hit
-    if persist and (disk := diskcache.load(key)) is not None:
+    if persist and (disk := _on_disk(key)) is not None:
         _store().put(key, Segmentation(*disk))
         return _store().get(key)
     return None
@@ -317,16 +201,20 @@ def cancelled(image: np.ndarray) -> bool:
 
 
 def offer_again(image: np.ndarray, label: str = "Segment again") -> None:
-    """A button that clears a cancellation of ``image`` and runs the page again."""
+    """A button that clears a cancellation of ``image`` and runs the page again, and why a rerun starts slower."""
     if st.button(label, key=f"seg_again_{digest(image)}", type="primary"):
         st.session_state.pop("seg_cancelled", None)
         st.rerun()
+    st.caption(pool.RESTART_NOTE)
 
 
 def warm(name: str, jobs: list[tuple[str, np.ndarray]]) -> bool:
-    """Compute (model folder, image) segmentations in the background, once per server process, and keep them
-    in memory and on disk; see :mod:`glandseg_dashboard.diskcache`. Returns whether this call started them."""
-    store, workers = _store(), _workers()  # fetched in the script thread
+    """Once per server process and ``name``, in the background: start the warm workers of the jobs' model
+    folders (their models loaded ahead of the first request), then compute the (model folder, image)
+    segmentations not kept yet (shipped, or on disk) and keep them in memory and on disk; see
+    :mod:`glandseg_dashboard.diskcache`. Returns whether this call started them."""
+    store, workers = _store(), _pool()  # fetched in the script thread
+    folders = list(dict.fromkeys(m for m, _ in jobs))
 
     def job(model_dir: str, image: np.ndarray) -> None:
         key = _key(model_dir, False, None, digest(image))
@@ -337,7 +225,9 @@ def warm(name: str, jobs: list[tuple[str, np.ndarray]]) -> bool:
             store.put(key, result)
             diskcache.save(key, result.labels, result.seconds)
 
-    return diskcache.warm(name, [lambda m=m, im=im: job(m, im) for m, im in jobs])
+    return diskcache.warm(
+        name, [lambda: workers.warm(folders), *(lambda m=m, im=im: job(m, im) for m, im in jobs)]
+    )
 
 
 def segment(

@@ -7,6 +7,7 @@ in the original image's pixels: the gland table's areas and lengths, the GeoJSON
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import streamlit as st
@@ -73,58 +74,70 @@ def downloads(
     mpp: float | None = None,
 ) -> None:
     """Label map, overlay, gland CSV and GeoJSON download buttons (measurements in original pixels; with
-    ``mpp``, the original image's µm per pixel, areas in µm² and perimeters in µm as well)."""
-    items = _files(labels, view, stem, scale, mpp)
-    for c, (label, data, fname, mime, hint) in zip(st.columns(4), items, strict=True):
+    ``mpp``, the original image's µm per pixel, areas in µm² and perimeters in µm as well). Each file is made
+    when its button is clicked (Streamlit's deferred ``data``), not at every draw: the table and the outlines
+    took seconds per model, and a result now shows without waiting for them (issue #22)."""
+    items = download_files(labels, view, stem, scale, mpp)
+    for c, (label, make, fname, mime, hint) in zip(st.columns(4), items, strict=True):
         c.download_button(
-            label, data, fname, mime, key=f"dl_{label}_{key}", on_click="ignore", help=hint
+            label, make, fname, mime, key=f"dl_{label}_{key}", on_click="ignore", help=hint
         )
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _files(
-    labels: np.ndarray, view: np.ndarray, stem: str, scale: float, mpp: float | None
-) -> list[tuple[str, bytes | str, str, str, str]]:
-    """(button label, data, file name, MIME type, help) of each download (kept: a revisit draws at once)."""
-    labels = renumber(labels)  # every download numbers the glands 1..N
-    h, w = labels.shape
-    size_note = f" ({w}×{h}, downsampled)" if scale != 1.0 else ""
+def gland_csv(labels: np.ndarray, scale: float, mpp: float | None) -> str:
+    """The gland table as CSV, in the original image's pixels (and µm with ``mpp``)."""
     table = budget.to_original(export.gland_table(labels), scale)
     if mpp is not None:  # µm columns of the working image's pixels (mpp * scale µm each)
         um = export.gland_table(labels, mpp=mpp * scale)
         table = table.assign(
             area_um2=um["area_um2"].to_numpy(), perimeter_um=um["perimeter_um"].to_numpy()
         )
+    return table.to_csv(index=False)
+
+
+def gland_geojson(labels: np.ndarray, scale: float, mpp: float | None) -> str:
+    """Gland outlines as GeoJSON in the original image's pixels; with ``mpp`` each gland's area in µm² and the
+    original image's pixel size."""
     geo = budget.geojson_to_original(
         export.to_geojson(labels, mpp=None if mpp is None else mpp * scale), scale
     )
     for feature in geo["features"] if mpp is not None else []:  # the original image's pixel size
         feature["properties"]["mpp"] = mpp
+    return json.dumps(geo)
+
+
+def download_files(
+    labels: np.ndarray, view: np.ndarray, stem: str, scale: float, mpp: float | None
+) -> list[tuple[str, Callable[[], bytes | str], str, str, str]]:
+    """(button label, a callable that makes the file, file name, MIME type, help) of each download; every
+    file numbers the glands 1..N."""
+    h, w = labels.shape
+    size_note = f" ({w}×{h}, downsampled)" if scale != 1.0 else ""
     return [
         (
             "Label map",
-            label_png_bytes(labels),
+            lambda: label_png_bytes(renumber(labels)),
             f"{stem}_labels.png",
             "image/png",
             f"16-bit PNG, 0 = background, 1..N = glands{size_note}",
         ),
         (
             "Overlay",
-            png_bytes(view),
+            lambda: png_bytes(view),
             f"{stem}_overlay.png",
             "image/png",
             f"The overlay as shown{size_note}",
         ),
         (
             "CSV",
-            table.to_csv(index=False),
+            lambda: gland_csv(renumber(labels), scale, mpp),
             f"{stem}_glands.csv",
             "text/csv",
             "One row per gland: area (px and µm²), perimeter, centroid, bbox, shape",
         ),
         (
             "GeoJSON",
-            json.dumps(geo),
+            lambda: gland_geojson(renumber(labels), scale, mpp),
             f"{stem}.geojson",
             "application/geo+json",
             "Gland outlines for QuPath"

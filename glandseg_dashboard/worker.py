@@ -1,38 +1,55 @@
-"""The child process that segments one image for the dashboard: ``python -m glandseg_dashboard.worker [JOB_DIR]``.
+"""A long-lived child process that keeps one model loaded and segments images for the dashboard (issue #22, item 1).
 
-Without ``JOB_DIR`` the worker imports torch and the segmenters first, then reads the job folder's path from
-its stdin: the dashboard keeps one such spare ready so that a job does not wait for the imports (seconds).
+``python -m glandseg_dashboard.worker [--preload MODEL_DIR]``: the process reads job folders' paths from its
+stdin, one a line, and runs them one after another with the model it keeps loaded (:class:`Loaded`: loaded once,
+again only when the job asks for another folder, TTA or device, or when the folder's files changed). With
+``--preload`` the model is loaded before the first job arrives. :mod:`glandseg_dashboard.pool` starts one such
+worker per model folder, once per server.
 
-``JOB_DIR`` holds ``job.json`` (``{"model_dir", "tta", "mpp", "memory_bytes"}``; ``mpp``, the image's µm per pixel,
+A job folder holds ``job.json`` (``{"model_dir", "tta", "mpp", "memory_bytes"}``; ``mpp``, the image's µm per pixel,
 is optional: the image is then segmented at the model's pixel size; ``memory_bytes``, optional, is the budget the
-segmenter's own plan is checked against before anything is allocated, :mod:`glandseg_core.memory`) and ``image.npy`` (uint8[H, W, 3]). The worker loads the
-segmenter, segments the image and writes ``labels.npy`` (int32[H, W], 0=background, 1..N glands) and
-``result.json`` (``{"seconds", "peak_rss_mb"}``), or ``error.json`` (``{"error": one line}``) and exits with 1.
+segmenter's own plan is checked against before anything is allocated, :mod:`glandseg_core.memory`) and ``image.npy``
+(uint8[H, W, 3]). The worker writes ``labels.npy`` (int32[H, W], 0=background, 1..N glands), then ``result.json``
+(``{"seconds", "load_seconds", "loads", "pid", "rss_mb"}``: the model's time, the time spent loading it for this
+job (0 when it was loaded already), how many times this process has loaded a model), or ``error.json``
+(``{"error": one line}``), and waits for the next job.
 
-Progress: ``progress.json`` (``{"phase", "done", "total", "views", "windows", "started"}``) is written from the
+Progress: ``progress.json`` (``{"phase", "done", "total", "views", "windows", "started", "last"}``) is written from the
 segmenter's plan (``segmenter.plan(shape, mpp)``: ``total`` = windows x TTA views) and rewritten after every
-forward pass from the progress steps the segmenter reports (``segmenter(image, mpp=, progress=)``, the same steps
-the CLI's bar draws), so the dashboard can draw the step and the time left. ``phase`` is ``loading``,
-``segmenting`` or ``post-processing``; ``started`` is the wall time the first forward pass began.
-It exits by itself when its parent (the Streamlit server) goes away, so an orphan never keeps the CPU busy.
-Running the model in its own process lets the dashboard cancel it (kill) and gives its memory back to the
-operating system when it ends. No streamlit here.
+forward pass from the progress steps the segmenter reports (the same steps the CLI's bar draws). ``phase`` is
+``loading``, ``segmenting`` or ``post-processing``; ``started`` is the wall time the first forward pass began and
+``last`` the wall time the latest one ended (:func:`glandseg_core.progress.time_left` estimates from them).
+
+The worker ends when its stdin closes (the server closed it or went away) and, checked every second, when its
+parent has gone, so an orphan never keeps the CPU or memory. Cancelling a job kills the worker (its memory goes
+back to the operating system at once); the pool starts a new one for the next job. No streamlit here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
 
-from glandseg_core.files import atomic_write_text
-from glandseg_core.progress import Step
+if TYPE_CHECKING:
+    from glandseg_core.progress import Step
+    from glandseg_core.segmenters.base import Segmenter
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -43,12 +60,19 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(3)
 
 
+def _give_back_memory() -> None:
+    """Return freed heap pages to the operating system (glibc's ``malloc_trim``; nothing elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class JobProgress:
     """Writes a job's ``progress.json`` from the segmenter's progress :class:`~glandseg_core.progress.Step` s."""
 
     def __init__(self, job_dir: Path) -> None:
         self.path = job_dir / "progress.json"
         self.started: float | None = None
+        self.last: float | None = None
 
     def write(self, phase: str, done: int = 0, total: int = 0, windows: int = 1, views: int = 1) -> None:
         """Replace ``progress.json`` (``phase``: loading, segmenting or post-processing)."""
@@ -59,32 +83,73 @@ class JobProgress:
             "windows": windows,
             "views": views,
             "started": self.started,
+            "last": self.last,
         }
-        atomic_write_text(self.path, json.dumps(info))
+        _write(self.path, json.dumps(info))
 
     def __call__(self, step: Step) -> None:
         """A segmenter's step: ``done`` of ``total`` forward passes (``detail``: windows, views)."""
         if step.phase != "segment":
             return
+        now = time.time()
         if self.started is None:
-            self.started = time.time()
+            self.started = now
+        if step.done:
+            self.last = now
         phase = "segmenting" if step.done < step.total else "post-processing"
-        windows, views = int(step.detail.get("windows", 1)), int(step.detail.get("views", 1))
-        self.write(phase, step.done, step.total, windows, views)
+        windows, views = step.detail.get("windows", 1), step.detail.get("views", 1)
+        self.write(phase, step.done, step.total, _count(windows), _count(views))
 
 
-def run(job_dir: Path) -> dict[str, float]:
+def _count(value: object) -> int:
+    return value if isinstance(value, int) else 1
+
+
+def folder_stamp(model_dir: str) -> tuple:
+    """(name, mtime, size) of every file in a model folder: a change means the model must be loaded again."""
+    folder = Path(model_dir)
+    with contextlib.suppress(OSError):
+        return tuple(
+            (p.name, p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(folder.iterdir())
+            if p.is_file()
+        )
+    return ()
+
+
+class Loaded:
+    """The one model this process keeps: loaded again only for another folder, TTA, device or changed files."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.segmenter: Segmenter | None = None
+        self.loads = 0
+
+    def get(self, model_dir: str, tta: bool, device: str | None) -> tuple[Segmenter, float]:
+        """(the segmenter, seconds spent loading it now: 0 when it was loaded already)."""
+        key = (model_dir, tta, device, folder_stamp(model_dir))
+        if self.segmenter is not None and key == self.key:
+            return self.segmenter, 0.0
+        from glandseg_core.segmenters import load_segmenter
+
+        self.key, self.segmenter = None, None  # the old model's memory goes before the new one comes
+        _give_back_memory()
+        t0 = time.perf_counter()
+        self.segmenter = load_segmenter(model_dir, tta=tta, device=device)
+        self.key, self.loads = key, self.loads + 1
+        return self.segmenter, time.perf_counter() - t0
+
+
+def run(job_dir: Path, loaded: Loaded) -> dict[str, Any]:
     """Segment ``job_dir/image.npy`` with ``job.json``'s model; writes ``labels.npy``; returns the timings."""
-    from glandseg_core.segmenters import load_segmenter
-
-    (job_dir / "worker.pid").write_text(
-        f"{os.getpid()}\n"
-    )  # who works on this job (for tests and admins)
+    (job_dir / "worker.pid").write_text(f"{os.getpid()}\n")  # who works on this job (tests and admins)
     progress = JobProgress(job_dir)
-    progress.write("loading")
     job = json.loads((job_dir / "job.json").read_text())
+    model_dir, tta = str(job["model_dir"]), bool(job.get("tta"))
+    if loaded.key is None or loaded.key[:3] != (model_dir, tta, job.get("device")):
+        progress.write("loading")
     image = np.load(job_dir / "image.npy")
-    segmenter = load_segmenter(job["model_dir"], tta=bool(job.get("tta")), device=job.get("device"))
+    segmenter, load_s = loaded.get(model_dir, tta, job.get("device"))
     mpp = float(job["mpp"]) if job.get("mpp") else None
     if job.get("memory_bytes"):
         from glandseg_core.memory import Budget, check, estimate_segmenter
@@ -100,35 +165,50 @@ def run(job_dir: Path) -> dict[str, float]:
     seconds = time.perf_counter() - t0
     np.save(job_dir / "labels.tmp.npy", labels)
     (job_dir / "labels.tmp.npy").replace(job_dir / "labels.npy")
-    peak = psutil.Process().memory_info().rss
-    if hasattr(os, "wait4"):  # ru_maxrss: the true peak (KiB on Linux)
-        import resource
+    rss = psutil.Process().memory_info().rss
+    return {
+        "seconds": seconds,
+        "load_seconds": load_s,
+        "loads": loaded.loads,
+        "pid": os.getpid(),
+        "rss_mb": rss / 2**20,
+    }
 
-        peak = max(peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"seconds": seconds, "peak_rss_mb": peak / 2**20}
+
+def serve(lines: Any, loaded: Loaded) -> int:
+    """Run the job folders read from ``lines`` (one path a line) until they end; returns the exit code."""
+    for line in lines:
+        job_dir = Path(line.strip())
+        if not line.strip():
+            continue
+        try:
+            result = run(job_dir, loaded)
+        except Exception as e:  # noqa: BLE001  every failure is reported to the dashboard as one line
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            with contextlib.suppress(OSError):  # the job's folder may be gone (cancelled)
+                _write(job_dir / "error.json", json.dumps({"error": first[:400]}))
+        else:
+            with contextlib.suppress(OSError):
+                _write(job_dir / "result.json", json.dumps(result))
+        _give_back_memory()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one job folder, from the command line or (a spare worker) from stdin."""
+    """Entry point: ``[--preload MODEL_DIR]``, then job folders from stdin."""
     args = sys.argv[1:] if argv is None else argv
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    if args:
-        job_dir = Path(args[0])
-    else:
-        import glandseg_core.segmenters  # noqa: F401  the slow imports, done before the job arrives
-
-        line = sys.stdin.readline().strip()
-        if not line:
-            return 0  # the dashboard closed our stdin: no job
-        job_dir = Path(line)
-    try:
-        result = run(job_dir)
-    except Exception as e:  # noqa: BLE001  every failure is reported to the dashboard as one line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        atomic_write_text(job_dir / "error.json", json.dumps({"error": first[:400]}))
-        return 1
-    atomic_write_text(job_dir / "result.json", json.dumps(result))
-    return 0
+    loaded = Loaded()
+    if args[:1] == ["--preload"] and len(args) == 2:
+        with contextlib.suppress(Exception):  # a broken folder is reported by its first job
+            loaded.get(args[1], False, None)
+    elif args:
+        print(
+            f"usage: python -m glandseg_dashboard.worker [--preload MODEL_DIR]; got {args}",
+            file=sys.stderr,
+        )
+        return 2
+    return serve(sys.stdin, loaded)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ ENGINE=(-r requirements-engine.txt)
 [ "${GLANDSEG_NO_ENGINE:-0}" = 1 ] && ENGINE=()
 "${PIP[@]}" -r requirements-app.txt "${ENGINE[@]}" -r requirements-dev.txt
 "${PIP[@]}" --no-deps -e .
+# the bundled samples' results for the dashboard's first visit: shipped ones still matching the models are kept,
+# others computed now (idempotent; python -m glandseg_dashboard.precompute)
+.venv/bin/python -m glandseg_dashboard.precompute >/dev/null || echo "note: the samples' results will be computed at the dashboard's first visit"
 if [ "${GLANDSEG_NO_BROWSER:-0}" != 1 ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "note: chromium could not be installed; the browser test will be skipped"
 fi
