@@ -195,6 +195,7 @@ def start_finetune(
     held_out: Sequence[str],
     device: str | None = None,
     workers: int = 0,
+    time_limit_minutes: float = 0.0,
     replace: Collection[str] = (),
 ) -> int:
     """Copy the set into the run (:func:`prepare_run_data`), record the choices, and launch the training.
@@ -218,7 +219,13 @@ def start_finetune(
         record = {"set": str(set_dir), "base": str(base), "held_out": list(held_out), "device": device}
         atomic_write_text(run_dir / RECORD, json.dumps(record, indent=1) + "\n")
         return jobs.start_training(
-            cfg, run_dir, data=data, workers=workers, replace=replace, device=device
+            cfg,
+            run_dir,
+            data=data,
+            workers=workers,
+            time_limit_minutes=time_limit_minutes,
+            replace=replace,
+            device=device,
         )
     except BaseException:
         if created:

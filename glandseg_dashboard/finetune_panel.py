@@ -83,7 +83,7 @@ def _launch(
         cfg = forms.config_from_values(form.values)
         pid = finetune.start_finetune(
             cfg, run_dir, set_dir=set_dir, base=base, held_out=held, device=form.device,
-            workers=form.workers, replace=replace,
+            workers=form.workers, time_limit_minutes=form.budget, replace=replace,
         )  # fmt: skip
         st.session_state["train_selected"] = run_dir.name
         st.success(f"Started {run_dir.name} (pid {pid}): fine-tuning {base.name} on {set_dir.name}.")
