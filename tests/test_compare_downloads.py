@@ -15,7 +15,7 @@ from glandseg_dashboard import panels
 
 def files(labels: np.ndarray, scale: float, mpp: float | None) -> dict[str, object]:
     view = np.zeros((*labels.shape, 3), np.uint8)
-    return {label: data for label, data, *_ in panels._files(labels, view, "x", scale, mpp)}
+    return {label: make() for label, make, *_ in panels.download_files(labels, view, "x", scale, mpp)}
 
 
 def test_downloads_number_glands_1_to_n_and_carry_areas_in_square_micrometres() -> None:
