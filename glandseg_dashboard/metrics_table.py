@@ -13,9 +13,10 @@ from . import results as ur
 
 COMPONENTS_HINT = (
     "The connected-components convention (each separate piece of a ground-truth id counts as its own gland, "
-    "as several published GlaS evaluations do) needs `per_image_relabel_gt.csv` beside a model's scores: "
-    "`glandseg evaluate --predictions <model folder>/predictions --data $GLANDSEG_DATA --split testA testB "
-    "--relabel-gt --out <folder>` writes it; the dashboard's own scoring of a data set always does."
+    "as several published GlaS evaluations do) needs `per_image_relabel_gt.csv` beside a model's scores or in "
+    "its `components/` folder: `glandseg evaluate --predictions <model folder>/predictions --data "
+    "$GLANDSEG_DATA --split testA testB --relabel-gt --out <model folder>/components` writes it from the saved "
+    "predictions; the dashboard's own scoring of a data set always does."
 )
 
 

@@ -20,6 +20,9 @@ from . import results as ur
 from .evaluated_sets import DataSet
 
 GLAS = "glas"
+COMPONENTS_DIR = (
+    "components"  # <model folder>/components/: the diagnostic scored from its saved predictions
+)
 GLAS_LABEL = "GlaS Test A / Test B (the model folders' own scores)"
 
 
@@ -59,13 +62,16 @@ def set_models(ds: DataSet) -> dict[str, ur.ModelFolder]:
 
 
 def components(models: dict[str, ur.ModelFolder]) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
-    """The connected-components diagnostic (per-image tables and summaries) of the models that have it."""
+    """The connected-components diagnostic (per-image tables and summaries) of the models that have it, beside
+    their scores or in their ``components/`` folder."""
     tables, sums = {}, {}
     for label, m in models.items():
-        path = m.results / f"per_image{RELABEL_SUFFIX}.csv"
-        if path.is_file():
-            tables[label] = pd.read_csv(path)
-            sums[label] = read_relabel_summary(m.results)
+        for folder in (m.results, m.results / COMPONENTS_DIR):
+            path = folder / f"per_image{RELABEL_SUFFIX}.csv"
+            if path.is_file():
+                tables[label] = pd.read_csv(path)
+                sums[label] = read_relabel_summary(folder)
+                break
     return tables, sums
 
 

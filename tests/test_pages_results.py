@@ -393,3 +393,31 @@ def test_near_misses_name_the_50_percent_rule() -> None:
     rows = drilldown.analyse(pred, gt)[1]
     assert drilldown.near_misses(pred, gt, rows) == ["gland 2: Dice 0.667, covers 50%"]
     assert drilldown.near_misses(pred, gt, rows, min_dice=0.7) == []
+
+
+def test_metrics_shows_the_components_convention_from_a_models_components_folder(results_env) -> None:
+    """#21 item 7: official pooled, and ground truth split into components (pooled and per-image mean)."""
+    at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
+    assert "--relabel-gt --out <model folder>/components" in _texts(
+        at
+    )  # how to get the second convention
+    for kind in ("unet", "maskrcnn"):
+        folder = results_env[kind]
+        evaluate(
+            results_env["glas"],
+            ["testA", "testB"],
+            folder / "components",
+            predictions=folder / "predictions",
+            relabel_gt=True,
+        )
+    at = AppTest.from_file(METRICS_PAGE, default_timeout=60).run()
+    assert not at.exception
+    ours = at.dataframe[0].value.query("source == 'ours'")
+    assert (
+        list(ours["convention"])
+        == ["pooled (official GlaS)"] * 2 + ["GT split into components, pooled"] * 2
+    )
+    at.segmented_control(key="metrics_aggregation").set_value("per-image mean").run()
+    ours = at.dataframe[0].value.query("source == 'ours'")
+    assert set(ours["convention"]) == {"per-image mean", "GT split into components, per-image mean"}
+    assert "--relabel-gt --out" not in _texts(at)
