@@ -48,13 +48,13 @@ def _load(model: str, engine: str, **changes: object):
     return make_segmenter(net, cfg, seg.post, seg.device, path=seg.path, engine=engine, weights=weights)
 
 
-def predict(engines: list[str]) -> None:
+def predict(engines: list[str], models: list[str]) -> None:
     from glandseg_core.engines import engine_of
     from glandseg_core.imaging.io import read_image
 
     images = [read_image(_glas() / f"{n}.bmp") for n in GLAS_IMAGES]
     samples = sorted(p for p in (ROOT / "samples").glob("*.png") if not p.stem.endswith("_anno"))
-    for model in MODELS:
+    for model in models:
         t = time.perf_counter()
         segs = {"torch": _load(model, "torch")}
         for e in engines:
@@ -105,8 +105,8 @@ def _line(label: str, v: dict, secs: float) -> str:
     )
 
 
-def val(engines: list[str]) -> None:
-    for model in MODELS:
+def val(engines: list[str], models: list[str]) -> None:
+    for model in models:
         ref, secs = _val(_load(model, "torch"))
         print(_line(f"{model:9s} torch", ref, secs))
         for e in engines:
@@ -130,14 +130,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["predict", "val", "caps"])
     p.add_argument("--engines", nargs="+", default=["openvino", "onnx"])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument(
         "--caps", nargs="+", default=[f"{a}x{b}" for a, b in CAPS], help="PRExPOST settings (caps)"
     )
     args = p.parse_args(argv)
     if args.what == "predict":
-        predict(args.engines)
+        predict(args.engines, args.models)
     elif args.what == "val":
-        val(args.engines)
+        val(args.engines, args.models)
     else:
         caps(args.engines[0], [(int(a), int(b)) for a, b in (c.split("x") for c in args.caps)])
 

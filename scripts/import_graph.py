@@ -41,6 +41,7 @@ LAYERS: tuple[str, ...] = (
     "distributed",  # multi-process setup
     "models",  # network builders and their config sections
     "checkpoints",  # read, load weights, export a model folder
+    "engines",  # optional inference engines (OpenVINO, ONNX Runtime) for a loaded network, their disk cache
     "metrics",  # pure numpy GlaS metrics (imports nothing of ours outside its package)
     "stats",  # result tables, paired comparisons (pandas, on metrics' F1)
     "outputs",  # coloured overlays of label maps, gland tables and GeoJSON

@@ -29,11 +29,10 @@ from torch import nn
 from torchvision.models.detection import MaskRCNN
 
 from ..config import RunConfig
-from ..device import has_amx
 from ..errors import ModelError
 from .cache import cache_root, cached, entry_key, file_sha256
 from .parts import EngineForward, Part, dense_parts, install, maskrcnn_parts, restore
-from .runners import BUILD, LOAD, MODULES, TITLES, Graph, Runner, engine_version
+from .runners import BUILD, LOAD, MODULES, TITLES, Runner, engine_version
 
 __all__ = ["ENGINES", "accelerate", "available", "cache_root", "engine_of", "resolve", "restore"]
 
@@ -95,31 +94,28 @@ def _source_hash(model: nn.Module, weights: Path | None) -> str:
     return h.hexdigest()
 
 
-def _parts(model: nn.Module, cfg: RunConfig, reduced: bool) -> list[Part]:
+def _parts(model: nn.Module, cfg: RunConfig) -> list[Part]:
     if isinstance(model, MaskRCNN):
-        return maskrcnn_parts(model, reduced)
+        return maskrcnn_parts(model)
     if cfg.model == "unet":
-        return dense_parts(model, reduced)
+        return dense_parts(model)
     raise ModelError(f"no engine export for {cfg.model} models")
 
 
-def _load(engine: str, graph: Graph, threads: int, folder: Path) -> Runner:
-    return LOAD[engine](folder, graph.reduced, threads)
+def _load(engine: str, threads: int, folder: Path) -> Runner:
+    return LOAD[engine](folder, threads)
 
 
 def _attach(model: nn.Module, cfg: RunConfig, engine: str, weights: Path | None) -> None:
-    reduced = bool(cfg.train_amp) and has_amx()  # as PyTorch's own autocast (device.autocast)
     source = _source_hash(model, weights)
     versions = (engine, engine_version(engine), torch.__version__)
     threads = torch.get_num_threads()
-    parts = _parts(model, cfg, reduced)
+    parts = _parts(model, cfg)
     for part in parts:
-        g = (
-            part.graph
-        )  # its structure keys the entry (not the test-time caps: they are not in the graph)
+        g = part.graph  # its structure keys the entry; the test-time caps are not in it
         folder = cache_root() / entry_key(source, g.name, str(g.module), *versions)
         meta = {"part": g.name, "engine": engine, "versions": versions, "source_sha256": source}
-        runner = cached(folder, partial(BUILD[engine], g), partial(_load, engine, g, threads), meta)
+        runner = cached(folder, partial(BUILD[engine], g), partial(_load, engine, threads), meta)
         install(part, runner, engine)
 
 

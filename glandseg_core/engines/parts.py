@@ -83,17 +83,15 @@ class _Tupled(nn.Module):
         return self._call(self.inner, *xs)
 
 
-def dense_parts(model: nn.Module, reduced: bool) -> list[Part]:
+def dense_parts(model: nn.Module) -> list[Part]:
     """The whole network as one part: float32[1, 3, H, W] -> float32[1, K, H, W] (K channels, any K)."""
     multiple = int(getattr(model, "multiple", 32))
     h, w = (max(multiple, (n // multiple) * multiple) for n in EXAMPLE_HW)
-    graph = Graph(
-        "network", _Tupled(model, lambda m, x: (m(x),)), (torch.rand(1, 3, h, w),), ((2, 3),), reduced
-    )
+    graph = Graph("network", _Tupled(model, lambda m, x: (m(x),)), (torch.rand(1, 3, h, w),), ((2, 3),))
     return [Part(model, graph, lambda x: [x], lambda outs: outs[0])]
 
 
-def _backbone_part(model: MaskRCNN, reduced: bool) -> tuple[Part, list[torch.Tensor]]:
+def _backbone_part(model: MaskRCNN) -> tuple[Part, list[torch.Tensor]]:
     bb = cast(nn.Module, model.backbone)
 
     def features(b: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -104,7 +102,7 @@ def _backbone_part(model: MaskRCNN, reduced: bool) -> tuple[Part, list[torch.Ten
     with torch.no_grad():
         feats = cast(dict, bb(x))
     names = list(feats)
-    graph = Graph("backbone", _Tupled(bb, features), (x,), ((2, 3),), reduced)
+    graph = Graph("backbone", _Tupled(bb, features), (x,), ((2, 3),))
     part = Part(bb, graph, lambda x: [x], lambda outs: OrderedDict(zip(names, outs, strict=True)))
     return part, [f.float() for f in feats.values()]
 
@@ -116,21 +114,18 @@ def _rpn_head_part(model: MaskRCNN, feats: list[torch.Tensor]) -> Part:
         logits, deltas = m(list(xs))
         return (*logits, *deltas)
 
-    graph = Graph("rpn_head", _Tupled(head, both), tuple(feats), ((2, 3),) * n, False)
+    graph = Graph("rpn_head", _Tupled(head, both), tuple(feats), ((2, 3),) * n)
     return Part(head, graph, lambda xs: list(xs), lambda outs: (outs[:n], outs[n:]))
 
 
 def _head_part(name: str, head: nn.Module, shape: tuple[int, ...]) -> Part:
-    graph = Graph(
-        name, _Tupled(head, lambda m, x: (m(x),)), (torch.rand(N_EXAMPLE, *shape),), ((0,),), False
-    )
+    graph = Graph(name, _Tupled(head, lambda m, x: (m(x),)), (torch.rand(N_EXAMPLE, *shape),), ((0,),))
     return Part(head, graph, lambda x: [x], lambda outs: outs[0])
 
 
-def maskrcnn_parts(model: MaskRCNN, reduced: bool) -> list[Part]:
-    """The backbone (reduced precision as PyTorch's autocast), the RPN head, the box and mask heads (fp32, as
-    PyTorch runs them) of a torchvision Mask R-CNN."""
-    backbone, feats = _backbone_part(model, reduced)
+def maskrcnn_parts(model: MaskRCNN) -> list[Part]:
+    """The backbone, the RPN head, the box and mask heads of a torchvision Mask R-CNN."""
+    backbone, feats = _backbone_part(model)
     channels = int(cast(Any, model.backbone).out_channels)
     roi = cast(Any, model.roi_heads)
     box_side = int(roi.box_roi_pool.output_size[0])
