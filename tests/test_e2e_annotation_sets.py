@@ -66,13 +66,13 @@ def test_two_corrected_predictions_saved_into_a_set_are_ground_truth_on_compare(
     correct_and_save(page, 1)  # the default sample, testA_1
     shot(page, "sets_first_saved.png")
     sidebar = page.locator('[data-testid="stSidebar"]')
-    sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="testA_1").click()
+    sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Sample").click()
     page.get_by_role("option", name="testA_13").first.click()
     wait_idle(page)
     correct_and_save(page, 2)
     shot(page, "sets_second_saved.png")
 
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Compare").click()
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Compare").click()
     page.get_by_text("Compare U-Net and Mask R-CNN").wait_for()
     wait_idle(page)
     choose(page, "Ground truth", f"Annotation set {SET} (testA_1.png)")
