@@ -10,7 +10,7 @@ model's pixel size (as the trainer loads them), with the kind's tuning segmenter
 * the reference: the straightforward loop the trainer ran before, ``segmenter.labels(raw, post)`` then
   ``metrics.score_image`` for every (grid point, image), measured in the same run;
 * the new search (``train.tune.tune`` on the cached raws: shared post-processing stages, one ``ImageScorer`` per
-  image).
+  image, the images split between worker processes, one per CPU).
 
 Both searches must choose the same grid point and report the same figures to the last bit (the script fails
 otherwise), and the chosen settings are compared with the shipped ``postprocess.json``. Writes ``--out``
@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -66,15 +67,22 @@ def reference_tune(
     return dataclasses.replace(base, **grid[best]), {**records[best], "grid_size": len(grid)}
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (the tuning's worker processes)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
 class _Clock:
-    """Wall and CPU seconds (this process) of a block: on a shared machine the CPU time is the stable one."""
+    """Wall and CPU seconds (this process and its workers) of a block: on a shared machine the CPU time is the
+    stable one."""
 
     def __enter__(self) -> _Clock:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.wall, self.cpu = time.perf_counter(), _cpu()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        self.wall, self.cpu = time.perf_counter() - self.wall, _cpu() - self.cpu
 
     def __str__(self) -> str:
         return f"{self.wall:7.1f} s wall {self.cpu:7.1f} s CPU"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import multiprocessing
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from glandseg_core.segmenters.unet_grid import StagedLabels, applies
 from glandseg_core.thresholds import UNetPost
 from glandseg_core.train import tune as tune_module
 from glandseg_core.train.tune import GRID_UNIT, STATE, base_post, tune, tune_checkpoint
+from glandseg_core.train.tune_pool import default_workers
 from tests.helpers import make_glands, tiny_unet_config
 
 
@@ -157,3 +159,12 @@ def test_stopped_tuning_continues_without_rescoring(
     with pytest.raises(TrainingStopped):
         tune_checkpoint(cut, val, torch.device("cpu"), _stop_after(1))
     assert len(scored) == 1
+
+
+@pytest.mark.skipif(default_workers(4) < 2, reason="needs fork and 2 CPUs")
+def test_worker_processes_give_the_same_search_and_end_on_a_stop() -> None:
+    segmenter, raws, val = _unet_case()
+    assert tune(segmenter, val, raws=raws, workers=2) == tune(segmenter, val, raws=raws, workers=1)
+    with pytest.raises(TrainingStopped):
+        tune(segmenter, val, _stop_after(2), raws=raws, workers=2)
+    assert not multiprocessing.active_children()

@@ -11,7 +11,8 @@ order, with the same results as scoring each point from scratch, but:
   (:mod:`glandseg_core.segmenters.unet_grid`; any other segmenter runs its own ``labels``);
 * each image keeps an :class:`~glandseg_core.metrics.ImageScorer`: the ground truth's objects are prepared
   once, a predicted gland seen before (same pixels) is never measured again, identical label maps are scored
-  once.
+  once;
+* the images are split between forked worker processes, one per CPU (:mod:`.tune_pool`).
 
 A tuning cut short (a Stop) can continue: each scored grid point is handed to ``on_point`` (the trainer saves
 them in ``tuning_state.json``, :func:`tune_checkpoint`) and comes back as ``scored``; those points are not
@@ -42,6 +43,7 @@ from ..segmenters import Segmenter, make_segmenter
 from ..segmenters.unet_grid import StagedLabels, applies
 from ..thresholds import Post, save_post
 from .runfiles import writing
+from .tune_pool import ScorePool, default_workers
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +75,9 @@ class ImageGrid:
         return self.scorer(self.labels(post))
 
 
-def point_record(images: Sequence[ImageGrid], post: Post) -> dict[str, float]:
-    """One grid point's pooled figures on the images: ``RECORD_KEYS``."""
-    s = pool_scores([im.score(post) for im in images])
+def point_record(score_all: Callable[[Post], list[ImageScores]], post: Post) -> dict[str, float]:
+    """One grid point's pooled figures (``RECORD_KEYS``) from the val images' scores with ``post``."""
+    s = pool_scores(score_all(post))
     return {
         "objective": s.pooled_f1 + s.pooled_object_dice,
         "val_f1": s.pooled_f1,
@@ -101,6 +103,7 @@ def tune(
     raws: Sequence[Any] | None = None,
     scored: Sequence[dict[str, float]] = (),
     on_point: OnPoint | None = None,
+    workers: int | None = None,
 ) -> tuple[Post, dict[str, Any]]:
     """Grid-search post-processing on ``val`` (uint8[H, W, 3] image, int32[H, W] label map) pairs.
 
@@ -114,6 +117,8 @@ def tune(
         scored: the records (``RECORD_KEYS``) of the grid's first points, from an earlier tuning of the same
             model on the same ``val`` that stopped: they are not scored again.
         on_point: hears ``(index, record)`` after each newly scored grid point.
+        workers: processes scoring the images (:mod:`.tune_pool`; 1: this process; None: one per CPU, at most
+            one per two images, where ``fork`` exists).
 
     Returns:
         The best settings and a report ``{"objective", "val_f1", "val_object_dice", "val_object_hausdorff",
@@ -135,11 +140,18 @@ def tune(
             images.append(ImageGrid(segmenter, segmenter.raw(img) if raws is None else raws[i], gt))
             report(progress, Step("tune", i + 1, len(val), OUTPUTS_UNIT))
         report(progress, Step("tune", len(records), len(grid), GRID_UNIT))
-        for i in range(len(records), len(grid)):
-            records.append(point_record(images, dataclasses.replace(base, **grid[i])))
-            if on_point is not None:
-                on_point(i, records[i])
-            report(progress, Step("tune", i + 1, len(grid), GRID_UNIT))
+        n = default_workers(len(images)) if workers is None else workers
+        with contextlib.ExitStack() as stack:
+            score_all: Callable[[Post], list[ImageScores]] = (
+                stack.enter_context(ScorePool(images, n))
+                if n > 1
+                else (lambda post: [im.score(post) for im in images])
+            )
+            for i in range(len(records), len(grid)):
+                records.append(point_record(score_all, dataclasses.replace(base, **grid[i])))
+                if on_point is not None:
+                    on_point(i, records[i])
+                report(progress, Step("tune", i + 1, len(grid), GRID_UNIT))
     best = best_point(records)
     return dataclasses.replace(base, **grid[best]), {**records[best], "grid_size": len(grid)}
 
