@@ -10,7 +10,6 @@ PY=.venv/bin/python
 $PY -m glandseg_core export "$run" "$dest" --overwrite
 $PY -m glandseg_core evaluate --model "$dest" --split val --out "$dest/val"
 $PY -m glandseg_core evaluate --model "$dest" --split testA testB --out "$dest" --save-predictions --relabel-gt
-rm -f "$dest/per_image_relabel_gt.csv"
 mv "$dest/summary.json" "$dest/metrics.json"
 $PY -m glandseg_core evaluate --model "$dest" --split val testA testB --tta --out "$dest/tta"
 rm -f "$dest/val/per_image.csv" "$dest/tta/per_image.csv"
