@@ -73,9 +73,16 @@ class ModelWorker:
             [sys.executable, "-m", "glandseg_dashboard.worker", *args],
             cwd=APP_DIR,
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if preload else subprocess.DEVNULL,  # "ready" once loaded
             stderr=subprocess.DEVNULL,  # the worker reports in each job's error.json
         )
+
+    def wait_ready(self) -> None:
+        """Until a preloading worker has loaded its model (or ended)."""
+        if self.proc.stdout is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.proc.stdout.readline()
+                self.proc.stdout.close()
 
     @property
     def pid(self) -> int:
@@ -96,9 +103,10 @@ class ModelWorker:
             self.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 class Pool:
@@ -126,9 +134,10 @@ class Pool:
             return w
 
     def warm(self, model_dirs: list[str]) -> None:
-        """Start (and load) the workers of ``model_dirs`` ahead of their first job."""
+        """Start the workers of ``model_dirs`` and load their models ahead of their first job, one after the
+        other (on two cores, loading both at once slows the page being drawn meanwhile the most)."""
         for d in model_dirs[-self.max_workers :]:
-            self.worker(d, preload=True)
+            self.worker(d, preload=True).wait_ready()
 
     def discard(self, model_dir: str, worker: ModelWorker | None = None) -> None:
         """Kill and forget the model's worker (only ``worker`` when given: a newer one is kept)."""

@@ -11,6 +11,7 @@ again (``python -m glandseg_dashboard.precompute``, or the server's first page r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -22,6 +23,7 @@ import numpy as np
 from glandseg_core.errors import ImageError
 from glandseg_core.imaging.io import label_png_bytes, read_label_map
 
+from . import diskcache
 from .settings import SAMPLES_DIR
 
 RESULTS_DIR = SAMPLES_DIR / "results"
@@ -40,8 +42,7 @@ def _stamp(model_dir: Path) -> tuple:
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=16)
-def _hash(model_dir: str, stamp: tuple) -> str:
+def _sha256(model_dir: str) -> str:
     h = hashlib.sha256()
     for name in MODEL_FILES:
         path = Path(model_dir) / name
@@ -51,6 +52,28 @@ def _hash(model_dir: str, stamp: tuple) -> str:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def _hash(model_dir: str, stamp: tuple) -> str:
+    """The folder's SHA-256, kept in the disk cache by path and file stamps (mtime, size): a first visit does
+    not read the weights (tens of MB) again after ``precompute`` did."""
+    kept_path = diskcache.cache_dir() / "model_hashes.json"
+    key = hashlib.blake2b(repr((model_dir, stamp)).encode(), digest_size=16).hexdigest()
+    try:
+        kept = json.loads(kept_path.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    if isinstance(kept, dict) and isinstance(kept.get(key), str):
+        return kept[key]
+    digest = _sha256(model_dir)
+    with contextlib.suppress(OSError):
+        kept = {**(kept if isinstance(kept, dict) else {}), key: digest}
+        kept_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = kept_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(kept))
+        tmp.replace(kept_path)
+    return digest
 
 
 def folder_hash(model_dir: str | os.PathLike) -> str:

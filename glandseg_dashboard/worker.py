@@ -3,7 +3,7 @@
 ``python -m glandseg_dashboard.worker [--preload MODEL_DIR]``: the process reads job folders' paths from its
 stdin, one a line, and runs them one after another with the model it keeps loaded (:class:`Loaded`: loaded once,
 again only when the job asks for another folder, TTA or device, or when the folder's files changed). With
-``--preload`` the model is loaded before the first job arrives. :mod:`glandseg_dashboard.pool` starts one such
+``--preload`` the model is loaded before the first job arrives, and the worker says ``ready`` on stdout then. :mod:`glandseg_dashboard.pool` starts one such
 worker per model folder, once per server.
 
 A job folder holds ``job.json`` (``{"model_dir", "tta", "mpp", "memory_bytes"}``; ``mpp``, the image's µm per pixel,
@@ -58,6 +58,17 @@ def _exit_with_parent(parent: int) -> None:
         time.sleep(1.0)
         if os.getppid() != parent or not psutil.pid_exists(parent):
             os._exit(3)
+
+
+def _ready() -> None:
+    """Say "ready" on stdout once the model is loaded, then send stdout to /dev/null: nothing else is written
+    to a pipe nobody reads."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
 
 
 def _give_back_memory() -> None:
@@ -202,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["--preload"] and len(args) == 2:
         with contextlib.suppress(Exception):  # a broken folder is reported by its first job
             loaded.get(args[1], False, None)
+        _ready()
     elif args:
         print(
             f"usage: python -m glandseg_dashboard.worker [--preload MODEL_DIR]; got {args}",

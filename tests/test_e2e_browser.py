@@ -590,7 +590,7 @@ def test_flow_dashboard_waits(browser, tmp_path: Path) -> None:
             waits[name] = both_results_after(page, t0)
             assert page.get_by_text(path.stem).count() >= 1
             shot(page, f"waits_{name}.png")
-        field = page.get_by_label("Pixel size (µm/px)")
+        field = page.locator('input[aria-label="Pixel size (µm/px)"]')
         field.fill("0.500")
         t0 = time.monotonic()
         field.press("Enter")
