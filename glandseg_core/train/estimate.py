@@ -25,6 +25,7 @@ from .context import RunContext
 from .epoch import train_step
 from .setup import new_state, split_items
 from .tune import ImageGrid, base_post
+from .tune_pool import default_workers
 
 TUNE_PROBE_POINTS = 6  # grid points timed on one val image (two of the U-Net's watershed groups)
 
@@ -38,7 +39,8 @@ def estimate_tuning(
     dev: torch.device,
 ) -> tuple[float, int]:
     """(seconds, grid points) of tuning on ``n_val`` images: one network pass per image, then the grid, from
-    the first ``TUNE_PROBE_POINTS`` points timed on one image (stages and metrics shared as :func:`tune` does)."""
+    the first ``TUNE_PROBE_POINTS`` points timed on one image (stages and metrics shared as :func:`tune` does),
+    the images shared between the worker processes :func:`tune` would start."""
     post, grid = base_post(cfg)
     segmenter = make_segmenter(model, cfg, post, dev)
     t0 = time.perf_counter()
@@ -51,7 +53,7 @@ def estimate_tuning(
     for params in probe:
         one.score(dataclasses.replace(post, **params))
     per_point = (time.perf_counter() - t0) / max(1, len(probe))
-    return (raw_s + per_point * len(grid)) * n_val, len(grid)
+    return raw_s * n_val + per_point * len(grid) * n_val / default_workers(n_val), len(grid)
 
 
 def _time_val(model: torch.nn.Module, cfg: RunConfig, image: np.ndarray, dev: torch.device) -> float:
