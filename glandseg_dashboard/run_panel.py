@@ -95,8 +95,9 @@ def estimate(values: dict[str, Any], data: Callable[[], str], clicked: bool, pre
         f"{est['step_seconds']:.{2 if est['step_seconds'] < 1 else 1}f} s ({est['measured_steps']} steps timed after a warm-up) + validation "
         f"{forms.duration(est['val_seconds'])} ({est['val_images']} images). {cfg.train_epochs} epoch"
         f"{'s' if cfg.train_epochs != 1 else ''}: "
-        f"{forms.duration(est['train_seconds'] * cfg.train_epochs + est['val_seconds'] * cfg.train_epochs / cfg.train_val_every)}"
-        ", then post-processing tuning. An estimate: a busy machine or another training changes it."
+        f"{forms.duration(est['train_seconds'] * cfg.train_epochs + est['val_seconds'] * cfg.train_epochs / cfg.train_val_every + est.get('tune_seconds', 0))}"
+        f", post-processing tuning included ({forms.duration(est.get('tune_seconds', 0))}, {est.get('tune_points', 0)} grid points)."
+        " An estimate: a busy machine or another training changes it."
     )
 
 
