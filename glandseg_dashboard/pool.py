@@ -184,6 +184,8 @@ class Pool:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     w.proc.wait(timeout=POLL_S)
             finished = finished or _ended(job_dir)
+            if finished:
+                poll()  # the caller sees the job's last progress (all passes done) before its result
         finally:
             if not finished:
                 self.discard(model_dir, w)
