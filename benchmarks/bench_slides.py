@@ -31,15 +31,15 @@ def glas_dir() -> Path:
     return Path(os.environ.get("GLANDSEG_DATA", ROOT.parent / "shared" / "glas"))
 
 
-def make(path: Path, side: int) -> None:
-    """A mosaic of the 60 Test A images, each enlarged to 0.25 um/px, on white (MARGIN around), at least
+def make(path: Path, side: int, margin: int = MARGIN) -> None:
+    """A mosaic of the 60 Test A images, each enlarged to 0.25 um/px, on white (``margin`` around), at least
     side x side."""
     images = [np.asarray(Image.open(glas_dir() / f"testA_{i}.bmp").convert("RGB")) for i in range(1, 61)]
     scale = 0.62 / SLIDE_MPP
     ch, cw = Mosaic(images, (1, 1), scale=scale).cell
-    rows = -(-(side - 2 * MARGIN + 128) // (ch + 128))
-    cols = -(-(side - 2 * MARGIN + 128) // (cw + 128))
-    mosaic = Mosaic(images, (rows, cols), scale=scale, margin=MARGIN, gap=128)
+    rows = -(-(side - 2 * margin + 128) // (ch + 128))
+    cols = -(-(side - 2 * margin + 128) // (cw + 128))
+    mosaic = Mosaic(images, (rows, cols), scale=scale, margin=margin, gap=128)
     t = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_slide(path, mosaic, mpp=SLIDE_MPP, levels=3, kind="svs")
@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     p_make = sub.add_parser("make")
     p_make.add_argument("slide", type=Path)
     p_make.add_argument("--side", type=int, default=20_000)
+    p_make.add_argument(
+        "--margin", type=int, default=MARGIN, help="level-0 px of glass around the tissue"
+    )
     p_run = sub.add_parser("run")
     p_run.add_argument("slide", type=Path)
     p_run.add_argument(
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.cmd == "make":
-        make(args.slide, args.side)
+        make(args.slide, args.side, args.margin)
     else:
         run(args.slide, args.models, args.out, args.repeats, args.engines)
 
