@@ -38,10 +38,17 @@ all_grades = (
     list(stats.GRADES) if ds is None else sorted({str(g) for df in tables.values() for g in df["grade"]})
 )
 c1, c2 = st.columns(2)
+suffix = "" if ds is None else f"_{ds.key}"  # each data set its own choices (their options differ)
 split_names = c1.pills(
-    "Split", list(split_sets), selection_mode="multi", default=default_splits, key="metrics_splits"
+    "Split",
+    list(split_sets),
+    selection_mode="multi",
+    default=default_splits,
+    key=f"metrics_splits{suffix}",
 )
-grades = c2.pills("Grade", all_grades, selection_mode="multi", default=all_grades, key="metrics_grades")
+grades = c2.pills(
+    "Grade", all_grades, selection_mode="multi", default=all_grades, key=f"metrics_grades{suffix}"
+)
 if not split_names or not grades:
     st.info("Choose at least one split and one grade.")
     st.stop()

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from playwright.sync_api import expect
 
 from tests import test_e2e_browser as base
 from tests.test_e2e_browser import shot, wait_glands, wait_idle
@@ -31,8 +32,9 @@ def correct_and_save(page, n_expected: int) -> None:
     n0 = wait_glands(page, lambda n: n > 1)
     canvas = page.locator("canvas.upper-canvas").first
     wait_idle(page)
-    assert page.locator(".dc-toolbar").first.is_hidden()  # one Undo: the canvas's own toolbar is hidden
-    assert page.get_by_role("button", name="Undo").count() == 1
+    # one Undo: the canvas's own toolbar is hidden (its style lands a frame after a canvas is mounted)
+    expect(page.locator(".dc-toolbar").first).to_be_hidden(timeout=10_000)
+    expect(page.get_by_role("button", name="Undo")).to_have_count(1, timeout=10_000)
     page.get_by_text("Erase", exact=True).click()
     wait_idle(page)
     box = canvas.bounding_box()
@@ -89,3 +91,19 @@ def test_two_corrected_predictions_saved_into_a_set_are_ground_truth_on_compare(
     assert np.isfinite([float(v) for v in values]).all()
     assert page.locator('[data-testid="stException"]').count() == 0
     shot(page, "sets_compare_ground_truth.png")
+
+    # the set on the Metrics page: scored by both models in the background, then its table and plots
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Metrics").click()
+    page.get_by_text("Metrics", exact=True).first.wait_for()
+    wait_idle(page)
+    choose(page, "Data set", f"Annotation set {SET}")
+    page.get_by_text(f"No scores on Annotation set {SET} yet").wait_for()
+    page.get_by_role("button", name="Score both models on this set").click()
+    page.locator('[data-testid="stProgress"]').first.wait_for()
+    shot(page, "sets_metrics_scoring.png")
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.wait_for(timeout=900_000)  # both models on two images, on two busy cores
+    wait_idle(page)
+    assert page.get_by_text("GT split into components").count() >= 1
+    assert page.locator('[data-testid="stException"]').count() == 0
+    shot(page, "sets_metrics_table.png")
