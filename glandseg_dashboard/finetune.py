@@ -76,7 +76,8 @@ def base_models(models_root: Path, runs_root: Path) -> dict[str, Path]:
     with a fine-tuning preset, then runs with a ``best.pt``; shipped ``unet`` / ``maskrcnn`` first."""
     out: dict[str, Path] = {}
     folders = sorted(models_root.iterdir()) if models_root.is_dir() else []
-    folders.sort(key=lambda d: (d.name not in ("unet", "maskrcnn"), d.name))
+    shipped = ("unet", "maskrcnn")
+    folders.sort(key=lambda d: (shipped.index(d.name) if d.name in shipped else len(shipped), d.name))
     runs_found = sorted(runs_root.iterdir()) if runs_root.is_dir() else []
     for label, d, weights in [
         *((f"model {d.name}", d, "weights.pt") for d in folders),

@@ -95,7 +95,8 @@ def section(runs_root: Path, dev: dict[str, Any]) -> None:
     """The "Fine-tune on this set" expander of the Train page."""
     with st.expander("Fine-tune on this set", expanded=False):
         st.caption(
-            "Train a model further on your own corrected images (from the Annotate page), then see it against "
+            "Continue the training of a model on your own corrected images (from the Annotate page), "
+            "then see it against "
             "the model it started from on images it never trained on."
         )
         choice = _choices(runs_root)

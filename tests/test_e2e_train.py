@@ -273,8 +273,10 @@ def correct_one(page, image: Path, first: bool) -> None:
     sidebar = page.get_by_test_id("stSidebar")
     sidebar.get_by_text("Upload", exact=True).click()
     sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(image))
+    sidebar.get_by_text(image.name).wait_for()
+    wait_idle(page)
+    wait_glands(page, lambda n: n == 0)  # the new image, on an empty canvas: the previous one is gone
     start = page.locator('[data-testid="stSelectbox"]').filter(has_text="Start from")
-    start.wait_for()
     for attempt in range(4):  # a rerun (the upload's) may redraw the list under the click: choose again
         wait_idle(page)
         try:
@@ -342,6 +344,7 @@ def test_corrections_fine_tune_the_unet_with_stop_resume_and_before_after(loop_s
     ft = page.get_by_test_id("stExpander").filter(has_text="Fine-tune on this set")
     ft.get_by_text("Fine-tune on this set").first.click()
     ft.get_by_text(f"{SET_NAME}: 3 annotated images", exact=False).wait_for()
+    expect(ft.get_by_role("combobox", name="Start from")).to_have_value("model unet")  # the U-Net first
     ft.get_by_text("Preset finetune-unet", exact=False).wait_for()
     held = ft.locator('[data-testid="stMultiSelect"]').filter(has_text="Images to hold out")
     assert "train_3" in held.inner_text()  # the last image is held out by default

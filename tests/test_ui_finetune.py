@@ -140,6 +140,7 @@ def test_train_page_shows_a_finished_finetune_before_and_after(
     at.text_input(key="promote_ft-run").set_value("unet").run()
     assert "kept beside it" in texts(at, "error")
     assert "corrections" in at.selectbox(key="ft_set").options
+    assert at.selectbox(key="ft_base").options[:3] == ["model unet", "model maskrcnn", "run ft-run"]
     promoted = promote.promote(run, tmp_path / "promoted")
     kept = json.loads((promoted / promote.BEFORE_AFTER).read_text())
     assert kept["held_out"] == ["img2"] and kept["tuned"]["test"]["n_images"] == 1
