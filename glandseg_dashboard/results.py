@@ -279,9 +279,11 @@ def paper_table(
     Returns:
         Columns method, source, convention, then the split columns; rows in their first order of appearance.
     """
-    parts = [tidy.assign(gt="official")]
-    if components is not None and len(components):
+    ours = tidy["source"] == "ours"
+    parts = [tidy[ours].assign(gt="official")]
+    if components is not None and len(components):  # beside our official rows, before the references
         parts.append(components[components["source"] == "ours"].assign(gt="components"))
+    parts.append(tidy[~ours].assign(gt="official"))
     rows = pd.concat(parts, ignore_index=True)
     rows = rows[(rows["source"] != "ours") | (rows["aggregation"] == aggregation)].copy()
     rows.loc[rows["source"] == "poster", "split"] = UNNAMED_SPLIT
