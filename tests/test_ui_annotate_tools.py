@@ -80,3 +80,24 @@ def test_merge_clicks_add_up_across_reruns_and_clear_after_a_change(monkeypatch)
     editor.pick([2])
     editor.clear_picked()
     assert editor.picked == []
+
+
+def test_start_over_goes_back_to_the_start_and_undo_brings_the_edits_back(monkeypatch) -> None:
+    """#22 item 7: the page's one reset ("Start over") acts on the label map, and is itself undoable."""
+    monkeypatch.setattr(annotate_tools.st, "session_state", _State())
+    start = gland_map()
+    editor = annotate_tools.Editor("r", start, start.shape)
+    assert not editor.changed(start)
+    edited = annotate_tools.apply("erase", {"objects": [click(10, 10)]}, editor.labels, SIZE)
+    editor.set(edited)
+    assert editor.changed(start) and set(np.unique(editor.labels)) == {0, 2}
+    editor.reset(start)
+    np.testing.assert_array_equal(editor.labels, start)
+    assert not editor.changed(start)
+    editor.undo()
+    np.testing.assert_array_equal(editor.labels, edited)
+    blank = annotate_tools.Editor("b", None, start.shape)
+    blank.set(start.copy())
+    assert blank.changed(None)
+    blank.reset(None)
+    assert not blank.labels.any() and not blank.changed(None)
