@@ -93,7 +93,10 @@ def section(run_dir: Path, s: dict[str, Any]) -> None:
             st.caption("The comparison is scored when the run finishes.")
         return
     table, per_image = found
-    st.dataframe(table[list(FORMATS)], hide_index=True, column_config=FORMATS)
+    shown = [
+        c for c in FORMATS if not (c.startswith("ci_") and table[c].isna().all())
+    ]  # no interval: no column
+    st.dataframe(table[shown], hide_index=True, column_config=FORMATS)
     st.caption(
         "before / after: pooled over the held-out images (the official GlaS figures). Difference: after − "
         "before, image by image, with a paired bootstrap 95% interval of its mean (F1 and Dice: higher is "
