@@ -80,7 +80,7 @@ def load_segmenter(
     Args:
         model: a model folder, a name under :func:`models_root`, or a segmenter (returned as is).
         device: ``cpu``, ``cuda`` or None (CUDA when present). tta: average 8 flipped/rotated views.
-        engine: ``auto`` (OpenVINO or ONNX Runtime when installed, on a CPU; else PyTorch), ``torch``,
+        engine: ``auto`` (ONNX Runtime or OpenVINO when installed, on a CPU; else PyTorch), ``torch``,
             ``openvino`` or ``onnx`` (``glandseg_core.engines``).
 
     Raises:

@@ -60,7 +60,7 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
         "--engine",
         choices=["auto", "torch", "openvino", "onnx"],
         default="auto",
-        help="what runs the network on the CPU (default auto: OpenVINO, else ONNX Runtime when installed, "
+        help="what runs the network on the CPU (default auto: ONNX Runtime, else OpenVINO when installed, "
         "else PyTorch; $GLANDSEG_ENGINE sets what auto means); exported graphs are cached in "
         "$GLANDSEG_ENGINE_CACHE (default ~/.cache/glandseg/engines)",
     )

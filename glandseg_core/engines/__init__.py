@@ -1,4 +1,4 @@
-"""Optional inference engines: OpenVINO or ONNX Runtime in place of PyTorch for a loaded network, on the CPU.
+"""Optional inference engines: ONNX Runtime or OpenVINO in place of PyTorch for a loaded network, on the CPU.
 
 ``accelerate(model, cfg, device, "auto", weights=path)`` exports the network's dense parts (``parts.py``: the
 whole U-Net; a Mask R-CNN's backbone and heads), caches the exported graphs on disk (``cache.py``, keyed by the
@@ -7,7 +7,7 @@ makes the network run them. Post-processing is unchanged, so label maps follow P
 benchmarks/bench_engine.py and docs/EXPERIMENTS.md).
 
 Engines: ``torch`` (PyTorch itself), ``openvino``, ``onnx`` (ONNX Runtime), ``auto``: the fastest installed one
-(OpenVINO, then ONNX Runtime, as measured on 2 cores in benchmarks/results_engine.txt), PyTorch on CUDA or when
+(ONNX Runtime, then OpenVINO, as measured side by side on 2 cores in benchmarks/results_engine.txt), PyTorch on CUDA or when
 none is installed; ``$GLANDSEG_ENGINE`` says what ``auto`` means (e.g. ``torch``). With ``auto`` a failed
 export falls back to PyTorch with one logged line saying why; an engine asked for by name fails with a
 :class:`~glandseg_core.errors.ModelError` instead.
@@ -37,7 +37,7 @@ from .runners import BUILD, LOAD, MODULES, TITLES, Runner, engine_version
 __all__ = ["ENGINES", "accelerate", "available", "cache_root", "engine_of", "resolve", "restore"]
 
 ENGINES = ("auto", "torch", "openvino", "onnx")
-PREFERENCE = ("openvino", "onnx")  # fastest first (benchmarks/results_engine.txt)
+PREFERENCE = ("onnx", "openvino")  # fastest first: bench_engine predict (benchmarks/results_engine.txt)
 log = logging.getLogger("glandseg")
 
 
@@ -97,7 +97,7 @@ def _source_hash(model: nn.Module, weights: Path | None) -> str:
 def _parts(model: nn.Module, cfg: RunConfig) -> list[Part]:
     if isinstance(model, MaskRCNN):
         return maskrcnn_parts(model)
-    if cfg.model == "unet":
+    if hasattr(model, "multiple"):  # a dense network whose input sides must be multiples of this (U-Nets)
         return dense_parts(model)
     raise ModelError(f"no engine export for {cfg.model} models")
 
