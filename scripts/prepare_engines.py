@@ -1,6 +1,6 @@
 """Build the engine cache of model folders ahead of time, so their first use loads in seconds:
 
-python -m glandseg_core.engines trained_models/unet trained_models/maskrcnn [--engine auto]
+python -m scripts.prepare_engines trained_models/unet trained_models/maskrcnn [--engine auto]
 """
 
 from __future__ import annotations
