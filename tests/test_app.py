@@ -147,7 +147,7 @@ def test_compare_display_options_tta_and_another_sample(env: dict[str, Path]) ->
     assert metric_labels(at).count("Glands") == 2
     at.sidebar.checkbox(key="cmp_tta").uncheck()
     at.selectbox(key="cmp_source").set_value("sample:testB_2").run()
-    at.sidebar.selectbox(key="cmp_gt_sample:testB_2").set_value("none").run()
+    at.sidebar.selectbox(key="cmp_gt").set_value("none").run()
     assert not at.exception
     assert "testB_2" in texts(at, "caption") and "no ground truth" in texts(at, "caption")
     assert "F1" not in metric_labels(at) and metric_labels(at).count("Glands") == 2
