@@ -97,7 +97,7 @@ def _source_hash(model: nn.Module, weights: Path | None) -> str:
 def _parts(model: nn.Module, cfg: RunConfig) -> list[Part]:
     if isinstance(model, MaskRCNN):
         return maskrcnn_parts(model)
-    if hasattr(model, "multiple"):  # a dense network whose input sides must be multiples of this (U-Nets)
+    if hasattr(model, "multiple"):  # a dense network: input sides must be multiples of this (U-Nets)
         return dense_parts(model)
     raise ModelError(f"no engine export for {cfg.model} models")
 
