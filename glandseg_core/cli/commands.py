@@ -89,7 +89,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         segmenter = load_segmenter(
             args.model, device=world.device(args.device), tta=args.tta, engine=args.engine
         )
-        log.info("%sengine: %s", tag, engine_of(segmenter.model))
+        if engine_of(segmenter.model) != "torch":  # PyTorch, the plain default, goes unsaid
+            log.info("%sengine: %s", tag, engine_of(segmenter.model))
         outcome = run_batch(
             segmenter,
             args.images,

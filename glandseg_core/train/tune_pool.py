@@ -21,8 +21,11 @@ from ..metrics import ImageScores
 
 
 def _serve(conn: Connection, images: Sequence[Any]) -> None:
-    """A worker: for each settings object received, the scores of its images; ``None`` ends it."""
+    """A worker: for each settings object received, the scores of its images; ``None`` ends it. SIGTERM (from
+    :meth:`ScorePool.close`) ends it quietly: the parent's handler, which a fork copies, would raise
+    ``TrainingStopped`` here and print a traceback from every worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     while True:
         post = conn.recv()
         if post is None:
