@@ -100,6 +100,7 @@ def test_stop_mid_tuning_then_resume_continues_the_tuning(
     lock_dir: Path, fake_glas_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run, seen = tmp_path / "run", []
+    monkeypatch.setattr(phases, "REPORT_EVERY_S", 0.0)  # tuning is fast now: write every grid point
     _sigterm_when(seen, monkeypatch, lambda r: r.get("unit") == "grid points" and r["done"] >= 2)
     cfg = tiny_unet_config(train_epochs=2, train_steps_per_epoch=2)
     with pytest.raises(TrainingStopped, match="tuning"):

@@ -139,7 +139,8 @@ def tune(
         for i, (img, gt) in enumerate(val):
             images.append(ImageGrid(segmenter, segmenter.raw(img) if raws is None else raws[i], gt))
             report(progress, Step("tune", i + 1, len(val), OUTPUTS_UNIT))
-        report(progress, Step("tune", len(records), len(grid), GRID_UNIT))
+        if records:  # a resumed tuning: the points already scored
+            report(progress, Step("tune", len(records), len(grid), GRID_UNIT))
         n = default_workers(len(images)) if workers is None else workers
         with contextlib.ExitStack() as stack:
             score_all: Callable[[Post], list[ImageScores]] = (
