@@ -229,6 +229,9 @@ def test_alive_uses_the_command_line(tmp_path: Path) -> None:
     """A pid counts as a glandseg job only while it runs with glandseg_core on its command line (psutil)."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "glandseg_core"])
     try:
+        deadline = time.monotonic() + 10  # until the child has exec'd (before, its command line is ours)
+        while not runs.alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert runs.alive(proc.pid) and not runs.alive(proc.pid, marker="something else")
     finally:
         proc.kill()
