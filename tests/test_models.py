@@ -159,6 +159,29 @@ def test_maskrcnn_box_head_width_is_configurable() -> None:
         tiny_maskrcnn_cfg(maskrcnn_box_head_dim=0)
 
 
+def test_maskrcnn_finer_mask_head_trains_and_loads_the_coarse_heads_weights() -> None:
+    torch.manual_seed(0)
+    fine = build_model(tiny_maskrcnn_cfg(maskrcnn_mask_roi_size=28))
+    assert fine.roi_heads.mask_roi_pool.output_size == (28, 28)
+    fine.train()
+    fine.roi_heads.mask_predictor.register_forward_hook(
+        lambda m, i, out: seen.append(tuple(out.shape[-2:]))
+    )
+    seen: list[tuple[int, ...]] = []
+    losses = fine([torch.rand(3, 128, 128)], [square_target()])
+    assert seen == [(56, 56)] and torch.isfinite(losses["loss_mask"])
+    losses["loss_mask"].backward()
+    coarse = build_model(tiny_maskrcnn_cfg())  # torchvision's 14 -> 28 x 28 masks, as shipped
+    assert coarse.roi_heads.mask_roi_pool.output_size == (14, 14)
+    fine.load_state_dict(coarse.state_dict())  # the same tensors: a shipped model fine-tunes at 56 x 56
+    fine.eval()
+    with torch.no_grad():
+        out = fine([torch.rand(3, 128, 128)])[0]
+    assert out["masks"].shape[-2:] == (128, 128)
+    with pytest.raises(ValueError, match="maskrcnn_mask_roi_size"):
+        tiny_maskrcnn_cfg(maskrcnn_mask_roi_size=100)
+
+
 def test_maskrcnn_train_with_an_empty_target(maskrcnn: torch.nn.Module) -> None:
     maskrcnn.train()
     empty = {

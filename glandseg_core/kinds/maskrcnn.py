@@ -57,6 +57,8 @@ FIELD_WORDS = {
                                           "Proposals sampled per image to train the box and mask heads (torchvision: 512)."),
     "maskrcnn_box_head_dim": ("Box head width", "units",
                               "Width of the box head's two fully connected layers (torchvision: 1024)."),
+    "maskrcnn_mask_roi_size": ("Mask head input side", "px",
+                               "14 gives torchvision's 28 x 28 masks; 28 gives 56 x 56 masks with finer boundaries."),
 }  # fmt: skip
 
 # The poster's values (docs/poster.md quotes them) and the words they come from; poster-maskrcnn copies them.

@@ -28,6 +28,7 @@ from torchvision.models.detection.backbone_utils import (
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..config import RunConfig
@@ -56,6 +57,7 @@ class MaskRCNNParams(Section):
         "rpn_post_nms_top_n_test": int_rule(1, 10000),
         "box_batch_size_per_image": int_rule(1, 4096),
         "box_head_dim": int_rule(16, 4096),
+        "mask_roi_size": int_rule(7, 56),
     }
 
     backbone: str = "resnet50"
@@ -69,6 +71,10 @@ class MaskRCNNParams(Section):
     rpn_post_nms_top_n_test: int = 1000
     box_batch_size_per_image: int = 512
     box_head_dim: int = 1024  # width of the box head's two fully connected layers (torchvision: 1024)
+    # side of the RoI features the mask head sees; its masks are twice as wide (14: torchvision's 28 x 28 masks;
+    # 28: 56 x 56 masks, finer boundaries for 4x the mask head's work). The head's convolutions do not depend on
+    # it, so weights trained at one size load at the other.
+    mask_roi_size: int = 14
 
 
 class MixedPrecisionBackbone(nn.Module):
@@ -118,6 +124,12 @@ def _v2_heads(channels: int) -> dict[str, nn.Module]:
     }
 
 
+def _mask_pool(side: int) -> MultiScaleRoIAlign:
+    """The mask head's RoI pooling: torchvision's default but for its side (levels it lacks are skipped). The
+    mask loss follows the predictor's output size (torchvision's ``maskrcnn_loss`` reads it from the logits)."""
+    return MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=side, sampling_ratio=2)
+
+
 def build_maskrcnn(cfg: RunConfig) -> MaskRCNN:
     """Mask R-CNN for glands: backbone ``params.backbone`` with FPN, anchors ``params.anchor_sizes``."""
     check_start(cfg)
@@ -147,6 +159,7 @@ def build_maskrcnn(cfg: RunConfig) -> MaskRCNN:
         box_batch_size_per_image=p.box_batch_size_per_image,
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
+        mask_roi_pool=_mask_pool(p.mask_roi_size),
         **heads,
     )
     model.roi_heads.box_predictor = FastRCNNPredictor(box_dim, NUM_CLASSES)
