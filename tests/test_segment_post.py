@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from skimage.segmentation import relabel_sequential
 
 from glandseg_core.segmenters.instances import masks_to_labels
-from glandseg_core.segmenters.unet import probs_to_labels, remove_small
+from glandseg_core.segmenters.unet import number_kept, probs_to_labels, remove_small
 from glandseg_core.thresholds import MaskRCNNPost, UNetPost
 from glandseg_core.transforms import unet_targets
 
@@ -170,3 +171,14 @@ def test_remove_small_keeps_ids_and_leaves_the_input_alone() -> None:
     assert sorted(np.unique(out)) == [0, 3] and (out == 3).sum() == 25
     assert (labels == 1).sum() == 4  # not modified in place
     assert remove_small(labels, 0) is labels
+
+
+@pytest.mark.parametrize("min_area", [0, 1, 4, 9, 30])
+def test_number_kept_equals_remove_small_then_relabel_sequential(min_area: int) -> None:
+    labels = np.zeros((12, 12), np.int32)  # ids 2, 5, 9 of 4, 9 and 16 pixels; no 1, 3, 4 ...
+    labels[:2, :2], labels[4:7, :3], labels[8:, 8:] = 9, 5, 2
+    expected = relabel_sequential(remove_small(labels, min_area))[0].astype(np.int32)
+    areas = np.bincount(labels.ravel())
+    for got in (number_kept(labels, min_area), number_kept(labels, min_area, areas)):
+        assert got.dtype == np.int32 and np.array_equal(got, expected), min_area
+    assert np.array_equal(number_kept(labels, 9), np.where(labels == 2, 1, np.where(labels == 5, 2, 0)))

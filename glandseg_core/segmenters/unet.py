@@ -55,20 +55,63 @@ def _sequential(labels: np.ndarray) -> np.ndarray:
     return relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 
-def _markers(prob: np.ndarray, mask: np.ndarray, post: UNetPost) -> tuple[np.ndarray, np.ndarray]:
-    """Watershed markers and the surface they flood (lowest first).
+def number_kept(labels: np.ndarray, min_area: int, areas: np.ndarray | None = None) -> np.ndarray:
+    """``relabel_sequential(remove_small(labels, min_area))`` of int32[H, W] pre-labels: the objects of at least
+    ``min_area`` pixels get ids 1..N in increasing order of their old id, the others 0.
 
-    With the distance channel (``prob[2]``, ``unet_separation``): markers are the connected components of
-    distance > ``post.marker_dist`` inside the mask, flooding ``-distance``. Else the gland interiors (gland
-    probability above ``post.fg_thresh``, contour probability below ``post.contour_thresh``), flooding the
-    negated gland probability. Markers under ``post.min_marker_area`` pixels are dropped.
+    How it works: a lookup table from old id to new id, built from ``areas`` (``np.bincount(labels.ravel())``,
+    given by a caller that scores many ``min_area`` on the same pre-labels) in one pass.
+    """
+    areas = np.bincount(labels.ravel()) if areas is None else areas
+    keep = areas >= min_area if min_area > 0 else areas > 0
+    keep[0] = False
+    lut = np.zeros(areas.size, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lut[labels]
+
+
+# The stages of probs_to_labels, each a function of fewer settings than the next; segmenters/unet_grid.py
+# runs the same functions over a tuning grid, computing each stage once per distinct value of its settings.
+
+
+def gland_mask(prob: np.ndarray, fg_thresh: float) -> np.ndarray:
+    """bool[H, W]: gland probability ``prob[0]`` above ``fg_thresh``, holes filled."""
+    return ndi.binary_fill_holes(prob[0] > fg_thresh)
+
+
+def marker_components(prob: np.ndarray, mask: np.ndarray, post: UNetPost) -> np.ndarray:
+    """int32[H, W] connected components of the watershed seeds (before ``post.min_marker_area``).
+
+    With the distance channel (``prob[2]``, ``unet_separation``): distance > ``post.marker_dist`` inside
+    ``mask``. Else the gland interiors: gland probability above ``post.fg_thresh`` and contour probability
+    below ``post.contour_thresh``.
     """
     if prob.shape[0] == 3:
-        seeds, surface = mask & (prob[2] > post.marker_dist), -prob[2]
+        seeds = mask & (prob[2] > post.marker_dist)
     else:
-        seeds, surface = (prob[0] > post.fg_thresh) & (prob[1] < post.contour_thresh), -prob[0]
-    markers, _ = ndi.label(seeds)
-    return remove_small(markers.astype(np.int32), post.min_marker_area), surface
+        seeds = (prob[0] > post.fg_thresh) & (prob[1] < post.contour_thresh)
+    return ndi.label(seeds)[0].astype(np.int32)
+
+
+def flood_surface(prob: np.ndarray) -> np.ndarray:
+    """float[H, W] the watershed floods (lowest first): the negated distance with the separation head, else
+    the negated gland probability."""
+    return -(prob[2] if prob.shape[0] == 3 else prob[0])
+
+
+def grow(surface: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """int32[H, W] pre-labels: a watershed of ``surface`` from ``markers`` within ``mask``; gland pixels that no
+    marker reached (a gland whose interior was all contour) become their own objects, numbered after."""
+    labels = watershed(surface, markers, mask=mask).astype(np.int32)
+    orphan, _ = ndi.label(mask & (labels == 0))
+    if orphan.any():
+        labels = np.where(orphan > 0, orphan + labels.max(), labels).astype(np.int32)
+    return labels
+
+
+def components(mask: np.ndarray) -> np.ndarray:
+    """int32[H, W] pre-labels of semantic mode: the connected components of ``mask``."""
+    return ndi.label(mask)[0].astype(np.int32)
 
 
 def probs_to_labels(prob: np.ndarray, post: UNetPost) -> np.ndarray:
@@ -77,7 +120,7 @@ def probs_to_labels(prob: np.ndarray, post: UNetPost) -> np.ndarray:
     Args:
         prob: float32[2, H, W]: gland probability and contour probability (sigmoid outputs); or float32[3, H, W]
             from a U-Net with the separation head, whose third channel (the per-gland normalised distance)
-            gives the markers (:func:`_markers`).
+            gives the markers (:func:`marker_components`).
         post: thresholds.
 
     Returns:
@@ -85,17 +128,11 @@ def probs_to_labels(prob: np.ndarray, post: UNetPost) -> np.ndarray:
     """
     if prob.ndim != 3 or prob.shape[0] not in (2, 3):
         raise ValueError(f"prob must be [2, H, W] or [3, H, W], got {prob.shape}")
-    mask = ndi.binary_fill_holes(prob[0] > post.fg_thresh)
+    mask = gland_mask(prob, post.fg_thresh)
     if not post.instance:
-        labels, _ = ndi.label(mask)
-        return _sequential(remove_small(labels.astype(np.int32), post.min_area))
-    markers, surface = _markers(prob, mask, post)
-    labels = watershed(surface, markers, mask=mask).astype(np.int32)
-    # Gland pixels that no marker reached (a gland whose interior was all contour) become their own objects.
-    orphan, _ = ndi.label(mask & (labels == 0))
-    if orphan.any():
-        labels = np.where(orphan > 0, orphan + labels.max(), labels).astype(np.int32)
-    return _sequential(remove_small(labels, post.min_area))
+        return number_kept(components(mask), post.min_area)
+    markers = remove_small(marker_components(prob, mask, post), post.min_marker_area)
+    return number_kept(grow(flood_surface(prob), markers, mask), post.min_area)
 
 
 @dataclass

@@ -1,21 +1,21 @@
 """The U-Net's post-processing (:func:`unet.probs_to_labels`) over a tuning grid, each stage computed once per
 distinct value of the settings it depends on.
 
-``probs_to_labels`` runs four stages; each depends on fewer settings than the next:
+``probs_to_labels`` runs four stages, functions of ``segmenters/unet.py`` that both call; each depends on fewer
+settings than the next:
 
 =================================== ============================================================
 stage                               depends on
 =================================== ============================================================
-gland mask (holes filled)           ``fg_thresh``
-marker components                   ``fg_thresh``, ``contour_thresh`` (separation head: ``marker_dist``)
-markers, watershed, orphan glands   ... and ``min_marker_area``
-small glands dropped, ids 1..N      ... and ``min_area``
+``gland_mask``                      ``fg_thresh``
+``marker_components``               ``fg_thresh``, ``contour_thresh`` (separation head: ``marker_dist``)
+markers, ``grow`` (orphan glands)   ... and ``min_marker_area``
+``number_kept``: ids 1..N           ... and ``min_area``
 =================================== ============================================================
 
 :class:`StagedLabels` keeps the last result of each stage, so walking a grid whose last setting varies fastest
 (``itertools.product`` order: the kinds' grids) runs a watershed once per (fg, contour, marker area) group, and
-not at all when dropping small markers changed nothing. The last stage is the same as ``remove_small`` then
-``relabel_sequential`` (ids kept in increasing order), computed from the pre-label areas, which every
+not at all when dropping small markers changed nothing. The last stage takes the pre-label areas, which every
 ``min_area`` of a group shares. The label maps are identical to ``probs_to_labels``'s
 (``tests/test_tune_fast.py`` compares them on every grid point); settings of any other shape (a new field, a
 ``labels`` method of its own) are not handled here: :func:`applies` says so and the caller uses the segmenter.
@@ -32,11 +32,18 @@ from dataclasses import fields
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
-from skimage.segmentation import watershed
 
 from ..thresholds import UNetPost
-from .unet import UNetSegmenter, remove_small
+from .unet import (
+    UNetSegmenter,
+    components,
+    flood_surface,
+    gland_mask,
+    grow,
+    marker_components,
+    number_kept,
+    remove_small,
+)
 
 _FIELDS = {"fg_thresh", "contour_thresh", "min_marker_area", "min_area", "instance"}
 _SEPARATION = "marker_dist"  # the separation head's marker threshold (a third channel)
@@ -82,45 +89,29 @@ class StagedLabels:
     def __init__(self, prob: np.ndarray) -> None:
         if prob.ndim != 3 or prob.shape[0] not in (2, 3):
             raise ValueError(f"prob must be [2, H, W] or [3, H, W], got {prob.shape}")
-        self.prob, self.fg = prob, prob[0]
-        self.surface = -(prob[2] if prob.shape[0] == 3 else prob[0])
+        self.prob = prob
+        self.surface = flood_surface(prob)
         self._mask, self._comps, self._markers, self._grown = _Last(), _Last(), _Last(), _Last()
         self.watersheds = 0  # watersheds run (for tests and benchmarks)
 
-    def _fill(self, fg_t: float) -> np.ndarray:
-        return ndi.binary_fill_holes(self.fg > fg_t)
-
-    def _components(self, mask: np.ndarray, fg_t: float, c_t: float) -> np.ndarray:
-        """Marker components: gland interiors, or with a distance channel its cores inside ``mask``
-        (``c_t`` is then ``marker_dist``)."""
-        if self.prob.shape[0] == 3:
-            seeds = mask & (self.prob[2] > c_t)
-        else:
-            seeds = (self.fg > fg_t) & (self.prob[1] < c_t)
-        return ndi.label(seeds)[0].astype(np.int32)
-
     def _grow(self, mask: np.ndarray, markers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Watershed from ``markers`` within ``mask``, orphan glands appended: (pre-labels, their areas)."""
+        """:func:`unet.grow` from ``markers`` within ``mask``: (pre-labels, their areas)."""
         self.watersheds += 1
-        labels = watershed(self.surface, markers, mask=mask).astype(np.int32)
-        orphan, _ = ndi.label(mask & (labels == 0))
-        if orphan.any():
-            labels = np.where(orphan > 0, orphan + labels.max(), labels).astype(np.int32)
-        return labels, np.bincount(labels.ravel())
-
-    def _semantic(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        labels = ndi.label(mask)[0].astype(np.int32)
+        labels = grow(self.surface, markers, mask)
         return labels, np.bincount(labels.ravel())
 
     def __call__(self, post: UNetPost) -> np.ndarray:
         """int32[H, W] label map, equal to ``probs_to_labels(prob, post)``."""
-        mask = self._mask.get(post.fg_thresh, lambda: self._fill(post.fg_thresh))
+        mask = self._mask.get(post.fg_thresh, lambda: gland_mask(self.prob, post.fg_thresh))
         if not post.instance:
-            labels, areas = self._grown.get(("semantic", post.fg_thresh), lambda: self._semantic(mask))
-            return _finish(labels, areas, post.min_area)
+            labels, areas = self._grown.get(
+                ("semantic", post.fg_thresh), lambda: _with_areas(components(mask))
+            )
+            return number_kept(labels, post.min_area, areas)
+        # The seeds depend on fg_thresh and one more setting: contour_thresh, or marker_dist (separation head).
         second = getattr(post, _SEPARATION) if self.prob.shape[0] == 3 else post.contour_thresh
         key = (post.fg_thresh, second)
-        comps = self._comps.get(key, lambda: self._components(mask, *key))
+        comps = self._comps.get(key, lambda: marker_components(self.prob, mask, post))
         markers = self._markers.get(
             (*key, post.min_marker_area), lambda: remove_small(comps, post.min_marker_area)
         )
@@ -132,14 +123,9 @@ class StagedLabels:
         ):
             self._grown.key, self._grown.value = (post.fg_thresh, markers), self._grow(mask, markers)
         labels, areas = self._grown.value
-        return _finish(labels, areas, post.min_area)
+        return number_kept(labels, post.min_area, areas)
 
 
-def _finish(labels: np.ndarray, areas: np.ndarray, min_area: int) -> np.ndarray:
-    """``relabel_sequential(remove_small(labels, min_area))`` from the areas of ``labels``: the objects of at
-    least ``min_area`` pixels get ids 1..N in increasing order of their old id."""
-    keep = areas >= min_area if min_area > 0 else areas > 0
-    keep[0] = False
-    lut = np.zeros(areas.size, np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lut[labels]
+def _with_areas(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-labels, the pixel count of each id)."""
+    return labels, np.bincount(labels.ravel())
