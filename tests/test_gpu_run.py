@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from glandseg_core.evaluation import HISTORY_FIGURES, SUMMARY_KEYS
+from glandseg_core.metrics import HEADLINE_FIGURES, SplitScores, pool_scores, score_image
 from glandseg_core.segmenters import load_segmenter
 from glandseg_core.train.gpu_augment import GpuAugment, augment, random_crops
-from glandseg_core.train.gpu_run import GpuRun, _fit_schedule
+from glandseg_core.train.gpu_run import GpuRun, _figures, _fit_schedule
 from scripts import gpu_train
 from tests.helpers import VAL_NAMES, tiny_unet_config
 
@@ -39,12 +41,27 @@ def test_cpu_dry_run_writes_checkpoint_fp16_model_and_val_figures(
     assert labels.shape == (48, 64) and labels.dtype == np.int32
     result = json.loads((out / "val.json").read_text())
     assert result["steps"] == 2 and result["images"] == len(VAL_NAMES) and result["device"] == "cpu"
+    assert list(result["default"]) == ["post", *HEADLINE_FIGURES]
     for figures in (result["default"], result["tuned_on_val"]):
         values = [figures[k] for k in ("pooled_f1", "pooled_object_dice", "pooled_object_hausdorff")]
         assert all(math.isfinite(v) for v in values) and 0 <= values[0] <= 1
     tuned = json.loads((out / "model" / "postprocess.json").read_text())
     assert tuned == result["tuned_on_val"]["post"]
     assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1]
+
+
+def test_val_figures_are_the_headline_figures_that_summaries_start_with() -> None:
+    gt = np.zeros((20, 20), np.int32)
+    gt[2:8, 2:8], gt[10:18, 10:18] = 1, 2
+    pred = np.where(gt == 2, 2, 0).astype(np.int32)  # one gland found, one missed
+    split = pool_scores([score_image(pred, gt)])
+    figures = _figures(split)
+    assert tuple(figures) == HEADLINE_FIGURES
+    assert figures == {k: float(split.as_dict()[k]) for k in HEADLINE_FIGURES}
+    assert figures["pooled_f1"] == pytest.approx(2 / 3)
+    assert set(HEADLINE_FIGURES) <= {f for f in SplitScores.__dataclass_fields__}
+    assert tuple(SUMMARY_KEYS[: len(HEADLINE_FIGURES)]) == HEADLINE_FIGURES
+    assert HISTORY_FIGURES[: len(HEADLINE_FIGURES)] == HEADLINE_FIGURES
 
 
 def test_bad_set_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,13 +21,11 @@ import pandas as pd
 
 from ..errors import WriteError
 from ..files import append_line, atomic_write_text, describe_os_error, read_json_lines
+from ..metrics import HEADLINE_FIGURES
 
 TEST_SPLITS = ("testA", "testB")
 TEST_HISTORY = "test_history.jsonl"
-HISTORY_FIGURES = (
-    "pooled_f1", "pooled_object_dice", "pooled_object_hausdorff", "mean_f1", "mean_object_dice",
-    "mean_object_hausdorff", "tp", "fp", "fn", "n_images",
-)  # fmt: skip
+HISTORY_FIGURES = (*HEADLINE_FIGURES, "tp", "fp", "fn", "n_images")
 RELABEL_SUFFIX = (
     "_relabel_gt"  # per_image_relabel_gt.csv, summary_relabel_gt.json: the diagnostic's files
 )

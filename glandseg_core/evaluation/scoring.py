@@ -27,7 +27,7 @@ from ..datasets import DataLike, Item, as_dataset
 from ..errors import ImageError, WriteError
 from ..files import describe_os_error
 from ..imaging.io import read_label_map, write_label_png
-from ..metrics import ImageScores, SplitScores, pool_scores, score_image
+from ..metrics import HEADLINE_FIGURES, ImageScores, SplitScores, pool_scores, score_image
 from ..progress import ProgressFn, Step, report
 from ..segmenters import Segmenter
 from .records import RELABEL_SUFFIX, record_test_scoring, write_results
@@ -40,8 +40,7 @@ PER_IMAGE_COLUMNS = [
     "pixel_iou", "count_score", "precision", "recall", "f2", "pixel_dice", "seconds",
 ]  # fmt: skip
 SUMMARY_KEYS = [
-    "pooled_f1", "pooled_object_dice", "pooled_object_hausdorff", "mean_f1", "mean_object_dice",
-    "mean_object_hausdorff", "tp", "fp", "fn", "n_images", "precision", "recall", "f2", "mean_pixel_iou",
+    *HEADLINE_FIGURES, "tp", "fp", "fn", "n_images", "precision", "recall", "f2", "mean_pixel_iou",
     "mean_pixel_dice", "mean_count_score",
 ]  # fmt: skip
 

@@ -14,6 +14,7 @@ Modules, lowest first (each imports only those before it):
 from __future__ import annotations
 
 from .glas import (
+    HEADLINE_FIGURES,
     ImageScores,
     Outcomes,
     SplitScores,
@@ -38,6 +39,7 @@ from .overlap import (
 from .scorer import ImageScorer
 
 __all__ = [
+    "HEADLINE_FIGURES",
     "HausdorffCache",
     "HausdorffMemo",
     "ImageScorer",

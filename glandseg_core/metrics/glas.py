@@ -116,6 +116,18 @@ class SplitScores:
         return asdict(self)
 
 
+#: A split's headline figures, in report order (fields of :class:`SplitScores`): the official GlaS scores pooled
+#: over the split, then the per-image means. Summaries, the test history and the GPU run's ``val.json`` use them.
+HEADLINE_FIGURES: tuple[str, ...] = (
+    "pooled_f1",
+    "pooled_object_dice",
+    "pooled_object_hausdorff",
+    "mean_f1",
+    "mean_object_dice",
+    "mean_object_hausdorff",
+)
+
+
 def score_image(pred: np.ndarray, gt: np.ndarray) -> ImageScores:
     """Scores one predicted label map against its ground truth with every GlaS and glandseg metric.
 

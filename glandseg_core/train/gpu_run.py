@@ -34,7 +34,7 @@ from ..config import RunConfig, config_to_dict, replace_config, save_config
 from ..datasets import DataLike
 from ..device import pick_device
 from ..files import append_line, atomic_write_text
-from ..metrics import pool_scores, score_image
+from ..metrics import HEADLINE_FIGURES, SplitScores, pool_scores, score_image
 from ..models import build_model
 from ..segmenters import make_segmenter
 from ..thresholds import default_post, save_post
@@ -168,16 +168,9 @@ def _train(cfg: RunConfig, data: DataLike, out: Path, spec: GpuRun, dev: torch.d
     return model.eval(), cfg, step, time.time() - t0, val
 
 
-def _figures(s: Any) -> dict[str, float]:
-    keys = (
-        "pooled_f1",
-        "pooled_object_dice",
-        "pooled_object_hausdorff",
-        "mean_f1",
-        "mean_object_dice",
-        "mean_object_hausdorff",
-    )
-    return {k: float(getattr(s, k)) for k in keys}
+def _figures(s: SplitScores) -> dict[str, float]:
+    """The headline figures of ``s`` (:data:`metrics.HEADLINE_FIGURES`) as floats."""
+    return {k: float(getattr(s, k)) for k in HEADLINE_FIGURES}
 
 
 def validate_and_tune(
