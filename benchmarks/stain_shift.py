@@ -1,14 +1,15 @@
 """A deterministic H&E stain change for the fine-tuning benchmark (``bench_finetune.py``).
 
-The image is unmixed into haematoxylin, eosin and DAB optical densities (scikit-image's ``rgb2hed``, the
-Ruifrok-Johnston stain vectors), each stain's density is scaled and offset, and the result is mixed back
-(``hed2rgb``). A weaker haematoxylin and a stronger eosin is what a faded, over-eosinated slide or another
+The image is unmixed into haematoxylin, eosin and DAB optical densities, each stain's density is scaled and
+offset, and the result is mixed back: ``glandseg_core.transforms.shift_stains``, the same function that the
+training augmentation draws its random stain jitter with. A weaker haematoxylin and a stronger eosin is what a faded, over-eosinated slide or another
 lab's staining protocol looks like: the nuclei turn pale and purple-pink, the stroma and the cytoplasm deep
 pink, while the gland outlines stay visible to a person.
 
 It lives here and not in ``glandseg_core/transforms.py`` because it is not an augmentation: it is one fixed
 domain shift that the benchmark applies to every image of a set, the same way each time, to build a "new lab"
-that the shipped models have not seen. Training still uses the package's own (random) augmentation.
+that the shipped models have not seen. Training still uses the package's own (random) augmentation; only
+the factors here are the benchmark's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.color import hed2rgb, rgb2hed
+
+from glandseg_core.transforms import shift_stains
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,7 @@ def apply_shift(image: np.ndarray, shift: StainShift = NEW_LAB) -> np.ndarray:
         shift == StainShift()
     ):  # the round trip through HED is not exact on colours outside the stains' span
         return image.copy()
-    hed = rgb2hed(image)
     scale = np.array([shift.h_scale, shift.e_scale, shift.d_scale])
     offset = np.array([shift.h_shift, shift.e_shift, shift.d_shift])
-    rgb = hed2rgb(hed * scale + offset)
+    rgb = shift_stains(image, scale, offset)
     return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)

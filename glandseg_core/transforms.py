@@ -101,14 +101,38 @@ def _resample(image: np.ndarray, labels: np.ndarray, grid: np.ndarray) -> tuple[
     return out_img, out_lab.astype(np.int32)
 
 
+def shift_stains(
+    image: np.ndarray, scale: np.ndarray, offset: np.ndarray, *, relative: bool = False
+) -> np.ndarray:
+    """The image with each H&E stain's optical density scaled and offset: the random stain jitter of training
+    and the fixed stain change of ``benchmarks/stain_shift.py``.
+
+    How it works: colour deconvolution (``skimage.color.rgb2hed``, the Ruifrok-Johnston vectors) gives the
+    haematoxylin, eosin and DAB densities; each is multiplied by its ``scale`` and moved by its ``offset``
+    (with ``relative``, by ``offset`` times that stain's largest absolute density in the image), and
+    ``hed2rgb`` mixes them back.
+
+    Args:
+        image: RGB (H, W, 3), uint8 or float in [0, 1].
+        scale: float[3], the factor of each stain (H, E, DAB); 1 changes nothing.
+        offset: float[3], added to each stain's density; 0 changes nothing.
+        relative: ``offset`` in units of each stain's largest absolute density in ``image``.
+
+    Returns:
+        float64 (H, W, 3) RGB in [0, 1].
+    """
+    hed = rgb2hed(image)
+    if relative:
+        offset = offset * np.abs(hed).max(axis=(0, 1))
+    return hed2rgb(hed * scale + offset)
+
+
 def _colour(image: np.ndarray, p: AugmentParams, rng: np.random.Generator) -> np.ndarray:
     x = image.astype(np.float32) / 255.0
     if p.hed_sigma > 0 or p.hed_bias > 0:
-        hed = rgb2hed(x)
         alpha = rng.uniform(1 - p.hed_sigma, 1 + p.hed_sigma, size=3)
         beta = rng.uniform(-p.hed_bias, p.hed_bias, size=3)
-        hed = hed * alpha + beta * np.abs(hed).max(axis=(0, 1))
-        x = hed2rgb(hed).astype(np.float32)
+        x = shift_stains(x, alpha, beta, relative=True).astype(np.float32)
     if p.brightness > 0 or p.contrast > 0:
         c = rng.uniform(1 - p.contrast, 1 + p.contrast)
         b = rng.uniform(-p.brightness, p.brightness)

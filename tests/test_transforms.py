@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
+from skimage.color import hed2rgb, rgb2hed
 
-from glandseg_core.transforms import POLICIES, augment, maskrcnn_target, unet_targets
+from glandseg_core.transforms import (
+    POLICIES,
+    augment,
+    maskrcnn_target,
+    shift_stains,
+    unet_targets,
+)
 from tests.helpers import make_glands
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -162,3 +169,18 @@ def test_maskrcnn_target_matches_torchvision_masks_to_boxes(
     # torchvision's boxes use the last pixel (inclusive); ours end one past it, like slicing.
     np.testing.assert_array_equal(t["boxes"][:, :2], ref[:, :2])
     np.testing.assert_array_equal(t["boxes"][:, 2:], ref[:, 2:] + 1)
+
+
+def test_shift_stains_scales_and_offsets_each_stain_density() -> None:
+    rng = np.random.default_rng(0)
+    hed = rng.uniform(0.01, 0.05, (16, 16, 3)) * [1, 1, 0]  # haematoxylin and eosin, no DAB
+    image = hed2rgb(hed)
+    same = shift_stains(image, np.ones(3), np.zeros(3))
+    assert same.shape == image.shape and np.allclose(same, image, atol=1e-6)
+    scale, offset = np.array([0.5, 1.6, 1.0]), np.array([0.0, 0.01, 0.0])
+    out = shift_stains(image, scale, offset)
+    assert np.allclose(rgb2hed(out), hed * scale + offset, atol=1e-4)
+    relative = shift_stains(image, np.ones(3), offset, relative=True)
+    assert np.allclose(rgb2hed(relative), hed + offset * hed.max(axis=(0, 1)), atol=1e-4)
+    as_uint8 = shift_stains(np.rint(image * 255).astype(np.uint8), scale, offset)
+    assert as_uint8.min() >= 0 and as_uint8.max() <= 1 and np.abs(as_uint8 - out).max() < 0.02

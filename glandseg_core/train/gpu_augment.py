@@ -22,7 +22,10 @@ class GpuAugment:
 
     Attributes:
         affine_p: share of samples rotated by ``rotate`` degrees at most and scaled within ``1 ± scale``.
-        brightness, contrast, saturation: factors within ``1 ± value``. stain: per-channel gain within ``1 ± value``.
+        brightness, contrast, saturation: factors within ``1 ± value``. stain: per-channel RGB gain within
+            ``1 ± value``, a cheap stand-in on the device for the HED stain jitter of the CPU augmentation
+            (:func:`glandseg_core.transforms.shift_stains`, which the fine-tuning benchmark's fixed stain
+            change also uses).
     """
 
     affine_p: float = 0.7
