@@ -24,6 +24,9 @@ COMPONENTS_DIR = (
     "components"  # <model folder>/components/: the diagnostic scored from its saved predictions
 )
 GLAS_LABEL = "GlaS Test A / Test B (the model folders' own scores)"
+UNKNOWN_GRADE = (
+    "unknown"  # per_image.csv's grade of an image without a GlaS grade (glandseg_core.evaluation)
+)
 
 
 def pick_set(prefix: str) -> DataSet | None:
@@ -79,6 +82,14 @@ def split_sets(tables: dict[str, pd.DataFrame]) -> dict[str, tuple[str, ...]]:
     """A set's split choices: all its images, then each split it has."""
     splits = sorted({s for df in tables.values() for s in df["split"].astype(str)})
     return {"All images": tuple(splits), **({s: (s,) for s in splits} if len(splits) > 1 else {})}
+
+
+def grade_choices(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """A set's grade choices: the GlaS grades its images have (then ``unknown`` for the others, if any); none when
+    no image has a grade (an annotation set of the user's own images): the page shows no Grade choice then."""
+    grades = {str(g) for df in tables.values() for g in df["grade"]}
+    known = sorted(grades - {UNKNOWN_GRADE})
+    return known + [UNKNOWN_GRADE] if known and UNKNOWN_GRADE in grades else known
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

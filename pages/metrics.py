@@ -34,9 +34,8 @@ else:
 colours = palette.colours_for({label: models[label] for label in tables})
 panels.legend(colours, "**Models:**")
 
-all_grades = (
-    list(stats.GRADES) if ds is None else sorted({str(g) for df in tables.values() for g in df["grade"]})
-)
+# a set without GlaS grades (an annotation set of one's own images) gets no Grade choice: every image is "unknown"
+all_grades = list(stats.GRADES) if ds is None else set_results.grade_choices(tables)
 c1, c2 = st.columns(2)
 suffix = "" if ds is None else f"_{ds.key}"  # each data set its own choices (their options differ)
 split_names = c1.pills(
@@ -46,11 +45,15 @@ split_names = c1.pills(
     default=default_splits,
     key=f"metrics_splits{suffix}",
 )
-grades = c2.pills(
-    "Grade", all_grades, selection_mode="multi", default=all_grades, key=f"metrics_grades{suffix}"
+grades = (
+    c2.pills(
+        "Grade", all_grades, selection_mode="multi", default=all_grades, key=f"metrics_grades{suffix}"
+    )
+    if all_grades
+    else []
 )
-if not split_names or not grades:
-    st.info("Choose at least one split and one grade.")
+if not split_names or (all_grades and not grades):
+    st.info("Choose at least one split and one grade." if all_grades else "Choose at least one split.")
     st.stop()
 splits = list(dict.fromkeys(s for name in split_names for s in split_sets[name]))
 grade_filter = None if set(grades) == set(all_grades) else list(grades)
@@ -120,7 +123,8 @@ def _paired(metric: str, a: str, b: str) -> str | None:
     return figures.clicked_image(event)
 
 
-st.subheader(f"Per image ({', '.join(split_names)}; {', '.join(grades)})")
+chosen = ", ".join(split_names) + (f"; {', '.join(grades)}" if all_grades else "")
+st.subheader(f"Per image ({chosen})")
 for tab, metric in zip(
     st.tabs([stats.METRICS[m][0] for m in stats.METRICS]), stats.METRICS, strict=True
 ):
