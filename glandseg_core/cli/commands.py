@@ -70,6 +70,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ..batch import Result, run_batch
     from ..distributed import process_group, world_from_env
     from ..engines import engine_of
+    from ..engines.runners import TITLES
     from ..memory import current_budget
     from ..segmenters import load_segmenter
 
@@ -89,8 +90,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         segmenter = load_segmenter(
             args.model, device=world.device(args.device), tta=args.tta, engine=args.engine
         )
-        if engine_of(segmenter.model) != "torch":  # PyTorch, the plain default, goes unsaid
-            log.info("%sengine: %s", tag, engine_of(segmenter.model))
+        # which engine runs, once, on stderr (auto may mean PyTorch, ONNX Runtime or OpenVINO, or a fallback)
+        engine = engine_of(segmenter.model)
+        log.info("%sengine: %s", tag, TITLES.get(engine, engine))
         outcome = run_batch(
             segmenter,
             args.images,
