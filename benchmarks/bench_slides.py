@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.bench_slides make cache/bench/big.svs        # the slide (once)
     .venv/bin/python -m benchmarks.bench_slides run cache/bench/big.svs         # both models
     .venv/bin/python -m benchmarks.bench_slides run cache/bench/big.svs --engines torch openvino  # engine column
+    .venv/bin/python -m benchmarks.bench_slides compare cache/bench/big.svs   # 5b45ca3 (torch) vs now (auto)
 
 See benchmarks/README.md ("Whole slides") for what each figure means.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SLIDE_MPP = 0.25  # an Aperio 40x scan: the pipeline reads level 0 and shrinks it by 0.62 / 0.25 = 2.48
 MARGIN = 4000  # level-0 pixels of glass around the tissue, as around a section on a slide
+REFERENCE = "5b45ca3"  # "today's" code of issue #22's slide target (before the engine and lane changes)
 
 
 def glas_dir() -> Path:
@@ -69,8 +72,9 @@ def untiled(model: Path, repeats: int, engine: str = "auto") -> dict:
     return {"mp": mp, "wall_s": float(np.median(walls)), "cpu_s": float(np.median(cpus))}
 
 
-def slide_run(model: Path, slide: Path, out: Path, engine: str = "auto") -> dict:
-    """`glandseg predict` on the slide in a fresh process under /usr/bin/time -v: wall, CPU, peak RSS."""
+def slide_run(model: Path, slide: Path, out: Path, engine: str = "auto", code: Path = ROOT) -> dict:
+    """`glandseg predict` on the slide in a fresh process under /usr/bin/time -v: wall, CPU, peak RSS.
+    ``code``: the source tree whose glandseg_core runs (a worktree of an earlier commit for ``compare``)."""
     import json
     import os
     import re
@@ -89,9 +93,9 @@ def slide_run(model: Path, slide: Path, out: Path, engine: str = "auto") -> dict
         str(model),
     ]
     cmd += ["--engine", engine, "--out", str(out), "--no-bar", str(slide)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(code))
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t
     err = proc.stderr
 
@@ -218,6 +222,59 @@ def run(slide: Path, models: list[Path], out: Path, repeats: int, engines: list[
     (out / "bench_slides.json").write_text(json.dumps(results, indent=2, default=str))
 
 
+def reference_tree(rev: str) -> Path:
+    """A git worktree of ``rev`` in /tmp (made once, reused), whose glandseg_core is the reference."""
+    import subprocess
+
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = Path(tempfile.gettempdir()) / f"glandseg-ref-{sha}"
+    if not (tree / "glandseg_core").is_dir():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=ROOT, check=True)
+    return tree
+
+
+def compare(slide: Path, models: list[Path], out: Path, repeats: int, rev: str, engine: str) -> None:
+    """Reference (``rev``'s code, ``--engine torch``) against now (this tree, ``--engine engine``), each
+    ``glandseg predict`` in a fresh process, interleaved (reference, now, now, reference, ...) so that load
+    on the machine hits both alike; medians of wall and CPU seconds, the largest peak RSS."""
+    import json
+    import os
+
+    ref = reference_tree(rev)
+    slide, out = slide.resolve(), out.resolve()
+    results: dict[str, list[dict]] = {}
+    for model in (m.resolve() for m in models):
+        runs: dict[str, list[dict]] = {"reference": [], "now": []}
+        for i in range(repeats):
+            order = ("reference", "now") if i % 2 == 0 else ("now", "reference")
+            for who in order:
+                code, eng = (ref, "torch") if who == "reference" else (ROOT, engine)
+                r = slide_run(model, slide, out / f"{model.name}-{who}", eng, code)
+                r["load_avg"] = os.getloadavg()[0]
+                runs[who].append(r)
+                print(
+                    f"{model.name:9s} {who:9s} run {i + 1}: wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s, "
+                    f"peak RSS {r['peak_rss_mb']:.0f} MB, {r['summary']['glands']} glands, GeoJSON "
+                    f"{r['geojson']} (load average {r['load_avg']:.1f})",
+                    flush=True,
+                )
+        med = {
+            who: {k: float(np.median([r[k] for r in rs])) for k in ("wall_s", "cpu_s")}
+            for who, rs in runs.items()
+        }
+        peak = {who: max(r["peak_rss_mb"] for r in rs) for who, rs in runs.items()}
+        print(
+            f"{model.name}: now (--engine {engine}) vs reference ({rev}, --engine torch), medians of "
+            f"{repeats}: throughput {med['reference']['wall_s'] / med['now']['wall_s']:.2f} x (wall), "
+            f"{med['reference']['cpu_s'] / med['now']['cpu_s']:.2f} x (CPU); peak RSS {peak['now']:.0f} vs "
+            f"{peak['reference']:.0f} MB"
+        )
+        results[model.name] = runs["reference"] + runs["now"]
+    (out / "bench_slides_compare.json").write_text(json.dumps(results, indent=2, default=str))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -243,9 +300,18 @@ def main(argv: list[str] | None = None) -> None:
         default=["torch", "auto"],
         help="engines run in turn (the first is the reference of the ratios; default torch auto)",
     )
+    p_cmp = sub.add_parser("compare", help="reference commit (--engine torch) vs this tree, interleaved")
+    p_cmp.add_argument("slide", type=Path)
+    p_cmp.add_argument("--models", type=Path, nargs="+", default=[ROOT / "trained_models/unet"])
+    p_cmp.add_argument("--out", type=Path, default=Path("cache/bench/compare"))
+    p_cmp.add_argument("--repeats", type=int, default=2, help="runs of each (medians)")
+    p_cmp.add_argument("--reference", default=REFERENCE, help="commit whose code is the reference")
+    p_cmp.add_argument("--engine", default="auto", help="this tree's engine (default auto)")
     args = parser.parse_args(argv)
     if args.cmd == "make":
         make(args.slide, args.side, args.margin)
+    elif args.cmd == "compare":
+        compare(args.slide, args.models, args.out, args.repeats, args.reference, args.engine)
     else:
         run(args.slide, args.models, args.out, args.repeats, args.engines)
 

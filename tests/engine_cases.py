@@ -97,6 +97,27 @@ def test_maskrcnn_parts_match_pytorch_and_the_detector_runs() -> None:
     assert det["masks"].shape[1:] == (1, 128, 160) and len(det["boxes"]) == len(det["scores"])
 
 
+def test_split_roi_pooling_is_the_whole_pooling_and_restore_removes_it() -> None:
+    from glandseg_core.engines.parts import SplitRoIAlign, split_roi_pools
+
+    torch.manual_seed(0)
+    model = build_model(tiny_maskrcnn_cfg()).eval()
+    x = torch.rand(1, 3, 128, 160)
+    xy = torch.rand(300, 2) * 100
+    boxes = [torch.cat([xy, xy + 8 + torch.rand(300, 2) * 50], 1)]  # small and large: every FPN level
+    pool = model.roi_heads.box_roi_pool
+    with torch.inference_mode():
+        feats = model.backbone(x)
+        want = pool(feats, boxes, [(128, 160)])
+        split_roi_pools(model)
+        assert isinstance(pool.__dict__["forward"], SplitRoIAlign)
+        got = pool(feats, boxes, [(128, 160)])
+        few = pool(feats, [boxes[0][:10]], [(128, 160)])
+    assert torch.equal(got, want) and torch.equal(few, want[:10])
+    engines.restore(model)
+    assert "forward" not in pool.__dict__ and "forward" not in model.roi_heads.mask_roi_pool.__dict__
+
+
 def test_auto_without_engines_runs_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engines, "available", lambda: [])
     assert engines.resolve("auto", CPU) == "torch"

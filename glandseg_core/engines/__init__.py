@@ -31,7 +31,7 @@ from torchvision.models.detection import MaskRCNN
 from ..config import RunConfig
 from ..errors import ModelError
 from .cache import cache_root, cached, entry_key, file_sha256
-from .parts import EngineForward, Part, dense_parts, install, maskrcnn_parts, restore
+from .parts import EngineForward, Part, dense_parts, install, maskrcnn_parts, restore, split_roi_pools
 from .runners import BUILD, LOAD, MODULES, TITLES, Runner, engine_version
 
 __all__ = ["ENGINES", "accelerate", "available", "cache_root", "engine_of", "resolve", "restore"]
@@ -102,8 +102,8 @@ def _parts(model: nn.Module, cfg: RunConfig) -> list[Part]:
     raise ModelError(f"no engine export for {cfg.model} models")
 
 
-def _load(engine: str, threads: int, folder: Path) -> Runner:
-    return LOAD[engine](folder, threads)
+def _load(engine: str, threads: int, arena: bool, folder: Path) -> Runner:
+    return LOAD[engine](folder, threads, arena)
 
 
 def _attach(model: nn.Module, cfg: RunConfig, engine: str, weights: Path | None) -> None:
@@ -115,8 +115,12 @@ def _attach(model: nn.Module, cfg: RunConfig, engine: str, weights: Path | None)
         g = part.graph  # its structure keys the entry; the test-time caps are not in it
         folder = cache_root() / entry_key(source, g.name, str(g.module), *versions)
         meta = {"part": g.name, "engine": engine, "versions": versions, "source_sha256": source}
-        runner = cached(folder, partial(BUILD[engine], g), partial(_load, engine, threads), meta)
+        runner = cached(
+            folder, partial(BUILD[engine], g), partial(_load, engine, threads, g.arena), meta
+        )
         install(part, runner, engine)
+    if isinstance(model, MaskRCNN) and threads > 1:
+        split_roi_pools(model)
 
 
 def accelerate(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -65,10 +66,40 @@ def install(part: Part, runner: Runner, engine: str) -> None:
 
 
 def restore(module: nn.Module) -> None:
-    """Put back the original ``forward`` of every submodule an engine runs."""
+    """Put back the original ``forward`` of every submodule an engine runs (or whose RoIs are split)."""
     for m in module.modules():
-        if isinstance(m.__dict__.get("forward"), EngineForward):
+        if isinstance(m.__dict__.get("forward"), (EngineForward, SplitRoIAlign)):
             del m.forward
+
+
+class SplitRoIAlign:
+    """A ``MultiScaleRoIAlign``'s forward with one image's boxes pooled in two halves at once: the second
+    half in a helper thread (torchvision's CPU RoIAlign runs on one core; each box is pooled on its own, so
+    the halves put together are the whole's result, bit for bit). Fewer than :attr:`MIN_SPLIT` boxes, or a
+    batch of several images, go to the original forward."""
+
+    MIN_SPLIT = 64
+    _helper = ThreadPoolExecutor(1, thread_name_prefix="glandseg-roialign")
+
+    def __init__(self, pool: nn.Module) -> None:
+        self.original = type(pool).forward.__get__(pool)
+        self.pool = pool
+
+    def __call__(self, x: dict, boxes: list[torch.Tensor], image_shapes: list) -> torch.Tensor:
+        n = len(boxes[0]) if len(boxes) == 1 else 0
+        if n < self.MIN_SPLIT or cast(Any, self.pool).scales is None:  # the first call sets the scales
+            return self.original(x, boxes, image_shapes)
+        half = n // 2
+        second = self._helper.submit(self.original, x, [boxes[0][half:]], image_shapes)
+        return torch.cat([self.original(x, [boxes[0][:half]], image_shapes), second.result()])
+
+
+def split_roi_pools(model: MaskRCNN) -> None:
+    """Pool the box and mask RoIs of ``model`` in two halves at once (:class:`SplitRoIAlign`)."""
+    roi = cast(Any, model.roi_heads)
+    for pool in (roi.box_roi_pool, roi.mask_roi_pool):
+        if pool is not None:
+            pool.forward = SplitRoIAlign(pool)
 
 
 class _Tupled(nn.Module):
@@ -102,7 +133,7 @@ def _backbone_part(model: MaskRCNN) -> tuple[Part, list[torch.Tensor]]:
     with torch.no_grad():
         feats = cast(dict, bb(x))
     names = list(feats)
-    graph = Graph("backbone", _Tupled(bb, features), (x,), ((2, 3),))
+    graph = Graph("backbone", _Tupled(bb, features), (x,), ((2, 3),), arena=False)
     part = Part(bb, graph, lambda x: [x], lambda outs: OrderedDict(zip(names, outs, strict=True)))
     return part, [f.float() for f in feats.values()]
 
@@ -114,12 +145,13 @@ def _rpn_head_part(model: MaskRCNN, feats: list[torch.Tensor]) -> Part:
         logits, deltas = m(list(xs))
         return (*logits, *deltas)
 
-    graph = Graph("rpn_head", _Tupled(head, both), tuple(feats), ((2, 3),) * n)
+    graph = Graph("rpn_head", _Tupled(head, both), tuple(feats), ((2, 3),) * n, arena=False)
     return Part(head, graph, lambda xs: list(xs), lambda outs: (outs[:n], outs[n:]))
 
 
 def _head_part(name: str, head: nn.Module, shape: tuple[int, ...]) -> Part:
-    graph = Graph(name, _Tupled(head, lambda m, x: (m(x),)), (torch.rand(N_EXAMPLE, *shape),), ((0,),))
+    example = (torch.rand(N_EXAMPLE, *shape),)
+    graph = Graph(name, _Tupled(head, lambda m, x: (m(x),)), example, ((0,),), arena=False)
     return Part(head, graph, lambda x: [x], lambda outs: outs[0])
 
 

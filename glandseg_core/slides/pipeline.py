@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
@@ -25,11 +26,11 @@ from ..progress import ProgressFn, Step
 from ..segmenters.base import Plan, WindowSegmenter
 from ..segmenters.instances import shift
 from ..segmenters.tiling import even_spans
+from .lanes import segment_windows
 from .outputs import SlideWriter
 from .reader import LevelChoice, Slide, choose_level, open_slide
 from .stitch import Stitcher
 from .tissue import has_tissue, tissue_mask
-from .windows import window_instances
 
 WINDOW = (
     2048  # window side in model pixels: large, so the overlap costs little (2048^2 / 1792^2 = 1.31x)
@@ -178,18 +179,13 @@ def _segment(
     done, writing = 0, _Stopwatch()
     t0 = (time.perf_counter(), time.process_time())
     jobs = [(y, x) for y, row in zip(ys, todo, strict=True) for x in row]
-    # the next window is read (OpenSlide decodes outside the GIL) while this one is segmented
+    results = segment_windows(segmenter, partial(_read_window, slide, choice, h=th, w=tw), jobs)
     step(0)
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        ahead = reader.submit(_read_window, slide, choice, *jobs[0], th, tw) if jobs else None
+    with closing(results):  # an error or Ctrl-C stops the windows in flight
         for r, (y, row) in enumerate(zip(ys, todo, strict=True)):
             parts = []
             for x in row:
-                assert ahead is not None  # submitted while windows are left
-                image = ahead.result()
-                if done + 1 < len(jobs):
-                    ahead = reader.submit(_read_window, slide, choice, *jobs[done + 1], th, tw)
-                inst = window_instances(segmenter, image)
+                inst = next(results)
                 box = np.array([y, x, y + th, x + tw], np.int64)
                 parts.append((shift(inst, slice(y, y + th), slice(x, x + tw), shape), box))
                 done += 1
