@@ -12,7 +12,7 @@ import streamlit as st
 
 from glandseg_core.errors import ConfigError, DatasetError, ModelError, TrainingBusy
 
-from . import finetune, forms, jobs, safepaths, settings
+from . import finetune, forms, settings
 
 
 def _held_out(set_dir: Path, names: list[str], in_test: list[str]) -> list[str]:
@@ -73,17 +73,14 @@ def _choices(runs_root: Path) -> tuple[Path, Path, list[str]] | None:
     return set_dir, base, _held_out(set_dir, names, in_test)
 
 
-def _launch(
-    choice: tuple[Path, Path, list[str]], run_dir: Path | None, form: forms.RunForm, replace: list[str]
-) -> None:
+def _launch(choice: tuple[Path, Path, list[str]], folder: forms.RunFolder, form: forms.RunForm) -> None:
     set_dir, base, held = choice
     try:
-        if run_dir is None:
-            raise ValueError("choose a valid run folder name first")
+        run_dir = folder.checked()
         cfg = forms.config_from_values(form.values)
         pid = finetune.start_finetune(
             cfg, run_dir, set_dir=set_dir, base=base, held_out=held, device=form.device,
-            workers=form.workers, time_limit_minutes=form.budget, replace=replace,
+            workers=form.workers, time_limit_minutes=form.budget, replace=folder.replace,
         )  # fmt: skip
         st.session_state["train_selected"] = run_dir.name
         st.success(f"Started {run_dir.name} (pid {pid}): fine-tuning {base.name} on {set_dir.name}.")
@@ -108,24 +105,12 @@ def section(runs_root: Path, dev: dict[str, Any]) -> None:
         except (ModelError, ConfigError, ValueError) as e:
             st.error(f"Cannot fine-tune {base.name}: {e}")
             return
-        name = st.text_input(
-            "Run folder name",
+        folder = forms.run_folder(
+            runs_root,
             f"finetune-{set_dir.name}-{datetime.date.today():%Y%m%d}",
             key=f"ft_run_{set_dir.name}",
-            help=f"a new folder in {runs_root}",
+            ok_key="ft_ok_",
         )
-        replace: list[str] = []
-        try:
-            run_dir: Path | None = safepaths.inside(runs_root, name, "Run folder name")
-        except ValueError as e:
-            run_dir = None
-            st.error(str(e))
-        if run_dir is not None and (run_dir / "last.pt").exists():
-            st.warning(f"`{run_dir.name}` holds a run already: resume it below, or choose another name.")
-        elif run_dir is not None:
-            found = jobs.previous_attempt(run_dir)
-            if found and forms.confirm_replace(found, f"{run_dir.name}/", f"ft_ok_{name}"):
-                replace = found
         st.caption(
             f"Preset **{cfg.name}**, starting from `{cfg.train_init}`; every field can be changed."
         )
@@ -133,4 +118,4 @@ def section(runs_root: Path, dev: dict[str, Any]) -> None:
             cfg.name, cfg, dev["cuda"], dev["cpus"], key=f"ft_{base.name}_", estimate=False
         )
         if form.submitted:
-            _launch(choice, run_dir, form, replace)
+            _launch(choice, folder, form)

@@ -2,12 +2,14 @@
 units and help lines (:mod:`glandseg_dashboard.field_help`), and progress wording.
 
 ``field_specs`` and ``config_from_values`` are plain functions (tested on their own); ``config_widget`` draws
-one spec as a Streamlit widget.
+one spec as a Streamlit widget; ``run_folder`` and ``run_form`` are the layout that a new training and a
+fine-tune share on the Train page.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import streamlit as st
@@ -15,7 +17,7 @@ import streamlit as st
 from glandseg_core.config import RunConfig, config_from_dict, config_to_dict, rule_for
 from glandseg_core.registry import kind_names
 
-from . import field_help
+from . import field_help, jobs, safepaths
 
 
 def groups(cfg: RunConfig) -> tuple[str, ...]:
@@ -229,3 +231,39 @@ def confirm_replace(found: list[str], where: str, key: str) -> bool:
     if not found:
         return True
     return st.checkbox(f"Replace {', '.join(found)} in {where}", key=key)
+
+
+class RunFolder(NamedTuple):
+    """The run folder a form will start in (None: the name was refused, the error shown) and the files of an
+    earlier attempt there that the user agreed to replace."""
+
+    path: Path | None
+    replace: list[str]
+
+    def checked(self) -> Path:
+        """The folder, or ValueError when its name was refused."""
+        if self.path is None:
+            raise ValueError("choose a valid run folder name first")
+        return self.path
+
+
+def run_folder(runs_root: Path, default: str, key: str, ok_key: str, note: str = "") -> RunFolder:
+    """The "Run folder name" field of a new run in ``runs_root`` (widget ``key``, prefilled with ``default``).
+
+    A refused name shows its one-line error; a folder that holds a run (``last.pt``) shows a warning and
+    replaces nothing; an earlier attempt's files there need a tick in a box (key ``ok_key`` + the name) that
+    names them, with ``note`` after the folder's name.
+    """
+    name = st.text_input("Run folder name", default, key=key, help=f"a new folder in {runs_root}")
+    try:
+        path = safepaths.inside(runs_root, name, "Run folder name")
+    except ValueError as e:
+        st.error(str(e))
+        return RunFolder(None, [])
+    if (path / "last.pt").exists():
+        st.warning(f"`{path.name}` holds a run already: resume it below, or choose another name.")
+        return RunFolder(path, [])
+    found = jobs.previous_attempt(path)
+    if found and confirm_replace(found, f"{path.name}/{note}", f"{ok_key}{name}"):
+        return RunFolder(path, found)
+    return RunFolder(path, [])

@@ -66,25 +66,13 @@ with st.expander("New training run", expanded=not busy):
         help="poster-* copy the poster's hyperparameters; glandseg-* are our tuned recipes",
     )
     run_panel.pretrained_starts(PRESETS[preset], f"cfg_{preset}_pretrained")
-    run_name = st.text_input(
-        "Run folder name",
+    folder = forms.run_folder(
+        runs_root,
         f"{preset}-{datetime.date.today():%Y%m%d}",
         key=f"run_{preset}",
-        help=f"a new folder in {runs_root}",
+        ok_key="run_ok_",
+        note=" (an earlier attempt)",
     )
-    replace: list[str] = []
-    try:
-        new_run = safepaths.inside(runs_root, run_name, "Run folder name")
-        found = jobs.previous_attempt(new_run)
-        if (new_run / "last.pt").exists():
-            st.warning(f"`{new_run.name}` holds a run already: resume it below, or choose another name.")
-        elif found and forms.confirm_replace(
-            found, f"{new_run.name}/ (an earlier attempt)", f"run_ok_{run_name}"
-        ):
-            replace = found
-    except ValueError as e:
-        new_run = None
-        st.error(str(e))
     form = forms.run_form(preset, PRESETS[preset], dev["cuda"], dev["cpus"])
     run_panel.estimate(form.values, glas_folder, form.estimate, preset)
     if form.submitted:
@@ -92,15 +80,14 @@ with st.expander("New training run", expanded=not busy):
             if busy_now := jobs.busy_message():  # the lock first: it is the most useful answer
                 raise TrainingBusy(busy_now)
             cfg = forms.config_from_values(form.values)
-            if new_run is None:
-                raise ValueError("choose a valid run folder name first")
+            new_run = folder.checked()
             pid = jobs.start_training(
                 cfg,
                 new_run,
                 data=glas_folder(),
                 workers=form.workers,
                 time_limit_minutes=form.budget,
-                replace=replace,
+                replace=folder.replace,
                 device=form.device,
             )
             st.session_state["train_selected"] = new_run.name

@@ -3,10 +3,12 @@ the poster's values), glandseg_dashboard.runs_table and settings, and glandseg_d
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from glandseg_core.config import PRESETS, RunConfig, config_to_dict
 from glandseg_dashboard import field_help, figures
@@ -153,3 +155,47 @@ def test_settings_are_remembered_in_the_runs_root(tmp_path: Path) -> None:
     remember(tmp_path / "runs", preset="glandseg-unet")
     assert remembered(tmp_path / "runs") == {"data_dir": "/data/glas", "preset": "glandseg-unet"}
     assert (tmp_path / "runs" / ".dashboard.json").is_file()
+
+
+def _run_folder_page(root: str) -> None:
+    """A script with the run-folder field alone; what it returns is written below it."""
+    from pathlib import Path
+
+    import streamlit as st
+
+    from glandseg_dashboard import forms
+
+    folder = forms.run_folder(Path(root), "new-run", key="name", ok_key="ok_", note=" (earlier)")
+    st.write({"path": folder.path and folder.path.name, "replace": folder.replace})
+    try:
+        st.write({"checked": folder.checked().name})
+    except ValueError as e:
+        st.write({"checked": str(e)})
+
+
+def test_run_folder_checks_the_name_warns_of_a_run_and_asks_before_replacing(tmp_path: Path) -> None:
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "last.pt").write_bytes(b"")
+    (tmp_path / "tried").mkdir()
+    (tmp_path / "tried" / "progress.json").write_text("{}")
+    at = AppTest.from_function(_run_folder_page, args=(str(tmp_path),), default_timeout=30).run()
+
+    def shown() -> dict:
+        out: dict = {}
+        for j in at.json:
+            out.update(json.loads(j.value))  # st.write of a dict renders as st.json
+        return out
+
+    assert not at.exception and at.text_input(key="name").value == "new-run"
+    assert shown() == {"path": "new-run", "replace": [], "checked": "new-run"} and not at.checkbox
+    at.text_input(key="name").set_value("../up").run()
+    assert "Run folder name '../up'" in at.error[0].value
+    assert shown() == {"path": None, "replace": [], "checked": "choose a valid run folder name first"}
+    at.text_input(key="name").set_value("done").run()
+    assert "`done` holds a run already" in at.warning[0].value and not at.checkbox
+    assert shown()["replace"] == []
+    at.text_input(key="name").set_value("tried").run()
+    box = at.checkbox(key="ok_tried")
+    assert box.label == "Replace progress.json in tried/ (earlier)" and shown()["replace"] == []
+    box.check().run()
+    assert shown() == {"path": "tried", "replace": ["progress.json"], "checked": "tried"}
