@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
-from .metrics import f1_from_counts
+from .metrics import HEADLINE_FIGURES, f1_from_counts
 
 __all__ = [
     "GRADES",
@@ -298,20 +298,7 @@ def summary_table(
     return pd.DataFrame(rows, columns=_SUMMARY_COLUMNS)
 
 
-_SUMMARY_COLUMNS = [
-    "model",
-    "n_images",
-    "tp",
-    "fp",
-    "fn",
-    "pooled_f1",
-    "pooled_object_dice",
-    "pooled_object_hausdorff",
-    "mean_f1",
-    "mean_object_dice",
-    "mean_object_hausdorff",
-    "pooled_dice_hausdorff",
-]
+_SUMMARY_COLUMNS = ["model", "n_images", "tp", "fp", "fn", *HEADLINE_FIGURES, "pooled_dice_hausdorff"]
 _TIDY_COLUMNS = ["method", "source", "split", "aggregation", "n_images", *METRICS]
 
 
