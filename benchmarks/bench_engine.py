@@ -64,19 +64,22 @@ def predict(engines: list[str], models: list[str]) -> None:
             )
             t = time.perf_counter()
         times: dict[str, list[float]] = {e: [] for e in segs}
+        cpus: dict[str, list[float]] = {e: [] for e in segs}
         for seg in segs.values():
             seg(images[0])  # warm-up: first-shape compilation, allocator
         for image in images:
             for e, seg in segs.items():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 seg(image)
                 times[e].append(time.perf_counter() - t)
-        ref = statistics.median(times["torch"])
+                cpus[e].append(time.process_time() - c)  # this process's CPU, all its threads
+        ref, ref_cpu = statistics.median(times["torch"]), statistics.median(cpus["torch"])
         for e, ts in times.items():
-            med = statistics.median(ts)
+            med, cpu = statistics.median(ts), statistics.median(cpus[e])
             print(
                 f"{model:9s} {e:9s} median {med:.3f} s/image over {len(ts)} GlaS images "
-                f"(min {min(ts):.3f}); {med / ref:.2f} x torch"
+                f"(min {min(ts):.3f}); {med / ref:.2f} x torch; CPU {cpu:.3f} s/image, "
+                f"{cpu / ref_cpu:.2f} x torch's (load average {os.getloadavg()[0]:.1f})"
             )
         for path in samples:
             image = read_image(path)

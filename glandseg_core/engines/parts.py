@@ -2,8 +2,9 @@
 
 * A U-Net (any number of output channels): the whole network, input float32[1, 3, H, W] with H and W dynamic.
 * A torchvision Mask R-CNN: the dense, shape-regular parts (``model.backbone``: body + FPN, the RPN's
-  convolutional head, the box head and the mask head), each with dynamic sizes; anchors, proposal decoding,
-  NMS, RoI pooling and the predictors' outputs stay in torchvision, whose public module structure is kept
+  convolutional head, the box head, the mask head and the mask predictor), each with dynamic sizes; anchors,
+  proposal decoding, NMS, RoI pooling (split in two halves at once: :class:`SplitRoIAlign`), the box
+  predictor and the post-processing stay in torchvision, whose public module structure is kept
   (``model.backbone`` still returns the OrderedDict of FPN levels). Exporting the whole detector would trace
   data-dependent control flow (NMS, per-image loops), which both engines handle poorly.
 
@@ -156,7 +157,8 @@ def _head_part(name: str, head: nn.Module, shape: tuple[int, ...]) -> Part:
 
 
 def maskrcnn_parts(model: MaskRCNN) -> list[Part]:
-    """The backbone, the RPN head, the box and mask heads of a torchvision Mask R-CNN."""
+    """The backbone, the RPN head, the box head, the mask head and its predictor of a torchvision Mask R-CNN
+    (the box predictor's two small linear layers stay in torch)."""
     backbone, feats = _backbone_part(model)
     channels = int(cast(Any, model.backbone).out_channels)
     roi = cast(Any, model.roi_heads)
@@ -166,4 +168,7 @@ def maskrcnn_parts(model: MaskRCNN) -> list[Part]:
     if roi.mask_head is not None:
         mask_side = int(roi.mask_roi_pool.output_size[0])
         parts.append(_head_part("mask_head", roi.mask_head, (channels, mask_side, mask_side)))
+        with torch.no_grad():  # what the mask head gives its predictor
+            features = roi.mask_head(torch.rand(1, channels, mask_side, mask_side)).shape[1:]
+        parts.append(_head_part("mask_predictor", roi.mask_predictor, tuple(features)))
     return parts
