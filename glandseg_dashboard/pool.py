@@ -43,6 +43,7 @@ from .settings import APP_DIR
 
 POLL_S = 0.25
 MAX_WORKERS = 2  # model folders kept warm (the Compare page's two roles)
+UNTAKEN_RETRIES = 2  # new workers given a job that a dying worker never took (Pool.run)
 RESTART_NOTE = (
     "The cancelled model's process was stopped to free its memory; its next run loads it again first."
 )
@@ -61,6 +62,7 @@ class Segmentation:
     load_seconds: float = 0.0  # loading the model for this job (0: it was warm)
     loads: int = 0  # models the worker process has loaded so far (1 for a warm worker's every job)
     pid: int = 0  # the worker process
+    engine: str = ""  # what ran the network (torch, onnx, openvino); "" when not known (a kept result)
 
 
 class ModelWorker:
@@ -166,19 +168,27 @@ class Pool:
         """Run the job in ``job_dir`` on the model's worker, calling ``poll()`` every ``POLL_S`` until it ends.
         A job that does not end with a result or an error (``poll`` raised, the worker died) kills the worker.
 
+        A worker that dies before it took the job (no ``worker.pid`` in ``job_dir``) is replaced and the job given
+        to the new one, up to ``UNTAKEN_RETRIES`` times: a worker killed while idle (out of memory, an admin) is not
+        reaped at once, and its process looks alive until its last thread has exited, so it can be picked for a job
+        it will never run.
+
         Raises:
             ModelError: the worker's one-line message (bad model folder, image over the budget, ...).
             InferenceFailed: the worker died without a result.
         """
-        w = self.worker(model_dir)
-        try:
-            w.send(job_dir)
-        except OSError:  # it died since the check: a new one
-            self.discard(model_dir, w)
+        for attempt in range(UNTAKEN_RETRIES + 1):
             w = self.worker(model_dir)
-            w.send(job_dir)
+            if self._wait(model_dir, w, job_dir, poll) or _taken(job_dir) or attempt == UNTAKEN_RETRIES:
+                break
+        return _outcome(w, job_dir)
+
+    def _wait(self, model_dir: str, w: ModelWorker, job_dir: Path, poll: Callable[[], None]) -> bool:
+        """Send the job to ``w`` and poll until it ends (True) or ``w`` died (False: ``w`` killed and reaped)."""
         finished = False
         try:
+            with contextlib.suppress(OSError):  # it died since it was picked: seen below
+                w.send(job_dir)
             while not (finished := _ended(job_dir)) and w.alive():
                 poll()
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -189,7 +199,12 @@ class Pool:
         finally:
             if not finished:
                 self.discard(model_dir, w)
-        return _outcome(w, job_dir)
+        return finished
+
+
+def _taken(job_dir: Path) -> bool:
+    """Whether a worker began the job (it writes ``worker.pid`` first)."""
+    return (job_dir / "worker.pid").is_file()
 
 
 def _ended(job_dir: Path) -> bool:
@@ -201,7 +216,12 @@ def _outcome(w: ModelWorker, job_dir: Path) -> Segmentation:
         r = json.loads((job_dir / "result.json").read_text())
         labels = np.load(job_dir / "labels.npy")
         return Segmentation(
-            labels, float(r["seconds"]), float(r["load_seconds"]), int(r["loads"]), int(r["pid"])
+            labels,
+            float(r["seconds"]),
+            float(r["load_seconds"]),
+            int(r["loads"]),
+            int(r["pid"]),
+            str(r.get("engine", "")),
         )
     if (job_dir / "error.json").is_file():
         raise ModelError(json.loads((job_dir / "error.json").read_text())["error"])
@@ -234,13 +254,15 @@ def run_job(
     mpp: float | None = None,
     done: Callable[[], Segmentation | None] | None = None,
     memory_bytes: int | None = None,
+    engine: str = "auto",
 ) -> Segmentation:
     """Segment ``image`` with ``model_dir`` on its warm worker; ``poll(elapsed_s, waiting, progress)`` runs every
     ``POLL_S`` while the job waits for its turn (``waiting``) or runs (``progress``: the worker's
     ``progress.json``). Whatever ``poll`` raises stops the job: the worker is killed before the exception goes
     on. ``done()``, asked once the turn has come, may return the result computed meanwhile by another job.
     ``mpp``: the image's µm per pixel (None: the model's own). ``memory_bytes``: the budget the worker checks
-    the segmenter's own plan against before it segments.
+    the segmenter's own plan against before it segments. ``engine``: ``load_segmenter``'s (``auto``: the
+    fastest installed; the result's ``engine`` says which ran).
 
     Raises:
         ModelError: the model folder or the image cannot be used (the worker's one-line message).
@@ -260,6 +282,7 @@ def run_job(
                 "tta": bool(tta),
                 "mpp": mpp,
                 "memory_bytes": memory_bytes,
+                "engine": engine,
             }
             (job_dir / "job.json").write_text(json.dumps(job))
             return pool.run(

@@ -6,12 +6,14 @@ again only when the job asks for another folder, TTA or device, or when the fold
 ``--preload`` the model is loaded before the first job arrives, and the worker says ``ready`` on stdout then. :mod:`glandseg_dashboard.pool` starts one such
 worker per model folder, once per server.
 
-A job folder holds ``job.json`` (``{"model_dir", "tta", "mpp", "memory_bytes"}``; ``mpp``, the image's µm per pixel,
+A job folder holds ``job.json`` (``{"model_dir", "tta", "mpp", "memory_bytes", "engine"}``; ``engine``, optional, is
+``load_segmenter``'s (default ``auto``); ``mpp``, the image's µm per pixel,
 is optional: the image is then segmented at the model's pixel size; ``memory_bytes``, optional, is the budget the
 segmenter's own plan is checked against before anything is allocated, :mod:`glandseg_core.memory`) and ``image.npy``
 (uint8[H, W, 3]). The worker writes ``labels.npy`` (int32[H, W], 0=background, 1..N glands), then ``result.json``
-(``{"seconds", "load_seconds", "loads", "pid", "rss_mb"}``: the model's time, the time spent loading it for this
-job (0 when it was loaded already), how many times this process has loaded a model), or ``error.json``
+(``{"seconds", "load_seconds", "loads", "pid", "rss_mb", "engine"}``: the model's time, the time spent loading it
+for this job (0 when it was loaded already), how many times this process has loaded a model, the engine that ran
+the network: ``torch``, ``onnx`` or ``openvino``), or ``error.json``
 (``{"error": one line}``), and waits for the next job.
 
 Progress: ``progress.json`` (``{"phase", "done", "total", "views", "windows", "started", "last"}``) is written from the
@@ -46,10 +48,12 @@ if TYPE_CHECKING:
 
 
 def _write(path: Path, text: str) -> None:
-    """Replace ``path`` atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Replace ``path`` atomically (the pool never reads half a file): :func:`glandseg_core.files.atomic_write_text`,
+    imported here, not at the top: ``glandseg_core`` brings torch (seconds), and the worker's parent check must
+    run from its first second."""
+    from glandseg_core.files import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -129,16 +133,19 @@ def folder_stamp(model_dir: str) -> tuple:
 
 
 class Loaded:
-    """The one model this process keeps: loaded again only for another folder, TTA, device or changed files."""
+    """The one model this process keeps: loaded again only for another folder, TTA, device, engine or changed
+    files."""
 
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.segmenter: Segmenter | None = None
         self.loads = 0
 
-    def get(self, model_dir: str, tta: bool, device: str | None) -> tuple[Segmenter, float]:
+    def get(
+        self, model_dir: str, tta: bool, device: str | None, engine: str = "auto"
+    ) -> tuple[Segmenter, float]:
         """(the segmenter, seconds spent loading it now: 0 when it was loaded already)."""
-        key = (model_dir, tta, device, folder_stamp(model_dir))
+        key = (model_dir, tta, device, engine, folder_stamp(model_dir))
         if self.segmenter is not None and key == self.key:
             return self.segmenter, 0.0
         from glandseg_core.segmenters import load_segmenter
@@ -146,7 +153,7 @@ class Loaded:
         self.key, self.segmenter = None, None  # the old model's memory goes before the new one comes
         _give_back_memory()
         t0 = time.perf_counter()
-        self.segmenter = load_segmenter(model_dir, tta=tta, device=device)
+        self.segmenter = load_segmenter(model_dir, tta=tta, device=device, engine=engine)
         self.key, self.loads = key, self.loads + 1
         return self.segmenter, time.perf_counter() - t0
 
@@ -156,11 +163,11 @@ def run(job_dir: Path, loaded: Loaded) -> dict[str, Any]:
     (job_dir / "worker.pid").write_text(f"{os.getpid()}\n")  # who works on this job (tests and admins)
     progress = JobProgress(job_dir)
     job = json.loads((job_dir / "job.json").read_text())
-    model_dir, tta = str(job["model_dir"]), bool(job.get("tta"))
-    if loaded.key is None or loaded.key[:3] != (model_dir, tta, job.get("device")):
+    model_dir, tta, engine = str(job["model_dir"]), bool(job.get("tta")), job.get("engine") or "auto"
+    if loaded.key is None or loaded.key[:4] != (model_dir, tta, job.get("device"), engine):
         progress.write("loading")
     image = np.load(job_dir / "image.npy")
-    segmenter, load_s = loaded.get(model_dir, tta, job.get("device"))
+    segmenter, load_s = loaded.get(model_dir, tta, job.get("device"), engine)
     mpp = float(job["mpp"]) if job.get("mpp") else None
     if job.get("memory_bytes"):
         from glandseg_core.memory import Budget, check, estimate_segmenter
@@ -183,7 +190,16 @@ def run(job_dir: Path, loaded: Loaded) -> dict[str, Any]:
         "loads": loaded.loads,
         "pid": os.getpid(),
         "rss_mb": rss / 2**20,
+        "engine": engine_ran(segmenter),
     }
+
+
+def engine_ran(segmenter: Segmenter) -> str:
+    """The engine running the segmenter's network (``torch`` for one without a network of its own)."""
+    from glandseg_core.engines import engine_of
+
+    model = getattr(segmenter, "model", None)
+    return engine_of(model) if model is not None else "torch"
 
 
 def serve(lines: Any, loaded: Loaded) -> int:
