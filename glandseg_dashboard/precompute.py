@@ -8,7 +8,9 @@ one is computed on a warm worker (:mod:`glandseg_dashboard.pool`) and kept in th
 second run computes nothing. ``scripts/setup.sh`` runs it at install time.
 
 ``--ship`` (maintainers, after promoting new shipped models) computes every result again and writes them into
-``samples/results/`` with the manifest, to be committed. Prints one line per result. No streamlit here.
+``samples/results/`` with the manifest, to be committed; each result records the engine that computed it (the
+dashboard's ``auto``; results stay valid under any engine, see :mod:`glandseg_dashboard.shipped`). Prints one line
+per result. No streamlit here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 from glandseg_core.checkpoints import WEIGHTS
+from glandseg_core.engines.runners import TITLES
 from glandseg_core.errors import GlandsegError
 from glandseg_core.imaging.io import read_image
 
@@ -35,8 +38,11 @@ def model_folders(root: Path) -> list[Path]:
     return [root / r for r in settings.ROLES if (root / r / WEIGHTS).is_file()]
 
 
-def precompute(models_root: Path, ship: bool = False, out=print) -> int:
-    """Look up, compute and keep every sample's result (see the module docstring); returns how many it computed."""
+def precompute(
+    models_root: Path, ship: bool = False, out=print, results: Path = shipped.RESULTS_DIR
+) -> int:
+    """Look up, compute and keep every sample's result (see the module docstring); returns how many it computed.
+    ``results``: the shipped results' folder (``samples/results``)."""
     workers, computed = pool.Pool(), 0
     try:
         for path in samples():
@@ -45,7 +51,7 @@ def precompute(models_root: Path, ship: bool = False, out=print) -> int:
             for folder in model_folders(models_root):
                 key = diskcache.key(str(folder), False, None, image_id)
                 where = f"{path.stem} by {folder.name}"
-                if not ship and shipped.load(folder, image_id) is not None:
+                if not ship and shipped.load(folder, image_id, root=results) is not None:
                     out(f"{where}: shipped, up to date")
                     continue
                 if not ship and diskcache.load(key) is not None:
@@ -55,9 +61,18 @@ def precompute(models_root: Path, ship: bool = False, out=print) -> int:
                 result = pool.run_job(workers, str(folder), image, False, lambda *_: None)
                 diskcache.save(key, result.labels, result.seconds)
                 if ship:
-                    shipped.save(folder, path.stem, image_id, result.labels, result.seconds)
+                    shipped.save(
+                        folder,
+                        path.stem,
+                        image_id,
+                        result.labels,
+                        result.seconds,
+                        results,
+                        engine=result.engine,
+                    )
                 computed += 1
-                out(f"{where}: computed in {time.perf_counter() - t0:.1f} s")
+                engine = TITLES.get(result.engine, result.engine)
+                out(f"{where}: computed in {time.perf_counter() - t0:.1f} s ({engine})")
     finally:
         workers.shutdown()
     return computed

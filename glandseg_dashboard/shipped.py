@@ -7,6 +7,14 @@ per result the image's digest (:func:`glandseg_dashboard.diskcache.digest`) and 
 only while the model folder's files hash the same: new weights or settings make it stale, and it is computed
 again (``python -m glandseg_dashboard.precompute``, or the server's first page run). Written by
 ``python -m glandseg_dashboard.precompute --ship``. No streamlit here.
+
+Engines: each result records the engine that computed it (``engine``: ``torch``, ``onnx`` or ``openvino``);
+``--ship`` runs the dashboard's own ``auto``, so on an install with the engine extras (``scripts/setup.sh``) the
+shipped maps are what its dashboard would compute. A result stays valid whatever engine the dashboard runs: the
+engines compute in fp32, and their label maps of the bundled samples agree with PyTorch's within the documented
+tolerance (at least 0.99 of the pixels labelled alike and the same gland count on every sample; benchmarks/README.md,
+"Inference engines", and ``tests/test_engines.py``), so computing them again would cost a first visit tens of
+seconds to move a few boundary pixels. New weights or settings, which do change the labels, still make it stale.
 """
 
 from __future__ import annotations
@@ -95,7 +103,7 @@ def load(
     model_dir: str | os.PathLike, image_id: str, root: Path = RESULTS_DIR
 ) -> tuple[np.ndarray, float] | None:
     """(label map int32[H, W], model seconds) shipped for this model folder and image, or None (none shipped,
-    or the folder's files changed since)."""
+    or the folder's files changed since). The engine that computed it does not matter (module docstring)."""
     name = Path(model_dir).name
     manifest = read_manifest(root)
     entry = manifest.get("results", {}).get(f"{name}/{image_id}")
@@ -117,8 +125,11 @@ def save(
     labels: np.ndarray,
     seconds: float,
     root: Path = RESULTS_DIR,
+    *,
+    engine: str,
 ) -> Path:
-    """Ship a sample's label map by the model in ``model_dir`` (PNG + manifest entry); returns the PNG's path."""
+    """Ship a sample's label map by the model in ``model_dir`` (PNG + manifest entry, with the ``engine`` that
+    computed it); returns the PNG's path."""
     name = Path(model_dir).name
     path = root / name / f"{stem}_labels.png"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +147,7 @@ def save(
         "file": f"{name}/{path.name}",
         "sample": stem,
         "seconds": round(float(seconds), 3),
+        "engine": engine,
     }
     manifest["results"] = dict(sorted(results.items()))
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

@@ -28,7 +28,7 @@ def test_a_shipped_result_is_used_until_the_model_files_change(tmp_path: Path) -
     root = tmp_path / "results"
     labels = np.zeros((6, 8), np.int32)
     labels[1:3, 2:5], labels[4:6, 6:8] = 1, 2
-    shipped.save(folder, "s1", "digest1", labels, 1.25, root=root)
+    shipped.save(folder, "s1", "digest1", labels, 1.25, root=root, engine="torch")
     got = shipped.load(folder, "digest1", root=root)
     assert got is not None and (got[0] == labels).all() and got[1] == 1.25
     assert shipped.load(folder, "other-image", root=root) is None
