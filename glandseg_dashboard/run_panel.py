@@ -116,19 +116,25 @@ def _progress(run_dir: Path, s: dict[str, Any]) -> None:
                 "(an estimate; post-processing tuning follows)."
             )
     if s["status"] == "stopped":
-        st.info(
-            f"Stopped{': ' + s['message'] if s['message'] else ''}. "
-            + (
-                "Resume continues from the last finished epoch (last.pt)."
-                if s["has_last"]
-                else "No epoch had finished: Restart trains it from the start."
-            )
-        )
+        st.info(_stopped_words(s))
     if s["status"] in ("failed", "dead") and s["error"]:
         cfg = runs.load_run_config(run_dir)
         ok, words = field_help.start_words(cfg) if cfg is not None else (True, "")
         # a missing pretrained file: which file and where, in words (the trainer's line names CLI options)
         st.error(f"{s['status']}: {s['error'] if ok else 'its pretrained start is missing: ' + words}")
+
+
+def _stopped_words(s: dict[str, Any]) -> str:
+    """Why a run stopped and what Resume does, said once (the trainer's message may already say it)."""
+    message = s["message"] or ""
+    if "resume" in message.lower():
+        return f"Stopped: {message}."
+    then = (
+        "Resume continues from the last finished epoch (last.pt)."
+        if s["has_last"]
+        else "No epoch had finished: Restart trains it from the start."
+    )
+    return f"Stopped{': ' + message if message else ''}. {then}"
 
 
 def _curves(run_dir: Path) -> None:
