@@ -14,6 +14,7 @@ import numpy as np
 import streamlit as st
 from scipy import ndimage
 
+from glandseg_core.engines.runners import TITLES as ENGINE_TITLES
 from glandseg_core.errors import ImageError, ModelError
 from glandseg_core.outputs import overlays
 from glandseg_core.slides.reader import SAME_MPP
@@ -37,6 +38,7 @@ class Result:
     title: str  # e.g. "U-Net" or "U-Net (other-folder)"
     labels: np.ndarray
     seconds: float
+    engine: str = ""  # what ran the network (torch, onnx, openvino); "" for a result kept from before
 
 
 def model_mpp(model_dir: Path) -> float:
@@ -70,7 +72,7 @@ def run_models(picked, chosen: dict[str, str | None], tta: bool, mpp: float) -> 
         except (ModelError, ImageError, inference.InferenceFailed, OSError) as e:
             st.error(f"{name}: {e}")
             continue
-        results[role] = Result(role, name, title, seg.labels, seg.seconds)
+        results[role] = Result(role, name, title, seg.labels, seg.seconds, seg.engine)
     return results, stopped
 
 
@@ -140,7 +142,10 @@ def panel(
     m[1].metric(
         "Mean area µm²", f"{area:,.0f}", help=f"Mean gland area, at {mpp:g} µm per pixel (set above)"
     )
-    m[2].metric("Inference", f"{r.seconds:.2f} s", help="Model time on this machine; kept for reruns")
+    ran = f", run by {ENGINE_TITLES.get(r.engine, r.engine)}" if r.engine else ""
+    m[2].metric(
+        "Inference", f"{r.seconds:.2f} s", help=f"Model time on this machine{ran}; kept for reruns"
+    )
     if gt is not None:
         panels.scores(r.labels, gt, scale)
         if klass is not None and klass.merges:
