@@ -3,8 +3,8 @@
 How it works: a reader thread reads the windows ahead (OpenSlide decodes and Pillow shrinks outside the GIL),
 and worker threads segment them (:func:`windows.window_instances`). The first window is segmented alone;
 its growth of the process's memory (peak RSS after it, less the RSS before it) says whether a second window
-fits beside it: when the peak so far plus that growth stays under :data:`PEAK_BOUND` (and under what the
-machine has available), two windows are segmented at once from then on. On two cores that lets one window's
+fits beside it: when the peak so far plus :data:`MARGIN` times that growth stays under :data:`PEAK_BOUND` (and
+under what the machine has available), two windows are segmented at once from then on. On two cores that lets one window's
 post-processing (the U-Net's watershed, mostly Python and single-threaded) run while the other's network
 (ONNX Runtime or PyTorch, which release the GIL) uses the cores, instead of leaving one idle. A network held
 by an engine runs one call at a time (``engines.runners``), so only its buffers exist once. A Mask R-CNN on
@@ -28,9 +28,10 @@ from ..segmenters.base import WindowSegmenter
 from ..segmenters.instances import Instances
 from .windows import window_instances
 
-PEAK_BOUND = (
-    3 * 2**30
-)  # bytes: the slide pipeline's peak memory bound (benchmarks/README.md, "Whole slides")
+PEAK_BOUND = 3_000_000_000  # bytes: issue #22's slide peak memory bound (benchmarks/README.md)
+# a second window's growth and half a window more: on the 20k slide the U-Net's peak with two windows at once
+# ended 330 MB above the peak after the first plus one window's growth (each thread's allocator keeps its own)
+MARGIN = 1.5
 log = logging.getLogger("glandseg")
 
 Job = tuple[int, int]  # (y, x) of a window, in model pixels
@@ -42,12 +43,13 @@ def _peak_rss() -> int:
 
 
 def lanes_after_first(rss_before: int, bound: int = PEAK_BOUND) -> int:
-    """How many windows to segment at once after the first: 2 when the peak so far plus the first window's
-    growth (peak after it, less ``rss_before``) stays under ``bound`` and what the machine has available."""
+    """How many windows to segment at once after the first: 2 when the peak so far plus :data:`MARGIN` times the
+    first window's growth (peak after it, less ``rss_before``) stays under ``bound`` and what the machine has
+    available."""
     peak = _peak_rss()
     growth = max(0, peak - rss_before)
     room = min(bound, psutil.Process().memory_info().rss + psutil.virtual_memory().available)
-    lanes = 2 if peak + growth <= room else 1
+    lanes = 2 if peak + MARGIN * growth <= room else 1
     log.debug(
         "slide: %d window(s) at once (peak %.0f MB, a window %.0f MB)",
         lanes,
