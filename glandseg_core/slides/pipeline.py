@@ -3,9 +3,10 @@
 Steps: open the slide and read its pixel size; pick the level nearest the model's (``cfg.data_mpp``) and the
 resampling left (:func:`reader.choose_level`); find tissue on a thumbnail (``tissue.py``); cut the slide, at the
 model's pixel size ("model space"), into square windows overlapping by at least the largest gland; segment each
-window with tissue in it (``windows.py``); stitch the glands row by row (``stitch.py``) and stream them to the
-outputs (``outputs.py``) in level-0 coordinates. Memory: one window's pixels and network, one row of pending
-glands, and nothing proportional to the slide.
+window with tissue in it (``windows.py``; read ahead, and two at once when memory allows: ``lanes.py``); stitch
+the glands row by row (``stitch.py``) and stream them to the outputs (``outputs.py``) in level-0 coordinates.
+Memory: one or two windows' pixels and network, one row of pending glands, and nothing proportional to the
+slide.
 """
 
 from __future__ import annotations
