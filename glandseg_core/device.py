@@ -24,13 +24,19 @@ def has_amx() -> bool:
         return False
 
 
+def cpu_bf16() -> bool:
+    """Whether autocast runs bf16 on this CPU: it has AMX and ``$GLANDSEG_CPU_BF16`` is not ``0`` (``0`` runs
+    fp32 as a CPU without AMX does, e.g. to compare engines as such a machine would see them)."""
+    return has_amx() and os.environ.get("GLANDSEG_CPU_BF16", "").strip() != "0"
+
+
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """Mixed precision: bf16 on CPUs with AMX, bf16 (or fp16) on CUDA; a no-op otherwise."""
+    """Mixed precision: bf16 on CPUs with AMX (:func:`cpu_bf16`), bf16 (or fp16) on CUDA; a no-op otherwise."""
     if enabled and device.type == "cuda":
         return torch.autocast(
             "cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         )
-    if enabled and device.type == "cpu" and has_amx():
+    if enabled and device.type == "cpu" and cpu_bf16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

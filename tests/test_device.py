@@ -36,6 +36,16 @@ def test_autocast_uses_bf16_on_a_cpu_with_amx(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
+def test_glandseg_cpu_bf16_0_runs_fp32_as_a_cpu_without_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "has_amx", lambda: True)
+    monkeypatch.setenv("GLANDSEG_CPU_BF16", "0")
+    with device.autocast(torch.device("cpu"), True):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setenv("GLANDSEG_CPU_BF16", "1")
+    with device.autocast(torch.device("cpu"), True):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 def test_cuda_asked_without_gpu() -> None:
     with pytest.raises(ModelError, match="no CUDA GPU"):
         device.pick_device("cuda")
