@@ -37,6 +37,7 @@ def engine_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "engine-cache"
     monkeypatch.setenv("GLANDSEG_ENGINE_CACHE", str(folder))
     monkeypatch.delenv("GLANDSEG_ENGINE", raising=False)
+    monkeypatch.setattr(engines, "cpu_bf16", lambda: False)  # auto picks an engine, as without AMX
     return folder
 
 
@@ -126,6 +127,18 @@ def test_auto_without_engines_runs_pytorch(monkeypatch: pytest.MonkeyPatch) -> N
     assert engines.resolve("auto", torch.device("cuda")) == "torch"
     with pytest.raises(ModelError, match="unknown engine"):
         engines.resolve("tensorrt", CPU)
+
+
+def test_auto_runs_pytorch_where_it_runs_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engines, "available", lambda: ["onnx", "openvino"])
+    assert engines.resolve("auto", CPU) == "onnx"  # PyTorch in fp32 (the fixture): the fastest engine
+    monkeypatch.setattr(
+        engines, "cpu_bf16", lambda: True
+    )  # AMX: no engine was faster than PyTorch's bf16
+    assert engines.resolve("auto", CPU) == "torch" and engines.resolve(None, CPU) == "torch"
+    assert engines.resolve("onnx", CPU) == "onnx"  # asked for by name, it still runs
+    monkeypatch.setenv("GLANDSEG_ENGINE", "onnx")
+    assert engines.resolve("auto", CPU) == "onnx"
 
 
 def test_env_says_what_auto_means(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,11 +6,15 @@ weights file's SHA-256, the part, the engine and library versions and the shape 
 makes the network run them. Post-processing is unchanged, so label maps follow PyTorch's (measured in
 benchmarks/bench_engine.py and docs/EXPERIMENTS.md).
 
-Engines: ``torch`` (PyTorch itself), ``openvino``, ``onnx`` (ONNX Runtime), ``auto``: the fastest installed one
-(ONNX Runtime, then OpenVINO, as measured side by side on 2 cores in benchmarks/results_engine.txt), PyTorch on CUDA or when
-none is installed; ``$GLANDSEG_ENGINE`` says what ``auto`` means (e.g. ``torch``). With ``auto`` a failed
-export falls back to PyTorch with one logged line saying why; an engine asked for by name fails with a
-:class:`~glandseg_core.errors.ModelError` instead.
+Engines: ``torch`` (PyTorch itself), ``openvino``, ``onnx`` (ONNX Runtime), ``auto``: on a CPU that runs
+PyTorch in fp32 (no AMX, or ``GLANDSEG_CPU_BF16=0``), the fastest installed engine (ONNX Runtime, then
+OpenVINO); PyTorch itself on a CPU where its own path runs bf16 autocast (AMX), on CUDA, or when none is
+installed. Measured on an idle 2-core Xeon with AMX (benchmarks/README.md, "Inference engines", quiet rerun):
+per GlaS image ONNX Runtime took 1.14x PyTorch's time for the U-Net and 0.89x for the Mask R-CNN, and the U-Net's
+20k slide ran 1.27x the reference's throughput on PyTorch against 0.98x on ONNX Runtime (with 1 GB more memory);
+with PyTorch in fp32 on the same CPU, ONNX Runtime took 0.89x and 0.82x. ``$GLANDSEG_ENGINE`` says what ``auto``
+means (e.g. ``onnx``). With ``auto`` a failed export falls back to PyTorch with one logged line saying why; an
+engine asked for by name fails with a :class:`~glandseg_core.errors.ModelError` instead.
 
 Install the engines with ``pip install -e ".[engine]"`` (scripts/setup.sh does).
 """
@@ -29,6 +33,7 @@ from torch import nn
 from torchvision.models.detection import MaskRCNN
 
 from ..config import RunConfig
+from ..device import cpu_bf16
 from ..errors import ModelError
 from .cache import cache_root, cached, entry_key, file_sha256
 from .parts import EngineForward, Part, dense_parts, install, maskrcnn_parts, restore, split_roi_pools
@@ -50,7 +55,8 @@ def available() -> list[str]:
 
 def resolve(engine: str | None, device: torch.device) -> str:
     """The engine a request means here: ``auto`` (or None) -> ``$GLANDSEG_ENGINE`` if set, else the fastest
-    installed engine on a CPU, ``torch`` on CUDA or when none is installed.
+    installed engine on a CPU that runs PyTorch in fp32; ``torch`` on a CPU where PyTorch runs bf16 (AMX: no
+    engine was faster there, module docstring), on CUDA, or when none is installed.
 
     Raises:
         ModelError: an unknown engine, or one asked for by name that is missing or cannot run on ``device``.
@@ -62,7 +68,7 @@ def resolve(engine: str | None, device: torch.device) -> str:
         raise ModelError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "auto":
         found = available()
-        return found[0] if found and device.type == "cpu" else "torch"
+        return found[0] if found and device.type == "cpu" and not cpu_bf16() else "torch"
     if engine == "torch":
         return engine
     if device.type != "cpu":
