@@ -150,6 +150,8 @@ def accelerate(
     """
     choice = resolve(engine, device)
     if choice == "torch":
+        if isinstance(model, MaskRCNN) and device.type == "cpu" and torch.get_num_threads() > 1:
+            split_roi_pools(model)  # torchvision's CPU RoIAlign runs on one core, whatever runs the rest
         return choice
     try:
         _attach(model, cfg, choice, weights)
