@@ -126,8 +126,12 @@ def test_warm_worker_reuse_cancel_crash_and_budget(
             os.kill(after.pid, signal.SIGKILL)
             killed.append(after.pid)
 
+    big = np.tile(
+        sample(), (8, 8, 1)
+    )  # 2048 x 2560: seconds of work, so the kill lands before it ends (polls
+    # come every pool.POLL_S, and a GlaS-sized job can end between two of them on an idle machine)
     with pytest.raises(pool.InferenceFailed, match="ended without a result") as failed:
-        pool.run_job(workers, unet, sample(), False, crash)
+        pool.run_job(workers, unet, big, False, crash)
     assert "\n" not in str(failed.value) and "killed" in str(failed.value) and killed == [after.pid]
     assert pool.run_job(workers, unet, sample(), False, quiet).pid not in (after.pid, again.pid)
 
