@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 from scipy import ndimage
 
-from glandseg_core.engines.runners import TITLES as ENGINE_TITLES
+from glandseg_core.engines.runners import title as engine_title
 from glandseg_core.errors import ImageError, ModelError
 from glandseg_core.outputs import overlays
 from glandseg_core.slides.reader import SAME_MPP
@@ -142,7 +142,7 @@ def panel(
     m[1].metric(
         "Mean area µm²", f"{area:,.0f}", help=f"Mean gland area, at {mpp:g} µm per pixel (set above)"
     )
-    ran = f", run by {ENGINE_TITLES.get(r.engine, r.engine)}" if r.engine else ""
+    ran = f", run by {engine_title(r.engine)}" if r.engine else ""
     m[2].metric(
         "Inference", f"{r.seconds:.2f} s", help=f"Model time on this machine{ran}; kept for reruns"
     )

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from glandseg_core.checkpoints import WEIGHTS
-from glandseg_core.engines.runners import TITLES
+from glandseg_core.engines.runners import title
 from glandseg_core.errors import GlandsegError
 from glandseg_core.imaging.io import read_image
 
@@ -71,7 +71,7 @@ def precompute(
                         engine=result.engine,
                     )
                 computed += 1
-                engine = TITLES.get(result.engine, result.engine)
+                engine = title(result.engine)
                 out(f"{where}: computed in {time.perf_counter() - t0:.1f} s ({engine})")
     finally:
         workers.shutdown()

@@ -70,7 +70,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ..batch import Result, run_batch
     from ..distributed import process_group, world_from_env
     from ..engines import engine_of
-    from ..engines.runners import TITLES
+    from ..engines.runners import title
     from ..memory import current_budget
     from ..segmenters import load_segmenter
 
@@ -92,7 +92,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
         # which engine runs, once, on stderr (auto may mean PyTorch, ONNX Runtime or OpenVINO, or a fallback)
         engine = engine_of(segmenter.model)
-        log.info("%sengine: %s", tag, TITLES.get(engine, engine))
+        log.info("%sengine: %s", tag, title(engine))
         outcome = run_batch(
             segmenter,
             args.images,

@@ -125,8 +125,6 @@ def _attach(model: nn.Module, cfg: RunConfig, engine: str, weights: Path | None)
             folder, partial(BUILD[engine], g), partial(_load, engine, threads, g.arena), meta
         )
         install(part, runner, engine)
-    if isinstance(model, MaskRCNN) and threads > 1:
-        split_roi_pools(model)
 
 
 def accelerate(
@@ -149,17 +147,16 @@ def accelerate(
         ModelError: an engine asked for by name is missing or its export fails (``auto`` falls back to torch).
     """
     choice = resolve(engine, device)
-    if choice == "torch":
-        if isinstance(model, MaskRCNN) and device.type == "cpu" and torch.get_num_threads() > 1:
-            split_roi_pools(model)  # torchvision's CPU RoIAlign runs on one core, whatever runs the rest
-        return choice
-    try:
-        _attach(model, cfg, choice, weights)
-    except Exception as e:  # noqa: BLE001 - any export or compile error: fall back, say why
-        restore(model)
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if (engine or "auto") != "auto":
-            raise ModelError(f"the {TITLES[choice]} engine failed: {reason}") from None
-        log.warning("engine: %s failed (%s); running PyTorch", TITLES[choice], reason[:200])
-        return "torch"
+    if choice != "torch":
+        try:
+            _attach(model, cfg, choice, weights)
+        except Exception as e:  # noqa: BLE001 - any export or compile error: fall back, say why
+            restore(model)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if (engine or "auto") != "auto":
+                raise ModelError(f"the {TITLES[choice]} engine failed: {reason}") from None
+            log.warning("engine: %s failed (%s); running PyTorch", TITLES[choice], reason[:200])
+            choice = "torch"
+    if isinstance(model, MaskRCNN) and device.type == "cpu" and torch.get_num_threads() > 1:
+        split_roi_pools(model)  # torchvision's CPU RoIAlign runs on one core, whatever runs the rest
     return choice

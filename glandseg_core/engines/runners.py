@@ -29,6 +29,11 @@ MODULES = {"openvino": "openvino", "onnx": "onnxruntime"}  # engine -> the packa
 TITLES = {"openvino": "OpenVINO", "onnx": "ONNX Runtime", "torch": "PyTorch"}
 
 
+def title(engine: str) -> str:
+    """An engine's name for people (``onnx`` -> ``ONNX Runtime``); an unknown one as given."""
+    return TITLES.get(engine, engine)
+
+
 @dataclass(frozen=True)
 class Graph:
     """A module to export: flat float32 tensors in, a flat tuple of tensors out.
