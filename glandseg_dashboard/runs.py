@@ -109,6 +109,17 @@ def _status_word(
     return status or "new"
 
 
+def _last_change(run_dir: Path) -> float:
+    """The newest modification time of the run folder's files (0 when none); a file the trainer removes while
+    they are listed (its lock, a temporary file) is skipped."""
+    times = []
+    for p in run_dir.glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            if p.is_file():
+                times.append(p.stat().st_mtime)
+    return max(times, default=0.0)
+
+
 def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The state of one run folder.
 
@@ -133,7 +144,7 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     log = read_log(run_dir)
     if epoch is None and not log.empty:
         epoch = int(log["epoch"].iloc[-1])
-    updated = max((p.stat().st_mtime for p in run_dir.glob("*") if p.is_file()), default=0.0)
+    updated = _last_change(run_dir)
     fresh = {} if stale else progress  # a new launch: the previous attempt's phase is not this one's
     return {
         "status": status,
