@@ -2,8 +2,8 @@
 
     GLANDSEG_DATA=<GlaS folder> .venv/bin/python -m experiments.decide A B [--tta-a] [--tta-b] [--split val]
 
-A and B are model folders (``trained_models/unet``) or training run folders (``runs/unet-sep``, its ``best.pt`` with
-its tuned ``postprocess.json``). Each is scored once on the split (predictions and ``per_image.csv`` cached under
+A and B are model folders (``trained_models/unet``), training run folders (``runs/unet-sep``, its ``best.pt`` with
+its tuned ``postprocess.json``) or fusion folders (a ``fusion.json``, loaded by :func:`experiments.fusion.load_fusion`). Each is scored once on the split (predictions and ``per_image.csv`` cached under
 ``cache/decide/<variant>``, git-ignored; a rerun reuses them unless ``--fresh``), then the script prints the
 pooled F1 of each, the paired bootstrap 95% interval of the difference B − A, the verdict, the per-image mean
 object Dice and Hausdorff differences, and the mechanism counts (merged, missed, partial glands) of each.
@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 
-from glandseg_core.api import load_segmenter
+from experiments.fusion import FUSION_FILE, load_fusion
+from glandseg_core.api import Segmenter, load_segmenter
 from glandseg_core.datasets import as_dataset
 from glandseg_core.evaluation import evaluate
 from glandseg_core.evaluation.decide import pooled_f1_difference
@@ -33,9 +35,16 @@ def _scored(model: str, tta: bool, split: str, data: str | None, fresh: bool) ->
     key = hashlib.sha1(f"{Path(model).resolve()}|{tta}|{split}|{data}".encode()).hexdigest()[:10]
     out = Path("cache/decide") / f"{Path(model).name}{'-tta' if tta else ''}-{split}-{key}"
     if fresh or not (out / "per_image.csv").is_file():
-        segmenter = load_segmenter(model, tta=tta)
+        segmenter = _load(model, tta)
         evaluate(data, [split], out, segmenter=segmenter, save_predictions=True)
     return out
+
+
+def _load(model: str, tta: bool) -> Segmenter:
+    if (Path(model) / FUSION_FILE).is_file():
+        # a FusionSegmenter segments as a Segmenter does; its ``tiling`` is read-only (both members hold one)
+        return cast(Segmenter, load_fusion(model, tta=tta))
+    return load_segmenter(model, tta=tta)
 
 
 def _failures(out: Path, split: str, data: str | None) -> Failures:
