@@ -1,6 +1,8 @@
 """End-to-end tests of ``python -m glandseg_core train|predict|evaluate`` in subprocesses.
 
-One tiny U-Net is trained once for the module (about 10 s) and exported; the error cases run in parallel.
+One tiny U-Net is trained once for the module (about 10 s, in a fresh interpreter) and exported; the other
+commands each run in a process of their own forked from a server that has imported glandseg_core once
+(tests/cliproc.py: a fresh interpreter costs 5-10 s of imports each); the error cases run in parallel.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from glandseg_core.checkpoints import export_model
 from glandseg_core.imaging.io import read_label_map, write_label_png
 from glandseg_core.outputs.export import GLAND_COLUMNS
 from glandseg_core.train.locks import training_lock
+from tests import cliproc
 from tests.helpers import REPO, make_glands, write_fake_glas
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,6 +55,12 @@ def cli_env(lock_dir: Path) -> dict[str, str]:
 
 
 def cli(*args: object, lock_dir: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """``python -m glandseg_core *args`` in a process of its own, forked from a warm server (tests/cliproc.py)."""
+    return cliproc.run(args, cli_env(lock_dir), timeout=timeout)
+
+
+def fresh_cli(*args: object, lock_dir: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """``python -m glandseg_core *args`` in a fresh interpreter: the entry point itself, imports and all."""
     cmd = [sys.executable, "-m", "glandseg_core", *map(str, args)]
     return subprocess.run(
         cmd,
@@ -91,7 +100,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     glas = write_fake_glas(root / "glas")
     lock_dir = root / "locks"
     run = root / "runs" / "tiny"
-    proc = cli(
+    proc = fresh_cli(
         "train",
         "--data",
         glas,
@@ -335,17 +344,7 @@ def test_errors_are_one_line_with_exit_code_2(
             "nope",
         ),
     }
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "glandseg_core", *map(str, args)],
-            env=cli_env(tmp_path / "locks"),
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, (args, _) in cases.items()
-    }
+    procs = {name: cliproc.Proc(args, cli_env(tmp_path / "locks")) for name, (args, _) in cases.items()}
     failures = []
     for name, p in procs.items():
         _out, err = p.communicate(timeout=900)
@@ -621,14 +620,8 @@ def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def cli_all(
     runs: dict[str, list[object]], lock_dir: Path
 ) -> dict[str, subprocess.CompletedProcess[str]]:
-    """Several commands at once (each starts Python and torch), each with its own lock folder under ``lock_dir``."""
-    procs = {
-        k: subprocess.Popen(
-            [sys.executable, "-m", "glandseg_core", *map(str, a)], env=cli_env(lock_dir / k), cwd=REPO,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for k, a in runs.items()
-    }  # fmt: skip
+    """Several commands at once (each in a process of its own), each with its own lock folder under ``lock_dir``."""
+    procs = {k: cliproc.Proc(a, cli_env(lock_dir / k)) for k, a in runs.items()}
     out = {}
     for k, p in procs.items():
         stdout, stderr = p.communicate(timeout=900)
