@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from glandseg_core.progress import Step
 from glandseg_core.train import fit
 from glandseg_core.train import runfiles as train_mod
 from glandseg_core.train.locks import lock_holder
+from tests import cliproc
 from tests.helpers import REPO, tiny_unet_config
 
 
@@ -44,7 +44,8 @@ def _env() -> dict[str, str]:
 
 
 def _train_cmd(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "glandseg_core", "train", "--no-bar", *map(str, args)]
+    """``glandseg train`` arguments; tests/cliproc.py runs them as ``python -m glandseg_core`` would, forked."""
+    return ["train", "--no-bar", *map(str, args)]
 
 
 def _epochs(run_dir: Path) -> list[int]:
@@ -63,13 +64,12 @@ def _progress(run_dir: Path) -> dict:
         return {}
 
 
-def _start(cmd: list[str], log: Path) -> subprocess.Popen:
-    """Start a training in the background; its output goes to ``log`` (a pipe could fill up and block it)."""
-    with open(log, "wb") as f:
-        return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=f, stderr=subprocess.STDOUT)
+def _start(cmd: list[str], log: Path) -> cliproc.Proc:
+    """Start a training in the background, in a process of its own; its output goes to ``log``."""
+    return cliproc.Proc(cmd, _env(), log=log)
 
 
-def _wait(cond, proc: subprocess.Popen, timeout: float, what: str, log: Path) -> None:
+def _wait(cond, proc: cliproc.Proc, timeout: float, what: str, log: Path) -> None:
     end = time.monotonic() + timeout
     while not cond():
         if proc.poll() is not None:
@@ -111,10 +111,9 @@ def test_kill_9_mid_epoch_then_resume_loses_nothing(
     assert 1 <= done < epochs
     assert lock_holder() is None  # the kernel released the dead process's lock
 
-    res = subprocess.run(
-        _train_cmd("--out", run_dir, "--resume", "--data", fake_glas_dir),
-        check=False, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    res = cliproc.run(
+        _train_cmd("--out", run_dir, "--resume", "--data", fake_glas_dir), _env(), timeout=600
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert _epochs(run_dir) == list(range(1, epochs + 1))  # every epoch once, in order
     assert (run_dir / "log.jsonl").read_text().splitlines()[:done] == log_before[
@@ -329,10 +328,11 @@ def test_second_training_is_refused_while_one_runs(
     first = _start(_train_cmd("--config", cfg_path, "--data", fake_glas_dir, "--out", first_dir), log)
     try:
         _wait(lambda: lock_holder() is not None, first, 300, "the first training to take the lock", log)
-        res = subprocess.run(
+        res = cliproc.run(
             _train_cmd("--config", cfg_path, "--data", fake_glas_dir, "--out", second_dir),
-            check=False, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            _env(),
+            timeout=300,
+        )
         assert res.returncode == 2
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and "another training is running" in lines[0], res.stderr
