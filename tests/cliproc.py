@@ -7,9 +7,10 @@ child forked from it: its own process and pid (``kill -9`` works), its own envir
 and stderr, exit code from ``main()`` as ``python -m glandseg_core`` gives it (uncaught exception: traceback
 and 1; ``SystemExit``: its code), atexit handlers run at the end. The server never runs a torch operation, so
 the children fork before any OpenMP thread exists; ``OMP_NUM_THREADS`` in the child's environment is applied
-with ``torch.set_num_threads`` (a fresh process reads it at start). ``GLANDSEG_PLUGINS`` is read once per
-process, so commands that set it start a fresh interpreter instead (as do a few tests on purpose, to cover
-``python -m glandseg_core`` itself: tests/test_kinds.py, tests/test_faults.py, the training in tests/test_cli.py).
+with ``torch.set_num_threads`` (a fresh process reads it at start). The server imports no plugin: glandseg
+reads ``GLANDSEG_PLUGINS`` at the first use of the registry, in the child. The training of tests/test_cli.py
+and the other tests that start ``python -m glandseg_core`` themselves still cover the entry point and its
+imports in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = str(REPO / "glandseg_core" / "__main__.py")  # sys.argv[0] of ``python -m glandseg_core``
-FRESH_ONLY = ("GLANDSEG_PLUGINS",)  # read once per process: such commands get a fresh interpreter
 
 _CTX = mp.get_context("forkserver")
 _CTX.set_forkserver_preload(["glandseg_core.cli", "tests.cliproc"])
@@ -96,11 +96,6 @@ class Proc:
             self._out, self._err = (os.path.join(self._tmp.name, n) for n in ("out", "err"))
         else:  # stdout and stderr together into one file, as Popen(stdout=f, stderr=STDOUT)
             self._out = self._err = str(log)
-        self._fresh = None
-        if any(k in env for k in FRESH_ONLY):
-            self._fresh = self._popen(dict(env), cwd)
-            self.pid = self._fresh.pid
-            return
         self._proc = _CTX.Process(
             target=_child, args=(self.argv, dict(env), str(cwd), self._out, self._err)
         )
@@ -108,27 +103,12 @@ class Proc:
         assert self._proc.pid is not None
         self.pid = self._proc.pid
 
-    def _popen(self, env: dict[str, str], cwd: Path | str) -> subprocess.Popen:
-        with open(self._out, "wb") as out:
-            if self._err == self._out:
-                return subprocess.Popen(
-                    self.args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
-                )
-            with open(self._err, "wb") as err:
-                return subprocess.Popen(self.args, env=env, cwd=cwd, stdout=out, stderr=err)
-
     def poll(self) -> int | None:
         if self.returncode is None:
-            if self._fresh is not None:
-                self.returncode = self._fresh.poll()
-            else:
-                self.returncode = self._proc.exitcode
+            self.returncode = self._proc.exitcode
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if self._fresh is not None:
-            self.returncode = self._fresh.wait(timeout)
-            return self.returncode
         self._proc.join(timeout)
         if self._proc.exitcode is None:
             raise subprocess.TimeoutExpired(self.args, timeout or 0)

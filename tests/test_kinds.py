@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from glandseg_core.config import PRESETS, RunConfig, config_from_dict, load_config
 from glandseg_core.errors import ConfigError
 from glandseg_core.registry import ModelKind, get_kind, kind_names, register_kind
+from tests import cliproc
 
 REPO = Path(__file__).resolve().parents[1]
 KIND_MODULES = {
@@ -77,10 +77,12 @@ def test_every_shipped_model_folder_loads_its_config() -> None:
 
 
 @pytest.mark.slow
-def test_a_toy_third_kind_trains_saves_loads_and_predicts_through_the_cli(tmp_path: Path) -> None:
-    glas = os.environ.get("GLANDSEG_DATA")
-    if not glas or not (Path(glas) / "train_1.bmp").is_file():
-        pytest.skip("needs the GlaS release (GLANDSEG_DATA)")
+def test_a_toy_third_kind_trains_saves_loads_and_predicts_through_the_cli(
+    tmp_path: Path, shared_fake_glas: Path
+) -> None:
+    """On the small GlaS-like folder (train, the 15 val images, 64×96): the kind's plumbing, not GlaS reading
+    (tests/test_datasets_glas*.py), is what is tested; the prediction is of a full-size sample."""
+    glas = str(shared_fake_glas)
     env = {
         **os.environ,
         "GLANDSEG_PLUGINS": "tests.toykind",
@@ -90,11 +92,9 @@ def test_a_toy_third_kind_trains_saves_loads_and_predicts_through_the_cli(tmp_pa
     }
 
     def cli(*args: str, plugins: bool = True) -> subprocess.CompletedProcess[str]:
+        """``python -m glandseg_core *args`` in a process of its own (forked: tests/cliproc.py)."""
         run_env = env if plugins else {k: v for k, v in env.items() if k != "GLANDSEG_PLUGINS"}
-        return subprocess.run(
-            [sys.executable, "-m", "glandseg_core", *args],
-            env=run_env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
-        )  # fmt: skip
+        return cliproc.run(args, run_env, timeout=600)
 
     run, model, out = tmp_path / "run", tmp_path / "toy-model", tmp_path / "pred"
     done = cli("train", "--preset", "toy-tiny", "--data", glas, "--out", str(run), "--device", "cpu",
