@@ -26,6 +26,7 @@ from glandseg_core.train.locks import (
     run_folder_lock,
     training_lock,
 )
+from tests import cliproc
 from tests.helpers import REPO, tiny_unet_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,10 +132,10 @@ def test_one_training_per_run_folder_whatever_the_lock_folder(
     save_config(tiny_unet_config(train_epochs=1000, train_steps_per_epoch=2), cfg_path)
     env = {**os.environ, "GLANDSEG_LOCK_DIR": str(tmp_path / "locks-a"), "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "glandseg_core", "train", "--no-bar", "--config", str(cfg_path)]
-    cmd += ["--data", str(fake_glas_dir), "--out", str(run_dir)]
-    with open(tmp_path / "first.log", "wb") as log:
-        first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    cmd = ["train", "--no-bar", "--config", cfg_path, "--data", fake_glas_dir, "--out", run_dir]
+    first = cliproc.Proc(
+        cmd, env, log=tmp_path / "first.log"
+    )  # its own process, forked (tests/cliproc.py)
     try:
         end = time.monotonic() + 300
         while not ((run_dir / "last.pt").exists() and _progress(run_dir).get("event") == "step"):
