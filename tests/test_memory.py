@@ -12,7 +12,9 @@ import os
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -219,6 +221,27 @@ def test_fit_refuses_it_before_reading_any_data(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ checkpoints
 
 
+class _RepeatedZeros:
+    """Deflate for a stream of equal chunks of zeros, in a second rather than deflating gigabytes: the first chunk
+    is deflated and ended with a full flush, which resets the compressor, so every later chunk deflates to the
+    very same bytes; together they are a valid deflate stream of all the zeros (zipfile still computes the CRC
+    over every byte). tests/test_memory.py checks the 64 MiB bomb reads back as its zeros."""
+
+    def __init__(self) -> None:
+        self._chunk = b""
+        self._block = b""
+
+    def compress(self, data: bytes) -> bytes:
+        if data != self._chunk:
+            assert data == bytes(len(data)), "only zeros"
+            c = zlib.compressobj(9, zlib.DEFLATED, -15)
+            self._chunk, self._block = data, c.compress(data) + c.flush(zlib.Z_FULL_FLUSH)
+        return self._block
+
+    def flush(self) -> bytes:
+        return zlib.compressobj(9, zlib.DEFLATED, -15).flush()  # the final (empty) block
+
+
 def _bomb(path: Path, declared: int) -> Path:
     """A torch zip checkpoint whose one storage is ``declared`` zero bytes, deflated (torch never compresses)."""
     buf = io.BytesIO()
@@ -231,7 +254,10 @@ def _bomb(path: Path, declared: int) -> Path:
                 continue
             entry = zipfile.ZipInfo(info.filename)
             entry.compress_type = zipfile.ZIP_DEFLATED
-            with dst.open(entry, "w", force_zip64=True) as out:
+            with (
+                mock.patch.object(zipfile, "_get_compressor", lambda *_: _RepeatedZeros()),
+                dst.open(entry, "w", force_zip64=True) as out,
+            ):
                 chunk = bytes(2**24)
                 for _ in range(declared // len(chunk)):
                     out.write(chunk)
@@ -242,6 +268,11 @@ def test_a_checkpoint_declaring_far_more_than_it_holds_is_refused_unloaded(tmp_p
     """Item 8 (the issue's 2 GiB in 2 MB, scaled to 64 MiB to stay fast): refused from the zip directory."""
     path = _bomb(tmp_path / "weights.pt", 64 * 2**20)
     assert path.stat().st_size < 2 * 2**20
+    with zipfile.ZipFile(
+        path
+    ) as z:  # a true bomb: its storage inflates to the zeros it declares (CRC checked)
+        [data] = [i for i in z.infolist() if "/data/" in i.filename]
+        assert data.file_size == 64 * 2**20 and z.read(data) == bytes(64 * 2**20)
     with pytest.raises(ModelError) as e:
         read_checkpoint(path)
     assert "\n" not in str(e.value) and "weights.pt: refused: its tensors declare 64 MiB" in str(e.value)
