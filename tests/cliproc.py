@@ -16,6 +16,8 @@ imports in a fresh interpreter.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import importlib.machinery
 import multiprocessing as mp
 import os
 import signal
@@ -23,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Mapping, Sequence
+import types
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +80,21 @@ def _child(argv: list[str], env: dict[str, str], cwd: str, out: str, err: str) -
             os._exit(code)
 
 
+@contextlib.contextmanager
+def _no_main() -> Iterator[None]:
+    """Start children with no ``__main__`` to re-run: multiprocessing re-runs the parent's ``__main__`` in each
+    child, and after a Streamlit AppTest that is the last page the test ran (Streamlit leaves it there), which
+    would draw that page again in every child (and use the registry before the child's plugins are set)."""
+    saved = sys.modules["__main__"]
+    stub = types.ModuleType("__main__")
+    stub.__spec__ = importlib.machinery.ModuleSpec("tests.cliproc.__main__", None)  # skipped by name
+    sys.modules["__main__"] = stub
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved
+
+
 class Proc:
     """A started command, with the parts of :class:`subprocess.Popen` the tests use."""
 
@@ -99,7 +117,8 @@ class Proc:
         self._proc = _CTX.Process(
             target=_child, args=(self.argv, dict(env), str(cwd), self._out, self._err)
         )
-        self._proc.start()
+        with _no_main():
+            self._proc.start()
         assert self._proc.pid is not None
         self.pid = self._proc.pid
 
