@@ -7,6 +7,7 @@ untrained U-Net; the rest checks the pieces in-process.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import socket
 import subprocess
@@ -82,6 +83,9 @@ def test_torchrun_two_processes_shard_the_inputs(untrained_unet_run: Path, tmp_p
         Image.fromarray(img).save(images[-1])
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env["PYTHONUNBUFFERED"] = (
+        "1"  # where print's text and newline are separate writes (see the next test)
+    )
     cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "glandseg_core", "predict",
            "--model", str(model), "--out", str(out), "--no-bar", str(tmp_path / "in")]  # fmt: skip
     proc = subprocess.run(
@@ -106,6 +110,23 @@ def test_torchrun_two_processes_shard_the_inputs(untrained_unet_run: Path, tmp_p
         assert all(
             (out / f"img{i}{s}").is_file() for s in (".png", "_overlay.png", "_glands.csv", ".geojson")
         )
+
+
+def test_a_ranks_report_line_is_one_write_so_two_ranks_cannot_interleave_it() -> None:
+    """Both ranks write to one terminal; a line written in two pieces (text, then newline, as ``print`` does
+    unbuffered) let the other rank's line land between them (seen: a merged line and an empty one)."""
+    from glandseg_core.cli.commands import _line
+
+    class Recorder(io.StringIO):
+        writes: list[str] = []
+
+        def write(self, s: str) -> int:
+            self.writes.append(s)
+            return super().write(s)
+
+    stream = Recorder()
+    _line("[rank 1] img1.png: 3 glands -> out/img1.png", stream)
+    assert stream.writes == ["[rank 1] img1.png: 3 glands -> out/img1.png\n"]
 
 
 def free_port() -> int:

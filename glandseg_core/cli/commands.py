@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from ..config import coerce_overrides, get_preset, load_config, replace_config
 
@@ -66,6 +67,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _line(text: str, stream: TextIO) -> None:
+    """One line in one write, flushed: torchrun's ranks share the terminal, and ``print`` writes the text and
+    its newline separately when Python runs unbuffered (``PYTHONUNBUFFERED``), so two ranks' lines could
+    interleave into one line and an empty one."""
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ..batch import Result, run_batch
     from ..distributed import process_group, world_from_env
@@ -79,11 +88,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     def report(r: Result) -> None:
         if r.error:
-            print(f"{tag}error: {r.error}", file=sys.stderr)
+            _line(f"{tag}error: {r.error}", sys.stderr)
             return
         area = f", {r.area_um2:,.0f} um^2" if r.area_um2 is not None else ""
         done = "skipped, done before: " if r.skipped else ""
-        print(f"{tag}{r.path.name}: {done}{r.glands} glands{area} -> {r.output}")
+        _line(f"{tag}{r.path.name}: {done}{r.glands} glands{area} -> {r.output}", sys.stdout)
 
     budget = current_budget(args.memory_budget)
     with process_group(world):
@@ -105,10 +114,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             budget=budget,
         )
     if outcome.interrupted:
-        print(
+        _line(
             f"{tag}interrupted after {len(outcome.results)} input(s), listed in {outcome.part}; run the "
             "same command again to finish (done inputs are skipped)",
-            file=sys.stderr,
+            sys.stderr,
         )
         return 130
     if outcome.summary is None:  # a torchrun rank other than 0: rank 0 reports for the batch
