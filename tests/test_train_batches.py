@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import os
 
 import numpy as np
 import torch
@@ -86,3 +88,26 @@ def test_unet_batches_are_float_images_in_0_1_without_normalisation() -> None:
     assert x.dtype == torch.float32 and x.shape == (2, 3, 16, 16)
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0
     assert y.shape == (2, 2, 16, 16)
+
+
+def test_garbage_is_collected_before_the_workers_fork() -> None:
+    """A forked worker that collects its parent's garbage runs the destructors of the parent's objects there;
+    a native one (a thread pool's) aborts the worker (seen: ``std::system_error`` in a DataLoader worker)."""
+    cfg = tiny_unet_config(train_batch_size=1, train_steps_per_epoch=1, train_crop_size=8)
+    data = [(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), np.int32))]
+    collected: list[int] = []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            collected.append(os.getpid())
+
+    gc.disable()  # only an explicit collection may find the cycle
+    try:
+        Cycle()
+        list(Batches(cfg, data, 0, 1).loader(epoch=1, workers=1))
+    finally:
+        gc.enable()
+    assert collected == [os.getpid()]

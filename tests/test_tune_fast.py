@@ -29,7 +29,7 @@ from glandseg_core.segmenters.unet_grid import StagedLabels, applies
 from glandseg_core.thresholds import UNetPost
 from glandseg_core.train import tune as tune_module
 from glandseg_core.train.tune import GRID_UNIT, STATE, base_post, tune, tune_checkpoint
-from glandseg_core.train.tune_pool import default_workers
+from glandseg_core.train.tune_pool import ScorePool, default_workers
 from tests.helpers import make_glands, tiny_unet_config
 
 
@@ -168,3 +168,37 @@ def test_worker_processes_give_the_same_search_and_end_on_a_stop() -> None:
     with pytest.raises(TrainingStopped):
         tune(segmenter, val, _stop_after(2), raws=raws, workers=2)
     assert not multiprocessing.active_children()
+
+
+class _Echo:
+    def score(self, post: Any) -> Any:
+        return post
+
+
+@pytest.mark.skipif(default_workers(4) < 2, reason="needs fork and 2 CPUs")
+def test_the_score_pool_collects_garbage_before_it_forks() -> None:
+    """As the training's batch workers (tests/test_train_batches.py): no destructor of this process's objects
+    may run in a forked worker."""
+    import gc
+    import os
+
+    collected: list[int] = []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            collected.append(os.getpid())
+
+    gc.disable()
+    try:
+        Cycle()
+        pool = ScorePool([_Echo(), _Echo()], 2)
+        try:
+            assert pool("p") == ["p", "p"]
+        finally:
+            pool.close()
+    finally:
+        gc.enable()
+    assert collected == [os.getpid()]

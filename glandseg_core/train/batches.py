@@ -5,6 +5,7 @@ Images are fed as float32 in [0, 1]: each network normalises its own input.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,6 +103,10 @@ class Batches:
         """The epoch's batches built by ``workers`` processes. Each step draws from its own seed
         ``(seed, rank, epoch, step)``, so the batches do not depend on the number of workers. Workers hand back
         numpy arrays (through pipes, not ``/dev/shm``, which containers often keep tiny)."""
+        if workers:
+            # workers are forked: garbage left in this process would otherwise be collected in a worker, where
+            # a destructor of a native object (a thread pool's) aborts the worker (seen: std::system_error)
+            gc.collect()
         loader = torch.utils.data.DataLoader(
             StepBatches(self, epoch),
             batch_size=None,

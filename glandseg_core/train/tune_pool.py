@@ -10,6 +10,7 @@ ignore SIGINT, so a Ctrl-C in a terminal reaches only the parent's handler.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -51,6 +52,7 @@ class ScorePool:
 
     def __init__(self, images: Sequence[Any], workers: int) -> None:
         ctx = mp.get_context("fork")
+        gc.collect()  # this process's garbage is collected here, not in a forked worker (batches.loader says why)
         self.n = len(images)
         self.parts = [list(range(w, self.n, workers)) for w in range(workers)]
         self.conns: list[Connection] = []
