@@ -3,8 +3,9 @@
     GLANDSEG_DATA=<GlaS folder> .venv/bin/python -m experiments.decide A B [--tta-a] [--tta-b] [--split val]
 
 A and B are model folders (``trained_models/unet``), training run folders (``runs/unet-sep``, its ``best.pt`` with
-its tuned ``postprocess.json``) or fusion folders (a ``fusion.json``, loaded by :func:`experiments.fusion.load_fusion`). Each is scored once on the split (predictions and ``per_image.csv`` cached under
-``cache/decide/<variant>``, git-ignored; a rerun reuses them unless ``--fresh``), then the script prints the
+its tuned ``postprocess.json``) or fusion folders (a ``fusion.json``, loaded by
+:func:`experiments.fusion.load_fusion`). Each is scored once on the split (predictions and ``per_image.csv`` cached
+under ``cache/decide/<variant>``, git-ignored; a rerun reuses them unless ``--fresh``), then the script prints the
 pooled F1 of each, the paired bootstrap 95% interval of the difference B − A, the verdict, the per-image mean
 object Dice and Hausdorff differences, and the mechanism counts (merged, missed, partial glands) of each.
 Only `val` (or another non-test split) may be compared here: Test A / Test B are refused.
