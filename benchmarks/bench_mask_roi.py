@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     ref = measure(14, args.rois, args.repeats)
-    print(f"{4 * args.rois} RoIs of 256 channels, {args.threads} threads")
+    print(
+        f"{4 * args.rois} RoIs of 256 channels, {args.threads} thread{'s' if args.threads != 1 else ''}"
+    )
     for side in (14, 28):
         f, fb = ref if side == 14 else measure(side, args.rois, args.repeats)
         print(f"RoIAlign {side}x{side}: forward {f:.3f} s ({f / ref[0]:.2f}x), "
