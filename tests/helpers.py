@@ -5,9 +5,11 @@ Import them as ``from tests.helpers import make_glands`` (``tests`` is a package
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +126,25 @@ class Evil:
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (os.system, (f"touch {self.marker}",))
+
+
+@contextlib.contextmanager
+def garbage_cycle() -> Iterator[list[int]]:
+    """Automatic garbage collection off, and one unreachable reference cycle whose destructor records the pid of
+    the process that collects it: the yielded list, read after the block (tests that no forked worker collects
+    its parent's garbage)."""
+    collected: list[int] = []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            collected.append(os.getpid())
+
+    gc.disable()  # only an explicit collection may find the cycle
+    try:
+        Cycle()
+        yield collected
+    finally:
+        gc.enable()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import os
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 
 from glandseg_core.config import PRESETS
 from glandseg_core.train.batches import Batches
-from tests.helpers import tiny_unet_config
+from tests.helpers import garbage_cycle, tiny_unet_config
 
 
 def test_ddp_ranks_draw_disjoint_images() -> None:
@@ -95,19 +94,6 @@ def test_garbage_is_collected_before_the_workers_fork() -> None:
     a native one (a thread pool's) aborts the worker (seen: ``std::system_error`` in a DataLoader worker)."""
     cfg = tiny_unet_config(train_batch_size=1, train_steps_per_epoch=1, train_crop_size=8)
     data = [(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), np.int32))]
-    collected: list[int] = []
-
-    class Cycle:
-        def __init__(self) -> None:
-            self.me = self
-
-        def __del__(self) -> None:
-            collected.append(os.getpid())
-
-    gc.disable()  # only an explicit collection may find the cycle
-    try:
-        Cycle()
+    with garbage_cycle() as collected:
         list(Batches(cfg, data, 0, 1).loader(epoch=1, workers=1))
-    finally:
-        gc.enable()
     assert collected == [os.getpid()]

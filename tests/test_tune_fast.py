@@ -30,7 +30,7 @@ from glandseg_core.thresholds import UNetPost
 from glandseg_core.train import tune as tune_module
 from glandseg_core.train.tune import GRID_UNIT, STATE, base_post, tune, tune_checkpoint
 from glandseg_core.train.tune_pool import ScorePool, default_workers
-from tests.helpers import make_glands, tiny_unet_config
+from tests.helpers import garbage_cycle, make_glands, tiny_unet_config
 
 
 def _probs(seed: int, channels: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -179,26 +179,12 @@ class _Echo:
 def test_the_score_pool_collects_garbage_before_it_forks() -> None:
     """As the training's batch workers (tests/test_train_batches.py): no destructor of this process's objects
     may run in a forked worker."""
-    import gc
     import os
 
-    collected: list[int] = []
-
-    class Cycle:
-        def __init__(self) -> None:
-            self.me = self
-
-        def __del__(self) -> None:
-            collected.append(os.getpid())
-
-    gc.disable()
-    try:
-        Cycle()
+    with garbage_cycle() as collected:
         pool = ScorePool([_Echo(), _Echo()], 2)
         try:
             assert pool("p") == ["p", "p"]
         finally:
             pool.close()
-    finally:
-        gc.enable()
     assert collected == [os.getpid()]
