@@ -135,7 +135,8 @@ def test_predict_warns_on_stderr_when_the_pixel_size_disagrees(
     from glandseg_core.checkpoints import export_model
 
     model = export_model(untrained_unet_run, tmp_path / "model")
-    image = tmp_path / "big.png"  # a 600×800 corner of the sample at twice its size: ~140 nuclei, 2x too big
+    # a 600×800 corner of the sample at twice its size: about 140 nuclei, two times too big
+    image = tmp_path / "big.png"
     Image.fromarray(resized(sample, 2.0)[:600, :800]).save(image)
     proc_env = {
         "PYTHONPATH": str(REPO),
