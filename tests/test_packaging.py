@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -80,3 +82,12 @@ def test_license_covers_the_code_and_leaves_the_samples_their_terms() -> None:
     text = (REPO / "LICENSE").read_text()
     assert text.startswith("MIT License") and "samples/" in text
     assert "research purposes only" in (REPO / "samples" / "ATTRIBUTION.md").read_text()
+
+
+def test_code_passes_the_linter_and_the_formatter() -> None:
+    """CI's ruff steps run in the suite too, so the README's test command catches a line ruff would lay out."""
+    for args in (["check", "."], ["format", "--check", "."]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, f"ruff {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
