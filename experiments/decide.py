@@ -3,10 +3,11 @@
     GLANDSEG_DATA=<GlaS folder> .venv/bin/python -m experiments.decide A B [--tta-a] [--tta-b] [--split val]
 
 A and B are model folders (``trained_models/unet``), training run folders (``runs/unet-sep``, its ``best.pt`` with
-its tuned ``postprocess.json``) or fusion folders (a ``fusion.json``, loaded by
-:func:`experiments.fusion.load_fusion`). Each is scored once on the split (predictions and ``per_image.csv`` cached
-under ``cache/decide/<variant>``, git-ignored; a rerun reuses them unless ``--fresh``), then the script prints the
-pooled F1 of each, the paired bootstrap 95% interval of the difference B − A, the verdict, the per-image mean
+its tuned ``postprocess.json``), fusion folders (a ``fusion.json``, loaded by
+:func:`experiments.fusion.load_fusion`) or folders scored already on the split (``per_image.csv`` and
+``predictions/``, e.g. ``experiments.marker_search``'s). Each model is scored once on the split (predictions
+and ``per_image.csv`` cached under ``cache/decide/<variant>``, git-ignored; a rerun reuses them unless
+``--fresh``), then the script prints the pooled F1 of each, the paired bootstrap 95% interval of the difference B − A, the verdict, the per-image mean
 object Dice and Hausdorff differences, and the mechanism counts (merged, missed, partial glands) of each.
 Only `val` (or another non-test split) may be compared here: Test A / Test B are refused.
 """
@@ -33,12 +34,36 @@ TEST_SPLITS = ("testA", "testB", "test")
 
 
 def _scored(model: str, tta: bool, split: str, data: str | None, fresh: bool) -> Path:
+    if is_scored_folder(Path(model)):
+        return _checked(Path(model), tta, split)
     key = hashlib.sha1(f"{Path(model).resolve()}|{tta}|{split}|{data}".encode()).hexdigest()[:10]
     out = Path("cache/decide") / f"{Path(model).name}{'-tta' if tta else ''}-{split}-{key}"
     if fresh or not (out / "per_image.csv").is_file():
         segmenter = _load(model, tta)
         evaluate(data, [split], out, segmenter=segmenter, save_predictions=True)
     return out
+
+
+def is_scored_folder(folder: Path) -> bool:
+    """A folder scored already (``per_image.csv`` and ``predictions/``, as ``glandseg evaluate`` or
+    ``experiments.marker_search`` write them) rather than a model (a model folder may hold its test scores, but it
+    has a ``config.json``; a fusion folder has a ``fusion.json``)."""
+    return (
+        (folder / "per_image.csv").is_file()
+        and (folder / "predictions").is_dir()
+        and not (folder / "config.json").exists()
+        and not (folder / FUSION_FILE).exists()
+    )
+
+
+def _checked(folder: Path, tta: bool, split: str) -> Path:
+    """``folder`` if it holds exactly ``split``'s images (TTA cannot be added to scores already made)."""
+    if tta:
+        raise SystemExit(f"{folder} is scored already: --tta does not apply to it")
+    splits = set(pd.read_csv(folder / "per_image.csv")["split"])
+    if splits != {split}:
+        raise SystemExit(f"{folder} holds {', '.join(sorted(map(str, splits)))}, not {split}")
+    return folder
 
 
 def _load(model: str, tta: bool) -> Segmenter:
