@@ -41,7 +41,7 @@ __all__ = [
     "save_config",
 ]
 
-AUGMENT_POLICIES = ("none", "flip", "strong")
+AUGMENT_POLICIES = ("none", "flip", "strong", "strong-mirror")
 SCHEDULES = ("step", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
 

@@ -3,14 +3,17 @@
 Geometry (crop, scale, free rotation, elastic deformation) is one resampling pass with
 ``scipy.ndimage.map_coordinates`` (bilinear for the image, nearest for the labels, so ids never blend);
 flips and 90-degree rotations are exact array moves; colour is HED stain jitter plus brightness/contrast.
+Where a crop reaches beyond the image it sees white glass, or with ``strong-mirror`` the image mirrored at its
+edge (as the U-Net paper extrapolates borders), each mirrored gland a gland of its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage import measure
 from skimage.color import hed2rgb, rgb2hed
 from skimage.segmentation import find_boundaries
 
@@ -31,6 +34,9 @@ class AugmentParams:
     hed_bias: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
+    outside: str = (
+        "white"  # beyond the image: "white" glass, or "mirror" (the image reflected at its edge)
+    )
 
 
 POLICIES: dict[str, AugmentParams] = {
@@ -49,6 +55,7 @@ POLICIES: dict[str, AugmentParams] = {
         contrast=0.15,
     ),
 }
+POLICIES["strong-mirror"] = replace(POLICIES["strong"], outside="mirror")
 assert set(POLICIES) == set(AUGMENT_POLICIES)
 
 _BACKGROUND_RGB = 255  # outside the slide: white glass, no gland
@@ -91,14 +98,47 @@ def _sample_grid(
     return np.stack([r_in, c_in])
 
 
-def _resample(image: np.ndarray, labels: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _resample(
+    image: np.ndarray, labels: np.ndarray, grid: np.ndarray, outside: str = "white"
+) -> tuple[np.ndarray, np.ndarray]:
+    mode = "mirror" if outside == "mirror" else "constant"
     out_img = np.empty(grid.shape[1:] + (3,), dtype=np.uint8)
     for ch in range(3):
         out_img[..., ch] = ndi.map_coordinates(
-            image[..., ch], grid, order=1, mode="constant", cval=_BACKGROUND_RGB, prefilter=False
+            image[..., ch], grid, order=1, mode=mode, cval=_BACKGROUND_RGB, prefilter=False
         )
-    out_lab = ndi.map_coordinates(labels, grid, order=0, mode="constant", cval=0, prefilter=False)
-    return out_img, out_lab.astype(np.int32)
+    out_lab = ndi.map_coordinates(labels, grid, order=0, mode=mode, cval=0, prefilter=False)
+    out_lab = out_lab.astype(np.int32)
+    if mode == "mirror":
+        out_lab = mirrored_apart(out_lab, _inside(grid, image.shape[:2]))
+    return out_img, out_lab
+
+
+def _inside(grid: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """bool[h, w]: the output pixels whose source (nearest pixel) lies inside an image of ``shape``."""
+    r, c = np.rint(grid[0]), np.rint(grid[1])
+    return (r >= 0) & (r <= shape[0] - 1) & (c >= 0) & (c <= shape[1] - 1)
+
+
+def mirrored_apart(labels: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """``labels`` where each part of a gland that lies wholly outside the image (``~inside``: a mirrored copy)
+    gets an id of its own; parts with a pixel inside keep theirs, so a gland cut by the edge and its mirror
+    image stay one gland, as at an edge mirrored at inference.
+
+    How it works: connected regions of equal id (``skimage.measure.label``); a region without an inside pixel
+    is a copy and is numbered after the largest id."""
+    regions = measure.label(labels, background=0, connectivity=1)
+    if regions.max() == 0:
+        return labels
+    touches = np.zeros(regions.max() + 1, bool)
+    touches[regions[inside]] = True
+    copies = ~touches
+    copies[0] = False
+    if not copies.any():
+        return labels
+    new = np.zeros(regions.max() + 1, np.int32)
+    new[copies] = np.arange(1, int(copies.sum()) + 1, dtype=np.int32) + int(labels.max())
+    return np.where(copies[regions], new[regions], labels).astype(np.int32)
 
 
 def shift_stains(
@@ -173,7 +213,8 @@ def augment(
             c0 = int(rng.integers(0, image.shape[1] - crop + 1))
             image, labels = image[r0 : r0 + crop, c0 : c0 + crop], labels[r0 : r0 + crop, c0 : c0 + crop]
         else:
-            image, labels = _resample(image, labels, _sample_grid(image.shape[:2], out_shape, p, rng))
+            grid = _sample_grid(image.shape[:2], out_shape, p, rng)
+            image, labels = _resample(image, labels, grid, p.outside)
     if p.flip_h and rng.random() < 0.5:
         image, labels = image[:, ::-1], labels[:, ::-1]
     if p.flip_v_rot90:

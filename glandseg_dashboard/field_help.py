@@ -44,7 +44,8 @@ FIELDS: dict[str, FieldWords] = {
     "train_warmup_steps": FieldWords("Warm-up", "steps", "The learning rate rises linearly from 0 over these steps."),
     "train_grad_clip": FieldWords("Gradient clipping", "norm", "Gradients are scaled down to at most this norm; 0 = off."),
     "train_augment": FieldWords("Augmentation", "",
-                                "none; flip: random flips; strong: flips, rotations, colour and elastic changes."),
+                                "none; flip: random flips; strong: flips, rotations, colour and elastic changes; "
+                                "strong-mirror: strong, with the image mirrored where a crop reaches past its edge."),
     "train_amp": FieldWords("Mixed precision", "", "bf16 on CPUs with AMX and on CUDA: faster, same accuracy."),
     "train_seed": FieldWords("Random seed", "", "Same seed, same data: the same run."),
     "train_val_every": FieldWords("Validate every", "epochs", "Score on val every N epochs (and after the last)."),

@@ -234,7 +234,7 @@ def _write_config(tmp_path: Path, **changes: Any) -> Path:
         ("maskrcnn_anchor_sizes", [32, 64, 128, 256, "512"], "a whole number in [1, 2048]"),
         ("maskrcnn_anchor_sizes", [32, 64, 128, 256, 10**6], "a whole number in [1, 2048]"),
         ("maskrcnn_anchor_sizes", "32", "5 sizes"),
-        ("train_augment", 3, "one of ('none', 'flip', 'strong')"),
+        ("train_augment", 3, "one of ('none', 'flip', 'strong', 'strong-mirror')"),
         ("name", None, "a string"),
         ("train_init", 0, "a string"),
     ],

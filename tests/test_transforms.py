@@ -184,3 +184,34 @@ def test_shift_stains_scales_and_offsets_each_stain_density() -> None:
     assert np.allclose(rgb2hed(relative), hed + offset * hed.max(axis=(0, 1)), atol=1e-4)
     as_uint8 = shift_stains(np.rint(image * 255).astype(np.uint8), scale, offset)
     assert as_uint8.min() >= 0 and as_uint8.max() <= 1 and np.abs(as_uint8 - out).max() < 0.02
+
+
+def test_a_mirrored_copy_is_a_gland_of_its_own_and_an_edge_gland_keeps_its_id() -> None:
+    from glandseg_core.transforms import mirrored_apart
+
+    labels = np.zeros((10, 16), np.int32)
+    inside = np.zeros_like(labels, bool)
+    inside[:, 4:] = True  # columns 0..3 are the mirror
+    labels[2:5, 1:3] = 1  # a copy of gland 1, not touching the inside
+    labels[2:5, 6:8] = 1  # gland 1 itself
+    labels[6:9, 2:7] = 2  # gland 2 cut by the edge, with its mirror half
+    out = mirrored_apart(labels, inside)
+    assert set(np.unique(out[2:5, 1:3])) == {3} and set(np.unique(out[2:5, 6:8])) == {1}
+    assert set(np.unique(out[6:9, 2:7])) == {2}
+    assert np.array_equal(out > 0, labels > 0)
+    assert np.array_equal(mirrored_apart(labels, np.ones_like(inside)), labels)
+
+
+def test_strong_mirror_crops_reflect_the_image_where_they_reach_past_its_edge() -> None:
+    from glandseg_core.transforms import POLICIES, augment
+
+    image, labels = make_glands(96, 128, n=6, seed=3)
+    rng = np.random.default_rng(0)
+    whites = mirrors = 0
+    for _ in range(12):
+        img_w, _lab = augment(image, labels, "strong", rng, crop=96)
+        img_m, _lab = augment(image, labels, "strong-mirror", rng, crop=96)
+        whites += int((img_w == 255).all(axis=2).sum())
+        mirrors += int((img_m == 255).all(axis=2).sum())
+    assert whites > 1000 and mirrors == 0
+    assert POLICIES["strong-mirror"].outside == "mirror" and POLICIES["strong"].outside == "white"
