@@ -60,7 +60,8 @@ def separation_run(tmp_path: Path) -> Path:
     cfg = tiny_unet_config(unet_separation=True)
     torch.manual_seed(0)
     save_config(cfg, run / "config.json")
-    torch.save({"model": build_model(cfg).state_dict(), "config": asdict(cfg), "epoch": 0}, run / "best.pt")
+    state = {"model": build_model(cfg).state_dict(), "config": asdict(cfg), "epoch": 0}
+    torch.save(state, run / "best.pt")
     return run
 
 
@@ -72,7 +73,8 @@ def test_search_writes_scored_folders_that_decide_compares(
     data = str(shared_fake_glas)
     assert search.main([str(separation_run), str(out), "--data", data]) == 0
     report = json.loads((out / "search.json").read_text())
-    assert {f: len(r["points"]) for f, r in report["families"].items()} == {"dist": 60, "dist+contour": 180}
+    sizes = {f: len(r["points"]) for f, r in report["families"].items()}
+    assert sizes == {"dist": 60, "dist+contour": 180}
     for family, result in report["families"].items():
         folder = out / family
         table = pd.read_csv(folder / "per_image.csv")
