@@ -7,8 +7,9 @@ its tuned ``postprocess.json``), fusion folders (a ``fusion.json``, loaded by
 :func:`experiments.fusion.load_fusion`) or folders scored already on the split (``per_image.csv`` and
 ``predictions/``, e.g. ``experiments.marker_search``'s). Each model is scored once on the split (predictions
 and ``per_image.csv`` cached under ``cache/decide/<variant>``, git-ignored; a rerun reuses them unless
-``--fresh``), then the script prints the pooled F1 of each, the paired bootstrap 95% interval of the difference B − A, the verdict, the per-image mean
-object Dice and Hausdorff differences, and the mechanism counts (merged, missed, partial glands) of each.
+``--fresh``), then the script prints the pooled F1 of each, the paired bootstrap 95% interval of the difference
+B − A, the verdict, the per-image mean object Dice and Hausdorff differences, and the mechanism counts (merged,
+missed, partial glands) of each.
 Only `val` (or another non-test split) may be compared here: Test A / Test B are refused.
 """
 

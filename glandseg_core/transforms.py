@@ -34,9 +34,8 @@ class AugmentParams:
     hed_bias: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
-    outside: str = (
-        "white"  # beyond the image: "white" glass, or "mirror" (the image reflected at its edge)
-    )
+    # beyond the image: "white" glass, or "mirror" (the image reflected at its edge)
+    outside: str = "white"
 
 
 POLICIES: dict[str, AugmentParams] = {
