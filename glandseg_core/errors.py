@@ -33,7 +33,20 @@ class TrainingBusy(GlandsegError, RuntimeError):
 
 
 class TrainingStopped(GlandsegError):
-    """A training was asked to stop (SIGTERM or a stop request) and saved its state."""
+    """A training was asked to stop (SIGTERM or a stop request) and saved its state.
+
+    Args:
+        what: where it stopped ("stopped during epoch 3").
+        resume: what ``--resume`` (the Train page's Resume) does then ("repeats that epoch"); empty when the
+            reader's general words apply.
+    """
+
+    def __init__(self, what: str, resume: str = "") -> None:
+        super().__init__(what, resume)
+        self.what, self.resume = what, resume
+
+    def __str__(self) -> str:
+        return f"{self.what}; resume {self.resume}" if self.resume else self.what
 
 
 class WriteError(GlandsegError, OSError):

@@ -125,10 +125,11 @@ def _progress(run_dir: Path, s: dict[str, Any]) -> None:
 
 
 def _stopped_words(s: dict[str, Any]) -> str:
-    """Why a run stopped and what Resume does, said once (the trainer's message may already say it)."""
+    """Why a run stopped and what Resume does: the trainer's own words (``resume`` in ``progress.json``) when
+    it gave them, else what Resume does in general."""
     message = s["message"] or ""
-    if "resume" in message.lower():
-        return f"Stopped: {message}."
+    if s.get("resume"):
+        return f"Stopped: {message}. Resume {s['resume']}."
     then = (
         "Resume continues from the last finished epoch (last.pt)."
         if s["has_last"]

@@ -125,7 +125,7 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
 
     Returns:
         ``{"status", "alive", "pid", "epoch", "epochs", "step", "steps", "loss", "error", "updated", "phase",
-        "unit", "done", "total", "phase_started", "time", "message", "has_best", "has_last"}`` (status: see the
+        "unit", "done", "total", "phase_started", "time", "message", "resume", "has_best", "has_last"}`` (status: see the
         module docstring; phase and its ``done`` of ``total`` ``unit``: see ``glandseg_core.train.phases``).
     """
     run_dir = Path(run_dir)
@@ -160,6 +160,7 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
         **{k: fresh.get(k) for k in PHASE_KEYS},
         "message": fresh.get("message")
         or (last_line[len("stopped:") :].strip() if status == "stopped" else ""),
+        "resume": fresh.get("resume") or "",
         "has_best": (run_dir / "best.pt").is_file(),
         "has_last": (run_dir / "last.pt").is_file(),
     }

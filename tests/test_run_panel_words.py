@@ -6,11 +6,14 @@ from glandseg_dashboard.run_panel import _stopped_words
 def test_a_stop_in_tuning_says_what_resume_does_once() -> None:
     words = _stopped_words(
         {
-            "message": "stopped while tuning post-processing; resume continues the tuning",
+            "message": "stopped while tuning post-processing",
+            "resume": "continues the tuning from the grid points scored",
             "has_last": True,
         }
     )
-    assert words.lower().count("resume") == 1 and "last.pt" not in words
+    assert words == (
+        "Stopped: stopped while tuning post-processing. Resume continues the tuning from the grid points scored."
+    )
 
 
 def test_a_stop_in_an_epoch_points_at_last_pt_or_a_restart() -> None:

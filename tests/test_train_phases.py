@@ -107,7 +107,8 @@ def test_stop_mid_tuning_then_resume_continues_the_tuning(
         fit(cfg, fake_glas_dir, run, show_bar=False)
     progress = json.loads((run / "progress.json").read_text())
     assert progress["status"] == "stopped" and progress["phase"] == "tune"
-    assert "resume continues the tuning" in progress["message"]
+    assert progress["message"] == "stopped while tuning post-processing"
+    assert progress["resume"] == "continues the tuning from the grid points scored"
     assert not (run / "postprocess.json").exists() and not (run / "tuning.json").exists()
     assert [r["epoch"] for r in read_log(run / "log.jsonl")] == [1, 2]
     assert max(r["done"] for r in seen if r.get("unit") == "grid points") < GRID_POINTS  # cut short

@@ -115,7 +115,7 @@ def _validate_epoch(
     at once and resuming repeats the epoch (its steps are not checkpointed yet)."""
     t0, epoch = time.time(), state.epoch + 1
     report.begin("validate", len(val), "images", epoch=epoch, step=state.batches.steps())
-    with report.stop.armed(f"stopped while validating epoch {epoch}; resume repeats the epoch"):
+    with report.stop.armed(f"stopped while validating epoch {epoch}", "repeats that epoch"):
         record.update(validate(state.model, state.cfg, val, ctx.device, report.progress))
     record["val_seconds"] = round(time.time() - t0, 2)
 
@@ -173,7 +173,9 @@ def _tune(ctx: RunContext, val: list[Sample], report: PhaseReport) -> None:
     """Rank 0: tune post-processing on ``val``; a stop interrupts it at once and leaves the run resumable
     (``--resume`` on a trained run continues the tuning from the grid points saved in ``tuning_state.json``)."""
     report.begin("tune", len(val), "val images (model outputs)")
-    with report.stop.armed("stopped while tuning post-processing; resume continues the tuning"):
+    with report.stop.armed(
+        "stopped while tuning post-processing", "continues the tuning from the grid points scored"
+    ):
         post, result = tune_checkpoint(
             ctx.run_dir, val, ctx.device, report.step, pause=report.stop.paused
         )
@@ -212,7 +214,8 @@ def _run(ctx: RunContext, state: TrainState, val: list[Sample], report: PhaseRep
                 loss=None,
                 status="stopped",
                 phase=report.phase,
-                message=str(e),
+                message=e.what,
+                resume=e.resume,
             )
         raise
     except Exception as e:

@@ -71,7 +71,7 @@ def train_one_epoch(
         steps=steps,
         loss=None,
     )
-    with stop.armed(f"stopped during epoch {state.epoch + 1}; resume repeats it"):
+    with stop.armed(f"stopped during epoch {state.epoch + 1}", "repeats that epoch"):
         if ctx.workers:
             source = state.batches.loader(state.epoch, ctx.workers)
         else:

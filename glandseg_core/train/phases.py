@@ -13,7 +13,8 @@ tune       post-processing thresholds on ``val``   images, then grid points
 
 ``progress.json`` holds ``{"event", "status", "phase", "unit", "done", "total", "phase_started", "epoch",
 "epochs", "step", "steps", "loss", "time", "pid"}`` (``time`` and ``pid`` added by ``write_progress``), so a
-reader can show each phase's progress and its time left.
+reader can show each phase's progress and its time left; a stopped run's adds ``message`` (where it stopped) and
+``resume`` (what resuming does then: :class:`~glandseg_core.errors.TrainingStopped`).
 
 Stopping: SIGTERM or SIGINT set :class:`StopFlag`. Inside an :meth:`StopFlag.armed` block (work whose result a
 stop throws away: training steps, validation, tuning) the handler raises :class:`TrainingStopped` at once, so a
@@ -37,9 +38,8 @@ from .context import RunContext
 from .runfiles import write_progress
 
 PHASES = ("setup", "train", "validate", "tune")
-REPORT_EVERY_S = (
-    1.0  # progress.json is rewritten at most this often inside a phase (and at its first/last item)
-)
+# progress.json is rewritten at most this often inside a phase (and at its first/last item)
+REPORT_EVERY_S = 1.0
 
 
 class StopFlag:
@@ -47,24 +47,25 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.raised = False
-        self._armed: str | None = None  # the message to raise with, while armed
+        self._armed: tuple[str, str] | None = None  # (what, resume) to raise with, while armed
 
     def __call__(self, *_: object) -> None:
         self.raised = True
         if self._armed is not None:
-            message, self._armed = self._armed, None
-            raise TrainingStopped(message)
+            words, self._armed = self._armed, None
+            raise TrainingStopped(*words)
 
-    def check(self, message: str) -> None:
-        """Raise ``TrainingStopped(message)`` when a stop was asked for."""
+    def check(self, what: str, resume: str = "") -> None:
+        """Raise ``TrainingStopped(what, resume)`` when a stop was asked for."""
         if self.raised:
-            raise TrainingStopped(message)
+            raise TrainingStopped(what, resume)
 
     @contextlib.contextmanager
-    def armed(self, message: str) -> Iterator[None]:
-        """A block that a stop interrupts at once (raising ``TrainingStopped(message)``); checks on entry."""
-        self.check(message)
-        before, self._armed = self._armed, message
+    def armed(self, what: str, resume: str = "") -> Iterator[None]:
+        """A block that a stop interrupts at once (raising ``TrainingStopped(what, resume)``: where it stopped
+        and what resuming does then); checks on entry."""
+        self.check(what, resume)
+        before, self._armed = self._armed, (what, resume)
         try:
             yield
         finally:
@@ -74,13 +75,13 @@ class StopFlag:
     def paused(self) -> Iterator[None]:
         """Inside an armed block: a part that must not be cut (a file being written); a stop that arrives here
         raises right after it."""
-        message, self._armed = self._armed, None
+        words, self._armed = self._armed, None
         try:
             yield
         finally:
-            self._armed = message
-        if message is not None:
-            self.check(message)
+            self._armed = words
+        if words is not None:
+            self.check(*words)
 
 
 @contextlib.contextmanager
