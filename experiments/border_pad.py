@@ -35,19 +35,10 @@ from glandseg_core.imaging.io import write_label_png
 from glandseg_core.metrics import ImageScorer, pool_scores
 from glandseg_core.segmenters.native import maskrcnn_instances
 from glandseg_core.segmenters.tiling import MASKRCNN_TILE
+from glandseg_core.segmenters.unet import number_kept
 from glandseg_core.transforms import _BACKGROUND_RGB
 
 MARGINS = (0, 32, 64, 128)
-
-
-def kept(labels: np.ndarray, min_area: int) -> np.ndarray:
-    """int32 ``labels`` with objects under ``min_area`` pixels dropped and the rest numbered 1..N."""
-    areas = np.bincount(labels.ravel())
-    keep = areas >= max(min_area, 1)
-    keep[0] = False
-    lut = np.zeros(areas.size, np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lut[labels]
 
 
 def _torchvision_factor(segmenter: Segmenter, shape: tuple[int, int]) -> float:
@@ -102,8 +93,9 @@ def padded(image: np.ndarray, m: int, mode: str) -> np.ndarray:
 def padded_labels(
     segmenter: Segmenter, image: np.ndarray, margin: int, min_inside: float = 0.0, mode: str = "reflect"
 ) -> np.ndarray:
-    """int32[H, W] label map of ``image`` segmented with ``margin`` mirrored pixels on each side; objects with
-    less than ``min_inside`` of their pixels inside the image are dropped (:func:`mostly_inside`)."""
+    """int32[H, W] label map of ``image`` segmented with ``margin`` pixels on each side (:func:`padded`), cropped
+    back; objects with less than ``min_inside`` of their pixels inside the image are dropped
+    (:func:`mostly_inside`), then those under the model's ``min_area`` (the crop may leave slivers)."""
     h, w = image.shape[:2]
     factor = _torchvision_factor(segmenter, (h, w)) if segmenter.kind == "maskrcnn" else 1.0
     work = _resized(image, factor)
@@ -115,7 +107,7 @@ def padded_labels(
     else:
         full = segmenter.labels(segmenter.raw(big))
     crop = mostly_inside(full, full[m : m + work.shape[0], m : m + work.shape[1]], min_inside)
-    return kept(_labels_back(crop, (h, w)), int(getattr(segmenter.post, "min_area", 0)))
+    return number_kept(_labels_back(crop, (h, w)), int(getattr(segmenter.post, "min_area", 0)))
 
 
 def main(argv: list[str] | None = None) -> int:

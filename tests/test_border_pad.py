@@ -12,15 +12,7 @@ import pytest
 import experiments.border_pad as bp
 import experiments.decide as decide
 from glandseg_core.api import load_segmenter
-
-
-def test_objects_under_min_area_go_and_the_rest_are_numbered_again() -> None:
-    labels = np.zeros((8, 8), np.int32)
-    labels[0:2, 0:2] = 5  # 4 px
-    labels[4:8, 4:8] = 9  # 16 px
-    out = bp.kept(labels, 5)
-    assert out.max() == 1 and (out == 1).sum() == 16 and (out > 0).sum() == 16
-    assert bp.kept(labels, 0).max() == 2
+from glandseg_core.segmenters.unet import number_kept
 
 
 def test_an_object_mostly_in_the_margin_is_a_mirror_and_is_dropped() -> None:
@@ -67,7 +59,7 @@ def test_margins_are_scored_into_folders_that_decide_compares(
     item = as_dataset(data).items(["val"])[0]
     image, _ = item.load_annotated()
     saved = read_label_map(out / "margin-0" / "predictions" / f"{item.name}_labels.png")
-    assert np.array_equal(saved, bp.kept(segmenter(image), segmenter.post.min_area))
+    assert np.array_equal(saved, number_kept(segmenter(image), segmenter.post.min_area))
     capsys.readouterr()
     assert decide.main([str(out / "margin-0"), str(out / "margin-8"), "--data", data]) == 0
     assert "95% CI" in capsys.readouterr().out
