@@ -126,9 +126,9 @@ def _progress(run_dir: Path, s: dict[str, Any]) -> None:
 
 def _stopped_words(s: dict[str, Any]) -> str:
     """Why a run stopped and what Resume does: the trainer's own words (``resume`` in ``progress.json``) when
-    it gave them, else what Resume does in general."""
+    it gave them and an epoch had finished (else the button is Restart), else what Resume does in general."""
     message = s["message"] or ""
-    if s.get("resume"):
+    if s.get("resume") and s["has_last"]:
         return f"Stopped: {message}. Resume {s['resume']}."
     then = (
         "Resume continues from the last finished epoch (last.pt)."

@@ -23,3 +23,7 @@ def test_a_stop_in_an_epoch_points_at_last_pt_or_a_restart() -> None:
     assert _stopped_words({"message": "", "has_last": False}) == (
         "Stopped. No epoch had finished: Restart trains it from the start."
     )
+    first = {"message": "stopped during epoch 1", "resume": "repeats that epoch", "has_last": False}
+    assert _stopped_words(first) == (
+        "Stopped: stopped during epoch 1. No epoch had finished: Restart trains it from the start."
+    )
