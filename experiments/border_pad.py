@@ -26,14 +26,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.nn import functional as F
 
 from glandseg_core.api import Segmenter, load_segmenter
 from glandseg_core.datasets import as_dataset
 from glandseg_core.imaging.io import write_label_png
 from glandseg_core.metrics import ImageScorer, pool_scores
 from glandseg_core.segmenters.native import maskrcnn_instances
+from glandseg_core.segmenters.scale import at_model_scale
 from glandseg_core.segmenters.tiling import MASKRCNN_TILE
 from glandseg_core.segmenters.unet import number_kept
 from glandseg_core.transforms import _BACKGROUND_RGB
@@ -41,28 +40,12 @@ from glandseg_core.transforms import _BACKGROUND_RGB
 MARGINS = (0, 32, 64, 128)
 
 
-def _torchvision_factor(segmenter: Segmenter, shape: tuple[int, int]) -> float:
+def _torchvision_factor(segmenter: Segmenter, shape: tuple[int, ...]) -> float:
     """The factor torchvision's transform resizes an image of ``shape`` by, over the training images' one."""
     p = segmenter.cfg.params
     own = min(p.min_size / min(shape), p.max_size / max(shape))
     train = min(p.min_size / MASKRCNN_TILE[0], p.max_size / MASKRCNN_TILE[1])
     return own / train
-
-
-def _resized(image: np.ndarray, factor: float) -> np.ndarray:
-    if abs(factor - 1.0) < 1e-6:
-        return image
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-    size = (round(image.shape[0] * factor), round(image.shape[1] * factor))
-    y = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def _labels_back(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if labels.shape == shape:
-        return labels
-    t = torch.from_numpy(labels.astype(np.int64))[None, None].float()
-    return F.interpolate(t, size=shape, mode="nearest")[0, 0].to(torch.int64).numpy().astype(np.int32)
 
 
 def mostly_inside(full: np.ndarray, crop: np.ndarray, min_inside: float) -> np.ndarray:
@@ -96,18 +79,24 @@ def padded_labels(
     """int32[H, W] label map of ``image`` segmented with ``margin`` pixels on each side (:func:`padded`), cropped
     back; objects with less than ``min_inside`` of their pixels inside the image are dropped
     (:func:`mostly_inside`), then those under the model's ``min_area`` (the crop may leave slivers)."""
-    h, w = image.shape[:2]
-    factor = _torchvision_factor(segmenter, (h, w)) if segmenter.kind == "maskrcnn" else 1.0
-    work = _resized(image, factor)
+    maskrcnn = segmenter.kind == "maskrcnn"
+    factor = _torchvision_factor(segmenter, image.shape[:2]) if maskrcnn else 1.0
     m = round(margin * factor)
-    big = padded(work, m, mode)
-    if segmenter.kind == "maskrcnn":
-        inst = dataclasses.replace(maskrcnn_instances(segmenter, big), shape=big.shape[:2])
-        full = segmenter.labels(inst)
-    else:
-        full = segmenter.labels(segmenter.raw(big))
-    crop = mostly_inside(full, full[m : m + work.shape[0], m : m + work.shape[1]], min_inside)
-    return number_kept(_labels_back(crop, (h, w)), int(getattr(segmenter.post, "min_area", 0)))
+
+    def segment(work: np.ndarray) -> np.ndarray:
+        big = padded(work, m, mode)
+        if maskrcnn:
+            full = segmenter.labels(
+                dataclasses.replace(maskrcnn_instances(segmenter, big), shape=big.shape[:2])
+            )
+        else:
+            full = segmenter.labels(segmenter.raw(big))
+        return mostly_inside(full, full[m : m + work.shape[0], m : m + work.shape[1]], min_inside)
+
+    # the product's resampling to a pixel size and back (factor model pixels per image pixel)
+    data_mpp = float(segmenter.cfg.data_mpp)
+    labels = at_model_scale(segment, image, factor * data_mpp, data_mpp)
+    return number_kept(labels, int(getattr(segmenter.post, "min_area", 0)))
 
 
 def main(argv: list[str] | None = None) -> int:

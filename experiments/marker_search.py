@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import json
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from scipy import ndimage as ndi
 from glandseg_core.api import load_segmenter
 from glandseg_core.datasets import as_dataset
 from glandseg_core.imaging.io import write_label_png
-from glandseg_core.metrics import ImageScorer, pool_scores
+from glandseg_core.metrics import ImageScorer, ImageScores
 from glandseg_core.segmenters.unet import (
     flood_surface,
     gland_mask,
@@ -45,6 +46,7 @@ from glandseg_core.segmenters.unet import (
     remove_small,
 )
 from glandseg_core.thresholds import UNetPost
+from glandseg_core.train.tune import best_point, point_record
 
 FG = (0.4, 0.5, 0.6)
 MARKER_DIST = (0.02, 0.04, 0.06, 0.08, 0.1)
@@ -83,17 +85,6 @@ def grid(names: tuple[str, ...]) -> Iterator[dict[str, Any]]:
         yield dict(zip(names, values, strict=True))
 
 
-def record(scores: list[Any], point: dict[str, Any]) -> dict[str, Any]:
-    s = pool_scores(scores)
-    return {
-        **point,
-        "objective": s.pooled_f1 + s.pooled_object_dice,
-        "val_f1": s.pooled_f1,
-        "val_object_dice": s.pooled_object_dice,
-        "val_object_hausdorff": s.pooled_object_hausdorff,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m experiments.marker_search", description=__doc__.split("\n")[0]
@@ -113,18 +104,28 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     report: dict[str, Any] = {"run": args.run, "base": dataclasses.asdict(base), "families": {}}
     for family, (labels_of, names) in FAMILIES.items():
-        records = []
-        for point in grid(names):
-            post = dataclasses.replace(base, **point)
-            scores = [sc(labels_of(prob, post)) for sc, prob in zip(scorers, probs, strict=True)]
-            records.append(record(scores, point))
-        best = max(range(len(records)), key=lambda i: (records[i]["objective"], -i))
+        score_all = partial(_scores, scorers, probs, labels_of)
+        records = [
+            {**point, **point_record(score_all, dataclasses.replace(base, **point))}
+            for point in grid(names)
+        ]
+        best = best_point(records)  # the kind's tuning rule: the best objective, ties keep the earlier
         report["families"][family] = {"best": records[best], "points": records}
         print(f"{family}: {len(records)} points; best {records[best]}", flush=True)
         post = dataclasses.replace(base, **{n: records[best][n] for n in names})
         _write_predictions(out / family, items, probs, scorers, labels_of, post)
     (out / "search.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def _scores(
+    scorers: list[ImageScorer],
+    probs: list[np.ndarray],
+    labels_of: Callable[[np.ndarray, UNetPost], np.ndarray],
+    post: UNetPost,
+) -> list[ImageScores]:
+    """Each val image's scores with ``post``."""
+    return [sc(labels_of(prob, post)) for sc, prob in zip(scorers, probs, strict=True)]
 
 
 def _write_predictions(

@@ -125,8 +125,9 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
 
     Returns:
         ``{"status", "alive", "pid", "epoch", "epochs", "step", "steps", "loss", "error", "updated", "phase",
-        "unit", "done", "total", "phase_started", "time", "message", "resume", "has_best", "has_last"}`` (status: see the
-        module docstring; phase and its ``done`` of ``total`` ``unit``: see ``glandseg_core.train.phases``).
+        "unit", "done", "total", "phase_started", "time", "message", "resume", "has_best", "has_last"}``
+        (status: see the module docstring; phase and its ``done`` of ``total`` ``unit``: see
+        ``glandseg_core.train.phases``; a stopped run's ``message`` and ``resume``: its ``progress.json``).
     """
     run_dir = Path(run_dir)
     progress = read_json(run_dir / "progress.json")
