@@ -398,6 +398,9 @@ def test_float_input_must_hold_integers() -> None:
         score_image(gt + 0.5, gt)
     with pytest.raises(ValueError, match="non-integer"):
         score_image(np.full((2, 2), np.nan), np.zeros((2, 2)))
+    for huge in (1e19, -1e300):  # would wrap into a wrong id when cast to int64
+        with pytest.raises(ValueError, match="out of the integer range"):
+            score_image(np.full((2, 2), huge), np.zeros((2, 2)))
 
 
 def test_negative_ids_and_non_numeric_input_are_rejected() -> None:

@@ -68,6 +68,8 @@ def as_label_map(x: np.ndarray, name: str = "label map") -> np.ndarray:
             raise ValueError(
                 f"{name} is a float array with non-integer values; label ids must be integers"
             )
+        if a.size and np.abs(a).max() >= 2.0**63:  # the cast would wrap it into a wrong (negative) id
+            raise ValueError(f"{name} holds an id out of the integer range ({np.abs(a).max():g})")
         a = a.astype(np.int64)
     elif not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"{name} must hold integer ids, got dtype {a.dtype}")
